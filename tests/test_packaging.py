@@ -1,0 +1,40 @@
+"""requirements.txt, environment.yml and pyproject.toml describe one set of versions."""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parents[1]
+PIN = re.compile(r"^\s*-?\s*([A-Za-z0-9_.\-]+)==([^\s#]+)")
+
+
+def pins(text: str) -> dict[str, str]:
+    found = {}
+    for line in text.splitlines():
+        match = PIN.match(line)
+        if match:
+            found[canonicalize_name(match.group(1))] = match.group(2)
+    return found
+
+
+def test_requirements_are_all_exact_pins():
+    lines = [l for l in (ROOT / "requirements.txt").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    assert lines and all("==" in l for l in lines)
+
+
+def test_conda_environment_pins_the_same_versions_as_requirements():
+    assert pins((ROOT / "environment.yml").read_text()) == pins((ROOT / "requirements.txt").read_text())
+
+
+def test_pinned_versions_satisfy_the_package_bounds():
+    pinned = pins((ROOT / "requirements.txt").read_text())
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for text in deps:
+        req = Requirement(text)
+        assert canonicalize_name(req.name) in pinned, f"{req.name} is not pinned in requirements.txt"
+        assert req.specifier.contains(Version(pinned[canonicalize_name(req.name)])), text
