@@ -1,0 +1,231 @@
+"""The two networks of the course: the seed's small CNN and an ImageNet-pretrained ResNet-50.
+
+`build_model("simplecnn")` / `build_model("resnet50")` pick one by name (the CLI's --model).
+
+ImageNet weights are fetched by this module rather than by torchvision, for one reason:
+torchvision's download has no timeout, so on a machine whose network silently drops packets
+`resnet50(weights=...)` waits forever. Here every network read is bounded by
+`DOWNLOAD_TIMEOUT` and any failure becomes one `PretrainedWeightsUnavailable` line that says
+how to go on without the network. The file lands in the same torch hub cache torchvision uses
+(`$TORCH_HOME/hub/checkpoints`), so a file either of them downloaded is reused by both.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import requests
+import torch
+from torch import nn
+from torchvision.models import ResNet50_Weights
+from torchvision.models import resnet50 as _torchvision_resnet50
+from tqdm.auto import tqdm
+
+# The seed fine-tuned torchvision's `pretrained=True` ResNet-50, i.e. IMAGENET1K_V1.
+WEIGHT_URLS: dict[str, str] = {
+    "IMAGENET1K_V1": ResNet50_Weights.IMAGENET1K_V1.url,
+    "IMAGENET1K_V2": ResNet50_Weights.IMAGENET1K_V2.url,
+}
+DEFAULT_WEIGHTS = "IMAGENET1K_V1"
+# Seconds to wait for the connection and for each chunk of data (not for the whole ~100 MB file,
+# which may take minutes on a slow link).
+DOWNLOAD_TIMEOUT = 30.0
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """ImageNet weights could neither be found in the torch hub cache nor downloaded."""
+
+
+class SimpleCNN(nn.Module):
+    """The seed's network: two 5x5 conv blocks and three fully connected layers.
+
+    Sizes for a 3x224x224 input: conv1 -> 16x220x220, pool -> 16x110x110,
+    conv2 -> 32x106x106, pool -> 32x53x53 = 89,888 features -> 1200 -> 840 -> num_classes.
+    fc1 alone holds 107.9 M of the 108.9 M parameters; the fixed flatten size is why the
+    network accepts only 224x224 images.
+    """
+
+    input_size = (3, 224, 224)
+
+    def __init__(self, num_classes: int = 8):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, kernel_size=5)
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(16, 32, kernel_size=5)
+        self.fc1 = nn.Linear(32 * 53 * 53, 1200)
+        self.fc2 = nn.Linear(1200, 840)
+        self.fc3 = nn.Linear(840, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.input_size:
+            raise ValueError(
+                f"SimpleCNN expects a batch of shape (N, 3, 224, 224), got {tuple(x.shape)}; "
+                "resize the images to 224x224 (skinlib.data.eval_transform does)"
+            )
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = self.pool(torch.relu(self.conv2(x)))
+        x = torch.flatten(x, 1)
+        x = torch.relu(self.fc1(x))
+        x = torch.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+def resnet50(
+    num_classes: int = 8,
+    pretrained: bool = True,
+    weights_path: str | os.PathLike | None = None,
+    *,
+    weights: str = DEFAULT_WEIGHTS,
+    timeout: float | None = None,
+    progress: bool = True,
+) -> nn.Module:
+    """torchvision's ResNet-50 with a new `fc = nn.Linear(2048, num_classes)` head.
+
+    Weights, in order of precedence:
+    - `weights_path`: a local state_dict file, either ImageNet's (1000-class fc, replaced after
+      loading) or this model's own (num_classes-class fc). Works with no network.
+    - `pretrained=True`: the ImageNet weights named by `weights`, from the torch hub cache or
+      downloaded once into it. The default IMAGENET1K_V1 (76.1 % ImageNet top-1) is what the
+      seed's `pretrained=True` loaded, so its results can be reproduced; "IMAGENET1K_V2"
+      (80.9 %, a longer training recipe) is the other choice.
+    - `pretrained=False`: random initialisation.
+    Raises PretrainedWeightsUnavailable when the weights cannot be had, within `timeout` seconds
+    of network silence (default DOWNLOAD_TIMEOUT).
+    """
+    model = _torchvision_resnet50(weights=None)
+    if weights_path is not None:
+        state = _load_state_dict(Path(weights_path))
+        fc_rows = state.get("fc.weight", torch.empty(0)).shape[:1]
+        if fc_rows == (num_classes,):
+            model.fc = nn.Linear(model.fc.in_features, num_classes)
+            _load_into(model, state, weights_path)
+            return model
+        _load_into(model, state, weights_path)
+    elif pretrained:
+        _load_into(model, imagenet_state_dict(weights, timeout=timeout, progress=progress), weights)
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+def imagenet_state_dict(
+    weights: str = DEFAULT_WEIGHTS, *, timeout: float | None = None, progress: bool = True
+) -> dict[str, torch.Tensor]:
+    """The ImageNet state_dict named `weights`, from the torch hub cache, downloading it if needed."""
+    if weights not in WEIGHT_URLS:
+        raise ValueError(f"unknown ResNet-50 weights {weights!r}; choose one of {sorted(WEIGHT_URLS)}")
+    url = WEIGHT_URLS[weights]
+    path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    if not path.is_file():
+        download_weights(url, path, timeout=timeout, progress=progress)
+    return _load_state_dict(path)
+
+
+def download_weights(
+    url: str, dest: str | os.PathLike, *, timeout: float | None = None, progress: bool = True
+) -> Path:
+    """Download `url` to `dest` atomically, bounding every network wait by `timeout` seconds.
+
+    If the file name carries a hash prefix (torchvision's `name-<sha256 prefix>.pth`), the
+    download is checked against it. Any failure raises PretrainedWeightsUnavailable.
+    """
+    timeout = DOWNLOAD_TIMEOUT if timeout is None else timeout
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    expected = re.search(r"-([0-9a-f]{6,})\.", dest.name)
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as out, requests.get(url, stream=True, timeout=timeout) as response:
+            response.raise_for_status()
+            total = int(response.headers.get("Content-Length", 0)) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+                for chunk in response.iter_content(chunk_size=1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+        if expected and not digest.hexdigest().startswith(expected.group(1)):
+            raise PretrainedWeightsUnavailable(
+                f"the file downloaded from {url} is corrupt (SHA-256 does not start with {expected.group(1)}); "
+                + _WAYS_OUT
+            )
+        os.replace(tmp, dest)
+    except requests.RequestException as error:
+        raise PretrainedWeightsUnavailable(
+            f"could not download ImageNet weights from {url} ({_reason(error, timeout)}); " + _WAYS_OUT
+        ) from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return dest
+
+
+_WAYS_OUT = (
+    "train without them with pretrained=False (CLI --no-pretrained), or use a local copy "
+    "with weights_path=<file.pth> (CLI --weights FILE)"
+)
+
+
+def _reason(error: requests.RequestException, timeout: float) -> str:
+    # A stall in the middle of the body surfaces as a ConnectionError wrapping urllib3's ReadTimeoutError.
+    if isinstance(error, requests.Timeout) or "timed out" in str(error).lower():
+        return f"no answer within {timeout:g} s"
+    if isinstance(error, requests.HTTPError):
+        return f"HTTP {error.response.status_code}"
+    if isinstance(error, requests.ConnectionError):
+        return "no connection"
+    return type(error).__name__
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    try:
+        # weights_only=True: a .pth file is a pickle, and this refuses anything but tensors.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable PyTorch state_dict ({error})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state_dict (a dict of tensor names to tensors)")
+    return state
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).splitlines()[:3]
+        raise ValueError(
+            f"{source} does not fit {type(model).__name__}: {' '.join(line.strip() for line in first)}"
+        ) from None
+
+
+def simplecnn(num_classes: int = 8, pretrained: bool = False, weights_path=None) -> SimpleCNN:
+    """SimpleCNN, randomly initialised (there are no pretrained weights for it; `pretrained` is
+    accepted so every builder takes the same arguments), or loaded from its own state_dict file."""
+    model = SimpleCNN(num_classes)
+    if weights_path is not None:
+        _load_into(model, _load_state_dict(Path(weights_path)), weights_path)
+    return model
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"simplecnn": simplecnn, "resnet50": resnet50}
+
+
+def build_model(
+    name: str, num_classes: int = 8, pretrained: bool = True, weights_path=None, **options
+) -> nn.Module:
+    """The model called `name` (a key of MODELS); `options` go to its builder (for resnet50:
+    `weights`, `timeout`, `progress`)."""
+    key = name.lower()
+    if key not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    return MODELS[key](num_classes=num_classes, pretrained=pretrained, weights_path=weights_path, **options)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (only those with requires_grad when `trainable_only`)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
