@@ -1,0 +1,212 @@
+"""The command line: `python -m skinlib {check,synth,train,demo,...}` (also installed as `skinlib`).
+
+Laid out like torchvision's reference scripts: `get_args_parser()` builds the parser and
+`main(argv)` parses and calls the same functions the notebooks call. Every command is a
+`register(subparsers)` function that adds its subparser and `set_defaults(func=...)`, where
+`func(args) -> int` is the exit status. Commands that belong to a feature module (`prepare`,
+`download`) are registered by that module, listed in FEATURE_MODULES.
+
+Expected failures (a broken dataset, missing pretrained weights, a bad checkpoint) end as one
+line on stderr and exit status 1, not a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+# Modules that add their own subcommand. A module that is not installed is skipped; any
+# other error while importing it is a bug and propagates.
+FEATURE_MODULES = ("skinlib.cache", "skinlib.download")
+
+# The demo's settings, measured to finish in a few minutes on a 2-core CPU (see `demo`).
+DEMO_SETTINGS = dict(model="simplecnn", pretrained=False, epochs=6, batch_size=32, lr=1e-4)
+DEMO_IMAGES = 800
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+# ---------------------------------------------------------------- check
+def cmd_check(args: argparse.Namespace) -> int:
+    from skinlib.data import check_dataset
+
+    report = check_dataset(args.data, verify_images=not args.no_verify, progress=not args.quiet)
+    print(report.format())
+    return EXIT_OK if report.ok else EXIT_ERROR
+
+
+def register_check(subparsers) -> None:
+    p = subparsers.add_parser("check", help="check a dataset folder (CSVs, images, classes, lesions)")
+    p.add_argument("data", type=Path, help="folder in the layout of the ISIC 2019 download")
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not open every image (faster; only checks that the files exist)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_check)
+
+
+# ---------------------------------------------------------------- synth
+def cmd_synth(args: argparse.Namespace) -> int:
+    from skinlib.synth import make_synthetic
+
+    out = make_synthetic(args.out, n=args.n, seed=args.seed)
+    print(f"wrote a SYNTHETIC dataset of {args.n} images to {out}")
+    return EXIT_OK
+
+
+def register_synth(subparsers) -> None:
+    p = subparsers.add_parser("synth", help="write a synthetic dataset in the ISIC 2019 layout")
+    p.add_argument("out", type=Path, help="output folder")
+    p.add_argument("--n", type=int, default=800, help="number of images (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.set_defaults(func=cmd_synth)
+
+
+# ---------------------------------------------------------------- train
+# argparse dest -> TrainConfig field, for the options whose names differ. Options left out on
+# the command line stay None and are not passed, so TrainConfig's defaults are the only ones.
+_TRAIN_FIELDS = {
+    "data": "data", "out": "out", "model": "model", "epochs": "epochs", "batch_size": "batch_size",
+    "lr": "lr", "pretrained": "pretrained", "weights": "weights_path", "seed": "seed",
+    "limit": "limit", "cache": "cache", "workers": "num_workers", "device": "device",
+    "amp": "amp", "max_batches": "max_batches", "progress": "progress",
+}
+
+
+def config_from_args(args: argparse.Namespace):
+    """The TrainConfig that `train` arguments describe (unset options keep TrainConfig's defaults)."""
+    from skinlib.config import TrainConfig
+
+    values = {field: getattr(args, dest) for dest, field in _TRAIN_FIELDS.items()
+              if getattr(args, dest) is not None}
+    if "data" not in values:
+        from skinlib.synth import default_data_dir
+
+        values["data"] = default_data_dir()
+    for field in ("data", "out", "weights_path", "cache"):
+        if field in values:
+            values[field] = str(values[field])
+    return TrainConfig(**values)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from skinlib.train import run
+
+    run(config_from_args(args), resume=args.resume)
+    return EXIT_OK
+
+
+def register_train(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train and evaluate a model; writes a run folder")
+    p.add_argument("--data", type=Path, default=None,
+                   help="dataset folder (default: $SKINLIB_DATA, else the embedded SYNTHETIC set)")
+    p.add_argument("--model", choices=("simplecnn", "resnet50"), default=None,
+                   help="network (default: resnet50)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--out", type=Path, required=True, help="run folder for checkpoint, metrics, figures")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="learning rate")
+    p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False,
+                   default=None, help="start from random weights instead of ImageNet")
+    p.add_argument("--weights", type=Path, default=None,
+                   help="ImageNet weights file for resnet50 (for machines without internet)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from RUN/checkpoint.pt with the run's saved split")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None,
+                   help="use N images (stratified by class, drawn before the split)")
+    p.add_argument("--cache", type=Path, default=None, help="prepared-image cache folder (see `prepare`)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: CPUs)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available)")
+    p.add_argument("--no-amp", dest="amp", action="store_const", const=False, default=None,
+                   help="train in float32 (no mixed precision)")
+    p.add_argument("--max-batches", type=int, default=None,
+                   help="stop each epoch after N batches (a quick smoke run)")
+    p.add_argument("--quiet", dest="progress", action="store_const", const=False, default=None,
+                   help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+
+# ---------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from skinlib.config import TrainConfig
+    from skinlib.synth import make_synthetic
+    from skinlib.train import run
+
+    out = Path(args.out)
+    data = out / "synthetic-data"
+    if not (data / "SYNTHETIC.txt").is_file():
+        print(f"generating a SYNTHETIC dataset of {DEMO_IMAGES} images in {data}")
+        make_synthetic(data, n=DEMO_IMAGES, seed=0)
+    config = TrainConfig(data=str(data), out=str(out / "run"), progress=not args.quiet,
+                         device=args.device, **DEMO_SETTINGS)
+    run(config)
+    return EXIT_OK
+
+
+def register_demo(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo", help="train a small SimpleCNN on SYNTHETIC data end to end (no download, a few minutes)")
+    p.add_argument("--out", type=Path, default=Path("outputs/demo"),
+                   help="folder for the synthetic data and the run (default: %(default)s)")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+
+
+# ---------------------------------------------------------------- parser and main
+COMMANDS = (register_check, register_synth, register_train, register_demo)
+
+
+def feature_registers() -> list:
+    """`register` of each feature module that is present (a missing module is skipped)."""
+    found = []
+    for name in FEATURE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:  # the module exists but one of *its* imports is missing
+                raise
+            continue
+        found.append(module.register)
+    return found
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m skinlib",
+        description="Skin-lesion classification on ISIC 2019: check data, train, evaluate.")
+    subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    for register in (*COMMANDS, *feature_registers()):
+        register(subparsers)
+    return parser
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input or a missing file, reported as one line rather than a traceback."""
+    from skinlib.checkpoint import CheckpointError
+    from skinlib.data import DataError
+    from skinlib.models import PretrainedWeightsUnavailable
+
+    return (DataError, PretrainedWeightsUnavailable, CheckpointError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    expected = _expected_errors()
+    try:
+        return args.func(args)
+    except expected as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

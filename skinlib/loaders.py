@@ -1,0 +1,103 @@
+"""DataLoaders for a split, with defaults that fit the machine they run on.
+
+`make_loaders(frame, split, config)` returns {"train", "val", "test"} DataLoaders:
+
+- workers: one per CPU this process may use (capped at MAX_WORKERS); `config.num_workers`
+  overrides, 0 loads in the main process (simplest to debug);
+- pinned memory when CUDA is there (faster, asynchronous host-to-GPU copies);
+- with workers: persistent workers (no process start-up every epoch) and a deeper prefetch
+  queue, so 2 Colab CPUs keep decoding while the GPU computes;
+- the training loader drops its last batch only when that batch would hold a single image,
+  which BatchNorm cannot train on (ResNet-50 raises an error on it);
+- the training order is drawn from a generator seeded from `config.seed`, so a run and its
+  resumed continuation see the same order of images in every epoch.
+
+Images come either from the JPEGs (`data.ISICDataset` with `train_transform` /
+`eval_transform`, float tensors normalised on the CPU) or, when `config.cache` is set, from
+the prepared-image cache (`cache.CachedDataset`, uint8 tensors that the training loop
+converts and normalises on the GPU).
+"""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from skinlib.engine import make_generator
+
+# More workers than this rarely help an image pipeline and each one holds a copy of the
+# dataset's state; a 96-core server would otherwise start 96 processes per loader.
+MAX_WORKERS = 8
+PREFETCH_FACTOR = 4
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (respects taskset / container CPU sets where the OS tells)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_num_workers() -> int:
+    return max(1, min(available_cpus(), MAX_WORKERS))
+
+
+def loader_options(num_workers: int | None = None, *, device: torch.device | str | None = None) -> dict:
+    """The DataLoader keyword arguments this module uses, for a given worker count (None: auto)."""
+    workers = default_num_workers() if num_workers is None else int(num_workers)
+    if workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {workers}")
+    cuda = torch.device(device).type == "cuda" if device is not None else torch.cuda.is_available()
+    options = dict(num_workers=workers, pin_memory=cuda)
+    if workers > 0:  # both options are errors with num_workers=0
+        options.update(persistent_workers=True, prefetch_factor=PREFETCH_FACTOR)
+    return options
+
+
+def make_datasets(frame: pd.DataFrame, split: pd.Series, config) -> dict[str, Dataset]:
+    """One dataset per split: augmented for training, deterministic for val and test."""
+    split = _aligned(frame, split)
+    parts = {name: frame[split == name].reset_index(drop=True) for name in SPLIT_NAMES}
+    size = config.image_size
+    if config.cache:
+        from skinlib.cache import CachedDataset  # lazily: the cache module is optional
+
+        return {name: CachedDataset(config.cache, part, train=(name == "train"), size=size)
+                for name, part in parts.items()}
+    from skinlib.data import ISICDataset, eval_transform, train_transform
+
+    return {name: ISICDataset(part, transform=train_transform(size) if name == "train"
+                              else eval_transform(size))
+            for name, part in parts.items()}
+
+
+def make_loaders(frame: pd.DataFrame, split: pd.Series, config, *,
+                 device: torch.device | str | None = None) -> dict[str, DataLoader]:
+    """{"train", "val", "test"} DataLoaders for `frame` divided by `split` (a Series of split names
+    with the frame's index, as `splits.grouped_split` returns). `device` (default: CUDA if
+    available) decides pinned memory."""
+    datasets = make_datasets(frame, split, config)
+    options = loader_options(config.num_workers, device=device)
+    batch = config.batch_size
+    loaders = {
+        "train": DataLoader(datasets["train"], batch_size=batch, shuffle=True,
+                            generator=make_generator(config.seed),
+                            drop_last=len(datasets["train"]) % batch == 1, **options),
+    }
+    for name in ("val", "test"):
+        loaders[name] = DataLoader(datasets[name], batch_size=batch, shuffle=False, **options)
+    return loaders
+
+
+def _aligned(frame: pd.DataFrame, split: pd.Series) -> pd.Series:
+    """`split` as a Series on `frame`'s index, with every image assigned to a known split."""
+    if not isinstance(split, pd.Series) or not split.index.equals(frame.index):
+        raise ValueError("split must be a pandas Series with the same index as the frame "
+                         "(as splits.grouped_split returns)")
+    unknown = sorted(set(split.unique()) - set(SPLIT_NAMES))
+    if unknown:
+        raise ValueError(f"split holds unknown split name(s) {unknown}; expected {SPLIT_NAMES}")
+    return split

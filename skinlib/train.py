@@ -1,0 +1,201 @@
+"""One whole training run, from a dataset folder to a run folder of results.
+
+`run(config)` is what `python -m skinlib train` and the notebooks call:
+
+1. index the dataset (`data.load_index`);
+2. with `config.limit`, keep N images drawn stratified by class (seeded), *before* the split;
+3. split grouped by lesion and stratified by class (`splits.grouped_split`), saved as
+   RUN/split.csv; a resumed run reads that file back instead of splitting again;
+4. build the loaders, the model, Adam and the one-cycle schedule (`engine.make_optimizer`,
+   `engine.make_scheduler`) and train with `engine.fit`, checkpointing to RUN/checkpoint.pt;
+5. evaluate on the test split and write RUN/metrics.json, RUN/config.json, RUN/curves.png and
+   RUN/confusion.png.
+
+The run folder then holds everything needed to reproduce and report the run:
+
+    RUN/config.json      the TrainConfig (TrainConfig.from_dict reads it back)
+    RUN/split.csv        image, label, group, split for every image used
+    RUN/checkpoint.pt    weights, optimizer, scheduler, random states, history (after every epoch)
+    RUN/metrics.json     config, history, test metrics, split sizes, device, versions, synthetic
+    RUN/curves.png       loss and accuracy per epoch, train and validation
+    RUN/confusion.png    test confusion matrix
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torchvision
+
+import skinlib
+from skinlib import engine
+from skinlib.checkpoint import CheckpointError
+from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
+from skinlib.loaders import make_loaders
+from skinlib.metrics import roc_auc_ovr, summarize
+from skinlib.models import build_model
+from skinlib.plots import plot_confusion, plot_curves
+from skinlib.splits import SPLITS, grouped_split, load_split, save_split
+from skinlib.synth import is_synthetic
+
+CONFIG_JSON, SPLIT_CSV, CHECKPOINT = "config.json", "split.csv", "checkpoint.pt"
+METRICS_JSON, CURVES_PNG, CONFUSION_PNG = "metrics.json", "curves.png", "confusion.png"
+
+
+def run(config, *, resume: bool = False) -> dict[str, Any]:
+    """Train, evaluate and write the run folder `config.out`; return the metrics.
+
+    The returned dict is what RUN/metrics.json holds (see `metrics_record`), plus the trained
+    model under the key "model" (not written to the file). With `resume=True` an interrupted
+    run continues from RUN/checkpoint.pt with its saved split, and a finished run is only
+    evaluated again. Without it, a folder that already holds a checkpoint is refused rather
+    than overwritten.
+    """
+    out = Path(config.out)
+    checkpoint = out / CHECKPOINT
+    if checkpoint.exists() and not resume:
+        raise CheckpointError(
+            f"{out} already holds a run ({checkpoint}); resume it (--resume / resume=True) "
+            f"or choose another output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    device = engine.select_device(config.device)
+    engine.seed_everything(config.seed)
+
+    frame, split = _frame_and_split(config, out / SPLIT_CSV, reuse=resume)
+    loaders = make_loaders(frame, split, config, device=device)
+    _write_json(out / CONFIG_JSON, config.to_dict())
+
+    model = build_model(config.model, num_classes=NUM_CLASSES, pretrained=config.pretrained,
+                        weights_path=config.weights_path).to(device)
+    optimizer = engine.make_optimizer(model, config)
+    steps = len(loaders["train"])
+    if config.max_batches is not None:
+        steps = min(steps, config.max_batches)
+    scheduler = engine.make_scheduler(optimizer, config, steps_per_epoch=steps)
+    history = engine.fit(model, loaders["train"], loaders["val"], optimizer, device,
+                         epochs=config.epochs, scheduler=scheduler, grad_clip=config.grad_clip,
+                         amp=config.amp, channels_last=config.channels_last,
+                         checkpoint_path=checkpoint, resume=resume, config=config,
+                         progress=config.progress, max_batches=config.max_batches)
+
+    amp_dtype = engine.autocast_dtype(device) if config.amp else None
+    test = engine.evaluate(model, loaders["test"], device, amp_dtype=amp_dtype,
+                           channels_last=config.channels_last and device.type == "cuda",
+                           progress=config.progress, max_batches=config.max_batches,
+                           return_probs=True)
+    record = metrics_record(config, history, test, split, device)
+    _write_json(out / METRICS_JSON, record)
+    _save_figure(plot_curves(history), out / CURVES_PNG)
+    _save_figure(plot_confusion(test["confusion"], classes=CLASSES), out / CONFUSION_PNG)
+
+    t = record["test"]
+    print(f"test accuracy {t['accuracy']:.3f}, balanced accuracy {t['balanced_accuracy']:.3f} "
+          f"(chance {1 / NUM_CLASSES:.3f}) on {t['n']} images"
+          f"{' of SYNTHETIC data' if record['synthetic'] else ''}; results in {out}/: "
+          f"{METRICS_JSON}, {CURVES_PNG}, {CONFUSION_PNG}, {CHECKPOINT}")
+    return {**record, "model": model}
+
+
+# ---------------------------------------------------------------- data and split
+def stratified_sample(frame: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """`n` rows of `frame` drawn at random (seeded) with each class in its share of the frame.
+
+    Every class is shuffled, and its k-th image gets the key (k + 0.5) / class size; taking the
+    n smallest keys takes the same fraction n / len(frame) of every class (up to rounding), and
+    the rarest classes first, so no class vanishes from a small sample while it could be kept.
+    The rows keep the frame's order and index.
+    """
+    if n >= len(frame):
+        return frame
+    rng = np.random.default_rng(seed)
+    shuffled = frame.iloc[rng.permutation(len(frame))]
+    rank = shuffled.groupby("label").cumcount()
+    size = shuffled["label"].map(shuffled["label"].value_counts())
+    key = (rank + 0.5) / size
+    chosen = key.sort_values(kind="stable").index[:n]
+    return frame.loc[frame.index.isin(chosen)]
+
+
+def _frame_and_split(config, split_csv: Path, *, reuse: bool) -> tuple[pd.DataFrame, pd.Series]:
+    """The images of the run and their split: read back from `split_csv` when `reuse` and it
+    exists, else drawn (limit, then grouped split) and saved there."""
+    frame = load_index(config.data)
+    if reuse and split_csv.exists():
+        return _saved_split(frame, split_csv)
+    if config.limit is not None:
+        frame = stratified_sample(frame, config.limit, seed=config.seed)
+    split = grouped_split(frame, fractions=config.fractions, seed=config.seed)
+    save_split(frame, split, split_csv)
+    return frame, split
+
+
+def _saved_split(frame: pd.DataFrame, split_csv: Path) -> tuple[pd.DataFrame, pd.Series]:
+    """The frame's images listed in a saved split, and their split, checked against the data."""
+    saved = load_split(split_csv).set_index("image")
+    missing = saved.index.difference(frame["image"])
+    if len(missing):
+        raise DataError(
+            f"{split_csv} lists {len(missing)} image(s) that the dataset does not have "
+            f"(first: {', '.join(missing[:5])}): the run was made on other data")
+    frame = frame[frame["image"].isin(saved.index)]
+    relabelled = frame["label"].to_numpy() != saved.loc[frame["image"], "label"].to_numpy()
+    if relabelled.any():
+        names = frame["image"][relabelled].tolist()
+        raise DataError(
+            f"{split_csv}: {len(names)} image(s) have another label in the dataset now "
+            f"(first: {', '.join(names[:5])}): the run was made on other data")
+    split = pd.Series(saved.loc[frame["image"], "split"].to_numpy(), index=frame.index, name="split")
+    return frame, split
+
+
+# ---------------------------------------------------------------- results
+def metrics_record(config, history: list[dict], test: dict, split: pd.Series,
+                   device: torch.device) -> dict[str, Any]:
+    """The contents of metrics.json: plain JSON types, NaN written as null."""
+    auc = roc_auc_ovr(test["targets"], test["probs"])
+    summary = summarize(test["confusion"], CLASSES)
+    counts = split.value_counts()
+    return _json_safe({
+        "config": config.to_dict(),
+        "history": history,
+        "test": {
+            "loss": test["loss"],
+            **summary,
+            "roc_auc": {"per_class": dict(zip(CLASSES, auc["per_class"])), "macro": auc["macro"]},
+        },
+        "classes": list(CLASSES),
+        "split_sizes": {name: int(counts.get(name, 0)) for name in SPLITS},
+        "device": engine.describe_device(device),
+        "versions": {"skinlib": skinlib.__version__, "torch": torch.__version__,
+                     "torchvision": torchvision.__version__, "python": platform.python_version()},
+        "synthetic": bool(is_synthetic(config.data)),
+    })
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain Python types for json.dump; NaN and infinities (JSON has neither) become None."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.generic, torch.Tensor)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+def _save_figure(figure, path: Path) -> None:
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(figure)  # a long session of runs must not keep every figure open
