@@ -1,0 +1,202 @@
+"""Checkpoints that survive a crash and refuse what they should not load.
+
+`save_checkpoint` writes to a temporary file in the same folder, flushes it to disk and only
+then renames it over the old checkpoint (`os.replace` is atomic), so a crash or a full disk
+while writing leaves the previous checkpoint intact.
+
+`load_checkpoint` uses `torch.load(weights_only=True)`: only tensors and plain containers are
+read back, never arbitrary pickled objects (unpickling can run code). Everything a checkpoint
+holds is stored in that form, random-number-generator states included.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "epoch", "model", "optimizer", "history")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written, read or used; the message names the file."""
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write `state` to `path` atomically; return the path.
+
+    On failure the temporary file is removed, the previous checkpoint at `path` (if any) is
+    untouched, and a CheckpointError says so.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them current
+        os.replace(tmp_name, path)
+    except BaseException as exc:  # KeyboardInterrupt too: never leave a half-written file behind
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, Exception):
+            raise CheckpointError(
+                f"could not write checkpoint {path}: {exc} "
+                f"(the previous checkpoint, if any, is unchanged)") from exc
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); not possible on Windows, where it is skipped."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint` (tensors and plain containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was cut short while written")
+    if not zipfile.is_zipfile(path):
+        # torch.save writes a zip archive whose directory sits at the very end of the file,
+        # so a file cut short (a crash mid-copy, a partial upload) is missing it.
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt ({size:,} bytes, no complete archive): "
+            f"it was probably cut short while being written or copied; use another copy or "
+            f"train without resuming")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path} holds a pickled Python object and is refused: it is loaded "
+            f"with torch.load(weights_only=True), which only reads tensors and plain "
+            f"containers because unpickling an arbitrary object can run arbitrary code "
+            f"({detail})") from exc
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {exc}") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a training checkpoint (it holds a {type(state).__name__})")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a training checkpoint: missing {', '.join(missing)}")
+    return state
+
+
+def check_compatible(state: dict[str, Any], model: nn.Module, *, path: str | os.PathLike,
+                     config: Any = None) -> None:
+    """Raise CheckpointError unless `state` can be loaded into `model` (and resumes `config`).
+
+    Checked before `load_state_dict` so the message can say what differs: the model name in
+    the saved config, the parameter names (another architecture), or their shapes (usually
+    another number of classes).
+    """
+    saved_config = state.get("config")
+    if config is not None and saved_config is not None:
+        saved_model, model_name = saved_config.get("model"), getattr(config, "model", None)
+        if saved_model != model_name:
+            raise CheckpointError(
+                f"checkpoint {path} was trained with model {saved_model!r}, this run builds "
+                f"{model_name!r}: another architecture cannot be resumed")
+
+    saved, current = state["model"], model.state_dict()
+    saved_arch = state.get("model_class", "?")
+    missing = [k for k in current if k not in saved]
+    unexpected = [k for k in saved if k not in current]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {path} comes from another architecture ({saved_arch}) than the model "
+            f"({type(model).__name__}): {len(missing)} parameter(s) of the model are not in it"
+            f"{_examples(missing)}, {len(unexpected)} of its parameter(s) are not in the model"
+            f"{_examples(unexpected)}")
+
+    mismatched = [(k, tuple(saved[k].shape), tuple(current[k].shape))
+                  for k in current if tuple(saved[k].shape) != tuple(current[k].shape)]
+    if mismatched:
+        key, saved_shape, model_shape = mismatched[-1]  # the classifier comes last
+        saved_classes = state.get("num_classes")
+        if saved_classes is not None and saved_shape and saved_shape[0] == saved_classes \
+                and model_shape and model_shape[0] != saved_classes \
+                and saved_shape[1:] == model_shape[1:]:
+            raise CheckpointError(
+                f"checkpoint {path} was trained for {saved_classes} classes, the model has "
+                f"{model_shape[0]} outputs ({key}: {saved_shape} in the checkpoint, "
+                f"{model_shape} in the model): another number of classes cannot be resumed")
+        listed = "; ".join(f"{k}: {s} in the checkpoint, {m} in the model" for k, s, m in mismatched[:3])
+        more = f" and {len(mismatched) - 3} more" if len(mismatched) > 3 else ""
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model ({type(model).__name__}): "
+            f"{len(mismatched)} parameter shape(s) differ: {listed}{more}")
+
+
+def _examples(keys: list[str], n: int = 3) -> str:
+    if not keys:
+        return ""
+    shown = ", ".join(keys[:n])
+    return f" (e.g. {shown}{', ...' if len(keys) > n else ''})"
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The state of every random-number generator training touches, as tensors and lists.
+
+    Stored this way (not numpy arrays or tuples of objects) so it loads under weights_only.
+    """
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "bit_generator": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": py_version, "internal": list(py_internal), "gauss_next": py_gauss},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Undo `capture_rng_state`: put every generator back where it was."""
+    torch.set_rng_state(state["torch"].cpu())
+    np_state = state["numpy"]
+    np.random.set_state((
+        np_state["bit_generator"],
+        np_state["keys"].cpu().numpy().astype(np.uint32),
+        np_state["pos"],
+        np_state["has_gauss"],
+        np_state["cached_gaussian"],
+    ))
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = [s.cpu() for s in state["cuda"]]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+        else:  # resumed on a machine with another number of GPUs: seed what we can
+            for index, s in enumerate(cuda_states[:torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(s, index)

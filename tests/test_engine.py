@@ -1,0 +1,381 @@
+"""The training and evaluation loops, device choice, mixed precision and the recipe.
+
+Everything runs on the CPU with tiny models and TensorDatasets of synthetic numbers
+(not images), so each test takes well under a second.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from torchvision.transforms import Normalize
+
+from skinlib import engine
+from skinlib.config import TrainConfig
+from skinlib.data import IMAGENET_MEAN, IMAGENET_STD
+from skinlib.metrics import ConfusionMatrix
+
+CPU = torch.device("cpu")
+
+
+def blobs(n=96, num_classes=3, features=4, seed=0):
+    """Synthetic separable data: one Gaussian blob per class."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % num_classes
+    centres = torch.randn(num_classes, features, generator=g) * 3
+    x = centres[y] + torch.randn(n, features, generator=g) * 0.5
+    return x, y
+
+
+def loader(x, y, batch_size=16, shuffle=False, seed=0):
+    generator = engine.make_generator(seed) if shuffle else None
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle,
+                      generator=generator, num_workers=0)
+
+
+class TinyCNN(nn.Module):
+    def __init__(self, num_classes=3):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(F.relu(self.conv(x)), 1).flatten(1))
+
+
+# ------------------------------------------------------------------ config
+
+
+def test_config_defaults_are_the_resnet50_recipe():
+    c = TrainConfig(data="d", out="o")
+    assert (c.model, c.epochs, c.lr, c.weight_decay, c.grad_clip) == ("resnet50", 25, 7e-4, 1.5e-4, 0.1)
+    assert c.fractions == (0.7, 0.15, 0.15) and isinstance(c.fractions, tuple)
+
+
+def test_config_round_trips_through_json():
+    c = TrainConfig(data="d", out="o", model="simplecnn", epochs=3, fractions=[0.8, 0.1, 0.1],
+                    limit=50, grad_clip=None)
+    back = TrainConfig.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert back == c and isinstance(back.fractions, tuple)
+
+
+def test_config_rejects_unknown_keys_by_name():
+    d = TrainConfig(data="d", out="o").to_dict() | {"learning_rate": 0.1}
+    with pytest.raises(ValueError, match="unknown TrainConfig key.*learning_rate"):
+        TrainConfig.from_dict(d)
+
+
+def test_config_rejects_missing_required_keys():
+    d = TrainConfig(data="d", out="o").to_dict()
+    del d["out"]
+    with pytest.raises(ValueError, match="missing required key.*out"):
+        TrainConfig.from_dict(d)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": 0}, "epochs"), ({"lr": -1.0}, "lr"), ({"fractions": (0.5, 0.5, 0.5)}, "fractions"),
+    ({"grad_clip": 0}, "grad_clip"), ({"batch_size": 2.5}, "batch_size"),
+])
+def test_config_rejects_bad_values(change, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(data="d", out="o", **change)
+
+
+# ------------------------------------------------------------------ device and precision
+
+
+def test_select_device_falls_back_to_cpu_and_announces_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert engine.select_device() == CPU
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith("Using device: cpu")
+
+
+def test_select_device_refuses_cuda_when_absent(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="CUDA is not available"):
+        engine.select_device("cuda", announce=False)
+
+
+@pytest.mark.parametrize("capability, expected", [
+    ((7, 5), torch.float16),   # T4: reports bf16 "supported" but only emulates it
+    ((7, 0), torch.float16),   # V100
+    ((8, 0), torch.bfloat16),  # A100
+    ((9, 0), torch.bfloat16),  # H100
+])
+def test_autocast_dtype_follows_cuda_compute_capability(monkeypatch, capability, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert engine.autocast_dtype(torch.device("cuda")) == expected
+
+
+@pytest.mark.parametrize("name", ["cpu", "mps"])
+def test_autocast_dtype_is_none_off_cuda(name):
+    assert engine.autocast_dtype(torch.device(name)) is None
+
+
+def test_grad_scaler_is_disabled_on_cpu_and_for_bf16():
+    assert not engine.make_scaler(CPU, None).is_enabled()
+    assert not engine.make_scaler(CPU, torch.bfloat16).is_enabled()
+    assert not engine.make_scaler(torch.device("cuda"), torch.bfloat16).is_enabled()
+
+
+# ------------------------------------------------------------------ batches
+
+
+def test_uint8_batch_is_normalised_like_the_float_transform():
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randint(0, 256, (2, 3, 5, 7), dtype=torch.uint8, generator=g)
+    expected = Normalize(IMAGENET_MEAN, IMAGENET_STD)(raw.float() / 255)
+    images, targets = engine.to_device_batch(raw, torch.tensor([1, 2]), CPU)
+    assert images.dtype == torch.float32
+    torch.testing.assert_close(images, expected)
+    assert torch.equal(targets, torch.tensor([1, 2]))
+
+
+def test_float_batch_is_passed_through_unchanged():
+    x = torch.randn(2, 3, 4, 4)
+    images, _ = engine.to_device_batch(x, torch.tensor([0, 1]), CPU)
+    assert torch.equal(images, x)
+
+
+def test_channels_last_batch_has_nhwc_strides():
+    images, _ = engine.to_device_batch(torch.randn(2, 3, 4, 4), torch.tensor([0, 1]), CPU,
+                                       channels_last=True)
+    assert images.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_uint8_batch_with_wrong_shape_is_refused():
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        engine.to_device_batch(torch.zeros(2, 4, 4, 3, dtype=torch.uint8), torch.tensor([0, 1]), CPU)
+
+
+# ------------------------------------------------------------------ training step
+
+
+class RecordingSGD(torch.optim.SGD):
+    """SGD that logs its calls and the largest gradient element it is asked to step with."""
+
+    def __init__(self, params, log, **kw):
+        super().__init__(params, **kw)
+        self.log = log
+        self.max_grad_at_step = []
+
+    def zero_grad(self, set_to_none=True):
+        self.log.append(f"zero_grad(set_to_none={set_to_none})")
+        super().zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure=None):
+        self.log.append("step")
+        self.max_grad_at_step.append(max(p.grad.abs().max().item() for g in self.param_groups
+                                         for p in g["params"]))
+        return super().step(closure)
+
+
+class RecordingScheduler:
+    def __init__(self, log):
+        self.log = log
+
+    def step(self):
+        self.log.append("scheduler.step")
+
+
+def test_training_step_order_is_the_seeds(monkeypatch):
+    log = []
+    model = nn.Linear(4, 3)
+    model.register_forward_hook(lambda *a: log.append("forward"))
+    for p in model.parameters():
+        p.register_hook(lambda grad: log.append("backward") or grad)
+    clip, cross_entropy = nn.utils.clip_grad_value_, F.cross_entropy
+    monkeypatch.setattr(nn.utils, "clip_grad_value_",
+                        lambda params, value: log.append(f"clip({value})") or clip(params, value))
+    monkeypatch.setattr(F, "cross_entropy",
+                        lambda *a, **k: log.append("cross_entropy") or cross_entropy(*a, **k))
+    x, y = blobs(n=32)
+    opt = RecordingSGD(model.parameters(), log, lr=0.1)
+    engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU,
+                           scheduler=RecordingScheduler(log), grad_clip=0.1, progress=False)
+    one_step = ["zero_grad(set_to_none=True)", "forward", "cross_entropy", "backward", "backward",
+                "clip(0.1)", "step", "scheduler.step"]
+    assert log == one_step * 2
+
+
+def test_gradients_are_clipped_before_the_optimizer_step():
+    x, y = blobs(n=32)
+
+    def largest_gradient_at_step(grad_clip):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 3)
+        opt = RecordingSGD(model.parameters(), [], lr=0.1)
+        engine.train_one_epoch(model, loader(x * 100, y), opt, CPU, grad_clip=grad_clip,
+                               progress=False)
+        return max(opt.max_grad_at_step)
+
+    assert largest_gradient_at_step(None) > 0.01  # so the clip below has work to do
+    assert largest_gradient_at_step(0.01) <= 0.01
+
+
+def test_train_one_epoch_reports_loss_and_metrics_against_references():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    x, y = blobs(n=40)
+    before = model.state_dict()
+    before = {k: v.clone() for k, v in before.items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the model stays as it was
+    result = engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU, progress=False)
+    with torch.no_grad():
+        logits = nn.functional.linear(x, before["weight"], before["bias"])
+    preds = logits.argmax(1)
+    assert result["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+    assert result["accuracy"] == pytest.approx(accuracy_score(y, preds))
+    assert result["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, preds))
+    assert isinstance(result["confusion"], ConfusionMatrix) and result["confusion"].total == 40
+    assert result["images"] == 40 and result["lr"] == 0.0
+    assert result["seconds"] > 0 and result["images_per_s"] > 0
+
+
+def test_max_batches_stops_the_epoch_early():
+    x, y = blobs(n=64)
+    model = nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU, max_batches=2,
+                                    progress=False)
+    assert result["images"] == 32
+    assert engine.evaluate(model, loader(x, y, batch_size=16), CPU, max_batches=1,
+                           progress=False)["images"] == 16
+
+
+def test_empty_loader_is_an_error():
+    model = nn.Linear(4, 3)
+    empty = loader(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="no batches"):
+        engine.evaluate(model, empty, CPU, progress=False)
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def test_evaluate_matches_a_direct_computation_and_returns_probs():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3))
+    model.train()
+    x, y = blobs(n=50)
+    result = engine.evaluate(model, loader(x, y, batch_size=16), CPU, progress=False,
+                             return_probs=True)
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    assert result["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-5)
+    torch.testing.assert_close(result["probs"], logits.softmax(1))
+    assert torch.equal(result["targets"], y)
+    assert result["accuracy"] == pytest.approx(accuracy_score(y, logits.argmax(1)))
+    assert result["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, logits.argmax(1)))
+
+
+def test_evaluate_restores_training_mode_and_keeps_no_graph():
+    model = nn.Linear(4, 3)
+    model.train()
+    x, y = blobs(n=16)
+    result = engine.evaluate(model, loader(x, y), CPU, progress=False, return_probs=True)
+    assert model.training
+    assert not result["probs"].requires_grad
+
+
+# ------------------------------------------------------------------ fit and recipe
+
+
+def test_fit_reduces_the_loss_on_a_learnable_problem(capsys):
+    torch.manual_seed(0)
+    x, y = blobs(n=120)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+    config = TrainConfig(data="synthetic", out="o", epochs=5, lr=0.05, weight_decay=0.0)
+    train_loader = loader(x, y, batch_size=16, shuffle=True)
+    opt = engine.make_optimizer(model, config)
+    sched = engine.make_scheduler(opt, config, steps_per_epoch=len(train_loader))
+    history = engine.fit(model, train_loader, loader(x, y, batch_size=32), opt, CPU,
+                         epochs=config.epochs, scheduler=sched, grad_clip=config.grad_clip,
+                         config=config, progress=False)
+    assert history[-1]["train_loss"] < history[0]["train_loss"] / 2
+    assert history[-1]["val_accuracy"] > 0.9
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 5 and lines[0].startswith("epoch 1/5")  # one line per epoch
+
+
+def test_fit_history_has_the_documented_keys_per_epoch():
+    x, y = blobs(n=32)
+    model = nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    history = engine.fit(model, loader(x, y), loader(x, y), opt, CPU, epochs=2, progress=False,
+                         verbose=False)
+    assert [row["epoch"] for row in history] == [1, 2]
+    for row in history:
+        assert tuple(row) == engine.HISTORY_KEYS
+        assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in row.values())
+    json.dumps(history)  # goes into metrics.json as is
+
+
+def test_fit_trains_the_given_model_in_place_without_reinitialising():
+    x, y = blobs(n=32)
+    model = nn.Linear(4, 3)
+    with torch.no_grad():
+        model.weight.fill_(0.25)
+    weight = model.weight
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    engine.fit(model, loader(x, y), loader(x, y), opt, CPU, epochs=1, progress=False, verbose=False)
+    assert model.weight is weight and torch.all(model.weight == 0.25)
+
+
+def test_fit_runs_a_convolutional_model_on_uint8_images():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (12, 3, 8, 8), dtype=torch.uint8, generator=g)
+    y = torch.arange(12) % 3
+    model = TinyCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    history = engine.fit(model, loader(x, y, batch_size=4), loader(x, y, batch_size=6), opt, CPU,
+                         epochs=1, progress=False, verbose=False)
+    assert history[0]["train_loss"] > 0
+
+
+def test_make_scheduler_is_one_cycle_peaking_at_the_config_lr():
+    model = nn.Linear(4, 3)
+    config = TrainConfig(data="d", out="o", epochs=4)
+    opt = engine.make_optimizer(model, config)
+    assert isinstance(opt, torch.optim.Adam)
+    assert opt.param_groups[0]["weight_decay"] == config.weight_decay
+    sched = engine.make_scheduler(opt, config, steps_per_epoch=10)
+    assert isinstance(sched, torch.optim.lr_scheduler.OneCycleLR) and sched.total_steps == 40
+    lrs = []
+    for _ in range(40):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert max(lrs) == pytest.approx(config.lr) and lrs[0] < config.lr / 10 and lrs[-1] < lrs[0]
+
+
+def test_make_optimizer_skips_frozen_parameters():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 3))
+    model[0].requires_grad_(False)
+    opt = engine.make_optimizer(model, TrainConfig(data="d", out="o"))
+    assert len(opt.param_groups[0]["params"]) == 2
+
+
+# ------------------------------------------------------------------ data order
+
+
+def test_epoch_generator_gives_a_reproducible_order_per_epoch():
+    x, y = torch.arange(20).float().unsqueeze(1), torch.zeros(20, dtype=torch.long)
+    dl = loader(x, y, batch_size=20, shuffle=True, seed=3)
+
+    def order(epoch):
+        engine.set_loader_epoch(dl, seed=3, epoch=epoch)
+        return next(iter(dl))[0].flatten().tolist()
+
+    first_2, first_3 = order(2), order(3)
+    assert order(2) == first_2 and order(3) == first_3 and first_2 != first_3
