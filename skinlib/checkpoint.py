@@ -134,7 +134,9 @@ def check_compatible(state: dict[str, Any], model: nn.Module, *, path: str | os.
     mismatched = [(k, tuple(saved[k].shape), tuple(current[k].shape))
                   for k in current if tuple(saved[k].shape) != tuple(current[k].shape)]
     if mismatched:
-        key, saved_shape, model_shape = mismatched[-1]  # the classifier comes last
+        # The classifier comes last; name its weight matrix rather than its bias.
+        matrices = [m for m in mismatched if len(m[1]) >= 2]
+        key, saved_shape, model_shape = (matrices or mismatched)[-1]
         saved_classes = state.get("num_classes")
         if saved_classes is not None and saved_shape and saved_shape[0] == saved_classes \
                 and model_shape and model_shape[0] != saved_classes \
