@@ -92,8 +92,21 @@ def config_from_args(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     from skinlib.train import run
 
-    run(config_from_args(args), resume=args.resume)
+    try:
+        config = config_from_args(args)
+    except ValueError as err:  # TrainConfig names every invalid value
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    run(config, resume=args.resume)
     return EXIT_OK
+
+
+def existing_file(value: str) -> Path:
+    """argparse type: a path that must name an existing file."""
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value} is not a file")
+    return path
 
 
 def register_train(subparsers) -> None:
@@ -108,7 +121,7 @@ def register_train(subparsers) -> None:
     p.add_argument("--lr", type=float, default=None, help="learning rate")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False,
                    default=None, help="start from random weights instead of ImageNet")
-    p.add_argument("--weights", type=Path, default=None,
+    p.add_argument("--weights", type=existing_file, default=None,
                    help="ImageNet weights file for resnet50 (for machines without internet)")
     p.add_argument("--resume", action="store_true",
                    help="continue from RUN/checkpoint.pt with the run's saved split")
@@ -191,6 +204,22 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return (DataError, PretrainedWeightsUnavailable, CheckpointError)
 
 
+def one_line(err: BaseException) -> str:
+    """The message of `err` on one line.
+
+    An error raised in a DataLoader worker comes back with the worker's traceback in its
+    message ("Caught ImageError in DataLoader worker process 0. Original Traceback ...");
+    its last line is the original message.
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if "Original Traceback" in str(err):
+        last, marker = lines[-1], f"{type(err).__name__}: "  # "skinlib.data.ImageError: ..."
+        return last.split(marker, 1)[1] if marker in last else last
+    return " ".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
@@ -201,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except expected as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,0 +1,261 @@
+"""The command line, run in-process through skinlib.cli.main(argv)."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+from skinlib import cli, models
+from skinlib.checkpoint import load_checkpoint
+from skinlib.config import TrainConfig
+from skinlib.data import CLASSES, GROUND_TRUTH_CSV, IMAGES_DIR, eval_transform, load_index, open_image
+from skinlib.models import SimpleCNN
+from skinlib.synth import is_synthetic
+
+# Small and short: SimpleCNN has 109 M parameters, an Adam step costs ~0.3 s on a CPU core.
+def quick(max_batches: int = 2, workers: int = 0) -> list[str]:
+    return ["--model", "simplecnn", "--no-pretrained", "--batch-size", "4",
+            "--max-batches", str(max_batches), "--workers", str(workers), "--quiet"]
+
+
+QUICK = quick()
+
+
+def copy_dataset(source: Path, dest: Path) -> Path:
+    shutil.copytree(source, dest)
+    return dest
+
+
+# ---------------------------------------------------------------- check
+def test_check_on_the_real_sample_exits_0_and_prints_the_class_counts(real_sample_dir, capsys):
+    assert cli.main(["check", str(real_sample_dir), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    truth = pd.read_csv(real_sample_dir / GROUND_TRUTH_CSV)
+    for name in CLASSES:
+        count = int(truth[name].sum())
+        assert any(line.split()[:2] == [name, str(count)] for line in out.splitlines()), name
+    assert "images: 70" in out
+
+
+def test_check_on_a_folder_with_a_missing_image_exits_1_naming_it(real_sample_dir, tmp_path, capsys):
+    data = copy_dataset(real_sample_dir, tmp_path / "data")
+    victim = sorted((data / IMAGES_DIR).glob("*.jpg"))[5]
+    victim.unlink()
+    assert cli.main(["check", str(data), "--quiet"]) == 1
+    assert victim.stem in capsys.readouterr().out
+
+
+def test_check_on_a_folder_without_csvs_exits_1(tmp_path, capsys):
+    (tmp_path / IMAGES_DIR).mkdir()
+    assert cli.main(["check", str(tmp_path), "--quiet"]) == 1
+    assert GROUND_TRUTH_CSV in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- synth
+def test_synth_writes_a_synthetic_dataset(tmp_path):
+    assert cli.main(["synth", str(tmp_path / "syn"), "--n", "40", "--seed", "3"]) == 0
+    assert is_synthetic(tmp_path / "syn")
+    assert len(load_index(tmp_path / "syn")) == 40
+
+
+# ---------------------------------------------------------------- train
+@pytest.fixture(scope="module")
+def finished_run(real_sample_dir, tmp_path_factory) -> Path:
+    """A two-epoch SimpleCNN run on the 70 real sample images, made through the CLI."""
+    run = tmp_path_factory.mktemp("runs") / "run"
+    rc = cli.main(["train", "--data", str(real_sample_dir), "--epochs", "2", "--out", str(run), *QUICK])
+    assert rc == 0
+    return run
+
+
+@pytest.mark.slow
+def test_train_writes_every_output_file(finished_run):
+    for name in ("metrics.json", "config.json", "split.csv", "checkpoint.pt", "curves.png", "confusion.png"):
+        assert (finished_run / name).is_file(), name
+    for name in ("curves.png", "confusion.png"):
+        data = (finished_run / name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
+
+
+@pytest.mark.slow
+def test_metrics_json_holds_the_run_and_its_test_results(finished_run, real_sample_dir):
+    record = json.loads((finished_run / "metrics.json").read_text())
+    assert TrainConfig.from_dict(record["config"]) == TrainConfig.from_dict(
+        json.loads((finished_run / "config.json").read_text()))
+    assert record["config"]["data"] == str(real_sample_dir) and record["config"]["epochs"] == 2
+    assert [row["epoch"] for row in record["history"]] == [1, 2]
+    assert all(isinstance(row["val_balanced_accuracy"], float) for row in record["history"])
+    test = record["test"]
+    for key in ("loss", "accuracy", "balanced_accuracy"):
+        assert isinstance(test[key], float) and 0 <= test[key], key
+    assert set(test["per_class"]) == set(CLASSES)
+    assert set(test["per_class"]["MEL"]) == {"precision", "recall", "f1", "support"}
+    assert set(test["roc_auc"]["per_class"]) == set(CLASSES)
+    assert len(test["confusion_matrix"]) == 8 and all(len(row) == 8 for row in test["confusion_matrix"])
+    assert record["classes"] == list(CLASSES)
+    split = pd.read_csv(finished_run / "split.csv")
+    assert record["split_sizes"] == split["split"].value_counts().reindex(["train", "val", "test"]).to_dict()
+    assert record["device"].startswith("cpu")
+    assert record["versions"]["torch"] == torch.__version__
+    assert record["synthetic"] is False
+
+
+@pytest.mark.slow
+def test_split_csv_has_every_image_once_and_no_lesion_in_two_splits(finished_run, real_sample_dir):
+    split = pd.read_csv(finished_run / "split.csv")
+    index = load_index(real_sample_dir)
+    assert sorted(split["image"]) == sorted(index["image"])
+    assert split.groupby("group")["split"].nunique().max() == 1
+    assert set(split["split"]) == {"train", "val", "test"}
+
+
+@pytest.mark.slow
+def test_reported_test_metrics_match_an_independent_evaluation_of_the_checkpoint(finished_run):
+    # Reference: the checkpoint's weights applied image by image to the test split's JPEGs, in
+    # split order (the test loader is not shuffled), scored by scikit-learn.
+    record = json.loads((finished_run / "metrics.json").read_text())
+    state = load_checkpoint(finished_run / "checkpoint.pt")
+    assert state["epoch"] == 2
+    model = SimpleCNN()
+    model.load_state_dict(state["model"])
+    model.eval()
+    split = pd.read_csv(finished_run / "split.csv")
+    index = load_index(record["config"]["data"]).set_index("image")
+    test = split[split["split"] == "test"].head(record["test"]["n"])
+    with torch.no_grad():
+        images = torch.stack([eval_transform(224)(open_image(index.loc[i, "path"])) for i in test["image"]])
+        preds = model(images).argmax(1).numpy()
+    assert record["test"]["accuracy"] == pytest.approx(accuracy_score(test["label"], preds))
+    assert record["test"]["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(test["label"], preds))
+
+
+@pytest.mark.slow
+def test_resume_on_a_finished_run_evaluates_without_training(finished_run, real_sample_dir, capsys):
+    before = (finished_run / "checkpoint.pt").stat().st_mtime_ns, (finished_run / "split.csv").read_bytes()
+    history = json.loads((finished_run / "metrics.json").read_text())["history"]
+    rc = cli.main(["train", "--data", str(real_sample_dir), "--epochs", "2", "--out", str(finished_run),
+                   "--resume", *QUICK])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "2 epoch(s) done" in out and "epoch 1/2" not in out
+    assert ((finished_run / "checkpoint.pt").stat().st_mtime_ns, (finished_run / "split.csv").read_bytes()) == before
+    assert json.loads((finished_run / "metrics.json").read_text())["history"] == history
+
+
+@pytest.mark.slow
+def test_train_refuses_to_overwrite_a_run_without_resume(finished_run, real_sample_dir, capsys):
+    rc = cli.main(["train", "--data", str(real_sample_dir), "--epochs", "2", "--out", str(finished_run), *QUICK])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.startswith("error: ") and "--resume" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_limit_trains_on_a_stratified_subset(real_sample_dir, tmp_path):
+    run = tmp_path / "run"
+    rc = cli.main(["train", "--data", str(real_sample_dir), "--epochs", "1", "--limit", "35", "--out", str(run),
+                   *quick(max_batches=1)])
+    assert rc == 0
+    split = pd.read_csv(run / "split.csv")
+    assert len(split) == 35
+    # every class keeps half its images (up to rounding)
+    full = load_index(real_sample_dir)["label"].value_counts()
+    assert (split["label"].value_counts().reindex(full.index) - full / 2).abs().max() <= 1
+    assert json.loads((run / "metrics.json").read_text())["config"]["limit"] == 35
+
+
+# ---------------------------------------------------------------- errors
+def run_cli(argv, capsys) -> tuple[int, str]:
+    rc = cli.main(argv)
+    return rc, capsys.readouterr().err
+
+
+def assert_one_line_error(err: str, *needles: str) -> None:
+    assert err.startswith("error: ") and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+def test_train_on_a_broken_dataset_is_one_error_line(real_sample_dir, tmp_path, capsys):
+    data = copy_dataset(real_sample_dir, tmp_path / "data")
+    victim = sorted((data / IMAGES_DIR).glob("*.jpg"))[0]
+    victim.unlink()
+    rc, err = run_cli(["train", "--data", str(data), "--epochs", "1", "--out", str(tmp_path / "run"), *QUICK], capsys)
+    assert rc == 1
+    assert_one_line_error(err, victim.stem)
+
+
+def test_an_unreadable_image_found_while_training_is_one_error_line(real_sample_dir, tmp_path, capsys):
+    data = copy_dataset(real_sample_dir, tmp_path / "data")
+    for path in (data / IMAGES_DIR).glob("*.jpg"):
+        path.write_bytes(b"not a jpeg")  # every image, so whichever the loader reads first fails
+    rc, err = run_cli(["train", "--data", str(data), "--epochs", "1", "--out", str(tmp_path / "run"),
+                       *quick(workers=1)], capsys)
+    assert rc == 1
+    assert_one_line_error(err, ".jpg")
+
+
+def test_unavailable_pretrained_weights_are_one_error_line(real_sample_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache
+    # a closed local port: the download fails at once, as on a machine without network
+    monkeypatch.setitem(models.WEIGHT_URLS, models.DEFAULT_WEIGHTS, "http://127.0.0.1:9/resnet50-0676ba61.pth")
+    rc, err = run_cli(["train", "--data", str(real_sample_dir), "--model", "resnet50", "--epochs", "1",
+                       "--out", str(tmp_path / "run"), "--workers", "0", "--quiet"], capsys)
+    assert rc == 1
+    assert_one_line_error(err, "--no-pretrained", "--weights")
+
+
+def test_a_corrupt_checkpoint_on_resume_is_one_error_line(real_sample_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"\x00" * 100)
+    rc, err = run_cli(["train", "--data", str(real_sample_dir), "--epochs", "1", "--out", str(run),
+                       "--resume", *QUICK], capsys)
+    assert rc == 1
+    assert_one_line_error(err, "checkpoint.pt")
+
+
+def test_an_invalid_setting_is_a_usage_error(tmp_path, capsys):
+    rc, err = run_cli(["train", "--data", str(tmp_path), "--epochs", "0", "--out", str(tmp_path / "run")], capsys)
+    assert rc == 2
+    assert_one_line_error(err, "epochs")
+
+
+def test_a_missing_weights_file_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--out", str(tmp_path), "--weights", str(tmp_path / "nope.pth")])
+    assert exit_info.value.code == 2
+    assert "nope.pth is not a file" in capsys.readouterr().err
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert cli.main([]) == 2
+    assert "train" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- feature modules
+def test_a_feature_module_that_is_not_installed_is_skipped(monkeypatch):
+    monkeypatch.setattr(cli, "FEATURE_MODULES", ("skinlib.no_such_feature",))
+    commands = cli.get_args_parser()._subparsers._group_actions[0].choices
+    assert set(commands) == {"check", "synth", "train", "demo"}
+
+
+def test_a_feature_module_with_a_broken_import_is_an_error(monkeypatch, tmp_path):
+    (tmp_path / "feature_with_broken_import.py").write_text("import no_such_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "FEATURE_MODULES", ("feature_with_broken_import",))
+    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):
+        cli.get_args_parser()
+    sys.modules.pop("feature_with_broken_import", None)
+
+
+def test_the_feature_modules_add_their_commands():
+    commands = cli.get_args_parser()._subparsers._group_actions[0].choices
+    assert {"prepare", "download"} <= set(commands)
