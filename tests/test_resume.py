@@ -1,0 +1,176 @@
+"""An interrupted run, resumed from its checkpoint, ends exactly where an uninterrupted one does.
+
+On the CPU with a fixed seed, "exactly" means torch.equal on every weight and optimizer
+tensor and equal metrics in every epoch. The toy data are synthetic numbers; the dataset adds
+noise from torch, NumPy and Python's random module (as augmentations do), and the model has
+dropout, so every random-number generator the checkpoint restores is exercised.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from skinlib import engine
+from skinlib.checkpoint import CheckpointError, load_checkpoint
+from skinlib.config import TrainConfig
+
+CPU = torch.device("cpu")
+SEED = 7
+EPOCHS = 4
+TIMING_KEYS = ("seconds", "images_per_s")
+
+
+class NoisyBlobs(Dataset):
+    """Synthetic 3-class blobs with per-item random noise; `hook(i)` runs before each item."""
+
+    def __init__(self, n=96):
+        g = torch.Generator().manual_seed(0)
+        self.y = torch.arange(n) % 3
+        self.x = torch.randn(3, 4, generator=g)[self.y] * 2 + torch.randn(n, 4, generator=g)
+        self.hook = None
+        self.items_served = 0
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        self.items_served += 1
+        if self.hook is not None:
+            self.hook(self.items_served)
+        noise = 0.1 * torch.randn(4) + float(np.random.normal(0, 0.1)) + random.uniform(-0.1, 0.1)
+        return self.x[i] + noise, self.y[i]
+
+
+def build(checkpoint_path, **config_changes):
+    """What a fresh process does: seed, build the model, loaders, optimizer and scheduler."""
+    settings = dict(model="toy", epochs=EPOCHS, batch_size=8, lr=0.02, weight_decay=1e-4, seed=SEED)
+    config = TrainConfig(data="synthetic", out=str(checkpoint_path.parent),
+                         **(settings | config_changes))
+    engine.seed_everything(config.seed)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+    dataset = NoisyBlobs()
+    train_loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
+                              generator=engine.make_generator(config.seed), num_workers=0)
+    g = torch.Generator().manual_seed(1)
+    val_loader = DataLoader(TensorDataset(torch.randn(30, 4, generator=g), torch.arange(30) % 3),
+                            batch_size=16)
+    optimizer = engine.make_optimizer(model, config)
+    scheduler = engine.make_scheduler(optimizer, config, steps_per_epoch=len(train_loader))
+    return dict(config=config, model=model, dataset=dataset, train_loader=train_loader,
+                val_loader=val_loader, optimizer=optimizer, scheduler=scheduler)
+
+
+def run(parts, checkpoint_path, resume=False):
+    return engine.fit(parts["model"], parts["train_loader"], parts["val_loader"],
+                      parts["optimizer"], CPU, epochs=parts["config"].epochs,
+                      scheduler=parts["scheduler"], grad_clip=parts["config"].grad_clip,
+                      checkpoint_path=checkpoint_path, resume=resume, config=parts["config"],
+                      progress=False, verbose=False)
+
+
+def without_timing(history):
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
+
+
+def assert_tensors_equal(a, b):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert_tensors_equal(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_tensors_equal(x, y)
+    else:
+        assert a == b
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run."""
+    path = tmp_path_factory.mktemp("reference") / "checkpoint.pt"
+    parts = build(path)
+    history = run(parts, path)
+    return parts, history
+
+
+def crash(items_served):
+    if items_served == 2 * 96 + 40:  # in the middle of epoch 3
+        raise RuntimeError("simulated crash")
+
+
+def ctrl_c(items_served):
+    if items_served == 2 * 96 + 40:
+        os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl+C
+
+
+@pytest.mark.parametrize("hook, error", [(crash, RuntimeError), (ctrl_c, KeyboardInterrupt)],
+                         ids=["exception", "sigint"])
+def test_resumed_run_ends_exactly_like_the_uninterrupted_one(tmp_path, reference, hook, error):
+    ref_parts, ref_history = reference
+    path = tmp_path / "checkpoint.pt"
+    interrupted = build(path)
+    interrupted["dataset"].hook = hook
+    with pytest.raises(error):
+        run(interrupted, path)
+    assert load_checkpoint(path)["epoch"] == 2  # the last complete epoch
+
+    resumed = build(path)  # a new process: fresh objects, all overwritten from the checkpoint
+    history = run(resumed, path, resume=True)
+
+    assert without_timing(history) == without_timing(ref_history)
+    assert_tensors_equal(resumed["model"].state_dict(), ref_parts["model"].state_dict())
+    assert_tensors_equal(resumed["optimizer"].state_dict(), ref_parts["optimizer"].state_dict())
+    assert resumed["scheduler"].state_dict() == ref_parts["scheduler"].state_dict()
+    assert load_checkpoint(path)["epoch"] == EPOCHS
+
+
+def test_resume_of_a_finished_run_trains_nothing(tmp_path, reference):
+    ref_parts, ref_history = reference
+    path = tmp_path / "checkpoint.pt"
+    run(build(path), path)
+    again = build(path)
+    again["dataset"].hook = crash  # would fire if a single item were loaded
+    history = run(again, path, resume=True)
+    assert again["dataset"].items_served == 0
+    assert without_timing(history) == without_timing(ref_history)
+    assert_tensors_equal(again["model"].state_dict(), ref_parts["model"].state_dict())
+
+
+def test_resume_without_a_checkpoint_starts_at_epoch_one(tmp_path, reference):
+    _, ref_history = reference
+    path = tmp_path / "not-yet.pt"
+    history = run(build(path), path, resume=True)
+    assert without_timing(history) == without_timing(ref_history)
+
+
+def test_resume_under_other_settings_is_refused_naming_them(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    first = build(path)
+    first["dataset"].hook = crash
+    with pytest.raises(RuntimeError):
+        run(first, path)
+    with pytest.raises(CheckpointError, match=r"checkpoint\.pt belongs to a run with other "
+                                              r"settings.*lr: 0\.02 in the checkpoint, 0\.05 now"):
+        run(build(path, lr=0.05), path, resume=True)
+
+
+def test_resume_into_a_model_with_another_number_of_classes_is_refused(tmp_path, reference):
+    path = tmp_path / "checkpoint.pt"
+    first = build(path)
+    first["dataset"].hook = crash
+    with pytest.raises(RuntimeError):
+        run(first, path)
+    other = build(path)
+    other["model"][3] = nn.Linear(16, 5)
+    with pytest.raises(CheckpointError, match=r"trained for 3 classes, the model has 5 outputs"):
+        run(other, path, resume=True)
