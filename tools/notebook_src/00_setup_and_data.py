@@ -1,0 +1,246 @@
+# %% [markdown]
+# # 00 — Set-up and a first look at ISIC 2019
+#
+# {{BADGE}}
+#
+# Before training anything, look at the data. This notebook sets up the course environment and asks the questions
+# that decide how every later result should be read.
+#
+# **You will learn**
+# - what ISIC 2019 holds: 25,331 dermoscopy images of skin lesions in 8 diagnostic classes;
+# - how unbalanced the classes are (half the images are one class), and why that matters for accuracy;
+# - that many lesions were photographed several times, and how a careless train/test split lets the network
+#   "recognise" a test lesion it has already seen in training;
+# - how to split by lesion instead, and how much that changes.
+#
+# Runs in a minute or two on a CPU. Nothing is trained here.
+
+# %% [markdown]
+# ## Set-up
+# In Colab (Runtime > Change runtime type > GPU first) this installs `skinlib`, the course's helper package, and
+# checks that the runtime has a GPU. On your own machine it does nothing: install the kit with `make venv` instead.
+
+# %% [setup]
+
+# %%
+import os
+import platform
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torchvision
+from PIL import Image
+
+import skinlib
+from skinlib.data import (CLASS_NAMES, CLASSES, METADATA_CSV, ISICDataset, check_dataset,
+                          eval_transform, load_index)
+from skinlib.engine import select_device
+from skinlib.plots import plot_class_distribution, plot_image_grid
+from skinlib.splits import grouped_split, leakage, random_split
+from skinlib.synth import default_data_dir, is_synthetic
+
+print(f"Python {platform.python_version()}, torch {torch.__version__}, "
+      f"torchvision {torchvision.__version__}, skinlib {skinlib.__version__}")
+device = select_device()
+
+# %% [markdown]
+# ## Parameters: which data?
+#
+# Every notebook finds its data the same way: the folder named by the environment variable `SKINLIB_DATA`, laid out
+# like the official ISIC 2019 download (two CSV files and a folder of JPEGs).
+#
+# > **When `SKINLIB_DATA` is not set, the notebooks use the course's embedded SYNTHETIC dataset.** It is generated
+# > on first use: made-up images in exactly the layout of ISIC 2019, with its class imbalance and several images
+# > per lesion, so every cell runs anywhere in minutes. It is not medical data. Numbers computed on it describe the
+# > synthetic set, not skin lesions: the notebooks say so wherever it matters.
+#
+# To use the real data in Colab, download it once to the runtime's local disk (about 9 GB, 10-20 minutes), then
+# uncomment the `os.environ` line below:
+# ```
+# !python -m skinlib download /content/isic2019
+# ```
+
+# %%
+# os.environ["SKINLIB_DATA"] = "/content/isic2019"
+DATA_DIR = default_data_dir()  # $SKINLIB_DATA, else the SYNTHETIC set (generated on first use)
+SYNTHETIC = is_synthetic(DATA_DIR)
+if SYNTHETIC:
+    print("!" * 78 + "\n!!  SYNTHETIC DATA: made-up images in the ISIC 2019 layout. Every number below\n"
+          "!!  describes the synthetic set, not real skin lesions.\n" + "!" * 78)
+else:
+    print(f"data: {DATA_DIR}")
+
+# %% [markdown]
+# ## The eight classes
+# Each image has exactly one diagnosis. The network will answer with a number from 0 to 7, the class's position in
+# `CLASSES`; this order is the column order of the official ground-truth CSV and is used everywhere in the course.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for index, name in enumerate(CLASSES):
+    print(f"{index}  {name:<5} {CLASS_NAMES[name]}")
+
+# %% [markdown]
+# Three of them are cancers: melanoma (MEL), basal cell carcinoma (BCC) and squamous cell carcinoma (SCC); actinic
+# keratosis (AK) is a precancerous lesion. The others are benign. Confusing MEL with NV, the common mole, is the
+# mistake that matters most.
+#
+# ## Check the folder
+# `check_dataset` reads both CSVs, checks that every listed image exists and opens each one, and reports every
+# problem it finds rather than stopping at the first. Run it once after a download: a broken file found now costs
+# a minute, found in epoch 12 of a training run it costs the run.
+
+# %%
+report = check_dataset(DATA_DIR)
+print(report.format())
+
+# %% [markdown]
+# ## The index: one row per image
+# `load_index` joins the two CSVs into one table: the image name, its label (0-7), its lesion id from the metadata,
+# the *group* that a split must keep together (the lesion id, or the image itself when the lesion is unknown) and
+# the path of the JPEG.
+
+# %%
+frame = load_index(DATA_DIR)
+print(f"{len(frame):,} images")
+frame.head()
+
+# %% [markdown]
+# ## How many images of each class?
+
+# %%
+counts = {name: int((frame["label"] == index).sum()) for index, name in enumerate(CLASSES)}
+plot_class_distribution(counts)
+
+# %% [markdown]
+# On the real ISIC 2019 training set, **NV is 50.8 % of the images and DF only 0.9 %** (239 images). The cell below
+# computes the real shares from the official CSVs when they are at hand (the data folder holds them, or the course's
+# test data does), and otherwise quotes them.
+#
+# What this means for training: a network that answers "NV" for every image is right half the time without looking.
+# Accuracy alone cannot tell that network from a useful one, which is why notebook 02 also reports **balanced
+# accuracy**, the mean of the per-class recalls (the ISIC challenge's metric), for which "always NV" scores 1/8.
+
+# %%
+REAL_SHARES = {"MEL": 17.9, "NV": 50.8, "BCC": 13.1, "AK": 3.4, "BKL": 10.4, "DF": 0.9, "VASC": 1.0, "SCC": 2.5}
+
+
+def find_real_csvs():
+    """A folder holding the real ISIC 2019 CSVs (no images needed), or None."""
+    candidates = [Path(os.environ["SKINLIB_TEST_DATA"]) / "isic2019"] if os.environ.get("SKINLIB_TEST_DATA") else []
+    candidates += [] if SYNTHETIC else [DATA_DIR]
+    return next((c for c in candidates if (c / METADATA_CSV).is_file()), None)
+
+
+REAL_CSVS = find_real_csvs()
+if REAL_CSVS is not None:
+    real = load_index(REAL_CSVS, check_files=False)
+    real_shares = (100 * real["label"].value_counts(normalize=True)).rename(dict(enumerate(CLASSES)))
+    print(f"computed from the real CSVs ({len(real):,} images):")
+    print(real_shares.reindex(CLASSES).round(1).to_string())
+else:
+    print("real CSVs not found here; the published shares (%) of the 25,331 ISIC 2019 training images:")
+    print(pd.Series(REAL_SHARES).to_string())
+
+# %% [markdown]
+# ## What do the images look like?
+# Four images of each class (fewer where the class has fewer), resized and centre-cropped to 224x224 the way the
+# networks will see them. Look at the variety *within* a class and the resemblance *between* MEL, NV and BKL:
+# dermatologists find those hard too.
+
+# %%
+examples = frame.groupby("label", group_keys=False).head(4).sort_values("label").reset_index(drop=True)
+dataset = ISICDataset(examples, transform=eval_transform())
+images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+plot_image_grid(images, examples["label"].tolist(), ncols=8)
+
+# %% [markdown]
+# ## Image sizes
+# ISIC 2019 gathers three archives with three cameras: HAM10000 (600x450), BCN_20000 (1024x1024) and MSK (up to
+# about 6000x4000). The networks need one size, so every image is resized on the way in. Decoding a 6000x4000 JPEG
+# takes far longer than the network's work on it; that is why notebook 03 prepares the images once into a cache.
+# (Reading only the file headers, as below, is fast.)
+
+# %%
+def image_size(path):
+    with Image.open(path) as image:  # reads the header only, not the pixels
+        return image.size
+
+
+sample = frame.sample(min(len(frame), 500), random_state=0)["path"]
+sizes = Counter(image_size(path) for path in sample)
+print(f"sizes (width x height) of {len(sample)} images:")
+for (width, height), n in sizes.most_common(8):
+    print(f"  {width:>5} x {height:<5} {n:>4}")
+
+# %% [markdown]
+# ## Lesions with several images
+# Many lesions were photographed more than once: on different visits, at different zooms. In the real metadata
+# 5,059 of the 11,847 lesions have more than one image, up to 31. Below, the counts in this dataset and all the
+# images of its most photographed lesion.
+
+# %%
+images_per_lesion = frame["lesion_id"].value_counts()
+print(f"{len(images_per_lesion):,} lesion ids; {(images_per_lesion > 1).sum():,} of them with more than one image; "
+      f"{frame['lesion_id'].isna().sum():,} images without a lesion id")
+print(images_per_lesion.value_counts().sort_index().rename("lesions").rename_axis("images per lesion").to_string())
+
+# %%
+biggest = images_per_lesion.index[0]
+same_lesion = frame[frame["lesion_id"] == biggest].head(8).reset_index(drop=True)
+lesion_images = ISICDataset(same_lesion, transform=eval_transform())
+plot_image_grid(torch.stack([lesion_images[i][0] for i in range(len(same_lesion))]),
+                same_lesion["label"].tolist(), ncols=8)
+
+# %% [markdown]
+# ## Splitting: by image or by lesion?
+#
+# We keep 70 % of the images to train on, 15 % to watch during training (validation) and 15 % to test once at the
+# end. The obvious way is to shuffle the **images** and cut (`random_split`). But then two photographs of the same
+# lesion can land on both sides: the network is tested on a lesion it has already seen, and the test accuracy
+# measures memory, not diagnosis.
+#
+# `grouped_split` shuffles **lesions** instead, so all images of a lesion fall in the same part (both splits keep
+# the class proportions the same in each part). `leakage` measures the share of test images whose lesion also has
+# an image in the training part.
+
+# %%
+split_by_image = random_split(frame, seed=0)
+split_by_lesion = grouped_split(frame, seed=0)
+print(f"test images whose lesion is also in train: by image {100 * leakage(frame, split_by_image):.1f} %, "
+      f"by lesion {100 * leakage(frame, split_by_lesion):.1f} %")
+pd.crosstab(split_by_lesion, frame["label"].map(dict(enumerate(CLASSES)))).reindex(columns=list(CLASSES))
+
+# %% [markdown]
+# The table counts the images of each class in each part of the lesion-grouped split: every class is present in
+# every part, in about the same proportions.
+#
+# On the **real** ISIC 2019 metadata, a random split by image leaks badly: about 60 % of the test images have a
+# photograph of the same lesion in the training set. The cell below measures it when the real CSVs are at hand.
+
+# %%
+if REAL_CSVS is not None:
+    leak_by_image = leakage(real, random_split(real, seed=0))
+    leak_by_lesion = leakage(real, grouped_split(real, seed=0))
+    print(f"real ISIC 2019 metadata ({len(real):,} images): test images whose lesion is also in train:\n"
+          f"  split by image  {100 * leak_by_image:5.1f} %\n  split by lesion {100 * leak_by_lesion:5.1f} %")
+else:
+    print("real CSVs not found here: on the real metadata about 60 % of the test images of a random split by image\n"
+          "have the same lesion in the training set; a split by lesion has none.")
+
+# %% [markdown]
+# **Every later notebook uses the lesion-grouped split**, `grouped_split(frame, seed=0)`, which gives the same split
+# every time it is called with the same seed. The original report split by image, so its test accuracies are
+# probably optimistic; notebook 03 comes back to this.
+#
+# ## What to try next
+# 1. **Another seed.** Run both splits with `seed=1`, `seed=2`. How much does the leakage of the split by image
+#    vary? And the class counts per part?
+# 2. **A 80/20 split.** Pass `fractions=(0.8, 0.0, 0.2)` — or the closest your version allows — and compare the
+#    leakage with the 70/15/15 split. Why does a bigger training part leak more?
+# 3. **Look closer.** Show 16 images of MEL and 16 of NV side by side (filter `frame` by label). Could you tell them
+#    apart?
+#
+# Next: **01_simple_cnn** builds the first network.

@@ -1,0 +1,206 @@
+# %% [markdown]
+# # 01 — A small CNN, layer by layer
+#
+# {{BADGE}}
+#
+# The first network of the course is the one the original student report trained: two convolution blocks
+# and three fully connected layers, the textbook "LeNet-like" CNN scaled up to 224x224 colour images.
+# We build it here, one layer at a time, and follow a batch of images through it.
+#
+# **You will learn to**
+# - read a `nn.Module`: the layers in `__init__`, the order they run in `forward`;
+# - compute a convolutional network's tensor shapes by hand, and check them;
+# - count parameters and see where they live (spoiler: 99 % in one layer);
+# - run a forward pass on real images and turn the 8 outputs into class probabilities.
+#
+# Runs in about a minute, on a CPU as well as a GPU: nothing is trained here (training is notebook 02).
+
+# %% [markdown]
+# ## Set-up
+# In Colab this installs `skinlib`, the course's helper package, and checks the runtime has a GPU.
+# On your own machine it does nothing.
+
+# %% [setup]
+
+# %%
+import os
+import platform
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+import skinlib
+from skinlib.data import CLASSES, ISICDataset, eval_transform, load_index
+from skinlib.engine import select_device
+from skinlib.models import count_parameters
+from skinlib.synth import default_data_dir, is_synthetic
+
+print(f"Python {platform.python_version()}, torch {torch.__version__}, "
+      f"torchvision {torchvision.__version__}, skinlib {skinlib.__version__}")
+device = select_device()
+
+# %% [markdown]
+# ## Parameters
+# The data folder comes from the environment variable `SKINLIB_DATA`. When it is not set, the notebook uses the
+# course's **embedded synthetic dataset** (generated on first use): made-up images in the layout of ISIC 2019,
+# fine for following the code, meaningless as medicine. Notebook 00 explains both.
+
+# %%
+# To use the real data in Colab, after `!python -m skinlib download /content/isic2019`:
+# os.environ["SKINLIB_DATA"] = "/content/isic2019"
+DATA_DIR = default_data_dir()  # $SKINLIB_DATA, else the SYNTHETIC set
+SYNTHETIC = is_synthetic(DATA_DIR)
+torch.manual_seed(0)  # the same random initial weights on every run
+print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}")
+
+# %% [markdown]
+# ## The network
+#
+# `SimpleCNN` is written out below exactly as the report had it. Read `__init__` as a list of the *layers that have
+# weights*, and `forward` as the *order they run in*:
+#
+# | step | layer | what it does |
+# | --- | --- | --- |
+# | 1 | `conv1` 3 -> 16 channels, 5x5 | slides 16 learned 5x5x3 filters over the image: edges, colour blobs |
+# | 2 | ReLU, max-pool 2 | keeps positive responses, halves height and width |
+# | 3 | `conv2` 16 -> 32 channels, 5x5 | combines the 16 maps into 32 richer ones |
+# | 4 | ReLU, max-pool 2 | halves again |
+# | 5 | flatten | 32 maps of 53x53 become one vector of 89,888 numbers |
+# | 6 | `fc1` 89,888 -> 1200, ReLU | every number connected to every one of 1200 units |
+# | 7 | `fc2` 1200 -> 840, ReLU | |
+# | 8 | `fc3` 840 -> 8 | one score (a *logit*) per class |
+#
+# The last layer has no softmax: `nn.CrossEntropyLoss` (notebook 02) applies it inside, which is more accurate
+# numerically. The pooling layer has no weights, so one `self.pool` serves twice.
+
+# %%
+class SimpleCNN(nn.Module):
+    def __init__(self, num_classes: int = 8):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, kernel_size=5)
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(16, 32, kernel_size=5)
+        self.fc1 = nn.Linear(32 * 53 * 53, 1200)
+        self.fc2 = nn.Linear(1200, 840)
+        self.fc3 = nn.Linear(840, num_classes)
+
+    def forward(self, x):  # x: (batch, 3, 224, 224)
+        x = self.pool(F.relu(self.conv1(x)))  # (batch, 16, 110, 110)
+        x = self.pool(F.relu(self.conv2(x)))  # (batch, 32, 53, 53)
+        x = torch.flatten(x, 1)  # (batch, 89888)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)  # (batch, 8): one logit per class
+
+
+model = SimpleCNN(num_classes=len(CLASSES))
+model
+
+# %% [markdown]
+# ## Where does 32 x 53 x 53 come from?
+#
+# `fc1` must be told how many numbers it receives, so the shapes have to be worked out before the network runs.
+# Two rules do it:
+# - a k x k convolution with no padding and stride 1 shrinks each side by k - 1: **out = in - k + 1**;
+# - a 2x2 max-pool with stride 2 halves each side, rounding down: **out = in // 2**.
+#
+# The cell below does the arithmetic, then checks it by sending a blank image through the layers.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+side = 224
+for step, (name, rule) in enumerate([("conv1 5x5", lambda s: s - 5 + 1), ("max-pool 2", lambda s: s // 2),
+                                     ("conv2 5x5", lambda s: s - 5 + 1), ("max-pool 2", lambda s: s // 2)]):
+    print(f"{name:11} {side:3} -> {rule(side):3}")
+    side = rule(side)
+print(f"flatten: 32 channels x {side} x {side} = {32 * side * side:,} inputs to fc1")
+
+with torch.no_grad():
+    x = torch.zeros(1, 3, 224, 224)
+    for name, layer in [("conv1", model.conv1), ("pool", model.pool), ("conv2", model.conv2), ("pool", model.pool)]:
+        x = layer(x)
+        print(f"after {name:5}: {tuple(x.shape)}")
+
+# %% [markdown]
+# *Try it:* change `kernel_size=5` to 3 in both convolutions and redo the arithmetic. Which line of `__init__`
+# must change too? (This fixed size is also why SimpleCNN accepts only 224x224 images.)
+#
+# ## Counting parameters
+# A convolution with `c_in` input channels, `c_out` filters of size k x k has `c_out * c_in * k * k` weights plus
+# `c_out` biases; a linear layer `n_in -> n_out` has `n_in * n_out + n_out`.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+total = count_parameters(model)
+for name, layer in model.named_children():
+    n = sum(p.numel() for p in layer.parameters())
+    print(f"{name:6} {n:>12,}  {100 * n / total:6.2f} %")
+print(f"total  {total:>12,}")
+
+# %% [markdown]
+# **fc1 holds 99 % of the 108.9 million parameters**, while the two convolutions that actually look at the image
+# hold 14,048. That is the weak spot of this design: fc1 ties every pixel position of the last feature maps to every
+# unit, so it is huge, slow to train (notebook 02) and quick to memorise the training images. ResNet-50 (notebook
+# 03) averages its last feature maps instead ("global average pooling") and has a quarter of the parameters.
+# 108.9 M float32 numbers take 436 MB; training with Adam keeps four such copies (weights, gradients and Adam's two
+# running averages), about 1.7 GB.
+#
+# ## A forward pass on real images
+# A batch of 4 images from the dataset, resized and normalised the way every notebook does
+# (`eval_transform`: resize to 256, centre crop 224, subtract the ImageNet mean, divide by its standard deviation).
+
+# %%
+frame = load_index(DATA_DIR)
+dataset = ISICDataset(frame, transform=eval_transform())
+images = torch.stack([dataset[i][0] for i in range(4)])
+labels = [dataset[i][1] for i in range(4)]
+print(f"labels of these 4 images: {[CLASSES[label] for label in labels]}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"images: {tuple(images.shape)}, {images.dtype}")
+model.eval()  # no dropout or batch-norm here, but it is the habit to have before inference
+with torch.no_grad():
+    logits = model(images)
+probabilities = logits.softmax(dim=1)
+print(f"logits: {tuple(logits.shape)}")
+print(f"each row of probabilities sums to 1: {torch.allclose(probabilities.sum(dim=1), torch.ones(4))}")
+
+# %%
+for label, row in zip(labels, probabilities):
+    guess = row.argmax().item()
+    print(f"true {CLASSES[label]:4}  predicted {CLASSES[guess]:4} (p = {row[guess]:.3f})  "
+          + " ".join(f"{p:.2f}" for p in row.tolist()))
+
+# %% [markdown]
+# The network is untrained, so its probabilities are all close to 1/8 = 0.125 and the "predictions" are noise.
+# Notebook 02 trains it.
+#
+# ## The same network in skinlib
+# Notebooks 02 and 03 import this network as `skinlib.models.SimpleCNN` instead of copying the cell above. Is it
+# really the same network? Same parameter names and shapes, and, once it holds the same weights, the same outputs:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from skinlib.models import SimpleCNN as LibrarySimpleCNN
+
+library_model = LibrarySimpleCNN(num_classes=len(CLASSES)).eval()
+ours = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+theirs = {name: tuple(p.shape) for name, p in library_model.state_dict().items()}
+print(f"same parameter names and shapes: {ours == theirs}")
+library_model.load_state_dict(model.state_dict())
+with torch.no_grad():
+    print(f"same outputs on the batch: {torch.allclose(library_model(images), logits)}")
+
+# %% [markdown]
+# ## What to try next
+# 1. **A third block.** Add `conv3 = nn.Conv2d(32, 64, 5)` and a third pool in `forward`. Work out the new flatten
+#    size by hand, fix `fc1`, and check with the blank-image cell. How many parameters does fc1 have now?
+# 2. **Global average pooling.** Replace `torch.flatten(x, 1)` by `x.mean(dim=(2, 3))` and `fc1` by
+#    `nn.Linear(32, 1200)`. Count the parameters again. Does the network now accept a 300x300 image?
+# 3. **Probabilities.** Apply `softmax` to `logits * 10` and to `logits / 10`. What happens to the spread of the
+#    probabilities, and to the predicted class?
+#
+# Next: **02_training_and_testing** trains this network and asks whether its accuracy means anything.

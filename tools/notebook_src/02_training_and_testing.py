@@ -1,0 +1,288 @@
+# %% [markdown]
+# # 02 — Training and testing
+#
+# {{BADGE}}
+#
+# Notebook 01 built SimpleCNN; here it learns. We write the training loop and the test loop out in full, step by
+# step, run them, then hand the same work to `skinlib.engine.fit`, which adds what a GPU wants. Then we test the
+# network once on images it never saw, and ask what its accuracy is worth.
+#
+# **You will learn**
+# - the seven steps of a training step: zero the gradients, forward, loss, backward, optimizer step, predict, count;
+# - why we watch a *validation* set during training and touch the *test* set once at the end;
+# - to read training curves (learning, over-fitting) and a confusion matrix;
+# - why accuracy misleads on unbalanced data, and what balanced accuracy says instead.
+#
+# Time: about 2 minutes in smoke mode on a CPU. The full run (10 epochs on ISIC 2019) takes roughly 15-30 minutes on
+# Colab's T4 once the images are prepared (an estimate: measure yours).
+
+# %% [markdown]
+# ## Set-up
+
+# %% [setup]
+
+# %%
+import json
+import os
+import platform
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torchvision
+from torch import nn
+
+import skinlib
+from skinlib.config import TrainConfig
+from skinlib.data import CLASSES, load_index
+from skinlib.engine import evaluate, fit, select_device, to_device_batch
+from skinlib.loaders import make_loaders
+from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy, per_class, summarize
+from skinlib.models import SimpleCNN
+from skinlib.plots import plot_confusion, plot_curves
+from skinlib.splits import grouped_split
+from skinlib.synth import default_data_dir, is_synthetic
+
+print(f"Python {platform.python_version()}, torch {torch.__version__}, "
+      f"torchvision {torchvision.__version__}, skinlib {skinlib.__version__}")
+device = select_device()
+
+# %% [markdown]
+# ## Parameters
+# `SKINLIB_SMOKE=1` turns on *smoke mode*: a few small batches per epoch, just enough to run every cell in a couple
+# of minutes anywhere (the course's tests use it). The results of a smoke run mean nothing. Leave it off for the
+# real thing.
+
+# %%
+# os.environ["SKINLIB_DATA"] = "/content/isic2019"  # real data (see notebook 00)
+DATA_DIR = default_data_dir()  # $SKINLIB_DATA, else the SYNTHETIC set
+SYNTHETIC = is_synthetic(DATA_DIR)
+SMOKE = os.environ.get("SKINLIB_SMOKE") == "1"
+
+EPOCHS = 2 if SMOKE else 10  # epochs for the fit() run
+HAND_EPOCHS = 1 if SMOKE else 2  # epochs for the hand-written loop (it is there to be read)
+BATCH_SIZE = 8 if SMOKE else 64
+MAX_BATCHES = 3 if SMOKE else None  # None: whole epochs
+LR = 1e-4  # Adam's learning rate
+RUNS = Path("runs")  # where results are saved (notebook 03 reads them)
+torch.manual_seed(0)
+print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}, "
+      f"{'SMOKE mode: ' + str(MAX_BATCHES) + ' batches per epoch' if SMOKE else 'full mode'}")
+
+# %% [markdown]
+# ## Data: the lesion-grouped split and its loaders
+# The split of notebook 00: 70 % train, 15 % validation, 15 % test, grouped by lesion. A `DataLoader` serves each
+# part in batches: the training images shuffled and randomly flipped, rotated and cropped (*augmentation*: every
+# epoch shows each lesion a little differently, which makes memorising harder), the others resized and centre-cropped,
+# always the same way.
+#
+# On the real data, the images are first *prepared*: decoded once and stored at 256x256 in a cache on the runtime's
+# local disk (never on Drive: far too slow for this). Decoding the large JPEGs every epoch would leave the GPU
+# waiting on Colab's 2 CPUs. The first time takes several minutes; after that it is found up to date at once.
+
+# %%
+frame = load_index(DATA_DIR)
+split = grouped_split(frame, seed=0)
+cache_dir = None
+if not SYNTHETIC:  # the synthetic images are small: decoding them each time is fast enough
+    from skinlib.cache import prepare
+
+    base = Path("/content") if IN_COLAB else Path(os.environ.get("SKINLIB_CACHE", Path.home() / ".cache" / "skinlib"))
+    cache_dir = base / "skinlib-prepared"
+    print(prepare(DATA_DIR, cache_dir).format())
+config = TrainConfig(data=str(DATA_DIR), out=str(RUNS / "02_simple_cnn"), model="simplecnn",
+                     batch_size=BATCH_SIZE, cache=None if cache_dir is None else str(cache_dir))
+loaders = make_loaders(frame, split, config, device=device)
+print({name: f"{len(loader.dataset)} images, {len(loader)} batches" for name, loader in loaders.items()})
+
+# %%
+images, labels = next(iter(loaders["train"]))
+print(f"one batch: images {tuple(images.shape)} {images.dtype}, labels {tuple(labels.shape)}: {labels.tolist()}")
+
+# %% [markdown]
+# ## The loss
+# The network answers with 8 scores (logits). **Cross-entropy** turns them into probabilities with a softmax and
+# takes minus the log of the probability given to the true class: 0 for a confident right answer, large for a
+# confident wrong one. A network that knows nothing and gives every class the same score pays ln 8 on every image,
+# so that is what the loss should start near:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+criterion = nn.CrossEntropyLoss()
+equal_scores = torch.zeros(1, len(CLASSES))  # the same logit for all 8 classes
+print(f"loss of equal scores: {criterion(equal_scores, torch.tensor([3])).item():.4f} (ln 8 = 2.0794)")
+confident_right = torch.tensor([[0.0, 0.0, 0.0, 10.0, 0.0, 0.0, 0.0, 0.0]])
+print(f"loss of a confident right answer: {criterion(confident_right, torch.tensor([3])).item():.4f}")
+print(f"loss of a confident wrong answer: {criterion(confident_right, torch.tensor([5])).item():.4f}")
+
+# %% [markdown]
+# ## The training loop, written out
+# One pass over the training images is an *epoch*. For every batch:
+# 1. `optimizer.zero_grad()`: PyTorch *adds* new gradients to the old ones, so clear them first;
+# 2. `outputs = model(images)`: the forward pass, 8 logits per image;
+# 3. `loss = criterion(outputs, labels)`: how wrong it was;
+# 4. `loss.backward()`: the gradient of the loss with respect to each of the 108.9 M weights;
+# 5. `optimizer.step()`: move every weight a little against its gradient (Adam adapts the step per weight);
+# 6. `outputs.argmax(dim=1)`: the predicted class is the one with the highest score;
+# 7. `cm.update(...)`: count (true, predicted) pairs in a confusion matrix, from which every score follows.
+#
+# `to_device_batch` moves the batch to the GPU (and turns the prepared cache's 0-255 bytes into normalised numbers
+# there, where it is cheap).
+
+# %%
+def train_one_epoch_by_hand(model, loader, optimizer):
+    model.train()  # training behaviour for layers that have one (dropout, batch norm)
+    cm, loss_sum = ConfusionMatrix(len(CLASSES)), 0.0
+    for step, (images, labels) in enumerate(loader):
+        if step == MAX_BATCHES:
+            break
+        images, labels = to_device_batch(images, labels, device)
+        optimizer.zero_grad()
+        outputs = model(images)
+        loss = criterion(outputs, labels)
+        loss.backward()
+        optimizer.step()
+        predictions = outputs.argmax(dim=1)
+        cm.update(predictions, labels)
+        loss_sum += loss.item() * len(labels)  # .item() waits for the GPU: fine here, fit() avoids it
+    return {"loss": loss_sum / cm.total, "accuracy": accuracy(cm), "balanced_accuracy": balanced_accuracy(cm)}
+
+# %% [markdown]
+# ## The test loop
+# The same forward pass, without the learning: `model.eval()` switches layers to inference behaviour and
+# `torch.no_grad()` skips the bookkeeping that `backward` would need, which saves memory and time.
+
+# %%
+def evaluate_by_hand(model, loader):
+    model.eval()
+    cm, loss_sum = ConfusionMatrix(len(CLASSES)), 0.0
+    with torch.no_grad():
+        for step, (images, labels) in enumerate(loader):
+            if step == MAX_BATCHES:
+                break
+            images, labels = to_device_batch(images, labels, device)
+            outputs = model(images)
+            loss_sum += criterion(outputs, labels).item() * len(labels)
+            cm.update(outputs.argmax(dim=1), labels)
+    return {"loss": loss_sum / cm.total, "accuracy": accuracy(cm), "balanced_accuracy": balanced_accuracy(cm)}
+
+# %% [markdown]
+# ## Train
+# After each epoch we evaluate on the **validation** part. The original report plotted *test* accuracy after every
+# epoch (its Figure 1); but a test set that is looked at while deciding things (when to stop, which learning rate)
+# stops being a fair test. So: watch validation during training, test once at the end.
+
+# %%
+model = SimpleCNN(num_classes=len(CLASSES)).to(device)
+optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+hand_history = []
+for epoch in range(1, HAND_EPOCHS + 1):
+    train = train_one_epoch_by_hand(model, loaders["train"], optimizer)
+    val = evaluate_by_hand(model, loaders["val"])
+    hand_history.append({"epoch": epoch, **{f"train_{k}": v for k, v in train.items()},
+                         **{f"val_{k}": v for k, v in val.items()}})
+    print(f"epoch {epoch}: train loss {train['loss']:.3f} acc {train['accuracy']:.3f} | "
+          f"val loss {val['loss']:.3f} acc {val['accuracy']:.3f} bal {val['balanced_accuracy']:.3f}")
+
+# %% [markdown]
+# ## The same with `skinlib.engine.fit`
+# `fit` runs exactly these steps (read `train_one_epoch` in `skinlib/engine.py` beside the cell above), plus what a
+# GPU run needs: mixed precision (16-bit arithmetic where it is safe: about twice as fast on a T4), no GPU waits
+# inside the loop, a progress bar, one line per epoch, and optionally a checkpoint after every epoch. It uses the
+# model and optimizer it is given; it never builds its own.
+#
+# A fresh network, trained for `EPOCHS` epochs:
+
+# %%
+torch.manual_seed(0)
+model = SimpleCNN(num_classes=len(CLASSES)).to(device)
+optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+history = fit(model, loaders["train"], loaders["val"], optimizer, device, epochs=EPOCHS, max_batches=MAX_BATCHES)
+
+# %% [markdown]
+# ## Learning curves
+# Accuracy and loss per epoch, on the training and validation parts. What to look for:
+# - both improving: the network is learning; more epochs may help;
+# - training accuracy climbing towards 100 % while validation stalls or its loss rises: **over-fitting**, the
+#   network memorises the training images. fc1's 108 M weights make SimpleCNN quick to do this;
+# - validation accuracy stuck at the share of NV: the network has learned to answer NV (see below).
+
+# %%
+plot_curves(history)
+
+# %% [markdown]
+# ## Test, once
+# Now, and only now, the test part: images of lesions the network has never seen in any form.
+
+# %%
+test = evaluate(model, loaders["test"], device, max_batches=MAX_BATCHES)
+print(f"test: accuracy {test['accuracy']:.3f}, balanced accuracy {test['balanced_accuracy']:.3f} "
+      f"on {test['images']} images{' of SYNTHETIC data' if SYNTHETIC else ''}{' (SMOKE run)' if SMOKE else ''}")
+
+# %% [markdown]
+# ## The confusion matrix
+# Row = the true class, column = the predicted class; the diagonal holds the right answers. The *normalised* view
+# divides each row by its total, so the diagonal shows each class's **recall**: the share of, say, melanomas that
+# were called melanoma. Look for: a bright NV column (everything called NV), and which classes MEL is confused with.
+
+# %%
+plot_confusion(test["confusion"], classes=CLASSES)
+
+# %% [markdown]
+# ## Why accuracy misleads here
+# Half the images are NV. A "classifier" that answers NV for every image, without looking, scores the share of NV
+# as its accuracy. Balanced accuracy, the mean of the 8 per-class recalls, gives it 1/8 = 12.5 %: it recalls NV
+# perfectly and every other class not at all. On the real ISIC 2019 class counts:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+REAL_COUNTS = {"MEL": 4522, "NV": 12875, "BCC": 3323, "AK": 867, "BKL": 2624, "DF": 239, "VASC": 253, "SCC": 628}
+truth = torch.cat([torch.full((n,), CLASSES.index(name)) for name, n in REAL_COUNTS.items()])
+always_nv = ConfusionMatrix(len(CLASSES)).update(torch.full_like(truth, CLASSES.index("NV")), truth)
+print(f"always NV on the {len(truth):,} ISIC 2019 images: accuracy {100 * accuracy(always_nv):.1f} %, "
+      f"balanced accuracy {100 * balanced_accuracy(always_nv):.1f} %")
+
+# %% [markdown]
+# And on this test set, against our network (in smoke mode only a few batches of it):
+
+# %%
+test_labels = torch.tensor(frame.loc[split == "test", "label"].to_numpy())
+baseline = ConfusionMatrix(len(CLASSES)).update(torch.full_like(test_labels, CLASSES.index("NV")), test_labels)
+comparison = pd.DataFrame({"always NV": [accuracy(baseline), balanced_accuracy(baseline)],
+                           "SimpleCNN": [test["accuracy"], test["balanced_accuracy"]]},
+                          index=["accuracy", "balanced accuracy"])
+comparison.round(3)
+
+# %% [markdown]
+# If SimpleCNN's accuracy is near the "always NV" column while its balanced accuracy is well above 12.5 %, it has
+# learned something beyond the majority class. Per class, precision is "when it says MEL, how often is it MEL" and
+# recall is "of the MELs, how many did it find":
+
+# %%
+scores = per_class(test["confusion"])
+pd.DataFrame({key: scores[key] for key in ("precision", "recall", "f1", "support")}, index=CLASSES).round(3)
+
+# %% [markdown]
+# ## Save the results
+# Notebook 03 compares ResNet-50 with these numbers.
+
+# %%
+results = {"model": "SimpleCNN", "data": str(DATA_DIR), "synthetic": SYNTHETIC, "smoke": SMOKE,
+           "history": history, "test": summarize(test["confusion"], classes=CLASSES)}
+(RUNS / "02_simple_cnn").mkdir(parents=True, exist_ok=True)
+(RUNS / "02_simple_cnn" / "results.json").write_text(json.dumps(results, indent=2))
+torch.save(model.state_dict(), RUNS / "02_simple_cnn" / "simple_cnn.pt")
+print(f"saved to {RUNS / '02_simple_cnn'}")
+
+# %% [markdown]
+# ## What to try next
+# 1. **Learning rate.** Train with `LR = 7e-4` (the ResNet-50 recipe of notebook 03) and `LR = 1e-5`. Which curve
+#    tells you the rate is too high? Too low?
+# 2. **Class weights.** `nn.CrossEntropyLoss(weight=w)` with `w` proportional to 1 / (images of the class) makes a
+#    rare class's mistakes cost more. Does balanced accuracy go up? What happens to accuracy?
+# 3. **Over-fitting.** Train for 20 epochs and find the epoch where validation loss starts to rise. What would you
+#    keep: the last epoch's weights or that epoch's?
+# 4. **Batch size.** Train with `BATCH_SIZE = 16` and `BATCH_SIZE = 128` for the same number of epochs. Which learns
+#    faster per epoch, which per second? (On a GPU, watch the img/s column of `fit`'s summary lines.)
+#
+# Next: **03_resnet50_transfer_learning** starts from a network that has already seen 1.2 million images.

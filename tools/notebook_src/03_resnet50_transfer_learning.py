@@ -1,0 +1,280 @@
+# %% [markdown]
+# # 03 — Transfer learning with ResNet-50
+#
+# {{BADGE}}
+#
+# SimpleCNN learned from ISIC 2019 alone, starting from random weights. ResNet-50 is a 50-layer network that has
+# already been trained on ImageNet: 1.2 million photographs of 1000 kinds of everyday objects. Its early layers
+# detect edges, textures and shapes that are useful for skin lesions too. *Transfer learning* keeps those layers and
+# teaches the network a new last layer for our 8 classes.
+#
+# **You will learn**
+# - to load a pretrained network and replace its 1000-class head with an 8-class one;
+# - the training recipe of the original report: Adam, weight decay, gradient clipping, a one-cycle learning rate;
+# - the two ways to transfer: *feature extraction* (freeze the pretrained layers, train the head) and *fine-tuning*
+#   (train everything);
+# - to compare the models fairly, on a lesion-grouped test set, with balanced accuracy beside accuracy;
+# - to keep a long Colab run safe: checkpoints on Google Drive.
+#
+# Time: about 2 minutes in smoke mode on a CPU. The full run (image preparation, 5 epochs frozen and 25 fine-tuning
+# epochs on ISIC 2019) takes on the order of an hour on Colab's T4: an estimate, measure yours.
+
+# %% [markdown]
+# ## Set-up
+
+# %% [setup]
+
+# %%
+import json
+import os
+import platform
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torchvision
+from torch import nn
+
+import skinlib
+from skinlib.config import TrainConfig
+from skinlib.data import CLASSES, load_index
+from skinlib.engine import evaluate, fit, select_device
+from skinlib.loaders import make_loaders
+from skinlib.metrics import per_class
+from skinlib.models import count_parameters, imagenet_state_dict
+from skinlib.models import resnet50 as skinlib_resnet50
+from skinlib.plots import plot_confusion, plot_curves
+from skinlib.splits import grouped_split
+from skinlib.synth import default_data_dir, is_synthetic
+
+print(f"Python {platform.python_version()}, torch {torch.__version__}, "
+      f"torchvision {torchvision.__version__}, skinlib {skinlib.__version__}")
+device = select_device()
+
+# %% [markdown]
+# ## Parameters
+# The defaults are the report's recipe: 25 epochs of Adam at a peak learning rate of 7e-4 with weight decay 1.5e-4,
+# gradients clipped at 0.1, batches of 64. `SKINLIB_SMOKE=1` makes it a quick run of a few tiny batches, and
+# `SKINLIB_PRETRAINED=0` starts from random weights instead of ImageNet's (for machines without internet; the
+# course's tests do this), which is no longer transfer learning.
+
+# %%
+# os.environ["SKINLIB_DATA"] = "/content/isic2019"  # real data (see notebook 00)
+DATA_DIR = default_data_dir()  # $SKINLIB_DATA, else the SYNTHETIC set
+SYNTHETIC = is_synthetic(DATA_DIR)
+SMOKE = os.environ.get("SKINLIB_SMOKE") == "1"
+PRETRAINED = os.environ.get("SKINLIB_PRETRAINED", "1") != "0"
+
+EPOCHS = 1 if SMOKE else 25  # fine-tuning, the report's recipe
+FROZEN_EPOCHS = 1 if SMOKE else 5  # feature extraction: trains only the head, so it settles quickly
+BATCH_SIZE = 4 if SMOKE else 64
+MAX_BATCHES = 2 if SMOKE else None
+SAVE_TO_DRIVE = False  # Colab only: True keeps the fine-tuning checkpoint on Google Drive (see below)
+RUNS = Path("runs")
+torch.manual_seed(0)
+print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}, "
+      f"{'SMOKE mode: ' + str(MAX_BATCHES) + ' batches per epoch' if SMOKE else 'full mode'}")
+if not PRETRAINED:
+    print("SKINLIB_PRETRAINED=0: ResNet-50 starts from RANDOM weights, not ImageNet's. "
+          "The results below say nothing about transfer learning.")
+
+# %% [markdown]
+# ## Data
+# The same lesion-grouped split as notebooks 00 and 02 (same seed, same split). On the real data the images are
+# read from the prepared cache on local disk (notebook 02 explains why; if 02 already prepared it, this finds it up
+# to date at once). `TrainConfig` holds the recipe: its defaults are the report's settings.
+
+# %%
+frame = load_index(DATA_DIR)
+split = grouped_split(frame, seed=0)
+cache_dir = None
+if not SYNTHETIC:
+    from skinlib.cache import prepare
+
+    base = Path("/content") if IN_COLAB else Path(os.environ.get("SKINLIB_CACHE", Path.home() / ".cache" / "skinlib"))
+    cache_dir = base / "skinlib-prepared"
+    print(prepare(DATA_DIR, cache_dir).format())
+config = TrainConfig(data=str(DATA_DIR), out=str(RUNS / "03_resnet50"), model="resnet50", epochs=EPOCHS,
+                     batch_size=BATCH_SIZE, pretrained=PRETRAINED, max_batches=MAX_BATCHES,
+                     cache=None if cache_dir is None else str(cache_dir))
+loaders = make_loaders(frame, split, config, device=device)
+print(f"recipe: Adam lr {config.lr}, weight decay {config.weight_decay}, gradient clip {config.grad_clip}, "
+      f"{config.epochs} epochs, batch {config.batch_size}")
+
+# %% [markdown]
+# ## A pretrained ResNet-50
+# The report wrote `model = torchvision.models.resnet50(pretrained=True)`; today's torchvision spells it
+# `resnet50(weights="IMAGENET1K_V1")`, the same ImageNet weights. We build the architecture and load those weights
+# with `skinlib.models.imagenet_state_dict`, which downloads them once (about 100 MB) into the cache torchvision
+# uses, and gives up with a clear message instead of hanging when there is no network.
+
+# %%
+model = torchvision.models.resnet50()  # the architecture, random weights
+if PRETRAINED:
+    model.load_state_dict(imagenet_state_dict("IMAGENET1K_V1"))
+print(f"ImageNet weights: {'loaded' if PRETRAINED else 'NOT loaded (random initialisation)'}")
+
+# %% [markdown]
+# ## A new head for 8 classes
+# ResNet-50 ends with global average pooling (each of its 2048 final feature maps averaged to one number) and one
+# linear layer, `fc`, from those 2048 features to ImageNet's 1000 classes. We replace `fc` with a fresh layer to
+# our 8 classes: the report's one line of transfer learning. Everything before it stays as ImageNet trained it.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"ImageNet head: {model.fc}")
+print(f"parameters with the 1000-class head: {count_parameters(model):>11,}")
+model.fc = nn.Linear(2048, len(CLASSES))  # the report's code: 2048 features -> 8 classes
+print(f"new head:      {model.fc}")
+print(f"parameters with the 8-class head:    {count_parameters(model):>11,}")
+print(f"of which in the new head:            {count_parameters(model.fc):>11,}")
+
+# %% [markdown]
+# 23.5 million parameters, a fifth of SimpleCNN's 108.9 million, spread over 50 layers instead of piled into one.
+#
+# `skinlib.models.resnet50(pretrained=...)` does the last three cells in one call; the rest of the notebook uses it
+# to get fresh copies.
+#
+# ## The recipe, written out
+# - **Adam** with **weight decay** 1.5e-4: every step also pulls the weights slightly towards zero, a brake on
+#   over-fitting.
+# - **Gradient clipping** at 0.1: each gradient element is clipped to [-0.1, 0.1] before the step, so one odd batch
+#   cannot throw the weights far.
+# - **One-cycle learning rate** (`OneCycleLR`): the rate climbs from 7e-4 / 25 to 7e-4 over the first 30 % of the
+#   steps, then decays to almost 0. Starting low protects the pretrained weights from the random new head's first,
+#   large gradients; ending low lets the weights settle. The schedule is stepped after every batch.
+
+# %%
+def train_with_recipe(model, config, checkpoint=None, resume=False):
+    model = model.to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = min(len(loaders["train"]), MAX_BATCHES or len(loaders["train"]))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
+                                                    total_steps=config.epochs * steps_per_epoch)
+    return fit(model, loaders["train"], loaders["val"], optimizer, device, epochs=config.epochs,
+               scheduler=scheduler, grad_clip=config.grad_clip, max_batches=MAX_BATCHES,
+               checkpoint_path=checkpoint, resume=resume, config=config)
+
+# %% [markdown]
+# ## 1. Feature extraction: freeze the backbone
+# Setting `requires_grad = False` on a parameter tells PyTorch not to compute its gradient, and the optimizer above
+# only receives the trainable ones. Only the new head learns: the backbone is used as a fixed feature extractor.
+# It is fast (no gradients through 50 layers) and hard to over-fit, but ImageNet's features were made for cats and
+# cars, not dermoscopy.
+
+# %%
+frozen = skinlib_resnet50(num_classes=len(CLASSES), pretrained=PRETRAINED)
+for parameter in frozen.parameters():
+    parameter.requires_grad = False
+for parameter in frozen.fc.parameters():
+    parameter.requires_grad = True
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(f"trainable: {count_parameters(frozen, trainable_only=True):,} of {count_parameters(frozen):,} parameters")
+
+# %%
+frozen_history = train_with_recipe(frozen, config.replace(epochs=FROZEN_EPOCHS, out=str(RUNS / "03_frozen")))
+frozen_test = evaluate(frozen, loaders["test"], device, max_batches=MAX_BATCHES)
+
+# %% [markdown]
+# One subtlety: in training mode the batch-normalisation layers still update their running averages on our images,
+# even with frozen weights. (Try: put `frozen.eval()` inside the loop, or freeze them explicitly, and compare.)
+#
+# ## 2. Fine-tuning: train everything
+# All 23.5 M parameters learn, starting from ImageNet's values: slower, and the network can adapt its features to
+# dermoscopy. This is the report's method, and the long run of the course.
+#
+# ### Keep a long Colab run safe
+# A Colab runtime can disconnect (idle, time limit, lost connection) and its disk goes with it. `fit` writes a
+# checkpoint after every epoch: weights, optimizer, schedule, random states and history. Put it on Google Drive and
+# a lost runtime costs at most the epoch in progress: reconnect, run the notebook again from the top with the same
+# settings, and training resumes where the checkpoint stopped. Set `SAVE_TO_DRIVE = True` in the parameters cell
+# to do it (Colab asks you once to allow access to your Drive). Only the checkpoint goes to Drive; the prepared
+# images stay on the runtime's fast local disk.
+
+# %%
+checkpoint = RUNS / "03_resnet50" / "checkpoint.pt"
+if IN_COLAB and SAVE_TO_DRIVE:
+    from google.colab import drive
+
+    drive.mount("/content/drive")
+    checkpoint = Path("/content/drive/MyDrive/skin-lesion-kit/resnet50_checkpoint.pt")
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+print(f"checkpoint after every epoch: {checkpoint}"
+      f"{' (resumed if it exists; delete it to start over)' if SAVE_TO_DRIVE else ''}")
+
+# %%
+finetuned = skinlib_resnet50(num_classes=len(CLASSES), pretrained=PRETRAINED)
+history = train_with_recipe(finetuned, config, checkpoint=checkpoint, resume=IN_COLAB and SAVE_TO_DRIVE)
+test = evaluate(finetuned, loaders["test"], device, max_batches=MAX_BATCHES)
+
+# %% [markdown]
+# ## Learning curves
+# The report's Figure 3 showed these for its fine-tuning run. Compare with SimpleCNN's in notebook 02: a pretrained
+# network usually starts higher and climbs faster. Watch the gap between training and validation open up in the
+# later epochs, and the loss drop as the one-cycle schedule lowers the learning rate at the end.
+
+# %%
+plot_curves(history)
+
+# %%
+plot_curves(frozen_history)
+
+# %% [markdown]
+# ## Confusion matrix and per-class recall of the fine-tuned network
+# The diagonal of the normalised matrix is each class's recall. Look at MEL's row first: what share of melanomas
+# does the network find, and what does it mistake the others for? Then the rare classes, DF and VASC.
+
+# %%
+plot_confusion(test["confusion"], classes=CLASSES)
+
+# %%
+recall = pd.DataFrame({"feature extraction": per_class(frozen_test["confusion"])["recall"],
+                       "fine-tuning": per_class(test["confusion"])["recall"],
+                       "test images": per_class(test["confusion"])["support"]}, index=CLASSES)
+recall.round(3)
+
+# %% [markdown]
+# ## SimpleCNN against ResNet-50
+# The report's test accuracies were 65.8 % for SimpleCNN and 83.22 % for ResNet-50. Ours are measured on the
+# lesion-grouped test split, with balanced accuracy beside accuracy. (SimpleCNN's row comes from notebook 02, when
+# it was run in this runtime on the same data.)
+
+# %%
+rows = {}
+saved = RUNS / "02_simple_cnn" / "results.json"
+if saved.is_file() and json.loads(saved.read_text())["data"] == str(DATA_DIR):
+    simple = json.loads(saved.read_text())["test"]
+    rows["SimpleCNN (notebook 02)"] = [simple["accuracy"], simple["balanced_accuracy"], 0.658]
+else:
+    print("SimpleCNN: no results of notebook 02 on this data in this runtime; run it to fill its row")
+rows["ResNet-50, feature extraction"] = [frozen_test["accuracy"], frozen_test["balanced_accuracy"], None]
+rows["ResNet-50, fine-tuned"] = [test["accuracy"], test["balanced_accuracy"], 0.8322]
+table = pd.DataFrame.from_dict(rows, orient="index",
+                               columns=["accuracy", "balanced accuracy", "report's accuracy (random split)"])
+print(("SYNTHETIC data: " if SYNTHETIC else "") + ("SMOKE run: " if SMOKE else "") + "test split grouped by lesion")
+(100 * table.astype(float)).round(1)
+
+# %% [markdown]
+# How to read it:
+# - **Balanced accuracy** is the figure to compare: accuracy rewards getting NV right, and half the test set is NV.
+# - The report's figures come from a **random split by image**. On ISIC 2019 about 60 % of such test images have a
+#   photograph of the same lesion in the training set (notebook 00), and a network can score on those by
+#   recognising the lesion rather than diagnosing it. So the report's accuracies are probably optimistic; ours,
+#   measured on lesions never seen in training, are the fairer estimate of how the network would do on a new patient.
+# - On the synthetic set, or after a smoke run, the numbers describe that set or that run and nothing else.
+#
+# ## What to try next
+# 1. **Feature extraction for longer.** Set `FROZEN_EPOCHS = 25`. Does the frozen backbone catch up with
+#    fine-tuning? How much faster is each epoch?
+# 2. **Unfreeze gradually.** Freeze everything but `layer4` and `fc` (`frozen.layer4.parameters()`): a middle way.
+# 3. **Newer weights.** `imagenet_state_dict("IMAGENET1K_V2")` loads weights trained with a longer recipe (80.9 % on
+#    ImageNet against 76.1 %). Do better ImageNet weights give better lesion features?
+# 4. **The leak, measured.** Train the fine-tuned model on `random_split(frame, seed=0)` from `skinlib.splits`
+#    instead (real data, full run). How much higher is its test accuracy than on the lesion-grouped split?
+# 5. **From the command line.** `python -m skinlib train --model resnet50 --out runs/cli` runs this whole recipe
+#    and writes metrics, curves and a checkpoint to a folder.
+#
+# You have reached the end of the course notebooks.

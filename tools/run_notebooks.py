@@ -1,0 +1,110 @@
+"""Run every course notebook in order and keep the executed copies, figures included.
+
+    python tools/run_notebooks.py --out outputs/notebooks            # smoke on CPU, full on a GPU
+    python tools/run_notebooks.py --out outputs/notebooks --smoke    # a few batches: minutes on a CPU
+    python tools/run_notebooks.py --out outputs/notebooks --full     # the real settings (GPU advised)
+
+The notebooks run one after the other in OUT (their working folder, so notebook 03 finds the
+results notebook 02 saved under OUT/runs/), each written back as OUT/<name>.ipynb with its
+outputs and as OUT/<name>.html for reading in a browser. The data is $SKINLIB_DATA, else the
+embedded SYNTHETIC set. Smoke mode also sets SKINLIB_PRETRAINED=0 (no download: random
+ResNet-50 weights) unless SKINLIB_PRETRAINED is already set. A failing notebook is still
+written, up to the failing cell; the exit status is then 1.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def gpu_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def notebook_env(smoke: bool) -> dict[str, str]:
+    """The environment variables the notebooks read, for this mode."""
+    env = {"SKINLIB_SMOKE": "1" if smoke else "0"}
+    if smoke and "SKINLIB_PRETRAINED" not in os.environ:
+        env["SKINLIB_PRETRAINED"] = "0"
+    return env
+
+
+def run_notebook(source: Path, out: Path, timeout: int | None) -> tuple[Path, float, str | None]:
+    """Execute `source` with `out` as working folder; write the executed copy (.ipynb, .html).
+
+    Returns (executed notebook path, seconds, error message or None).
+    """
+    notebook = nbformat.read(source, as_version=4)
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(out)}})
+    start = time.perf_counter()
+    error = None
+    try:
+        client.execute()
+    except CellExecutionError as exc:
+        error = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    seconds = time.perf_counter() - start
+    target = out / source.name
+    nbformat.write(notebook, target)
+    _write_html(notebook, target.with_suffix(".html"))
+    return target, seconds, error
+
+
+def _write_html(notebook, path: Path) -> None:
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(notebook)
+    path.write_text(body, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for the executed notebooks")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--smoke", dest="smoke", action="store_const", const=True,
+                      help="a few batches per epoch (the default without a GPU)")
+    mode.add_argument("--full", dest="smoke", action="store_const", const=False,
+                      help="the notebooks' real settings (the default with a GPU)")
+    parser.add_argument("--timeout", type=int, default=None,
+                        help="seconds allowed per cell (default: 600 in smoke mode, no limit in full mode)")
+    parser.add_argument("names", nargs="*", help="notebooks to run (default: all), e.g. 01_simple_cnn")
+    args = parser.parse_args(argv)
+
+    smoke = (not gpu_available()) if args.smoke is None else args.smoke
+    timeout = args.timeout if args.timeout is not None else (600 if smoke else None)
+    sources = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    if args.names:
+        sources = [s for s in sources if s.stem in args.names or s.name in args.names]
+        if not sources:
+            parser.error(f"no notebook matches {args.names}")
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.update(notebook_env(smoke))  # the kernels inherit this process's environment
+    print(f"running {len(sources)} notebook(s) in {'SMOKE' if smoke else 'FULL'} mode "
+          f"on {os.environ.get('SKINLIB_DATA') or 'the embedded SYNTHETIC data'}", flush=True)
+
+    failed = 0
+    for source in sources:
+        print(f"  {source.name} ...", end=" ", flush=True)
+        target, seconds, error = run_notebook(source, out, timeout)
+        print(f"{'FAILED' if error else 'ok'} in {seconds:.0f} s -> {target}", flush=True)
+        if error:
+            print(f"    {error}", flush=True)
+            failed += 1
+    print(f"executed notebooks (with figures) are in {out}; open the .html files in a browser")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
