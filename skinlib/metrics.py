@@ -13,10 +13,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-try:
-    from skinlib.data import CLASSES
-except ImportError:  # TEMPORARY until skinlib.data lands
-    CLASSES = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")
+from skinlib.data import CLASSES
 
 
 class ConfusionMatrix:
