@@ -1,0 +1,158 @@
+"""The figures of the course: learning curves, confusion matrix, image grid, class distribution.
+
+Every function returns the matplotlib Figure, so a notebook shows it (as the cell's last value)
+and the CLI saves it (`fig.savefig(path)`). The figure is closed in pyplot before it is
+returned: otherwise Jupyter would draw it twice (once as an open pyplot figure, once as the
+returned value), and a long CLI run would pile up open figures.
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+import torch
+from matplotlib.figure import Figure
+
+from skinlib.data import CLASSES, IMAGENET_MEAN, IMAGENET_STD
+from skinlib.metrics import as_array
+
+SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
+
+
+def _done(fig: Figure) -> Figure:
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def plot_curves(history: list[dict], metrics=("accuracy", "loss")) -> Figure:
+    """One panel per metric, one line per split (`train_<m>`, `val_<m>`, `test_<m>`) over the epochs.
+
+    `train_balanced_<m>` / `val_balanced_<m>` (balanced accuracy), when the history has them,
+    are drawn dashed in the colour of their split.
+    """
+    if not history:
+        raise ValueError("history is empty: there is no epoch to plot")
+    epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        drawn = False
+        for split, colour in SPLIT_COLOURS.items():
+            for key, style, label in (
+                (f"{split}_{metric}", "-", split),
+                (f"{split}_balanced_{metric}", "--", f"{split} (balanced)"),
+            ):
+                if any(key in row for row in history):
+                    values = [np.nan if row.get(key) is None else row[key] for row in history]
+                    ax.plot(epochs, values, style, color=colour, marker="o", markersize=3, label=label)
+                    drawn = True
+        if not drawn:
+            keys = sorted({key for row in history for key in row})
+            raise ValueError(f"history has no train_{metric} or val_{metric}; its keys are {keys}")
+        ax.set_title(metric.replace("_", " ").capitalize())
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _done(fig)
+
+
+def plot_confusion(cm, classes=CLASSES, normalize="both") -> Figure:
+    """Confusion matrix heatmap(s), true class down, prediction across.
+
+    normalize: False = counts, True = each row divided by its total (recall on the diagonal;
+    a class with no images gets a row of zeros), "both" = the two side by side.
+    """
+    counts = as_array(cm)
+    if len(classes) != len(counts):
+        raise ValueError(f"{len(classes)} class names for a {len(counts)}-class confusion matrix")
+    totals = counts.sum(axis=1, keepdims=True)
+    by_row = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    panels = {
+        False: [("counts", counts, "d")],
+        True: [("row-normalised: recall on the diagonal", by_row, ".2f")],
+    }
+    panels["both"] = panels[False] + panels[True]
+    if normalize not in panels:
+        raise ValueError(f'normalize must be "both", True or False, got {normalize!r}')
+    chosen = panels[normalize]
+    fig, axes = plt.subplots(1, len(chosen), figsize=(7 * len(chosen), 6), squeeze=False)
+    for ax, (title, data, fmt) in zip(axes[0], chosen):
+        sns.heatmap(
+            data, annot=True, fmt=fmt, cmap="Blues", square=True, ax=ax,
+            xticklabels=list(classes), yticklabels=list(classes), annot_kws={"fontsize": 8},
+        )
+        ax.set_title(f"Confusion matrix ({title})")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    return _done(fig)
+
+
+def _to_display(images) -> np.ndarray:
+    """(N, 3, H, W) uint8 or float tensor -> (N, H, W, 3) floats in [0, 1]; floats still normalised."""
+    if isinstance(images, (list, tuple)):
+        images = torch.stack([torch.as_tensor(image) for image in images])
+    images = torch.as_tensor(images).detach().cpu()
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have shape (N, 3, H, W), got {tuple(images.shape)}")
+    return images.permute(0, 2, 3, 1).numpy()
+
+
+def plot_image_grid(
+    images, labels, preds=None, classes=CLASSES, ncols: int = 8, denormalize: bool = True
+) -> Figure:
+    """A grid of images titled by their class, and by the prediction when given (green right, red wrong).
+
+    uint8 images are shown as they are; float images are assumed ImageNet-normalised (as the
+    transforms leave them) and are mapped back to colours unless `denormalize=False`.
+    """
+    uint8 = torch.as_tensor(images[0] if isinstance(images, (list, tuple)) else images).dtype == torch.uint8
+    pixels = _to_display(images).astype(np.float32)
+    if uint8:
+        pixels = pixels / 255
+    elif denormalize:
+        pixels = pixels * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
+    pixels = pixels.clip(0, 1)
+    labels = [int(label) for label in labels]
+    preds = None if preds is None else [int(pred) for pred in preds]
+    n = len(pixels)
+    if n == 0 or len(labels) != n or (preds is not None and len(preds) != n):
+        raise ValueError(
+            f"need at least one image and as many labels (and preds) as images: {n} images, "
+            f"{len(labels)} labels, {'no' if preds is None else len(preds)} preds"
+        )
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2 * ncols, 2.6 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= n:
+            continue
+        ax.imshow(pixels[i])
+        if preds is None:
+            ax.set_title(classes[labels[i]], fontsize=9)
+        else:
+            right = preds[i] == labels[i]
+            ax.set_title(
+                f"true {classes[labels[i]]}\npred {classes[preds[i]]}",
+                fontsize=9, color="tab:green" if right else "tab:red",
+            )
+    return _done(fig)
+
+
+def plot_class_distribution(counts: dict[str, int]) -> Figure:
+    """Bar chart of images per class, each bar labelled with its count and share of the total."""
+    names, values = list(counts), [int(v) for v in counts.values()]
+    total = sum(values)
+    if total == 0:
+        raise ValueError("class counts are all zero")
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 4))
+    bars = ax.bar(names, values, color=sns.color_palette("deep", len(names)))
+    ax.bar_label(bars, labels=[f"{v:,}\n{100 * v / total:.1f}%" for v in values], fontsize=8)
+    ax.set_title(f"Images per class (n={total:,})")
+    ax.set_xlabel("class")
+    ax.set_ylabel("images")
+    ax.margins(y=0.2)  # room for the labels above the tallest bar
+    return _done(fig)
