@@ -289,6 +289,30 @@ def test_wrong_checksum_moves_the_file_aside_and_extracts_nothing(mirror, tmp_pa
     assert mirror.requested(ARCHIVE) == []
 
 
+def test_stale_csv_on_disk_is_replaced_by_a_verified_copy(mirror, tmp_path):
+    (tmp_path / METADATA_CSV).write_bytes(b"image,age_approx\nedited,1\n")
+
+    _download(mirror, tmp_path)
+
+    assert (tmp_path / METADATA_CSV).read_bytes() == DATA[METADATA_CSV]
+    assert (tmp_path / (METADATA_CSV + ".bad")).read_bytes() == b"image,age_approx\nedited,1\n"
+
+
+def test_too_little_disk_space_is_reported_before_writing(mirror, tmp_path, monkeypatch):
+    real_usage = dl.shutil.disk_usage
+
+    def almost_full(path):
+        total, used, _ = real_usage(path)
+        return type(real_usage(path))(total, used, len(DATA[ARCHIVE]))  # room for the zip, not for both
+
+    monkeypatch.setattr(dl.shutil, "disk_usage", almost_full)
+
+    with pytest.raises(DownloadError, match=r"ISIC_2019_Training_Input.zip: needs about .* GB free in"):
+        _download(mirror, tmp_path)
+
+    assert not (tmp_path / (ARCHIVE + ".part")).exists()
+
+
 def test_default_checksums_are_the_published_ones():
     assert dl.SHA256 == {
         GROUND_TRUTH_CSV: "aa88e9638fe4df9ef330dc4ba22fa4bd475c44af692fffb870c73091ab25cdcd",
