@@ -12,6 +12,9 @@ and never re-initialises any of them.
 Reproducible data order: give the training DataLoader a `torch.Generator` (see
 `make_generator`); `fit` reseeds it from `(seed, epoch)` before every epoch, so epoch 7 sees
 the same batches whether the run went straight through or was resumed from a checkpoint.
+Resuming is exact (bit for bit) on the CPU with `num_workers=0`. With persistent DataLoader
+workers the image order is still reproduced, but random augmentations drawn inside the workers
+restart from a fresh worker seed after a resume; CUDA kernels are not bitwise deterministic.
 """
 from __future__ import annotations
 
@@ -108,8 +111,13 @@ def make_scaler(device: torch.device, amp_dtype: torch.dtype | None) -> torch.am
     A disabled scaler passes everything through, so the training step has one code path.
     """
     device = torch.device(device)
-    enabled = device.type == "cuda" and amp_dtype == torch.float16
-    return torch.amp.GradScaler(device.type, enabled=enabled)
+    return _grad_scaler(device, enabled=device.type == "cuda" and amp_dtype == torch.float16)
+
+
+def _grad_scaler(device: torch.device, enabled: bool):
+    if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
+        return torch.amp.GradScaler(device.type, enabled=enabled)
+    return torch.cuda.amp.GradScaler(enabled=enabled)
 
 
 # ---------------------------------------------------------------------------- seeding
@@ -143,16 +151,16 @@ def set_loader_epoch(loader: Iterable, seed: int, epoch: int) -> bool:
     Reseeds the DataLoader's generator (which drives RandomSampler and the worker seeds) and
     calls `sampler.set_epoch` when the sampler has one (DistributedSampler and friends).
     """
-    reseeded = False
-    generator = getattr(loader, "generator", None)
-    if isinstance(generator, torch.Generator):
+    samplers = [getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)]
+    generators = {id(g): g for g in [getattr(loader, "generator", None)]
+                  + [getattr(s, "generator", None) for s in samplers]
+                  if isinstance(g, torch.Generator)}
+    for generator in generators.values():
         generator.manual_seed(epoch_seed(seed, epoch))
-        reseeded = True
-    for sampler in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-            reseeded = True
-    return reseeded
+    with_set_epoch = [s for s in samplers if hasattr(s, "set_epoch")]
+    for sampler in with_set_epoch:
+        sampler.set_epoch(epoch)
+    return bool(generators or with_set_epoch)
 
 
 # ---------------------------------------------------------------------------- batches
@@ -231,7 +239,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     """
     device = torch.device(device)
     if scaler is None:
-        scaler = torch.amp.GradScaler(device.type, enabled=False)
+        scaler = _grad_scaler(device, enabled=False)
     model.train()
     cm = None
     loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per batch
@@ -439,12 +447,21 @@ def _checkpoint_state(model, optimizer, scheduler, scaler, history, config, num_
         "num_classes": num_classes,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scheduler": _plain_state(scheduler.state_dict()) if scheduler is not None else None,
         "scaler": scaler.state_dict(),
         "rng": capture_rng_state(),
         "history": history,
         "config": config.to_dict() if config is not None else None,
     }
+
+
+def _plain_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A scheduler's state without functions, which weights_only loading refuses.
+
+    OneCycleLR of torch < 2.4 keeps its annealing function in its state; the constructor sets it
+    again, so nothing is lost by leaving it out.
+    """
+    return {k: v for k, v in state.items() if not callable(v)}
 
 
 def _resume(path, model, optimizer, scheduler, scaler, config) -> list[dict[str, Any]]:

@@ -379,3 +379,31 @@ def test_epoch_generator_gives_a_reproducible_order_per_epoch():
 
     first_2, first_3 = order(2), order(3)
     assert order(2) == first_2 and order(3) == first_3 and first_2 != first_3
+
+
+def test_set_loader_epoch_reseeds_a_sampler_with_its_own_generator():
+    from torch.utils.data import RandomSampler
+
+    data = TensorDataset(torch.arange(20).float())
+    dl = DataLoader(data, batch_size=20, sampler=RandomSampler(data, generator=torch.Generator()))
+    assert engine.set_loader_epoch(dl, seed=0, epoch=1)
+    first = next(iter(dl))[0].tolist()
+    engine.set_loader_epoch(dl, seed=0, epoch=1)
+    assert next(iter(dl))[0].tolist() == first
+
+
+def test_set_loader_epoch_reports_a_loader_it_cannot_reseed():
+    assert not engine.set_loader_epoch(loader(*blobs(n=8)), seed=0, epoch=1)
+
+
+def test_gradients_are_unscaled_before_clipping_when_a_scaler_is_enabled():
+    # CPU GradScaler (torch >= 2.3) runs the same code path as float16 on CUDA.
+    x, y = blobs(n=32)
+    model = nn.Linear(4, 3)
+    opt = RecordingSGD(model.parameters(), [], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, enabled=True)
+    result = engine.train_one_epoch(model, loader(x * 100, y), opt, CPU, grad_clip=0.01,
+                                    scaler=scaler, amp_dtype=torch.bfloat16, progress=False)
+    # Clipping scaled gradients would leave them 65536 times smaller than the clip value.
+    assert max(opt.max_grad_at_step) == pytest.approx(0.01)
+    assert math.isfinite(result["loss"])
