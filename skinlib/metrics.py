@@ -19,14 +19,20 @@ from skinlib.data import CLASSES
 class ConfusionMatrix:
     """Counts of (true class, predicted class) pairs: rows are the true class, columns the prediction.
 
-    `update` takes the batch on whatever device it lives on (predicted class indices, or logits
-    whose argmax is taken); the counts are made there with one bincount and only the small
-    num_classes x num_classes result comes back to the CPU. Two matrices add with `+` / `merge`.
+    `update` takes a batch on whatever device it lives on (predicted class indices, or logits
+    whose argmax is taken) and counts it there without waiting for the GPU: a training loop
+    that calls it every step keeps the GPU queue full. `.matrix` (an int64 CPU tensor) brings
+    the counts back, once, when they are read. Two matrices add with `+` / `merge`.
+
+    Class indices outside 0..num_classes-1 raise ValueError: at once for CPU tensors, and when
+    `.matrix` is read for GPU tensors (checking each batch there would stall the GPU).
     """
 
     def __init__(self, num_classes: int = len(CLASSES)):
         self.num_classes = num_classes
-        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        # Flat counts, index true * num_classes + predicted; the extra last slot counts
+        # out-of-range pairs. Lives on the device of the latest update.
+        self._counts = torch.zeros(num_classes * num_classes + 1, dtype=torch.int64)
 
     def update(self, preds, targets) -> "ConfusionMatrix":
         preds, targets = torch.as_tensor(preds), torch.as_tensor(targets)
@@ -36,23 +42,39 @@ class ConfusionMatrix:
         if preds.numel() != targets.numel():
             raise ValueError(f"{preds.numel()} predictions for {targets.numel()} targets")
         n = self.num_classes
-        both = torch.cat([preds, targets])
-        if both.numel() and (both.min() < 0 or both.max() >= n):  # a GPU sync, once per batch
-            raise ValueError(
-                f"class indices must lie in 0..{n - 1}, got values from {both.min().item()} to {both.max().item()}"
-            )
-        counts = torch.bincount(targets * n + preds, minlength=n * n)
-        self.matrix += counts.reshape(n, n).cpu()
+        valid = (preds >= 0) & (preds < n) & (targets >= 0) & (targets < n)
+        # torch.bincount would size its output from the data's maximum, a GPU sync; index_add_ does not.
+        flat = torch.where(valid, targets * n + preds, n * n)
+        batch = torch.zeros(n * n + 1, dtype=torch.int64, device=flat.device)
+        batch.index_add_(0, flat, torch.ones_like(flat))
+        if flat.device.type == "cpu" and batch[-1] > 0:
+            raise ValueError(self._range_message(int(batch[-1]), flat.numel()))
+        self._counts = self._counts.to(flat.device)
+        self._counts += batch
         return self
 
+    def _range_message(self, bad: int, total: int) -> str:
+        return (
+            f"class indices must lie in 0..{self.num_classes - 1}; "
+            f"{bad} of {total} (prediction, target) pairs did not"
+        )
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """(num_classes, num_classes) int64 counts on the CPU; rows true class, columns prediction."""
+        counts = self._counts.to("cpu", copy=True)
+        if counts[-1] > 0:
+            raise ValueError(self._range_message(int(counts[-1]), int(counts.sum())))
+        return counts[:-1].reshape(self.num_classes, self.num_classes)
+
     def reset(self) -> None:
-        self.matrix.zero_()
+        self._counts.zero_()
 
     def merge(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
         """Add another matrix's counts into this one (e.g. from several workers or epochs)."""
         if other.num_classes != self.num_classes:
             raise ValueError(f"cannot merge {other.num_classes}-class counts into {self.num_classes} classes")
-        self.matrix += other.matrix
+        self._counts += other._counts.to(self._counts.device)
         return self
 
     def __add__(self, other: "ConfusionMatrix") -> "ConfusionMatrix":

@@ -88,6 +88,23 @@ def test_update_rejects_class_indices_out_of_range(bad):
         ConfusionMatrix(8).update(torch.tensor(bad), torch.tensor([0, 0]))
 
 
+def test_out_of_range_counts_do_not_reach_the_matrix():
+    cm = ConfusionMatrix(8).update(torch.tensor([1]), torch.tensor([2]))
+    with pytest.raises(ValueError):
+        cm.update(torch.tensor([9, 3]), torch.tensor([0, 3]))
+    assert cm.total == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_batches_count_like_cpu_and_report_bad_indices_when_read():
+    targets, preds, _ = random_batch(0)
+    cm = ConfusionMatrix(8).update(torch.as_tensor(preds).cuda(), torch.as_tensor(targets).cuda())
+    assert torch.equal(cm.matrix, matrix_of(targets, preds).matrix)
+    cm.update(torch.tensor([8], device="cuda"), torch.tensor([0], device="cuda"))  # no error yet: no sync
+    with pytest.raises(ValueError, match=r"0\.\.7; 1 of"):
+        cm.matrix
+
+
 def test_update_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="3 predictions for 2 targets"):
         ConfusionMatrix(8).update(torch.tensor([0, 1, 2]), torch.tensor([0, 1]))
