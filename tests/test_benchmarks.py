@@ -1,0 +1,55 @@
+"""The benchmarks run end to end in --smoke mode and write the JSON they promise.
+
+A smoke run checks that the code runs and the results are well formed; it times nothing
+useful (tiny images, one step) and its numbers are not asserted on.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `benchmarks` is a folder of the repository, not of the package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import input_pipeline, train_step  # noqa: E402
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_input_pipeline_smoke_writes_its_table_as_json(tmp_path, capsys):
+    out = tmp_path / "input.json"
+    assert input_pipeline.main(["--smoke", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "input_pipeline" and result["synthetic"] is True
+    assert result["machine"]["cpus_available"] >= 1
+    assert [row["set"] for row in result["sets"]] == list(input_pipeline.SMOKE_SETS)
+    for row in result["sets"]:
+        for key in ("stock_images_per_s", "cached_images_per_s", "jpeg256_images_per_s",
+                    "prepare_seconds", "cache_mb", "speedup", "mean_file_kb"):
+            assert positive(row[key]), key
+        assert row["speedup"] == pytest.approx(row["cached_images_per_s"] / row["stock_images_per_s"])
+        assert row["cache_mb"] == pytest.approx(16 * 64 * 64 * 3 / 1e6, rel=0.01)
+    assert result["full_isic2019_cache_bytes"] == 25_331 * 64 * 64 * 3
+    assert "cached/stock" in capsys.readouterr().out
+
+
+def test_train_step_smoke_writes_its_table_as_json(tmp_path, capsys):
+    out = tmp_path / "train.json"
+    assert train_step.main(["--smoke", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "train_step" and result["synthetic"] is True
+    assert result["targets"] == {"resnet50_step_speedup": 4.5, "e2e_ratio": 0.8, "apply_to": "CUDA GPUs"}
+    (row,) = result["models"]
+    assert row["model"] == "resnet50"
+    for key in ("seed_images_per_s", "skinlib_images_per_s", "step_speedup", "e2e_images_per_s",
+                "e2e_ratio"):
+        assert positive(row[key]), key
+    assert len(row["e2e_cores"]) == 1
+    assert "skinlib/seed" in capsys.readouterr().out
