@@ -186,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         target = NOTEBOOKS / source.with_suffix(".ipynb").name
         notebook = build(source, repo_url)
         if args.execute:
+            metadata = notebook.metadata
             execute(notebook, target.name)
+            notebook.metadata = metadata  # the kernel's additions (language version...) are not kept
         elif target.exists():
             # Keep the stored outputs of checked cells whose code did not change.
             old = checked_outputs(nbformat.read(target, as_version=4))

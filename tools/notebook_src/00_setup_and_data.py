@@ -66,11 +66,7 @@ device = select_device()
 # os.environ["SKINLIB_DATA"] = "/content/isic2019"
 DATA_DIR = default_data_dir()  # $SKINLIB_DATA, else the SYNTHETIC set (generated on first use)
 SYNTHETIC = is_synthetic(DATA_DIR)
-if SYNTHETIC:
-    print("!" * 78 + "\n!!  SYNTHETIC DATA: made-up images in the ISIC 2019 layout. Every number below\n"
-          "!!  describes the synthetic set, not real skin lesions.\n" + "!" * 78)
-else:
-    print(f"data: {DATA_DIR}")
+print(f"data: {DATA_DIR.name}: {'SYNTHETIC images' if SYNTHETIC else 'the ISIC 2019 layout'}")
 
 # %% [markdown]
 # ## The eight classes
@@ -139,7 +135,7 @@ if REAL_CSVS is not None:
     real = load_index(REAL_CSVS, check_files=False)
     real_shares = (100 * real["label"].value_counts(normalize=True)).rename(dict(enumerate(CLASSES)))
     print(f"computed from the real CSVs ({len(real):,} images):")
-    print(real_shares.reindex(CLASSES).round(1).to_string())
+    print(real_shares.reindex(CLASSES).round(1).rename_axis(None).to_string())
 else:
     print("real CSVs not found here; the published shares (%) of the 25,331 ISIC 2019 training images:")
     print(pd.Series(REAL_SHARES).to_string())
@@ -148,7 +144,7 @@ else:
 # ## What do the images look like?
 # Four images of each class (fewer where the class has fewer), resized and centre-cropped to 224x224 the way the
 # networks will see them. Look at the variety *within* a class and the resemblance *between* MEL, NV and BKL:
-# dermatologists find those hard too.
+# dermatologists find those hard too. (The synthetic classes are drawn to be easy to tell apart: real ones are not.)
 
 # %%
 examples = frame.groupby("label", group_keys=False).head(4).sort_values("label").reset_index(drop=True)
@@ -211,7 +207,8 @@ split_by_image = random_split(frame, seed=0)
 split_by_lesion = grouped_split(frame, seed=0)
 print(f"test images whose lesion is also in train: by image {100 * leakage(frame, split_by_image):.1f} %, "
       f"by lesion {100 * leakage(frame, split_by_lesion):.1f} %")
-pd.crosstab(split_by_lesion, frame["label"].map(dict(enumerate(CLASSES)))).reindex(columns=list(CLASSES))
+pd.crosstab(split_by_lesion, frame["label"].map(dict(enumerate(CLASSES)))).reindex(
+    index=["train", "val", "test"], columns=list(CLASSES))
 
 # %% [markdown]
 # The table counts the images of each class in each part of the lesion-grouped split: every class is present in

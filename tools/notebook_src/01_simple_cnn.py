@@ -136,7 +136,7 @@ with torch.no_grad():
 total = count_parameters(model)
 for name, layer in model.named_children():
     n = sum(p.numel() for p in layer.parameters())
-    print(f"{name:6} {n:>12,}  {100 * n / total:6.2f} %")
+    print(f"{name:6} {n:>12,}  {100 * n / total:7.3f} %")
 print(f"total  {total:>12,}")
 
 # %% [markdown]

@@ -61,8 +61,8 @@ SMOKE = os.environ.get("SKINLIB_SMOKE") == "1"
 
 EPOCHS = 2 if SMOKE else 10  # epochs for the fit() run
 HAND_EPOCHS = 1 if SMOKE else 2  # epochs for the hand-written loop (it is there to be read)
-BATCH_SIZE = 8 if SMOKE else 64
-MAX_BATCHES = 3 if SMOKE else None  # None: whole epochs
+BATCH_SIZE = 4 if SMOKE else 64
+MAX_BATCHES = 2 if SMOKE else None  # None: whole epochs
 LR = 1e-4  # Adam's learning rate
 RUNS = Path("runs")  # where results are saved (notebook 03 reads them)
 torch.manual_seed(0)
@@ -91,7 +91,8 @@ if not SYNTHETIC:  # the synthetic images are small: decoding them each time is 
     cache_dir = base / "skinlib-prepared"
     print(prepare(DATA_DIR, cache_dir).format())
 config = TrainConfig(data=str(DATA_DIR), out=str(RUNS / "02_simple_cnn"), model="simplecnn",
-                     batch_size=BATCH_SIZE, cache=None if cache_dir is None else str(cache_dir))
+                     batch_size=BATCH_SIZE, num_workers=0 if SMOKE else None,  # smoke: no worker processes to start
+                     cache=None if cache_dir is None else str(cache_dir))
 loaders = make_loaders(frame, split, config, device=device)
 print({name: f"{len(loader.dataset)} images, {len(loader)} batches" for name, loader in loaders.items()})
 

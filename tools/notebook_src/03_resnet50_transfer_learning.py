@@ -96,10 +96,11 @@ if not SYNTHETIC:
     print(prepare(DATA_DIR, cache_dir).format())
 config = TrainConfig(data=str(DATA_DIR), out=str(RUNS / "03_resnet50"), model="resnet50", epochs=EPOCHS,
                      batch_size=BATCH_SIZE, pretrained=PRETRAINED, max_batches=MAX_BATCHES,
+                     num_workers=0 if SMOKE else None,  # smoke: no worker processes to start
                      cache=None if cache_dir is None else str(cache_dir))
 loaders = make_loaders(frame, split, config, device=device)
 print(f"recipe: Adam lr {config.lr}, weight decay {config.weight_decay}, gradient clip {config.grad_clip}, "
-      f"{config.epochs} epochs, batch {config.batch_size}")
+      f"epochs {config.epochs}, batch size {config.batch_size}")
 
 # %% [markdown]
 # ## A pretrained ResNet-50
@@ -247,15 +248,15 @@ rows = {}
 saved = RUNS / "02_simple_cnn" / "results.json"
 if saved.is_file() and json.loads(saved.read_text())["data"] == str(DATA_DIR):
     simple = json.loads(saved.read_text())["test"]
-    rows["SimpleCNN (notebook 02)"] = [simple["accuracy"], simple["balanced_accuracy"], 0.658]
+    rows["SimpleCNN (notebook 02)"] = [100 * simple["accuracy"], 100 * simple["balanced_accuracy"], "65.8 %"]
 else:
     print("SimpleCNN: no results of notebook 02 on this data in this runtime; run it to fill its row")
-rows["ResNet-50, feature extraction"] = [frozen_test["accuracy"], frozen_test["balanced_accuracy"], None]
-rows["ResNet-50, fine-tuned"] = [test["accuracy"], test["balanced_accuracy"], 0.8322]
-table = pd.DataFrame.from_dict(rows, orient="index",
-                               columns=["accuracy", "balanced accuracy", "report's accuracy (random split)"])
-print(("SYNTHETIC data: " if SYNTHETIC else "") + ("SMOKE run: " if SMOKE else "") + "test split grouped by lesion")
-(100 * table.astype(float)).round(1)
+rows["ResNet-50, feature extraction"] = [100 * frozen_test["accuracy"], 100 * frozen_test["balanced_accuracy"], "-"]
+rows["ResNet-50, fine-tuned"] = [100 * test["accuracy"], 100 * test["balanced_accuracy"], "83.22 %"]
+table = pd.DataFrame.from_dict(rows, orient="index", columns=["accuracy %", "balanced accuracy %", "report"])
+print(("SYNTHETIC data, " if SYNTHETIC else "") + ("SMOKE run, " if SMOKE else "") + "test split grouped by lesion; "
+      "report: accuracy on a random split by image")
+table.round(1)
 
 # %% [markdown]
 # How to read it:

@@ -1,0 +1,187 @@
+"""The course notebooks: how they are stored, and that they run.
+
+Stored: built from tools/notebook_src (tools/build_notebooks.py), kernel python3, an "Open in
+Colab" badge and one set-up cell that agree with `[project.urls] Repository` in pyproject.toml,
+no outputs except those of `# NBVAL_CHECK_OUTPUT` cells, no absolute paths, nothing that waits
+for input.
+
+Run: every notebook is executed under nbval in smoke mode on CPU, once on the embedded
+SYNTHETIC data and once on the 70 real sample images ($SKINLIB_TEST_DATA/isic2019-sample).
+nbval compares the outputs of the checked cells with the stored ones, so those facts
+(parameter counts, shapes, class indices) hold on both datasets.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import build_notebooks  # noqa: E402  (tools/ is not a package)
+
+NOTEBOOK_DIR = ROOT / "notebooks"
+EXPECTED = ["00_setup_and_data.ipynb", "01_simple_cnn.ipynb", "02_training_and_testing.ipynb",
+            "03_resnet50_transfer_learning.ipynb"]
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+RUN_LIMIT_S = 300  # each notebook's smoke run; they take about a minute on 2 CPU cores
+
+
+def read(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+def code_cells(notebook):
+    return [cell for cell in notebook.cells if cell.cell_type == "code"]
+
+
+@pytest.fixture(scope="module")
+def repo_url() -> str:
+    return build_notebooks.repository_url(ROOT / "pyproject.toml")
+
+
+def test_the_four_course_notebooks_are_there():
+    assert [path.name for path in NOTEBOOKS] == EXPECTED
+
+
+def test_notebooks_are_built_from_their_sources():
+    assert build_notebooks.main(["--check"]) == 0, "run `python tools/build_notebooks.py` and commit"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_kernel_is_python3(path):
+    assert read(path).metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_only_checked_cells_carry_outputs_and_no_cell_an_execution_count(path):
+    for index, cell in enumerate(code_cells(read(path))):
+        assert cell.execution_count is None, f"{path.name} code cell {index} has an execution count"
+        if build_notebooks.is_checked(cell):
+            assert cell.outputs, f"{path.name} code cell {index} is checked but has no stored output"
+            assert all(out.output_type == "stream" and out.name == "stdout" for out in cell.outputs), \
+                f"{path.name} code cell {index}: a checked cell should only print"
+        else:
+            assert not cell.outputs, f"{path.name} code cell {index} carries a stale output"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_title_cell_has_the_colab_badge_for_this_notebook(path, repo_url):
+    first = read(path).cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# ")
+    expected = (f"https://colab.research.google.com/github/{repo_url.removeprefix('https://github.com/')}"
+                f"/blob/main/notebooks/{path.name}")
+    assert f"(https://colab.research.google.com/assets/colab-badge.svg)]({expected})" in first.source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_one_setup_cell_installs_skinlib_from_the_repository_in_colab(path, repo_url):
+    cells = code_cells(read(path))
+    setup = [cell for cell in cells if "google.colab" in cell.source and "pip" in cell.source]
+    assert len(setup) == 1 and setup[0] is cells[0], "the first code cell, and only it, is the set-up"
+    source = setup[0].source
+    assert re.search(r'^REPO_URL = "(.*)"$', source, re.M).group(1) == repo_url
+    assert '"-m", "pip", "install", "-q", f"skinlib @ git+{REPO_URL}"' in source
+    assert 'IN_COLAB = "google.colab" in sys.modules' in source and "if IN_COLAB:" in source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_setup_cell_warns_without_a_gpu_and_does_not_stop(path):
+    source = code_cells(read(path))[0].source
+    assert "torch.cuda.is_available()" in source
+    assert "Runtime > Change runtime type" in source
+    assert not re.search(r"\b(raise|exit|assert)\b", source)
+
+
+def test_setup_cell_does_nothing_outside_colab(capsys):
+    source = code_cells(read(NOTEBOOKS[0]))[0].source
+    namespace: dict = {}
+    exec(compile(source, "setup cell", "exec"), namespace)  # no google.colab here
+    assert namespace["IN_COLAB"] is False
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_imports_cell_ends_by_announcing_versions_and_device(path):
+    imports = code_cells(read(path))[1].source
+    assert "torch.__version__" in imports and "skinlib.__version__" in imports
+    assert imports.rstrip().endswith("device = select_device()")
+
+
+# An absolute path: "/name/" at the start of a string, or after a space, quote or parenthesis.
+# Colab's own folder (/content) is the one allowed: it is where the notebooks run in Colab.
+ABSOLUTE_PATH = re.compile(r"""(?:^|[\s"'(=])(/(?!content\b)[A-Za-z_.][\w.-]*/|[A-Za-z]:\\|~/)""")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_absolute_paths(path):
+    for index, cell in enumerate(read(path).cells):
+        texts = [cell.source] + [out.get("text", "") for out in cell.get("outputs", [])]
+        for text in texts:
+            match = ABSOLUTE_PATH.search(text)
+            assert not match, f"{path.name} cell {index}: absolute path {match.group(1)!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_nothing_waits_for_input(path):
+    for index, cell in enumerate(code_cells(read(path))):
+        found = re.search(r"\binput\(|getpass|ipywidgets|\binteract\(|plt\.pause", cell.source)
+        assert not found, f"{path.name} code cell {index} waits for the user: {found.group(0)}"
+
+
+def test_absolute_path_check_finds_paths():
+    assert ABSOLUTE_PATH.search('DATA = "/home/me/isic"')
+    assert ABSOLUTE_PATH.search("see /tmp/run/x")
+    assert not ABSOLUTE_PATH.search('Path("/content/isic2019")')
+    assert not ABSOLUTE_PATH.search("https://github.com/owner/repo/blob/main/x")
+    assert not ABSOLUTE_PATH.search("train/val/test")
+
+
+# ------------------------------------------------------------------ executing them under nbval
+@pytest.fixture(scope="session")
+def notebook_scratch(tmp_path_factory) -> Path:
+    """Shared by the runs of one test session: the generated SYNTHETIC set is made once."""
+    return tmp_path_factory.mktemp("notebook-runs")
+
+
+def run_under_nbval(notebook: Path, workdir: Path, env_changes: dict, remove=()) -> tuple[int, str, float]:
+    """Copy `notebook` into `workdir` (its working folder, so runs/ lands there) and run nbval on it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    copy = workdir / notebook.name
+    shutil.copy(notebook, copy)
+    env = {key: value for key, value in os.environ.items() if key not in remove}
+    env.update(env_changes)
+    command = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
+               "--nbval-cell-timeout", str(RUN_LIMIT_S), "-q", copy.name]
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=RUN_LIMIT_S + 60)
+    return result.returncode, result.stdout + result.stderr, time.perf_counter() - start
+
+
+SMOKE_ENV = {"SKINLIB_SMOKE": "1", "SKINLIB_PRETRAINED": "0", "CUDA_VISIBLE_DEVICES": ""}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_on_the_synthetic_data(path, notebook_scratch):
+    env = {**SMOKE_ENV, "SKINLIB_CACHE": str(notebook_scratch / "cache")}
+    code, output, seconds = run_under_nbval(path, notebook_scratch / "synthetic", env, remove=("SKINLIB_DATA",))
+    assert code == 0, f"{path.name} failed under nbval on the synthetic data:\n{output[-6000:]}"
+    assert seconds < RUN_LIMIT_S, f"{path.name} took {seconds:.0f} s"
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_on_the_real_sample(path, real_sample_dir, notebook_scratch):
+    env = {**SMOKE_ENV, "SKINLIB_CACHE": str(notebook_scratch / "cache"), "SKINLIB_DATA": str(real_sample_dir)}
+    code, output, seconds = run_under_nbval(path, notebook_scratch / "real-sample", env)
+    assert code == 0, f"{path.name} failed under nbval on the real sample:\n{output[-6000:]}"
+    assert seconds < RUN_LIMIT_S, f"{path.name} took {seconds:.0f} s"
