@@ -232,9 +232,11 @@ def _read_index(data_dir: Path) -> tuple[pd.DataFrame, list[str]]:
             f"{meta_path} not found: without lesion ids every image is its own group, so photos of "
             "the same lesion may land in both training and test splits"
         )
-        frame["lesion_id"] = np.nan
+        frame["lesion_id"] = pd.Series(np.nan, index=frame.index, dtype=object)
     # An image without a lesion id (2,084 of the oldest archive images) is a lesion of its own.
-    frame["group"] = frame["lesion_id"].fillna(frame["image"]).astype(str)
+    known = frame["lesion_id"].notna().to_numpy()
+    frame["group"] = np.where(known, frame["lesion_id"].to_numpy(dtype=object), frame["image"].to_numpy(dtype=object))
+    frame["group"] = frame["group"].astype(str)
     images_dir = os.path.abspath(data_dir / IMAGES_DIR)
     frame["path"] = images_dir + os.sep + frame["image"] + IMAGE_SUFFIX
     return frame[["image", "label", "lesion_id", "group", "path"]], notes
