@@ -25,7 +25,7 @@ page cache after the first epoch).
 
 In Colab, put the cache on the runtime's local disk (e.g. /content/cache), not on a mounted
 Google Drive: a memory map reads small scattered pieces, which a network file system serves
-slowly. Preparing full ISIC 2019 on Colab's 2 CPUs takes minutes, once per runtime.
+slowly. Preparing is needed once per runtime (the progress bar shows its rate).
 
 Safety: rows are written into images-<key>.npy and a progress bitmap (progress-<key>.npy) is
 saved every few seconds *after* the rows are flushed, so an interrupted run resumes where it
