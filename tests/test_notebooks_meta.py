@@ -61,15 +61,19 @@ def test_kernel_is_python3(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_only_checked_cells_carry_outputs_and_no_cell_an_execution_count(path):
+def test_only_checked_cells_carry_outputs_and_execution_counts(path):
+    checked = 0
     for index, cell in enumerate(code_cells(read(path))):
-        assert cell.execution_count is None, f"{path.name} code cell {index} has an execution count"
         if build_notebooks.is_checked(cell):
+            checked += 1
+            assert cell.execution_count == checked, f"{path.name} code cell {index}: checked cells count 1, 2, ..."
             assert cell.outputs, f"{path.name} code cell {index} is checked but has no stored output"
             assert all(out.output_type == "stream" and out.name == "stdout" for out in cell.outputs), \
                 f"{path.name} code cell {index}: a checked cell should only print"
         else:
+            assert cell.execution_count is None, f"{path.name} code cell {index} has an execution count"
             assert not cell.outputs, f"{path.name} code cell {index} carries a stale output"
+    assert checked, f"{path.name} has no NBVAL_CHECK_OUTPUT cell"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -20,9 +20,9 @@ Usage:
                                                # the outputs of the `# NBVAL_CHECK_OUTPUT` cells
     python tools/build_notebooks.py --check    # exit 1 if a notebook differs from its source
 
-Only cells marked `# NBVAL_CHECK_OUTPUT` keep outputs: nbval compares them on every test run, so they
-must print facts that do not depend on the data, the machine or the mode. Every other cell is stored
-empty, with no execution count.
+Only cells marked `# NBVAL_CHECK_OUTPUT` keep outputs (and an execution count, which nbval needs to
+compare them): nbval compares them on every test run, so they must print facts that do not depend on
+the data, the machine or the mode. Every other cell is stored empty, with no execution count.
 """
 from __future__ import annotations
 
@@ -128,18 +128,25 @@ def is_checked(cell) -> bool:
 
 
 def keep_checked_outputs(notebook) -> None:
-    """Drop every output except those of NBVAL_CHECK_OUTPUT cells; clear all execution counts."""
+    """Drop every output except those of NBVAL_CHECK_OUTPUT cells.
+
+    nbval compares only cells that were run in the stored notebook, so checked cells get an
+    execution count: 1, 2, 3 ... in order, the same on every rebuild. Other cells get none.
+    """
+    count = 0
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
-        cell.execution_count = None
         cell.metadata = {}
         if not is_checked(cell):
+            cell.execution_count = None
             cell.outputs = []
             continue
+        count += 1
+        cell.execution_count = count
         for output in cell.outputs:
             if "execution_count" in output:
-                output["execution_count"] = None
+                output["execution_count"] = count
 
 
 def execute(notebook, name: str) -> None:

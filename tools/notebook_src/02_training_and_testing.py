@@ -13,8 +13,9 @@
 # - to read training curves (learning, over-fitting) and a confusion matrix;
 # - why accuracy misleads on unbalanced data, and what balanced accuracy says instead.
 #
-# Time: about 2 minutes in smoke mode on a CPU. The full run (10 epochs on ISIC 2019) takes roughly 15-30 minutes on
-# Colab's T4 once the images are prepared (an estimate: measure yours).
+# Time: about a minute in smoke mode on a CPU. The full run on ISIC 2019 (preparing the images once, then 2 + 10
+# epochs) should take in the order of 15-30 minutes on Colab's T4: an estimate, not a measurement; `fit` prints the
+# seconds and images per second of every epoch, so measure yours.
 
 # %% [markdown]
 # ## Set-up

@@ -16,8 +16,9 @@
 # - to compare the models fairly, on a lesion-grouped test set, with balanced accuracy beside accuracy;
 # - to keep a long Colab run safe: checkpoints on Google Drive.
 #
-# Time: about 2 minutes in smoke mode on a CPU. The full run (image preparation, 5 epochs frozen and 25 fine-tuning
-# epochs on ISIC 2019) takes on the order of an hour on Colab's T4: an estimate, measure yours.
+# Time: about a minute in smoke mode on a CPU. The full run on ISIC 2019 (5 epochs frozen, 25 fine-tuning) should
+# take in the order of 30-60 minutes on Colab's T4: an estimate, not a measurement; `fit` prints the seconds and
+# images per second of every epoch, so measure yours.
 
 # %% [markdown]
 # ## Set-up
