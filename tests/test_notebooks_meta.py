@@ -189,3 +189,28 @@ def test_notebook_runs_on_the_real_sample(path, real_sample_dir, notebook_scratc
     code, output, seconds = run_under_nbval(path, notebook_scratch / "real-sample", env)
     assert code == 0, f"{path.name} failed under nbval on the real sample:\n{output[-6000:]}"
     assert seconds < RUN_LIMIT_S, f"{path.name} took {seconds:.0f} s"
+
+
+@pytest.mark.slow
+def test_run_notebooks_keeps_an_executed_copy_with_outputs(tmp_path, notebook_scratch, monkeypatch):
+    import run_notebooks
+
+    monkeypatch.delenv("SKINLIB_DATA", raising=False)
+    monkeypatch.setenv("SKINLIB_CACHE", str(notebook_scratch / "cache"))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert run_notebooks.main(["--out", str(tmp_path), "--smoke", "01_simple_cnn"]) == 0
+    executed = read(tmp_path / "01_simple_cnn.ipynb")
+    assert all(cell.execution_count is not None for cell in code_cells(executed))
+    printed = "".join(out.get("text", "") for cell in code_cells(executed) for out in cell.outputs)
+    assert "108,896,416" in printed and "same outputs on the batch: True" in printed
+    assert (tmp_path / "01_simple_cnn.html").stat().st_size > 0
+
+
+def test_smoke_mode_never_downloads_weights_unless_told(monkeypatch):
+    import run_notebooks
+
+    monkeypatch.delenv("SKINLIB_PRETRAINED", raising=False)
+    assert run_notebooks.notebook_env(smoke=True) == {"SKINLIB_SMOKE": "1", "SKINLIB_PRETRAINED": "0"}
+    assert run_notebooks.notebook_env(smoke=False) == {"SKINLIB_SMOKE": "0"}
+    monkeypatch.setenv("SKINLIB_PRETRAINED", "1")
+    assert run_notebooks.notebook_env(smoke=True) == {"SKINLIB_SMOKE": "1"}

@@ -40,8 +40,10 @@ def notebook_env(smoke: bool) -> dict[str, str]:
     return env
 
 
-def run_notebook(source: Path, out: Path, timeout: int | None) -> tuple[Path, float, str | None]:
-    """Execute `source` with `out` as working folder; write the executed copy (.ipynb, .html).
+def run_notebook(source: Path, out: Path, timeout: int | None,
+                 env: dict[str, str]) -> tuple[Path, float, str | None]:
+    """Execute `source` with `out` as working folder and `env` as the kernel's environment;
+    write the executed copy (.ipynb, .html).
 
     Returns (executed notebook path, seconds, error message or None).
     """
@@ -51,7 +53,7 @@ def run_notebook(source: Path, out: Path, timeout: int | None) -> tuple[Path, fl
     start = time.perf_counter()
     error = None
     try:
-        client.execute()
+        client.execute(env=env)
     except CellExecutionError as exc:
         error = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     seconds = time.perf_counter() - start
@@ -90,14 +92,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"no notebook matches {args.names}")
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    os.environ.update(notebook_env(smoke))  # the kernels inherit this process's environment
+    env = {**os.environ, **notebook_env(smoke)}
     print(f"running {len(sources)} notebook(s) in {'SMOKE' if smoke else 'FULL'} mode "
-          f"on {os.environ.get('SKINLIB_DATA') or 'the embedded SYNTHETIC data'}", flush=True)
+          f"on {env.get('SKINLIB_DATA') or 'the embedded SYNTHETIC data'}", flush=True)
 
     failed = 0
     for source in sources:
         print(f"  {source.name} ...", end=" ", flush=True)
-        target, seconds, error = run_notebook(source, out, timeout)
+        target, seconds, error = run_notebook(source, out, timeout, env)
         print(f"{'FAILED' if error else 'ok'} in {seconds:.0f} s -> {target}", flush=True)
         if error:
             print(f"    {error}", flush=True)
