@@ -236,7 +236,7 @@ else:
 # ## What to try next
 # 1. **Another seed.** Run both splits with `seed=1`, `seed=2`. How much does the leakage of the split by image
 #    vary? And the class counts per part?
-# 2. **A 80/20 split.** Pass `fractions=(0.8, 0.0, 0.2)` — or the closest your version allows — and compare the
+# 2. **A 80/20 split.** Pass `fractions=(0.8, 0.0, 0.2)` (no validation part) to both splits and compare the
 #    leakage with the 70/15/15 split. Why does a bigger training part leak more?
 # 3. **Look closer.** Show 16 images of MEL and 16 of NV side by side (filter `frame` by label). Could you tell them
 #    apart?

@@ -182,7 +182,8 @@ frozen_test = evaluate(frozen, loaders["test"], device, max_batches=MAX_BATCHES)
 
 # %% [markdown]
 # One subtlety: in training mode the batch-normalisation layers still update their running averages on our images,
-# even with frozen weights. (Try: put `frozen.eval()` inside the loop, or freeze them explicitly, and compare.)
+# even with frozen weights. Keeping those fixed too would need the batch-norm layers in eval mode during training;
+# `fit` puts the whole model in training mode, so that takes a training loop of your own (notebook 02's, say).
 #
 # ## 2. Fine-tuning: train everything
 # All 23.5 M parameters learn, starting from ImageNet's values: slower, and the network can adapt its features to
