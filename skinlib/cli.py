@@ -20,8 +20,11 @@ from pathlib import Path
 # other error while importing it is a bug and propagates.
 FEATURE_MODULES = ("skinlib.cache", "skinlib.download")
 
-# The demo's settings, measured to finish in a few minutes on a 2-core CPU (see `demo`).
-DEMO_SETTINGS = dict(model="simplecnn", pretrained=False, epochs=6, batch_size=32, lr=1e-4)
+# The demo: SimpleCNN from scratch on 800 synthetic images, 4 epochs at the course's learning
+# rate (7e-4, one-cycle). On 2 CPU cores each epoch takes about 30 s, nearly all of it the
+# network's own arithmetic; the whole demo about 3 minutes. Fewer images or epochs leave the
+# rare classes (7 DF, 8 VASC images) unlearnt, and balanced accuracy is what the demo shows.
+DEMO_SETTINGS = dict(model="simplecnn", pretrained=False, epochs=4, batch_size=32, lr=7e-4)
 DEMO_IMAGES = 800
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
@@ -83,9 +86,6 @@ def config_from_args(args: argparse.Namespace):
         from skinlib.synth import default_data_dir
 
         values["data"] = default_data_dir()
-    for field in ("data", "out", "weights_path", "cache"):
-        if field in values:
-            values[field] = str(values[field])
     return TrainConfig(**values)
 
 
@@ -142,18 +142,35 @@ def register_train(subparsers) -> None:
 
 # ---------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Synthetic data -> prepared-image cache -> SimpleCNN run, all under `args.out`.
+
+    The data is always the synthetic set (not $SKINLIB_DATA): the demo must run anywhere in
+    minutes. Decoding every JPEG on each epoch would cost more CPU than the network itself, so
+    the images are prepared once into the cache, as the README recommends for real training.
+    """
+    import shutil
+    import time
+
+    from skinlib.cache import prepare
     from skinlib.config import TrainConfig
-    from skinlib.synth import make_synthetic
+    from skinlib.data import METADATA_CSV
+    from skinlib.synth import is_synthetic, make_synthetic
     from skinlib.train import run
 
+    started = time.perf_counter()
     out = Path(args.out)
-    data = out / "synthetic-data"
-    if not (data / "SYNTHETIC.txt").is_file():
-        print(f"generating a SYNTHETIC dataset of {DEMO_IMAGES} images in {data}")
+    data, cache, run_dir = out / f"synthetic-{DEMO_IMAGES}", out / "cache", out / "run"
+    if not (is_synthetic(data) and (data / METADATA_CSV).is_file()):  # the CSVs are written last
+        print(f"generating {DEMO_IMAGES} SYNTHETIC images (drawn shapes, not medical images) in {data}")
         make_synthetic(data, n=DEMO_IMAGES, seed=0)
-    config = TrainConfig(data=str(data), out=str(out / "run"), progress=not args.quiet,
-                         device=args.device, **DEMO_SETTINGS)
+    print(prepare(data, cache, progress=not args.quiet).format())
+    if (run_dir / "config.json").is_file():
+        print(f"replacing the previous demo run in {run_dir}")
+        shutil.rmtree(run_dir)
+    config = TrainConfig(data=str(data), out=str(run_dir), cache=str(cache), device=args.device,
+                         progress=not args.quiet, **DEMO_SETTINGS)
     run(config)
+    print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return EXIT_OK
 
 

@@ -70,7 +70,8 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
 
     frame, split = _frame_and_split(config, out / SPLIT_CSV, reuse=resume)
     loaders = make_loaders(frame, split, config, device=device)
-    _write_json(out / CONFIG_JSON, config.to_dict())
+    if not resume:  # a resumed run's settings are only known to be valid once fit accepts them
+        _write_json(out / CONFIG_JSON, config.to_dict())
 
     model = build_model(config.model, num_classes=NUM_CLASSES, pretrained=config.pretrained,
                         weights_path=config.weights_path).to(device)
@@ -84,6 +85,7 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
                          amp=config.amp, channels_last=config.channels_last,
                          checkpoint_path=checkpoint, resume=resume, config=config,
                          progress=config.progress, max_batches=config.max_batches)
+    _write_json(out / CONFIG_JSON, config.to_dict())
 
     amp_dtype = engine.autocast_dtype(device) if config.amp else None
     test = engine.evaluate(model, loaders["test"], device, amp_dtype=amp_dtype,

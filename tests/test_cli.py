@@ -259,3 +259,25 @@ def test_a_feature_module_with_a_broken_import_is_an_error(monkeypatch, tmp_path
 def test_the_feature_modules_add_their_commands():
     commands = cli.get_args_parser()._subparsers._group_actions[0].choices
     assert {"prepare", "download"} <= set(commands)
+
+
+# ---------------------------------------------------------------- demo
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_replaces_its_previous_run(tmp_path, monkeypatch, capsys):
+    # The real demo trains for minutes; the same steps with 48 images and one batch per epoch.
+    monkeypatch.setattr(cli, "DEMO_IMAGES", 48)
+    monkeypatch.setitem(cli.DEMO_SETTINGS, "epochs", 1)
+    monkeypatch.setitem(cli.DEMO_SETTINGS, "batch_size", 4)
+    monkeypatch.setitem(cli.DEMO_SETTINGS, "max_batches", 1)
+    monkeypatch.setitem(cli.DEMO_SETTINGS, "num_workers", 0)
+    old_run = tmp_path / "demo" / "run"
+    old_run.mkdir(parents=True)
+    (old_run / "config.json").write_text("{}")
+    (old_run / "checkpoint.pt").write_bytes(b"an older run")
+    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    record = json.loads((old_run / "metrics.json").read_text())
+    assert record["synthetic"] is True and record["config"]["model"] == "simplecnn"
+    assert record["config"]["cache"] == str(tmp_path / "demo" / "cache")
+    assert load_checkpoint(old_run / "checkpoint.pt")["epoch"] == 1
+    assert "SYNTHETIC" in out and "balanced accuracy" in out and str(old_run) in out
