@@ -64,6 +64,12 @@ def test_synth_writes_a_synthetic_dataset(tmp_path):
     assert len(load_index(tmp_path / "syn")) == 40
 
 
+def test_synth_with_too_few_images_is_a_usage_error(tmp_path, capsys):
+    rc, err = run_cli(["synth", str(tmp_path / "syn"), "--n", "10"], capsys)
+    assert rc == 2
+    assert_one_line_error(err, "n must be at least")
+
+
 # ---------------------------------------------------------------- train
 @pytest.fixture(scope="module")
 def finished_run(real_sample_dir, tmp_path_factory) -> Path:
