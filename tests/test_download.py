@@ -8,8 +8,10 @@ fetched, not just what ended up on disk.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
+import re
 import threading
 import time
 import zipfile
@@ -447,3 +449,15 @@ def test_command_line_reports_a_failed_download_on_one_line(mirror, tmp_path, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert f"{mirror.url}{GROUND_TRUTH_CSV}: HTTP 404" in err
+
+
+def test_every_test_named_in_the_data_readme_exists():
+    """data/README.md's bad-input table points at tests; a renamed test must not leave it stale."""
+    root = Path(__file__).resolve().parent.parent
+    named = set(re.findall(r"(tests/test_\w+\.py)::(test_\w+)", (root / "data" / "README.md").read_text()))
+    assert len(named) > 40
+    defined = {}
+    for file in {f for f, _ in named}:
+        tree = ast.parse((root / file).read_text())
+        defined[file] = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    assert sorted(f"{f}::{t}" for f, t in named if t not in defined[f]) == []
