@@ -219,9 +219,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input or a missing file, reported as one line rather than a traceback."""
     from skinlib.checkpoint import CheckpointError
     from skinlib.data import DataError
-    from skinlib.models import PretrainedWeightsUnavailable
+    from skinlib.engine import DeviceUnavailable
+    from skinlib.models import PretrainedWeightsUnavailable, WeightsFileError
 
-    return (DataError, PretrainedWeightsUnavailable, CheckpointError)
+    return (DataError, PretrainedWeightsUnavailable, WeightsFileError, CheckpointError, DeviceUnavailable)
 
 
 def one_line(err: BaseException) -> str:

@@ -48,6 +48,10 @@ RESUME_MUST_MATCH = ("model", "epochs", "batch_size", "lr", "weight_decay", "gra
 # ---------------------------------------------------------------------------- device
 
 
+class DeviceUnavailable(RuntimeError):
+    """The device asked for does not exist on this machine."""
+
+
 def select_device(name: str | None = None, *, announce: bool = True) -> torch.device:
     """The device to train on: `name` if given ("cuda", "cuda:1", "mps", "cpu"), else the best
     available (CUDA, then Apple MPS, then CPU). Prints one line saying which, unless told not to."""
@@ -61,10 +65,10 @@ def select_device(name: str | None = None, *, announce: bool = True) -> torch.de
     else:
         device = torch.device(name)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} was asked for but CUDA is not available here "
+            raise DeviceUnavailable(f"device {name!r} was asked for but CUDA is not available here "
                                f"(in Colab: Runtime > Change runtime type > GPU)")
         if device.type == "mps" and not _mps_available():
-            raise RuntimeError(f"device {name!r} was asked for but Apple MPS is not available here")
+            raise DeviceUnavailable(f"device {name!r} was asked for but Apple MPS is not available here")
     if announce:
         print(f"Using device: {describe_device(device)}")
     return device

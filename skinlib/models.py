@@ -40,6 +40,10 @@ class PretrainedWeightsUnavailable(RuntimeError):
     """ImageNet weights could neither be found in the torch hub cache nor downloaded."""
 
 
+class WeightsFileError(ValueError):
+    """A local weights file is missing, unreadable, or does not fit the model."""
+
+
 class SimpleCNN(nn.Module):
     """The seed's network: two 5x5 conv blocks and three fully connected layers.
 
@@ -182,14 +186,14 @@ def _reason(error: requests.RequestException, timeout: float) -> str:
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
+        raise WeightsFileError(f"weights file {path} does not exist")
     try:
         # weights_only=True: a .pth file is a pickle, and this refuses anything but tensors.
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(f"{path} is not a readable PyTorch state_dict ({error})") from None
+        raise WeightsFileError(f"{path} is not a readable PyTorch state_dict ({error})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state_dict (a dict of tensor names to tensors)")
+        raise WeightsFileError(f"{path} does not hold a state_dict (a dict of tensor names to tensors)")
     return state
 
 
@@ -198,7 +202,7 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source) -> None
         model.load_state_dict(state)
     except RuntimeError as error:
         first = str(error).splitlines()[:3]
-        raise ValueError(
+        raise WeightsFileError(
             f"{source} does not fit {type(model).__name__}: {' '.join(line.strip() for line in first)}"
         ) from None
 

@@ -228,6 +228,24 @@ def test_a_corrupt_checkpoint_on_resume_is_one_error_line(real_sample_dir, tmp_p
     assert_one_line_error(err, "checkpoint.pt")
 
 
+def test_a_corrupt_weights_file_is_one_error_line(real_sample_dir, tmp_path, capsys):
+    weights = tmp_path / "resnet50.pth"
+    weights.write_bytes(b"PK\x03\x04 cut short")
+    rc, err = run_cli(["train", "--data", str(real_sample_dir), "--model", "resnet50", "--epochs", "1",
+                       "--out", str(tmp_path / "run"), "--weights", str(weights), "--batch-size", "4",
+                       "--max-batches", "1", "--workers", "0", "--quiet"], capsys)
+    assert rc == 1
+    assert_one_line_error(err, "resnet50.pth is not a readable PyTorch state_dict")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_a_gpu_is_one_error_line(real_sample_dir, tmp_path, capsys):
+    rc, err = run_cli(["train", "--data", str(real_sample_dir), "--epochs", "1", "--out", str(tmp_path / "run"),
+                       "--device", "cuda", *QUICK], capsys)
+    assert rc == 1
+    assert_one_line_error(err, "CUDA is not available", "Change runtime type")
+
+
 def test_an_invalid_setting_is_a_usage_error(tmp_path, capsys):
     rc, err = run_cli(["train", "--data", str(tmp_path), "--epochs", "0", "--out", str(tmp_path / "run")], capsys)
     assert rc == 2
