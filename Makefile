@@ -18,8 +18,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
+# The main job (a short SimpleCNN training and evaluation on the SYNTHETIC set, with metrics
+# and figures), then every notebook in order: smoke mode on a CPU, full settings on a GPU.
 demo: $(STAMP)
 	$(PY) -m skinlib demo --out outputs/demo
+	$(PY) tools/run_notebooks.py --out outputs/notebooks
 
 test: $(STAMP)
 	$(PY) -m pytest

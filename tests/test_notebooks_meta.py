@@ -85,6 +85,13 @@ def test_title_cell_has_the_colab_badge_for_this_notebook(path, repo_url):
     assert f"(https://colab.research.google.com/assets/colab-badge.svg)]({expected})" in first.source
 
 
+def test_readme_lists_every_notebook_with_its_colab_badge(repo_url):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    colab_links = set(re.findall(r"\(https://colab\.research\.google\.com/github/([^)]*)\)", readme))
+    slug = repo_url.removeprefix("https://github.com/")
+    assert colab_links == {f"{slug}/blob/main/notebooks/{name}" for name in EXPECTED}
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_one_setup_cell_installs_skinlib_from_the_repository_in_colab(path, repo_url):
     cells = code_cells(read(path))

@@ -48,8 +48,11 @@ def run_notebook(source: Path, out: Path, timeout: int | None,
     Returns (executed notebook path, seconds, error message or None).
     """
     notebook = nbformat.read(source, as_version=4)
+    # The kernel's own log level: ipykernel warns about its local TCP transport on every start,
+    # which would bury this script's report; errors in cells still come back in full.
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(out)}})
+                            resources={"metadata": {"path": str(out)}},
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
     start = time.perf_counter()
     error = None
     try:
