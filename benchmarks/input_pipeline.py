@@ -8,7 +8,8 @@ DataLoader with `--workers` processes, the loop only counts the batches (no mode
 
 - stock:   Pillow open + RandomResizedCrop(224) + flips + ToTensor + Normalize per sample
 - cached:  `skinlib.cache.prepare` once, then CachedDataset (memory-mapped uint8 rows,
-           per-sample crop/flip/rotation on uint8; normalisation happens on the GPU)
+           per-sample crop/flip/rotation on uint8, each image's draws seeded by the
+           sampler as in training; normalisation happens on the GPU)
 - jpeg256: the alternative cache format: each prepared 256x256 image saved as a small JPEG
            (quality 90), decoded per sample, then the same uint8 augmentation
 
@@ -34,6 +35,7 @@ from torchvision import transforms
 from benchmarks.common import format_table, machine_info, mean_file_bytes, write_dataset, write_json
 from skinlib.augment import TrainAugment
 from skinlib.cache import CachedDataset, cache_bytes, open_cache, prepare
+from skinlib.sampling import ShuffleWithSeeds
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD, load_index
 
 ISIC_2019_IMAGES = 25_331
@@ -110,10 +112,14 @@ def images_per_second(loader: DataLoader, min_seconds: float, min_batches: int) 
         epoch = iter(loader)  # persistent workers: no new processes
 
 
-def make_loader(dataset: Dataset, batch_size: int, workers: int) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, workers: int, *, seeded: bool = False) -> DataLoader:
+    """`seeded`: the order and a seed per image from ShuffleWithSeeds, as skinlib trains."""
     options = dict(persistent_workers=True, prefetch_factor=4) if workers > 0 else {}
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                      drop_last=True, **options)
+    if seeded:
+        options["sampler"] = ShuffleWithSeeds(len(dataset), torch.Generator().manual_seed(0))
+    else:
+        options["shuffle"] = True
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, drop_last=True, **options)
 
 
 def run_set(name: str, width: int, height: int, args, work: Path) -> dict:
@@ -135,7 +141,7 @@ def run_set(name: str, width: int, height: int, args, work: Path) -> dict:
     row["prepare_images_per_s"] = report.n_decoded / report.seconds
     row["cache_mb"] = report.nbytes / 1e6
     cached = make_loader(CachedDataset(cache_dir, frame, train=True, size=args.size),
-                         args.batch_size, args.workers)
+                         args.batch_size, args.workers, seeded=True)
     row["cached_images_per_s"] = images_per_second(cached, args.min_seconds, args.min_batches)["images_per_s"]
     del cached
 

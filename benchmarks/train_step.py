@@ -37,6 +37,7 @@ from benchmarks.common import format_table, machine_info, write_dataset, write_j
 from skinlib import engine, models
 from skinlib.augment import EVAL_CROP_FRACTION
 from skinlib.cache import CachedDataset, prepare
+from skinlib.sampling import ShuffleWithSeeds
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD, load_index
 from skinlib.loaders import loader_options
 
@@ -109,7 +110,8 @@ def end_to_end(model, device, cache_dir: Path, frame, *, batch, size, amp_dtype,
     """Warm-up epoch, then one timed epoch read from the cache, on `cores` CPU cores."""
     dataset = CachedDataset(cache_dir, frame, train=True, size=size)
     with confined_to(cores) as used:
-        loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True,
+        loader = DataLoader(dataset, batch_size=batch, drop_last=True,
+                            sampler=ShuffleWithSeeds(len(dataset), torch.Generator().manual_seed(0)),
                             **loader_options(workers, device=device))
         run_epoch(model, loader, device, amp_dtype=amp_dtype, channels_last=channels_last,
                   max_batches=max_batches)

@@ -57,6 +57,7 @@ from tqdm.auto import tqdm
 
 from skinlib.augment import CenterCrop, TrainAugment
 from skinlib.data import DataError, load_index, open_image
+from skinlib.sampling import item_random_state, split_key
 
 MANIFEST = "manifest.json"
 FORMAT = "skinlib-image-cache"
@@ -455,10 +456,13 @@ class CachedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key) -> tuple[torch.Tensor, int]:
+        """`key`: an index, or (index, seed) from `sampling.ShuffleWithSeeds` for a replayable draw."""
         if self._images is None:
             self._images = self.cache.images()
-        return self.transform(self._images[self.rows[i]]), int(self.labels[i])
+        i, seed = split_key(key)
+        with item_random_state(seed):
+            return self.transform(self._images[self.rows[i]]), int(self.labels[i])
 
     def __getstate__(self) -> dict:
         # a memory map must not be pickled into worker processes (it would copy the array)

@@ -26,6 +26,8 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
+from skinlib.sampling import item_random_state, split_key
+
 CLASSES = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")
 NUM_CLASSES = len(CLASSES)
 CLASS_NAMES = {
@@ -479,6 +481,9 @@ class ISICDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key) -> tuple[torch.Tensor, int]:
+        """`key`: an index, or (index, seed) from `sampling.ShuffleWithSeeds` for a replayable draw."""
+        index, seed = split_key(key)
         image = open_image(self.paths[index])
-        return self.transform(image), self.labels[index]
+        with item_random_state(seed):
+            return self.transform(image), self.labels[index]

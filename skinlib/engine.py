@@ -9,12 +9,12 @@ The device is chosen once with `select_device` and passed to every function; not
 reads a global device. `fit` uses the model, loaders, optimizer and scheduler it is given
 and never re-initialises any of them.
 
-Reproducible data order: give the training DataLoader a `torch.Generator` (see
+Reproducible data: give the training DataLoader's sampler a `torch.Generator` (see
 `make_generator`); `fit` reseeds it from `(seed, epoch)` before every epoch, so epoch 7 sees
 the same batches whether the run went straight through or was resumed from a checkpoint.
-Resuming is exact (bit for bit) on the CPU with `num_workers=0`. With persistent DataLoader
-workers the image order is still reproduced, but random augmentations drawn inside the workers
-restart from a fresh worker seed after a resume; CUDA kernels are not bitwise deterministic.
+With `sampling.ShuffleWithSeeds` (what `loaders.make_loaders` uses) the same generator also
+seeds every image's augmentation, so resuming is exact (bit for bit) on the CPU with or
+without worker processes. CUDA kernels are not bitwise deterministic.
 """
 from __future__ import annotations
 
@@ -152,8 +152,9 @@ def make_generator(seed: int, epoch: int = 1) -> torch.Generator:
 def set_loader_epoch(loader: Iterable, seed: int, epoch: int) -> bool:
     """Reseed `loader`'s shuffling for `epoch`; return False if it has nothing to reseed.
 
-    Reseeds the DataLoader's generator (which drives RandomSampler and the worker seeds) and
-    calls `sampler.set_epoch` when the sampler has one (DistributedSampler and friends).
+    Reseeds the DataLoader's and its samplers' generators (RandomSampler draws from the
+    DataLoader's, ShuffleWithSeeds from its own) and calls `sampler.set_epoch` when the sampler
+    has one (DistributedSampler and friends).
     """
     samplers = [getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)]
     generators = {id(g): g for g in [getattr(loader, "generator", None)]

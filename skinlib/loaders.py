@@ -9,8 +9,10 @@
   queue, so 2 Colab CPUs keep decoding while the GPU computes;
 - the training loader drops its last batch only when that batch would hold a single image,
   which BatchNorm cannot train on (ResNet-50 raises an error on it);
-- the training order is drawn from a generator seeded from `config.seed`, so a run and its
-  resumed continuation see the same order of images in every epoch.
+- the training order, and a seed for each image's random augmentation, are drawn by
+  `sampling.ShuffleWithSeeds` from a generator seeded from `config.seed` (and reseeded by
+  `fit` every epoch), so a run and its resumed continuation see the same augmented images in
+  the same order in every epoch, with any number of workers.
 
 Images come either from the JPEGs (`data.ISICDataset` with `train_transform` /
 `eval_transform`, float tensors normalised on the CPU) or, when `config.cache` is set, from
@@ -26,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from skinlib.engine import make_generator
+from skinlib.sampling import ShuffleWithSeeds
 
 # More workers than this rarely help an image pipeline and each one holds a copy of the
 # dataset's state; a 96-core server would otherwise start 96 processes per loader.
@@ -82,10 +85,15 @@ def make_loaders(frame: pd.DataFrame, split: pd.Series, config, *,
     datasets = make_datasets(frame, split, config)
     options = loader_options(config.num_workers, device=device)
     batch = config.batch_size
+    n_train = len(datasets["train"])
     loaders = {
-        "train": DataLoader(datasets["train"], batch_size=batch, shuffle=True,
-                            generator=make_generator(config.seed),
-                            drop_last=len(datasets["train"]) % batch == 1, **options),
+        # The worker seeds come from a generator of their own: the DataLoader draws from it
+        # when it starts workers (every epoch without persistent workers, once with them),
+        # which must not shift the sampler's draws. Augmentations do not depend on it.
+        "train": DataLoader(datasets["train"], batch_size=batch,
+                            sampler=ShuffleWithSeeds(n_train, make_generator(config.seed)),
+                            generator=torch.Generator().manual_seed(config.seed),
+                            drop_last=n_train % batch == 1, **options),
     }
     for name in ("val", "test"):
         loaders[name] = DataLoader(datasets[name], batch_size=batch, shuffle=False, **options)

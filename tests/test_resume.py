@@ -4,6 +4,9 @@ On the CPU with a fixed seed, "exactly" means torch.equal on every weight and op
 tensor and equal metrics in every epoch. The toy data are synthetic numbers; the dataset adds
 noise from torch, NumPy and Python's random module (as augmentations do), and the model has
 dropout, so every random-number generator the checkpoint restores is exercised.
+
+The last test does the same through the whole job (`train.run`) on the real sample images, with
+two worker processes and random augmentation, reading JPEGs or the prepared cache.
 """
 from __future__ import annotations
 
@@ -174,3 +177,78 @@ def test_resume_into_a_model_with_another_number_of_classes_is_refused(tmp_path,
     other["model"][3] = nn.Linear(16, 5)
     with pytest.raises(CheckpointError, match=r"trained for 3 classes, the model has 5 outputs"):
         run(other, path, resume=True)
+
+
+# ---------------------------------------------------------------- the whole job, on real images
+class TinyNet(nn.Module):
+    """Small enough that a three-epoch job on the real sample takes seconds."""
+
+    def __init__(self, num_classes=8):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 5, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x).flatten(1))
+
+
+def tiny(num_classes=8, pretrained=False, weights_path=None):
+    return TinyNet(num_classes)
+
+
+def without_run_timing(record):
+    """metrics.json without what depends on the clock."""
+    record = dict(record)
+    record["history"] = without_timing(record["history"])
+    return {k: v for k, v in record.items() if k not in ("model", "created", "seconds", "machine", "config")}
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+@pytest.mark.parametrize("use_cache", [False, True], ids=["jpeg", "cache"])
+def test_an_interrupted_training_job_resumes_to_the_same_weights_and_metrics(
+        real_sample_dir, tmp_path, monkeypatch, use_cache):
+    """train.run with two worker processes and random augmentation: interrupted in the middle of
+    epoch 3 (Ctrl+C), then resumed as `train --resume` does, it ends like an uninterrupted run."""
+    from skinlib import models, train
+    from skinlib.cache import prepare
+
+    monkeypatch.setitem(models.MODELS, "tiny", tiny)
+    cache = None
+    if use_cache:
+        cache = str(tmp_path / "cache")
+        prepare(real_sample_dir, cache, progress=False)
+
+    def config(out):
+        return TrainConfig(data=str(real_sample_dir), out=str(tmp_path / out), model="tiny", epochs=3,
+                           batch_size=8, lr=3e-3, pretrained=False, num_workers=2, cache=cache,
+                           progress=False, seed=SEED)
+
+    batches = []  # every batch the training and validation loops move to the device
+    real_to_device = engine.to_device_batch
+
+    def counting(*args, **kwargs):
+        batches.append(1)
+        return real_to_device(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "to_device_batch", counting)
+    reference = train.run(config("reference"))
+    per_epoch = len(batches) // 3
+
+    def interrupting(*args, **kwargs):
+        batches.append(1)
+        if len(batches) == 2 * per_epoch + 2:  # the second training batch of epoch 3
+            raise KeyboardInterrupt
+        return real_to_device(*args, **kwargs)
+
+    batches.clear()
+    monkeypatch.setattr(engine, "to_device_batch", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(config("interrupted"))
+    assert load_checkpoint(tmp_path / "interrupted" / "checkpoint.pt")["epoch"] == 2
+
+    monkeypatch.setattr(engine, "to_device_batch", real_to_device)
+    resumed = train.run(config("interrupted"), resume=True)
+
+    assert without_run_timing(resumed) == without_run_timing(reference)
+    assert_tensors_equal(resumed["model"].state_dict(), reference["model"].state_dict())

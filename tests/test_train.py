@@ -14,6 +14,7 @@ from skinlib import loaders
 from skinlib.config import TrainConfig
 from skinlib.data import CLASSES, DataError, ISICDataset, eval_transform, load_index, open_image, read_ground_truth
 from skinlib.loaders import make_loaders
+from skinlib.sampling import ShuffleWithSeeds
 from skinlib.splits import grouped_split, save_split
 from skinlib.train import _frame_and_split, _json_safe, stratified_sample
 
@@ -61,7 +62,8 @@ def test_loaders_hold_each_split_with_train_shuffled_and_eval_in_order(sample_fr
     built = make_loaders(sample_frame, sample_split, config_for("d", tmp_path, num_workers=0))
     for name, loader in built.items():
         assert len(loader.dataset) == int((sample_split == name).sum())
-    assert isinstance(built["train"].sampler, torch.utils.data.RandomSampler)
+    assert isinstance(built["train"].sampler, ShuffleWithSeeds)
+    assert sorted(index for index, _ in built["train"].sampler) == list(range(len(built["train"].dataset)))
     assert isinstance(built["val"].sampler, torch.utils.data.SequentialSampler)
     assert isinstance(built["test"].sampler, torch.utils.data.SequentialSampler)
 
@@ -102,6 +104,36 @@ def test_training_order_is_reproducible_from_the_seed(sample_frame, sample_split
 
     assert order(3) == order(3)
     assert order(3) != order(4)
+
+
+@pytest.mark.parametrize("use_cache", [False, True], ids=["jpeg", "cache"])
+def test_augmented_batches_do_not_depend_on_the_number_of_workers(sample_frame, sample_split, real_sample_dir,
+                                                                  tmp_path, use_cache):
+    cache = None
+    if use_cache:
+        from skinlib.cache import prepare
+
+        cache = str(tmp_path / "cache")
+        prepare(real_sample_dir, cache, progress=False)
+
+    def epoch(workers):
+        config = config_for("d", tmp_path, num_workers=workers, batch_size=8, cache=cache)
+        return [images for images, _ in make_loaders(sample_frame, sample_split, config)["train"]]
+
+    alone, with_workers = epoch(0), epoch(2)
+    assert len(alone) == len(with_workers)
+    for a, b in zip(alone, with_workers):
+        assert torch.equal(a, b)
+
+
+def test_an_item_with_a_seed_is_replayed_and_one_without_is_drawn_afresh(sample_frame, sample_split, tmp_path):
+    dataset = make_loaders(sample_frame, sample_split, config_for("d", tmp_path, num_workers=0))["train"].dataset
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    first, _ = dataset[(0, 1234)]
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's generator is left alone
+    assert torch.equal(first, dataset[(0, 1234)][0])
+    assert not torch.equal(first, dataset[(0, 1235)][0])
 
 
 def test_a_split_not_aligned_with_the_frame_is_refused(sample_frame, sample_split, tmp_path):
