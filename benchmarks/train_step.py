@@ -25,7 +25,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path

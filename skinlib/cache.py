@@ -42,7 +42,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -57,6 +56,7 @@ from tqdm.auto import tqdm
 
 from skinlib.augment import CenterCrop, TrainAugment
 from skinlib.data import DataError, load_index, open_image
+from skinlib.files import atomic_write, atomic_write_text
 from skinlib.sampling import item_random_state, split_key
 
 MANIFEST = "manifest.json"
@@ -112,33 +112,7 @@ def _decode_chunk(rows: list[int], paths: list[str], size: int) -> tuple[list[in
     return rows, np.stack([load_resized(path, size) for path in paths])
 
 
-# ---------------------------------------------------------------- files
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
+# ---------------------------------------------------------------- cache identity
 def _cache_key(images: list[str], sizes: list[int], size: int) -> str:
     digest = hashlib.sha256(f"{FORMAT} {VERSION} {size}\n".encode())
     for name, nbytes in zip(images, sizes):
@@ -342,7 +316,7 @@ def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, size: int
         if previous is not None and not force:
             n_reused = _copy_from_previous(previous, frame, sizes, size, images, done)
         images.flush()
-        _atomic_save_npy(progress_path, done)
+        atomic_write(progress_path, lambda f: np.save(f, done))
 
     todo = np.flatnonzero(~done)
     n_decoded = _decode_into(images, done, todo, paths, size, progress_path,
@@ -354,7 +328,7 @@ def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, size: int
 
     index = pd.DataFrame({"row": np.arange(n), "image": frame["image"], "label": frame["label"],
                           "bytes": sizes})
-    _atomic_write_text(cache_dir / index_name, index.to_csv(index=False))
+    atomic_write_text(cache_dir / index_name, index.to_csv(index=False))
     manifest = {
         "format": FORMAT, "version": VERSION, "key": key, "size": size, "shape": list(shape),
         "dtype": "uint8", "layout": "NHWC RGB; short side resized to size, centre square",
@@ -362,7 +336,7 @@ def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, size: int
         "images_bytes": images_path.stat().st_size, "source": str(data_dir.resolve()),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    _atomic_write_text(cache_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(cache_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     _remove_stale(cache_dir, {images_name, index_name})  # also the progress file
     return PrepareReport(cache_dir, size, n, n_decoded, n_reused, n_resumed,
                          time.perf_counter() - started, manifest["images_bytes"], up_to_date=False)
@@ -387,7 +361,7 @@ def _decode_into(images: np.memmap, done: np.ndarray, todo: np.ndarray, paths: l
 
     def checkpoint():
         images.flush()  # rows first, then the bitmap that vouches for them
-        _atomic_save_npy(progress_path, done)
+        atomic_write(progress_path, lambda f: np.save(f, done))
 
     chunks = [todo[i:i + CHUNK].tolist() for i in range(0, len(todo), CHUNK)]
     try:

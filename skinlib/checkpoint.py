@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from skinlib.files import atomic_write
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "epoch", "model", "optimizer", "history")
@@ -38,36 +39,12 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them current
-        os.replace(tmp_name, path)
-    except BaseException as exc:  # KeyboardInterrupt too: never leave a half-written file behind
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, Exception):
-            raise CheckpointError(
-                f"could not write checkpoint {path}: {exc} "
-                f"(the previous checkpoint, if any, is unchanged)") from exc
-        raise
-    _fsync_folder(path.parent)
-    return path
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); not possible on Windows, where it is skipped."""
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return atomic_write(path, lambda f: torch.save(state, f))
+    except Exception as exc:  # KeyboardInterrupt passes through unchanged
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {exc} "
+            f"(the previous checkpoint, if any, is unchanged)") from exc
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:

@@ -36,6 +36,7 @@ import urllib3
 from tqdm.auto import tqdm
 
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV, DataError
+from skinlib.files import atomic_write_text
 
 BASE_URL = "https://isic-challenge-data.s3.amazonaws.com/2019/"
 ARCHIVE = IMAGES_DIR + ".zip"
@@ -395,9 +396,7 @@ def _write_manifest(data_dir: Path, hashes: Mapping[str, str], n_images: int, ba
         path = data_dir / name
         files[name] = {"bytes": path.stat().st_size, "sha256": hashes.get(name) or sha256_of(path)}
     manifest = {"source": base_url, "files": files, "images_dir": IMAGES_DIR, "images": n_images}
-    tmp = data_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, data_dir / MANIFEST)
+    atomic_write_text(data_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 
 def _already_done(data_dir: Path, hashes: Mapping[str, str]) -> bool:

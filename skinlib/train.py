@@ -38,6 +38,7 @@ import skinlib
 from skinlib import engine
 from skinlib.checkpoint import CheckpointError
 from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
+from skinlib.files import atomic_write_text
 from skinlib.loaders import make_loaders
 from skinlib.metrics import roc_auc_ovr, summarize
 from skinlib.models import build_model
@@ -195,7 +196,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def _save_figure(figure, path: Path) -> None:
