@@ -93,6 +93,8 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
     from skinlib.train import run
 
     try:
@@ -100,7 +102,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as err:  # TrainConfig names every invalid value
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    run(config, resume=args.resume)
+    try:
+        run(config, resume=args.resume)
+    except torch.cuda.OutOfMemoryError as err:
+        # torch's message is a paragraph about allocator settings; the fix a student needs is the batch size
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
+        print(f"error: the GPU ran out of memory at batch size {config.batch_size} ({first}); "
+              f"train with a smaller --batch-size, e.g. {max(1, config.batch_size // 2)}; "
+              f"--resume continues from the last complete epoch", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 

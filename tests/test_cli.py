@@ -246,6 +246,20 @@ def test_asking_for_cuda_without_a_gpu_is_one_error_line(real_sample_dir, tmp_pa
     assert_one_line_error(err, "CUDA is not available", "Change runtime type")
 
 
+def test_running_out_of_gpu_memory_is_one_line_naming_the_batch_size(tmp_path, monkeypatch, capsys):
+    from skinlib import train
+
+    def out_of_memory(config, resume=False):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB.\n"
+                                          "If reserved but unallocated memory is large try setting ...")
+
+    monkeypatch.setattr(train, "run", out_of_memory)
+    rc, err = run_cli(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--batch-size", "256"],
+                      capsys)
+    assert rc == 1
+    assert_one_line_error(err, "batch size 256", "CUDA out of memory", "--batch-size, e.g. 128")
+
+
 def test_an_invalid_setting_is_a_usage_error(tmp_path, capsys):
     rc, err = run_cli(["train", "--data", str(tmp_path), "--epochs", "0", "--out", str(tmp_path / "run")], capsys)
     assert rc == 2
