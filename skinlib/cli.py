@@ -108,8 +108,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         # torch's message is a paragraph about allocator settings; the fix a student needs is the batch size
         first = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
         print(f"error: the GPU ran out of memory at batch size {config.batch_size} ({first}); "
-              f"train with a smaller --batch-size, e.g. {max(1, config.batch_size // 2)}; "
-              f"--resume continues from the last complete epoch", file=sys.stderr)
+              f"start a new run with a smaller --batch-size, e.g. {max(1, config.batch_size // 2)} "
+              f"(a resumed run keeps its batch size)", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK
 
