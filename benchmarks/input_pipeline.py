@@ -35,8 +35,8 @@ from torchvision import transforms
 from benchmarks.common import format_table, machine_info, mean_file_bytes, write_dataset, write_json
 from skinlib.augment import TrainAugment
 from skinlib.cache import CachedDataset, cache_bytes, open_cache, prepare
-from skinlib.sampling import ShuffleWithSeeds
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD, load_index
+from skinlib.sampling import ShuffleWithSeeds
 
 ISIC_2019_IMAGES = 25_331
 SETS = {"1024x1024": (1024, 1024), "600x450": (600, 450)}

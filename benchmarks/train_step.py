@@ -36,9 +36,9 @@ from benchmarks.common import format_table, machine_info, write_dataset, write_j
 from skinlib import engine, models
 from skinlib.augment import EVAL_CROP_FRACTION
 from skinlib.cache import CachedDataset, prepare
-from skinlib.sampling import ShuffleWithSeeds
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD, load_index
 from skinlib.loaders import loader_options
+from skinlib.sampling import ShuffleWithSeeds
 
 LR, WEIGHT_DECAY, GRAD_CLIP = 7e-4, 1.5e-4, 0.1
 SEED_BATCH = 64
