@@ -281,3 +281,18 @@ table.round(1)
 #    and writes metrics, curves and a checkpoint to a folder.
 #
 # You have reached the end of the course notebooks.
+
+# %% [markdown]
+# ## Appendix: more than one GPU
+# Colab gives one GPU, and this notebook uses it fully. On a machine with several (a university cluster, a cloud
+# server), PyTorch's launcher `torchrun` runs the same recipe from a terminal with one process per GPU: each trains
+# a copy of the network on its share of every epoch and the gradients are averaged in every step
+# (`DistributedDataParallel`). It is worth it when one GPU takes hours: reference models, longer schedules, many
+# runs to compare. For the 25 epochs of this notebook one GPU is enough. README, section "Scaling", has the details
+# and the command for several machines.
+
+# %%
+gpus = torch.cuda.device_count()
+print(f"this runtime has {gpus} GPU(s); with 4, from a terminal:\n"
+      f"  torchrun --standalone --nproc_per_node=4 -m skinlib train --data {DATA_DIR} --model resnet50 "
+      f"--epochs 25 --out runs/resnet50-4gpu")
