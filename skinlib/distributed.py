@@ -126,11 +126,18 @@ def torchrun_session(device: str | None = None, run_dir: str | os.PathLike | Non
                 f"LOCAL_RANK={launch.local_rank} but this machine has {torch.cuda.device_count()} "
                 f"GPU(s): start at most that many processes per machine (--nproc_per_node)")
         torch.cuda.set_device(launch.local_rank)  # "cuda" now means this process's GPU
-    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        dist.init_process_group("nccl" if cuda else "gloo")
+    except (RuntimeError, ValueError) as err:  # torchrun's own rendezvous makes this rare
+        where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+        raise DistributedError(f"process {launch.rank} could not join the run at {where} "
+                               f"({' '.join(str(err).split())[:200]})") from err
     try:
         if run_dir is not None:
             _check_shared_folder(Path(run_dir))
         yield launch
+    except DistributedError:
+        raise
     except RuntimeError as err:
         if run_dir is not None and is_peer_failure(err):
             raise PeerLost(lost_message(err, Path(run_dir))) from err
