@@ -33,7 +33,7 @@ from torch import nn
 
 import skinlib
 from skinlib.data import CLASSES, ISICDataset, eval_transform, load_index
-from skinlib.engine import select_device
+from skinlib.device import select_device
 from skinlib.models import count_parameters
 from skinlib.synth import default_data_dir, is_synthetic
 

@@ -36,7 +36,8 @@ from torch import nn
 import skinlib
 from skinlib.config import TrainConfig
 from skinlib.data import CLASSES, load_index
-from skinlib.engine import evaluate, fit, select_device, to_device_batch
+from skinlib.device import select_device
+from skinlib.engine import evaluate, fit, to_device_batch
 from skinlib.loaders import make_loaders
 from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy, per_class, summarize
 from skinlib.models import SimpleCNN

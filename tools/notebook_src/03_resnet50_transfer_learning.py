@@ -39,7 +39,8 @@ from torch import nn
 import skinlib
 from skinlib.config import TrainConfig
 from skinlib.data import CLASSES, load_index
-from skinlib.engine import evaluate, fit, select_device
+from skinlib.device import select_device
+from skinlib.engine import evaluate, fit
 from skinlib.loaders import make_loaders
 from skinlib.metrics import per_class
 from skinlib.models import count_parameters, imagenet_state_dict
