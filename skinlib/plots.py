@@ -25,7 +25,8 @@ SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 def _done(fig: Figure, title: str | None = None) -> Figure:
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    # tight_layout leaves no room for a figure title by itself: keep the top 0.4 inch for it
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()) if title else None)
     plt.close(fig)
     return fig
 
