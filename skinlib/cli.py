@@ -91,6 +91,7 @@ def config_from_args(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
+    from skinlib import distributed
     from skinlib.train import run
 
     try:
@@ -99,7 +100,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        run(config, resume=args.resume)
+        with distributed.torchrun_session(config.device, run_dir=config.out):  # only under torchrun
+            run(config, resume=args.resume)
     except torch.cuda.OutOfMemoryError as err:
         # torch's message is a paragraph about allocator settings; the fix a student needs is the batch size
         first = str(err).strip().splitlines()[0] if str(err).strip() else "out of memory"
@@ -212,9 +214,11 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from skinlib.checkpoint import CheckpointError
     from skinlib.data import DataError
     from skinlib.device import DeviceUnavailable
+    from skinlib.distributed import DistributedError
     from skinlib.models import PretrainedWeightsUnavailable, WeightsFileError
 
-    return (DataError, PretrainedWeightsUnavailable, WeightsFileError, CheckpointError, DeviceUnavailable)
+    return (DataError, PretrainedWeightsUnavailable, WeightsFileError, CheckpointError, DeviceUnavailable,
+            DistributedError)
 
 
 def one_line(err: BaseException) -> str:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from skinlib import distributed
 from skinlib.checkpoint import save_checkpoint
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD
 from skinlib.device import autocast_dtype, make_scaler
@@ -90,6 +91,7 @@ def _results(loss_sum: torch.Tensor | None, cm: ConfusionMatrix | None, images: 
              seconds: float, what: str) -> dict[str, Any]:
     if cm is None or images == 0:
         raise ValueError(f"the {what} loader yielded no batches")
+    loss_sum, images = distributed.sum_across_processes(loss_sum, cm, images)  # torchrun: all processes
     loss = loss_sum.item() / images  # GPU sync point: once per epoch, never per batch
     return {"loss": loss, "accuracy": float(accuracy(cm)),
             "balanced_accuracy": float(balanced_accuracy(cm)), "confusion": cm,
@@ -190,8 +192,8 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
     result["seconds"] = seconds = time.perf_counter() - start
     result["images_per_s"] = images_seen / seconds if seconds > 0 else 0.0
     if return_probs:
-        result["probs"] = torch.cat(all_probs).cpu()
-        result["targets"] = torch.cat(all_targets).cpu()
+        result["probs"] = distributed.gather_in_order(torch.cat(all_probs).cpu())
+        result["targets"] = distributed.gather_in_order(torch.cat(all_targets).cpu())
     return result
 
 
@@ -269,7 +271,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
             "images_per_s": train["images_per_s"],
         }
         history.append(row)
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and distributed.is_main_process():
             save_checkpoint(checkpoint_path, training_state(
                 model, optimizer, scheduler, scaler, history, config, num_classes))
         if verbose:

@@ -12,7 +12,9 @@
 - the training order, and a seed for each image's random augmentation, are drawn by
   `sampling.ShuffleWithSeeds` from a generator seeded from `config.seed` (and reseeded by
   `fit` every epoch), so a run and its resumed continuation see the same augmented images in
-  the same order in every epoch, with any number of workers.
+  the same order in every epoch, with any number of workers;
+- under torchrun each process reads its own share of that order and of the val and test
+  images (`distributed.train_sampler`, `distributed.eval_sampler`).
 
 Images come either from the JPEGs (`data.ISICDataset` with `train_transform` /
 `eval_transform`, float tensors normalised on the CPU) or, when `config.cache` is set, from
@@ -27,7 +29,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from skinlib.sampling import ShuffleWithSeeds, make_generator
+from skinlib import distributed
+from skinlib.sampling import make_generator
 
 # More workers than this rarely help an image pipeline and each one holds a copy of the
 # dataset's state; a 96-core server would otherwise start 96 processes per loader.
@@ -44,7 +47,8 @@ def available_cpus() -> int:
 
 
 def default_num_workers() -> int:
-    return max(1, min(available_cpus(), MAX_WORKERS))
+    # under torchrun the processes of one machine share its CPUs
+    return max(1, min(available_cpus() // distributed.local_world_size(), MAX_WORKERS))
 
 
 def loader_options(num_workers: int | None = None, *, device: torch.device | str | None = None) -> dict:
@@ -84,18 +88,19 @@ def make_loaders(frame: pd.DataFrame, split: pd.Series, config, *,
     datasets = make_datasets(frame, split, config)
     options = loader_options(config.num_workers, device=device)
     batch = config.batch_size
-    n_train = len(datasets["train"])
+    # ShuffleWithSeeds; under torchrun this process's share of it
+    sampler = distributed.train_sampler(len(datasets["train"]), make_generator(config.seed))
     loaders = {
         # The worker seeds come from a generator of their own: the DataLoader draws from it
         # when it starts workers (every epoch without persistent workers, once with them),
         # which must not shift the sampler's draws. Augmentations do not depend on it.
         "train": DataLoader(datasets["train"], batch_size=batch,
-                            sampler=ShuffleWithSeeds(n_train, make_generator(config.seed)),
-                            generator=torch.Generator().manual_seed(config.seed),
-                            drop_last=n_train % batch == 1, **options),
+                            sampler=sampler, generator=torch.Generator().manual_seed(config.seed),
+                            drop_last=len(sampler) % batch == 1, **options),
     }
     for name in ("val", "test"):
-        loaders[name] = DataLoader(datasets[name], batch_size=batch, shuffle=False, **options)
+        loaders[name] = DataLoader(datasets[name], batch_size=batch, shuffle=False,
+                                   sampler=distributed.eval_sampler(len(datasets[name])), **options)
     return loaders
 
 

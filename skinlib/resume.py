@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from skinlib import distributed
 from skinlib.checkpoint import (FORMAT_VERSION, CheckpointError, capture_rng_state,
                                 check_compatible, load_checkpoint, restore_rng_state)
 
@@ -20,6 +21,7 @@ RESUME_MUST_MATCH = ("model", "epochs", "batch_size", "lr", "weight_decay", "gra
 
 def training_state(model, optimizer, scheduler, scaler, history, config, num_classes) -> dict[str, Any]:
     """Everything `resume_training` needs to continue a run after `len(history)` epochs."""
+    model = distributed.unwrap(model)  # under torchrun: the network inside DistributedDataParallel
     return {
         "format_version": FORMAT_VERSION,
         "epoch": len(history),
@@ -32,6 +34,7 @@ def training_state(model, optimizer, scheduler, scaler, history, config, num_cla
         "rng": capture_rng_state(),
         "history": history,
         "config": config.to_dict() if config is not None else None,
+        "processes": distributed.world_size(),  # each process reads its share of every epoch
     }
 
 
@@ -50,8 +53,12 @@ def resume_training(path, model, optimizer, scheduler, scaler, config) -> list[d
     Refuses (CheckpointError) a checkpoint of another architecture or number of classes, of a
     run with other `RESUME_MUST_MATCH` settings, or saved with(out) a scheduler this run lacks (has).
     """
+    model = distributed.unwrap(model)
     state = load_checkpoint(path, map_location="cpu")
     check_compatible(state, model, path=path, config=config)
+    if state.get("processes", 1) != distributed.world_size():
+        raise CheckpointError(f"checkpoint {path} was written by {state.get('processes', 1)} processes, "
+                              f"this run has {distributed.world_size()}: resume with as many")
     saved_config = state.get("config")
     if config is not None and saved_config is not None:
         current = config.to_dict()

@@ -36,7 +36,7 @@ import torch
 import torchvision
 
 import skinlib
-from skinlib import engine
+from skinlib import distributed, engine
 from skinlib.device import autocast_dtype, describe_device, select_device
 from skinlib.checkpoint import CheckpointError
 from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
@@ -76,11 +76,13 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
 
     frame, split = _frame_and_split(config, out / SPLIT_CSV, reuse=resume)
     loaders = make_loaders(frame, split, config, device=device)
-    if not resume:  # a resumed run's settings are only known to be valid once fit accepts them
+    main = distributed.is_main_process()  # under torchrun only process 0 writes and prints
+    if not resume and main:  # a resumed run's settings are only known to be valid once fit accepts them
         _write_json(out / CONFIG_JSON, config.to_dict())
 
     model = build_model(config.model, num_classes=NUM_CLASSES, pretrained=config.pretrained,
                         weights_path=config.weights_path).to(device)
+    model = distributed.wrap(model, channels_last=config.channels_last and device.type == "cuda")
     optimizer = make_optimizer(model, config)
     steps = len(loaders["train"])
     if config.max_batches is not None:
@@ -90,15 +92,20 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
                          epochs=config.epochs, scheduler=scheduler, grad_clip=config.grad_clip,
                          amp=config.amp, channels_last=config.channels_last,
                          checkpoint_path=checkpoint, resume=resume, config=config,
-                         progress=config.progress, max_batches=config.max_batches)
-    _write_json(out / CONFIG_JSON, config.to_dict())
+                         progress=config.progress and main, verbose=main,
+                         max_batches=config.max_batches)
+    if main:
+        _write_json(out / CONFIG_JSON, config.to_dict())
 
     amp_dtype = autocast_dtype(device) if config.amp else None
     test = engine.evaluate(model, loaders["test"], device, amp_dtype=amp_dtype,
                            channels_last=config.channels_last and device.type == "cuda",
-                           progress=config.progress, max_batches=config.max_batches,
+                           progress=config.progress and main, max_batches=config.max_batches,
                            return_probs=True)
     record = metrics_record(config, history, test, split, device)
+    model = distributed.unwrap(model)
+    if not main:
+        return {**record, "model": model}
     _write_json(out / METRICS_JSON, record)
     _save_figure(plot_curves(history), out / CURVES_PNG)
     _save_figure(plot_confusion(test["confusion"], classes=CLASSES), out / CONFUSION_PNG)
@@ -143,7 +150,8 @@ def _frame_and_split(config, split_csv: Path, *, reuse: bool) -> tuple[pd.DataFr
     if config.limit is not None:
         frame = stratified_sample(frame, config.limit, seed=config.seed)
     split = grouped_split(frame, fractions=config.fractions, seed=config.seed)
-    save_split(frame, split, split_csv)
+    if distributed.is_main_process():
+        save_split(frame, split, split_csv)
     return frame, split
 
 
@@ -184,6 +192,7 @@ def metrics_record(config, history: list[dict], test: dict, split: pd.Series,
         "classes": list(CLASSES),
         "split_sizes": {name: int(counts.get(name, 0)) for name in SPLITS},
         "device": describe_device(device),
+        "processes": distributed.world_size(),
         "versions": {"skinlib": skinlib.__version__, "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "python": platform.python_version()},
         "synthetic": bool(is_synthetic(config.data)),

@@ -1,12 +1,33 @@
-"""skinlib.distributed: what changes under torchrun, and that nothing changes without it."""
+"""Training with several processes (torchrun's environment, gloo on the CPU) equals one process.
+
+Processes are started the way torchrun starts them: the same command, each with RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR=127.0.0.1 and MASTER_PORT in its environment. They run
+this file as a script (`worker` at the bottom). With no batch normalisation and no dropout,
+two processes with batch B take exactly the steps of one process with batch 2B: the same
+images, gradients averaged over the same images, up to float rounding.
+"""
 from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
-from skinlib import distributed
-from skinlib.sampling import ShuffleWithSeeds
+from skinlib import distributed, engine
+from skinlib.checkpoint import load_checkpoint
+from skinlib.sampling import ShuffleWithSeeds, make_generator, seed_everything, split_key
+
+CPU = torch.device("cpu")
+SEED = 3
+WORLD = 2
 
 
 # ---------------------------------------------------------------- without torchrun
@@ -48,3 +69,211 @@ def test_evaluation_shares_cover_every_image_once():
     assert shares == [[0, 2, 4, 6], [1, 3, 5]]
     with pytest.raises(distributed.DistributedError, match="1 image"):
         distributed.EvalShard(1, 0, 2)
+
+
+# ---------------------------------------------------------------- two processes
+class Images(Dataset):
+    """Random uint8 images (SYNTHETIC noise) with labels; takes plain or (index, seed) keys."""
+
+    def __init__(self, n: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randint(0, 256, (n, 3, 224, 224), dtype=torch.uint8, generator=g)
+        self.y = torch.arange(n) % 8
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, key):
+        index, _ = split_key(key)
+        return self.x[index], self.y[index]
+
+
+N_TRAIN, N_VAL, BATCH = 8, 5, 2  # per process; one process takes WORLD * BATCH
+LR = 7e-4
+
+
+def simplecnn_epoch(batch: int, train_sampler, val_sampler) -> dict:
+    """One epoch of SimpleCNN (Adam, clipping, as the course trains), then an evaluation."""
+    from skinlib.models import SimpleCNN
+
+    seed_everything(SEED)
+    model = distributed.wrap(SimpleCNN())
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=1.5e-4)
+    train = engine.train_one_epoch(model, DataLoader(Images(N_TRAIN, 0), batch_size=batch,
+                                                     sampler=train_sampler),
+                                   optimizer, CPU, grad_clip=0.1, progress=False)
+    val = engine.evaluate(model, DataLoader(Images(N_VAL, 1), batch_size=batch, sampler=val_sampler),
+                          CPU, progress=False, return_probs=True)
+    return {"weights": distributed.unwrap(model).state_dict(),
+            **{f"{part}_{key}": result[key] for part, result in (("train", train), ("val", val))
+               for key in ("loss", "images")},
+            "train_confusion": train["confusion"].matrix, "val_confusion": val["confusion"].matrix,
+            "val_probs": val["probs"], "val_targets": val["targets"]}
+
+
+def assert_same_weights(two: dict, one: dict) -> None:
+    """Equal up to rounding, where Adam's rounding is bounded by its step, not by the weight.
+
+    Adam divides every gradient by its own running magnitude, so a weight whose gradient is
+    nearly zero moves by up to the learning rate on rounding noise alone (a handful of the
+    108 M weights of SimpleCNN do): every weight within a fiftieth of a step of LR, and all
+    but about one in 100,000 within 1e-6.
+    """
+    loose = total = 0
+    for name, tensor in one.items():
+        difference = (two[name] - tensor).abs()
+        assert difference.max() <= LR / 50, name
+        loose, total = loose + int((difference > 1e-6).sum()), total + tensor.numel()
+    assert loose <= 1e-5 * total + 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(args: list[str], tmp_path: Path, *, die_at_epoch: int | None = None,
+           folders: list[Path] | None = None, timeout: float = 300) -> list[tuple[int, str]]:
+    """Run this file as `WORLD` processes in torchrun's environment; (exit status, stderr) of each.
+
+    `folders`: each process's working folder (default: this one)."""
+    port, procs = free_port(), []
+    for rank in range(WORLD):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "RANK": str(rank), "WORLD_SIZE": str(WORLD), "LOCAL_RANK": str(rank),
+               "LOCAL_WORLD_SIZE": str(WORLD), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+        if die_at_epoch is not None and rank == 1:
+            env["TEST_DIE_AT_EPOCH"] = str(die_at_epoch)
+        err = open(tmp_path / f"stderr-{rank}-{port}.txt", "w+")
+        procs.append((subprocess.Popen([sys.executable, __file__, *args], env=env,
+                                       cwd=folders[rank] if folders else None,
+                                       stdout=subprocess.DEVNULL, stderr=err), err))
+    results = []
+    for proc, err in procs:
+        status = proc.wait(timeout=timeout)
+        err.seek(0)
+        results.append((status, err.read()))
+        err.close()
+    return results
+
+
+@pytest.mark.slow
+def test_two_processes_train_simplecnn_like_one_with_the_combined_batch(tmp_path):
+    statuses = launch(["simplecnn", str(tmp_path / "ddp.pt")], tmp_path)
+    assert [s for s, _ in statuses] == [0, 0], statuses
+    two = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    torch.set_num_threads(1)
+    one = simplecnn_epoch(WORLD * BATCH, ShuffleWithSeeds(N_TRAIN, make_generator(SEED)), None)
+
+    assert_same_weights(two["weights"], one["weights"])
+    # metrics over all images: counts exactly, losses to float rounding
+    for key in ("train_images", "val_images"):
+        assert two[key] == one[key] == {"train_images": N_TRAIN, "val_images": N_VAL}[key]
+    assert torch.equal(two["train_confusion"], one["train_confusion"])
+    assert torch.equal(two["val_confusion"], one["val_confusion"])
+    assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-5)
+    assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5)
+    assert torch.equal(two["val_targets"], one["val_targets"])  # gathered back in loader order
+    torch.testing.assert_close(two["val_probs"], one["val_probs"], rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the command line
+class TinyNet(nn.Module):
+    """A stand-in for ResNet-50 that trains in milliseconds: no batch norm, no dropout."""
+
+    def __init__(self, num_classes=8, **_):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 5, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x).flatten(1))
+
+
+def train_args(data: Path, out: Path, batch: int, *more: str) -> list[str]:
+    return ["train", "--data", str(data), "--out", str(out), "--model", "resnet50", "--limit", "48",
+            "--epochs", "2", "--batch-size", str(batch), "--max-batches", "3", "--workers", "0",
+            "--device", "cpu", "--seed", str(SEED), "--quiet", *more]
+
+
+@pytest.mark.slow
+def test_a_dead_process_ends_the_run_in_one_line_and_the_resumed_run_equals_one_process(
+        synthetic_dir, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "two"
+    statuses = launch(["cli", *train_args(synthetic_dir, run, BATCH)], tmp_path, die_at_epoch=2)
+    (status0, err0), (status1, _) = statuses
+    assert status1 == -signal.SIGKILL
+    assert status0 == 1
+    lines = [line for line in err0.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: process 0 of 2: another process of the run "
+                                                   "stopped"), err0
+    assert f"{run / 'checkpoint.pt'} holds the last complete epoch" in lines[0]
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
+
+    from skinlib import cli, models
+
+    monkeypatch.setitem(models.MODELS, "resnet50", TinyNet)
+    assert cli.main(train_args(synthetic_dir, run, BATCH, "--resume")) == 1  # one process cannot
+    assert "written by 2 processes, this run has 1" in capsys.readouterr().err
+
+    statuses = launch(["cli", *train_args(synthetic_dir, run, BATCH, "--resume")], tmp_path)
+    assert [s for s, _ in statuses] == [0, 0], statuses
+
+    single = tmp_path / "one"  # one process, without torchrun, with the combined batch
+    assert cli.main(train_args(synthetic_dir, single, WORLD * BATCH)) == 0
+    two, one = (load_checkpoint(path / "checkpoint.pt") for path in (run, single))
+    assert_same_weights(two["model"], one["model"])
+    metrics = [json.loads((path / "metrics.json").read_text()) for path in (run, single)]
+    assert metrics[0]["test"]["confusion_matrix"] == metrics[1]["test"]["confusion_matrix"]
+    assert metrics[0]["split_sizes"] == metrics[1]["split_sizes"]
+    assert metrics[0]["test"]["accuracy"] == metrics[1]["test"]["accuracy"]
+    assert [r["val_accuracy"] for r in metrics[0]["history"]] == [r["val_accuracy"] for r in metrics[1]["history"]]
+
+
+@pytest.mark.slow
+def test_processes_that_do_not_share_the_run_folder_stop_before_training(synthetic_dir, tmp_path):
+    """As on two machines whose --out is a local folder: only one of them holds the checkpoint."""
+    first, second = tmp_path / "machine-0", tmp_path / "machine-1"
+    (first / "run").mkdir(parents=True)
+    second.mkdir()
+    (first / "run" / "checkpoint.pt").write_bytes(b"from an earlier run")
+    statuses = launch(["cli", *train_args(synthetic_dir, Path("run"), BATCH, "--resume")], tmp_path,
+                      folders=[first, second])
+    for status, err in statuses:
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert status == 1 and len(lines) == 1, err
+        assert lines[0].startswith("error: the processes do not see the same run/checkpoint.pt "
+                                   "(missing for process(es) 1")
+    assert not (second / "run").exists()
+
+
+# ---------------------------------------------------------------- what each process runs
+def worker(argv: list[str]) -> int:
+    torch.set_num_threads(1)
+    if argv[0] == "simplecnn":
+        with distributed.torchrun_session("cpu"):
+            result = simplecnn_epoch(BATCH, distributed.train_sampler(N_TRAIN, make_generator(SEED)),
+                                     distributed.eval_sampler(N_VAL))
+            if distributed.is_main_process():
+                torch.save(result, argv[1])
+        return 0
+    from skinlib import cli, models
+
+    models.MODELS["resnet50"] = TinyNet
+    die_at = os.environ.get("TEST_DIE_AT_EPOCH")
+    if die_at:  # this process is killed as it starts that epoch, as by the out-of-memory killer
+        real, epochs = engine.train_one_epoch, []
+
+        def dying(*args, **kwargs):
+            epochs.append(1)
+            if len(epochs) == int(die_at):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+
+        engine.train_one_epoch = dying
+    return cli.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(worker(sys.argv[1:]))
