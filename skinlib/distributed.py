@@ -17,8 +17,8 @@ What changes under torchrun, and where:
   batch N x B. `--batch-size` is per process, as in torchvision's reference scripts.
 - `sum_across_processes`: the confusion matrix, loss sum and image count of an epoch are added
   over all processes before any metric is computed, so the metrics are those of all images.
-- `is_main_process`: only process 0 writes files (split, checkpoints, metrics, figures) and
-  prints the epoch lines. Every process starts from the same seed and draws the same random
+- `is_main_process`: only process 0 writes files (split, checkpoints, metrics, figures);
+  the others' standard output is silenced (their epoch lines would repeat process 0's). Every process starts from the same seed and draws the same random
   numbers, so process 0's checkpoint resumes every process.
 - A process that dies (a crash, an out-of-memory kill, a lost machine) makes the others' next
   gradient exchange fail; they end with one `PeerLost` line, and the last checkpoint, written
@@ -38,13 +38,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
+from skinlib.errors import SkinlibError
 from skinlib.sampling import ShuffleWithSeeds
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 CHECKPOINT = "checkpoint.pt"  # the file train.run writes in a run folder
 
 
-class DistributedError(RuntimeError):
+class DistributedError(SkinlibError, RuntimeError):
     """A torchrun run cannot start or go on; the message says why and what to do."""
 
 
@@ -135,7 +136,10 @@ def torchrun_session(device: str | None = None, run_dir: str | os.PathLike | Non
     try:
         if run_dir is not None:
             _check_shared_folder(Path(run_dir))
-        yield launch
+        with contextlib.ExitStack() as stack:
+            if launch.rank:  # its epoch lines would repeat process 0's; errors (stderr) stay
+                stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+            yield launch
     except DistributedError:
         raise
     except RuntimeError as err:
@@ -177,11 +181,10 @@ def _check_shared_folder(run_dir: Path) -> None:
     mine = checkpoint.stat().st_size if checkpoint.is_file() else None
     dist.all_gather_object(seen, mine)
     if any(other != mine for other in seen):
-        lacking = [i for i, other in enumerate(seen) if other is None]
-        raise DistributedError(
-            f"the processes do not see the same {checkpoint} (missing for process(es) "
-            f"{', '.join(map(str, lacking)) or 'none'}, sizes differ otherwise): on several "
-            f"machines --out must be a folder they all share")
+        lacking = ", ".join(str(i) for i, other in enumerate(seen) if other is None)
+        how = f"process(es) {lacking} do not find it" if lacking else "its size differs between processes"
+        raise DistributedError(f"the processes do not see the same {checkpoint} ({how}): on several "
+                               f"machines --out must be a folder they all share")
 
 
 # ---------------------------------------------------------------------------- model

@@ -76,7 +76,7 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
 
     frame, split = _frame_and_split(config, out / SPLIT_CSV, reuse=resume)
     loaders = make_loaders(frame, split, config, device=device)
-    main = distributed.is_main_process()  # under torchrun only process 0 writes and prints
+    main = distributed.is_main_process()  # under torchrun only process 0 writes
     if not resume and main:  # a resumed run's settings are only known to be valid once fit accepts them
         _write_json(out / CONFIG_JSON, config.to_dict())
 
@@ -89,11 +89,9 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
         steps = min(steps, config.max_batches)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=steps)
     history = engine.fit(model, loaders["train"], loaders["val"], optimizer, device,
-                         epochs=config.epochs, scheduler=scheduler, grad_clip=config.grad_clip,
-                         amp=config.amp, channels_last=config.channels_last,
-                         checkpoint_path=checkpoint, resume=resume, config=config,
-                         progress=config.progress and main, verbose=main,
-                         max_batches=config.max_batches)
+                         epochs=config.epochs, scheduler=scheduler, config=config,
+                         checkpoint_path=checkpoint, resume=resume,
+                         max_batches=config.max_batches, progress=config.progress and main)
     if main:
         _write_json(out / CONFIG_JSON, config.to_dict())
 
