@@ -46,7 +46,8 @@ from skinlib.checks import (check_dataset, check_evaluate, check_initial_loss, c
                             reference_dataset, use_yours_or)
 from skinlib.config import TrainConfig
 from skinlib.data import CLASSES, GROUND_TRUTH_CSV, IMAGES_DIR, eval_transform, load_index, train_transform
-from skinlib.engine import evaluate, fit, select_device, to_device_batch, train_one_epoch
+from skinlib.device import select_device
+from skinlib.engine import evaluate, fit, to_device_batch, train_one_epoch
 from skinlib.loaders import make_loaders
 from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy, per_class, summarize
 from skinlib.models import SimpleCNN

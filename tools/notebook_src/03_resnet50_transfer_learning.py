@@ -47,7 +47,8 @@ import skinlib
 from skinlib.checks import check_resnet_head, use_yours_or
 from skinlib.config import TrainConfig
 from skinlib.data import CLASSES, load_index
-from skinlib.engine import evaluate, fit, select_device
+from skinlib.device import select_device
+from skinlib.engine import evaluate, fit
 from skinlib.loaders import make_loaders
 from skinlib.metrics import per_class
 from skinlib.models import count_parameters, imagenet_state_dict, new_head
@@ -246,7 +247,7 @@ def train_with_recipe(model, config, checkpoint=None, resume=False):
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
                                                     total_steps=config.epochs * STEPS_PER_EPOCH)
     return fit(model, loaders["train"], loaders["val"], optimizer, device, epochs=config.epochs,
-               scheduler=scheduler, grad_clip=config.grad_clip, max_batches=MAX_BATCHES,
+               scheduler=scheduler, max_batches=MAX_BATCHES,
                checkpoint_path=checkpoint, resume=resume, config=config)
 
 # %% [markdown]
