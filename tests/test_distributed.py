@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from skinlib import distributed  # skinlib.engine imports torchvision: seconds, so imported where needed
 from skinlib.checkpoint import load_checkpoint
-from skinlib.sampling import ShuffleWithSeeds, make_generator, seed_everything, split_key
+from skinlib.sampling import SeededItems, ShuffleWithSeeds, make_generator, seed_everything
 
 CPU = torch.device("cpu")
 SEED = 3
@@ -73,7 +73,7 @@ def test_evaluation_shares_cover_every_image_once():
 
 # ---------------------------------------------------------------- two processes
 class Images(Dataset):
-    """Random uint8 images (SYNTHETIC noise) with labels; takes plain or (index, seed) keys."""
+    """Random uint8 images (SYNTHETIC noise) with labels."""
 
     def __init__(self, n: int, seed: int):
         g = torch.Generator().manual_seed(seed)
@@ -83,8 +83,7 @@ class Images(Dataset):
     def __len__(self):
         return len(self.y)
 
-    def __getitem__(self, key):
-        index, _ = split_key(key)
+    def __getitem__(self, index):
         return self.x[index], self.y[index]
 
 
@@ -100,7 +99,7 @@ def simplecnn_epoch(batch: int, train_sampler, val_sampler) -> dict:
     seed_everything(SEED)
     model = distributed.wrap(SimpleCNN())
     optimizer = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=1.5e-4)
-    train = engine.train_one_epoch(model, DataLoader(Images(N_TRAIN, 0), batch_size=batch,
+    train = engine.train_one_epoch(model, DataLoader(SeededItems(Images(N_TRAIN, 0)), batch_size=batch,
                                                      sampler=train_sampler),
                                    optimizer, CPU, grad_clip=0.1, progress=False)
     val = engine.evaluate(model, DataLoader(Images(N_VAL, 1), batch_size=batch, sampler=val_sampler),
