@@ -198,7 +198,13 @@ def register_demo(subparsers) -> None:
 
 
 # ---------------------------------------------------------------- parser and main
-COMMANDS = (register_check, register_synth, register_train, register_demo)
+def register_predict(subparsers) -> None:
+    from skinlib.predict import add_parser
+
+    add_parser(subparsers)
+
+
+COMMANDS = (register_check, register_synth, register_train, register_demo, register_predict)
 
 
 def feature_registers() -> list:

@@ -82,7 +82,8 @@ def finished_run(real_sample_dir, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_train_writes_every_output_file(finished_run):
-    for name in ("metrics.json", "config.json", "split.csv", "checkpoint.pt", "curves.png", "confusion.png"):
+    for name in ("metrics.json", "config.json", "split.csv", "checkpoint.pt", "curves.png", "confusion.png",
+                 "model.pt"):
         assert (finished_run / name).is_file(), name
     for name in ("curves.png", "confusion.png"):
         data = (finished_run / name).read_bytes()
