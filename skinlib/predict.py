@@ -111,7 +111,7 @@ def format_top_k(path: Path, probs: torch.Tensor, classes: list[str], k: int) ->
 
 
 # ---------------------------------------------------------------- command line
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def register(subparsers) -> None:
     p = subparsers.add_parser("predict", help="classify images with a saved model (RUN/model.pt)")
     p.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
     p.add_argument("--model", type=Path, required=True, help="model file written by train (RUN/model.pt)")
@@ -122,11 +122,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_command)
-    return p
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from skinlib.engine import select_device
+    from skinlib.device import select_device
 
     if args.top_k < 1 or args.batch_size < 1:
         print("error: --top-k and --batch-size must be at least 1", file=sys.stderr)

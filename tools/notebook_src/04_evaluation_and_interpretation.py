@@ -39,13 +39,15 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_m
 import skinlib
 from skinlib.config import TrainConfig
 from skinlib.data import CLASSES, load_index
-from skinlib.engine import fit, make_optimizer, select_device
+from skinlib.device import select_device
+from skinlib.engine import fit
 from skinlib.gradcam import grad_cam, heatmap
 from skinlib.interpret import (balanced_loader, most_confident, normalised_images, per_class_report,
                                predict_probs, saved_or_trained)
 from skinlib.interpret_plots import plot_examples, plot_gradcam, plot_reliability, plot_roc_ovr
 from skinlib.loaders import make_loaders
 from skinlib.models import resnet50
+from skinlib.optim import make_optimizer
 from skinlib.plots import plot_confusion
 from skinlib.splits import grouped_split
 from skinlib.synth import default_data_dir, is_synthetic
@@ -131,7 +133,8 @@ per_class_report(targets, probs).round(3)
 # NV's. Read MEL's row: which classes are melanomas mistaken for?
 
 # %%
-plot_confusion(confusion_matrix(targets, predicted, labels=range(len(CLASSES))), normalize=True)
+plot_confusion(confusion_matrix(targets, predicted, labels=range(len(CLASSES))), normalize=True,
+               title="ResNet-50, test split")
 
 # %% [markdown]
 # ## ROC curves, one class against the rest

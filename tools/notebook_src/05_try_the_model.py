@@ -36,7 +36,7 @@ import torchvision
 import skinlib
 from skinlib.config import TrainConfig
 from skinlib.data import CLASSES, load_index
-from skinlib.engine import select_device
+from skinlib.device import select_device
 from skinlib.export import MODEL_FILE, load_model
 from skinlib.interpret import MEL, melanoma_decision, predict_probs, saved_or_trained
 from skinlib.loaders import make_loaders
