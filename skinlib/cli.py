@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from skinlib import cache, download, predict
+from skinlib.errors import SkinlibError
 
 # The demo: SimpleCNN from scratch on 800 synthetic images, 4 epochs at the course's learning
 # rate (7e-4, one-cycle); README says how long it takes.
@@ -207,16 +208,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input or a missing file, reported as one line rather than a traceback."""
-    from skinlib.checkpoint import CheckpointError
-    from skinlib.data import DataError
-    from skinlib.device import DeviceUnavailable
-    from skinlib.models import PretrainedWeightsUnavailable, WeightsFileError
-
-    return (DataError, PretrainedWeightsUnavailable, WeightsFileError, CheckpointError, DeviceUnavailable)
-
-
 def one_line(err: BaseException) -> str:
     """The message of `err` on one line.
 
@@ -239,10 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    expected = _expected_errors()
     try:
         return args.func(args)
-    except expected as err:
+    except SkinlibError as err:  # bad input, a missing file, a diverged run: one line, no traceback
         print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -87,10 +87,9 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
         steps = min(steps, config.max_batches)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=steps)
     history = engine.fit(model, loaders["train"], loaders["val"], optimizer, device,
-                         epochs=config.epochs, scheduler=scheduler, grad_clip=config.grad_clip,
-                         amp=config.amp, channels_last=config.channels_last,
-                         checkpoint_path=checkpoint, resume=resume, config=config,
-                         progress=config.progress, max_batches=config.max_batches)
+                         epochs=config.epochs, scheduler=scheduler, config=config,
+                         checkpoint_path=checkpoint, resume=resume,
+                         max_batches=config.max_batches, progress=config.progress)
     _write_json(out / CONFIG_JSON, config.to_dict())
 
     amp_dtype = autocast_dtype(device) if config.amp else None
