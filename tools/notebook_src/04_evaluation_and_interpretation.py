@@ -70,7 +70,7 @@ PRETRAINED = os.environ.get("SKINLIB_PRETRAINED", "1") != "0"
 
 BATCH_SIZE = 4 if SMOKE else 64
 MAX_BATCHES = 1 if SMOKE else None  # training batches per epoch
-EVAL_BATCHES = 4 if SMOKE else None  # test batches evaluated
+EVAL_BATCHES = 2 if SMOKE else None  # test batches evaluated
 IMBALANCE_EPOCHS = 1 if SMOKE else 5
 RUNS = Path("runs")  # where notebooks 02 and 03 saved their models
 torch.manual_seed(0)
@@ -233,7 +233,7 @@ def train_head(train_loader):
     for name, parameter in model.named_parameters():
         parameter.requires_grad = name.startswith("fc.")
     optimizer = make_optimizer(model.to(device), config)
-    fit(model, train_loader, loaders["val"], optimizer, device, epochs=IMBALANCE_EPOCHS,
+    fit(model, train_loader, loaders["val"], optimizer, device, epochs=IMBALANCE_EPOCHS, config=config,
         max_batches=MAX_BATCHES, progress=not SMOKE)
     return predict_probs(model, loaders["test"], device, max_batches=EVAL_BATCHES)
 
