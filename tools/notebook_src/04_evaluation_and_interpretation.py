@@ -164,20 +164,12 @@ plot_reliability(targets, probs)
 
 # %%
 test_set = loaders["test"].dataset
-wrong = most_confident(probs, targets, 12, wrong=True)
-if len(wrong):
-    display(plot_examples(normalised_images(test_set, wrong), targets[wrong], probs[wrong],
-                          title="most confident mistakes"))
-else:
-    print("no mistakes among these test images")
-
-# %%
-right = most_confident(probs, targets, 12, wrong=False)
-if len(right):
-    display(plot_examples(normalised_images(test_set, right), targets[right], probs[right],
-                          title="recognised with the highest probability"))
-else:
-    print("no correct prediction among these test images")
+for wrong, title in [(True, "most confident mistakes"), (False, "recognised with the highest probability")]:
+    chosen = most_confident(probs, targets, 12, wrong=wrong)
+    if len(chosen):
+        display(plot_examples(normalised_images(test_set, chosen), targets[chosen], probs[chosen], title=title))
+    else:
+        print(f"{title}: none among these test images")
 
 # %% [markdown]
 # ## Where does ResNet-50 look? Grad-CAM
