@@ -200,7 +200,8 @@ with torch.no_grad():
 # where the evidence was, not why: treat it as a hint, not a proof.
 
 # %%
-show = list(most_confident(probs, targets, 4, wrong=False)) + list(most_confident(probs, targets, 4, wrong=True))
+N_CAM = 2 if SMOKE else 4  # of each kind
+show = [*most_confident(probs, targets, N_CAM, wrong=False), *most_confident(probs, targets, N_CAM, wrong=True)]
 images = normalised_images(test_set, show)
 cams, _ = grad_cam(resnet.model.cpu(), images, target=torch.as_tensor(predicted[show]))
 titles = [f"true {CLASSES[targets[i]]}\npred {CLASSES[predicted[i]]} {probs[i, predicted[i]]:.2f}" for i in show]
