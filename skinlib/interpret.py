@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from skinlib.data import CLASSES
 from skinlib.engine import to_device_batch
 from skinlib.export import ExportedModel, MODEL_FILE, data_fingerprint, load_model
+from skinlib.sampling import SeededItems
 
 MEL = CLASSES.index("MEL")
 
@@ -82,11 +83,14 @@ def melanoma_decision(targets, mel_probs, threshold: float) -> dict[str, float]:
 def balanced_loader(loader: DataLoader, seed: int = 0) -> DataLoader:
     """The training loader's dataset drawn with replacement so that every class is equally likely
     in every batch (WeightedRandomSampler, weight 1 / class size)."""
-    labels = np.asarray(loader.dataset.labels)
+    dataset = loader.dataset
+    if isinstance(dataset, SeededItems):  # read with plain indices here, not (index, seed) pairs
+        dataset = dataset.dataset
+    labels = np.asarray(dataset.labels)
     weights = 1.0 / np.bincount(labels)[labels]
     sampler = WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), num_samples=len(labels),
                                     generator=torch.Generator().manual_seed(seed))
-    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
+    return DataLoader(dataset, batch_size=loader.batch_size, sampler=sampler,
                       num_workers=loader.num_workers, pin_memory=loader.pin_memory)
 
 
