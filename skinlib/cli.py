@@ -17,6 +17,7 @@ from pathlib import Path
 
 from skinlib import cache, download
 from skinlib.errors import SkinlibError
+from skinlib.models import MODELS
 
 # The demo: SimpleCNN from scratch on 800 synthetic images, 4 epochs at the course's learning
 # rate (7e-4, one-cycle); README says how long it takes.
@@ -123,7 +124,7 @@ def register_train(subparsers) -> None:
     p = subparsers.add_parser("train", help="train and evaluate a model; writes a run folder")
     p.add_argument("--data", type=Path, default=None,
                    help="dataset folder (default: $SKINLIB_DATA, else the embedded SYNTHETIC set)")
-    p.add_argument("--model", choices=("simplecnn", "resnet50"), default=None,
+    p.add_argument("--model", choices=sorted(MODELS), default=None,
                    help="network (default: resnet50)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--out", type=Path, required=True, help="run folder for checkpoint, metrics, figures")
