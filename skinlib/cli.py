@@ -3,8 +3,8 @@
 Laid out like torchvision's reference scripts: `get_args_parser()` builds the parser and
 `main(argv)` parses and calls the same functions the notebooks call. Every command is a
 `register(subparsers)` function that adds its subparser and `set_defaults(func=...)`, where
-`func(args) -> int` is the exit status; `prepare` and `download` are registered by their
-modules (`cache`, `download`), next to the code they run.
+`func(args) -> int` is the exit status; `prepare`, `download` and `predict` are registered by
+their modules (`cache`, `download`, `predict`), next to the code they run.
 
 Expected failures (a broken dataset, missing pretrained weights, a bad checkpoint) end as one
 line on stderr and exit status 1, not a traceback.
@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from skinlib import cache, download
+from skinlib import cache, download, predict
 from skinlib.errors import SkinlibError
 from skinlib.models import MODELS
 
@@ -196,7 +196,7 @@ def register_demo(subparsers) -> None:
 
 # ---------------------------------------------------------------- parser and main
 COMMANDS = (register_check, register_synth, register_train, register_demo, cache.register,
-            download.register)
+            download.register, predict.register)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
