@@ -6,8 +6,8 @@
 2. with `config.limit`, keep N images drawn stratified by class (seeded), *before* the split;
 3. split grouped by lesion and stratified by class (`splits.grouped_split`), saved as
    RUN/split.csv; a resumed run reads that file back instead of splitting again;
-4. build the loaders, the model, Adam and the one-cycle schedule (`engine.make_optimizer`,
-   `engine.make_scheduler`) and train with `engine.fit`, checkpointing to RUN/checkpoint.pt;
+4. build the loaders, the model, Adam and the one-cycle schedule (`optim.make_optimizer`,
+   `optim.make_scheduler`) and train with `engine.fit`, checkpointing to RUN/checkpoint.pt;
 5. evaluate on the test split and write RUN/metrics.json, RUN/config.json, RUN/curves.png and
    RUN/confusion.png.
 
@@ -39,19 +39,21 @@ import skinlib
 from skinlib import engine
 from skinlib.checkpoint import CheckpointError
 from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
+from skinlib.device import autocast_dtype, describe_device, select_device
 from skinlib.export import MODEL_FILE, data_fingerprint, export_model
 from skinlib.files import KitFolder, atomic_write_text
 from skinlib.freshness import check_cache_matches
 from skinlib.loaders import make_loaders
 from skinlib.metrics import roc_auc_ovr, summarize
 from skinlib.models import build_model
+from skinlib.optim import make_optimizer, make_scheduler
 from skinlib.plots import plot_confusion, plot_curves
 from skinlib.runfolder import (CHECKPOINT, CONFIG_JSON, CONFUSION_PNG, CURVES_PNG, METRICS_JSON,
                               SPLIT_CSV, check_checkpoint_data, check_saved_split, check_settings,
                               open_run_folder, remove_leftovers)
+from skinlib.sampling import seed_everything
 from skinlib.splits import SPLITS, grouped_split, load_split, save_split
 from skinlib.synth import is_synthetic
-
 
 
 class TrainingStopped(RuntimeError):
@@ -83,8 +85,8 @@ def _run(config, folder: KitFolder, resume: bool) -> dict[str, Any]:
             f"or choose another output folder")
     if resume:
         check_saved_split(folder, config)
-    device = engine.select_device(config.device)
-    engine.seed_everything(config.seed)
+    device = select_device(config.device)
+    seed_everything(config.seed)
 
     frame, split = _frame_and_split(config, folder, reuse=resume)
     check_settings(config, frame, split)
@@ -97,11 +99,11 @@ def _run(config, folder: KitFolder, resume: bool) -> dict[str, Any]:
 
     model = build_model(config.model, num_classes=NUM_CLASSES, pretrained=config.pretrained,
                         weights_path=config.weights_path).to(device)
-    optimizer = engine.make_optimizer(model, config)
+    optimizer = make_optimizer(model, config)
     steps = len(loaders["train"])
     if config.max_batches is not None:
         steps = min(steps, config.max_batches)
-    scheduler = engine.make_scheduler(optimizer, config, steps_per_epoch=steps)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch=steps)
     try:
         history = engine.fit(model, loaders["train"], loaders["val"], optimizer, device,
                              epochs=config.epochs, scheduler=scheduler, grad_clip=config.grad_clip,
@@ -117,7 +119,7 @@ def _run(config, folder: KitFolder, resume: bool) -> dict[str, Any]:
             f"run with a lower --lr") from None
     _write_json(folder.file(CONFIG_JSON), config.to_dict())
 
-    amp_dtype = engine.autocast_dtype(device) if config.amp else None
+    amp_dtype = autocast_dtype(device) if config.amp else None
     test = engine.evaluate(model, loaders["test"], device, amp_dtype=amp_dtype,
                            channels_last=config.channels_last and device.type == "cuda",
                            progress=config.progress, max_batches=config.max_batches,
@@ -213,7 +215,7 @@ def metrics_record(config, history: list[dict], test: dict, split: pd.Series,
         },
         "classes": list(CLASSES),
         "split_sizes": {name: int(counts.get(name, 0)) for name in SPLITS},
-        "device": engine.describe_device(device),
+        "device": describe_device(device),
         "versions": {"skinlib": skinlib.__version__, "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "python": platform.python_version()},
         "synthetic": bool(is_synthetic(config.data)),
@@ -232,7 +234,7 @@ def stopped_record(config, checkpoint: Path, split: pd.Series, device: torch.dev
         "config": config.to_dict(), "history": history, "test": None,
         "stopped": str(reason), "classes": list(CLASSES),
         "split_sizes": {name: int(counts.get(name, 0)) for name in SPLITS},
-        "device": engine.describe_device(device),
+        "device": describe_device(device),
         "versions": {"skinlib": skinlib.__version__, "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "python": platform.python_version()},
         "synthetic": bool(is_synthetic(config.data)),

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -278,25 +277,10 @@ def test_no_command_prints_help_and_exits_2(capsys):
     assert "train" in capsys.readouterr().out
 
 
-# ---------------------------------------------------------------- feature modules
-def test_a_feature_module_that_is_not_installed_is_skipped(monkeypatch):
-    monkeypatch.setattr(cli, "FEATURE_MODULES", ("skinlib.no_such_feature",))
+# ---------------------------------------------------------------- commands
+def test_every_command_is_on_the_command_line():
     commands = cli.get_args_parser()._subparsers._group_actions[0].choices
-    assert set(commands) == {"check", "synth", "train", "demo"}
-
-
-def test_a_feature_module_with_a_broken_import_is_an_error(monkeypatch, tmp_path):
-    (tmp_path / "feature_with_broken_import.py").write_text("import no_such_dependency_xyz\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(cli, "FEATURE_MODULES", ("feature_with_broken_import",))
-    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):
-        cli.get_args_parser()
-    sys.modules.pop("feature_with_broken_import", None)
-
-
-def test_the_feature_modules_add_their_commands():
-    commands = cli.get_args_parser()._subparsers._group_actions[0].choices
-    assert {"prepare", "download"} <= set(commands)
+    assert set(commands) == {"check", "synth", "train", "demo", "prepare", "download"}
 
 
 # ---------------------------------------------------------------- demo

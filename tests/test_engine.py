@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms import Normalize
 
-from skinlib import engine
+from skinlib import device, engine, optim, sampling
 from skinlib.config import TrainConfig
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD
 from skinlib.metrics import ConfusionMatrix
@@ -34,7 +34,7 @@ def blobs(n=96, num_classes=3, features=4, seed=0):
 
 
 def loader(x, y, batch_size=16, shuffle=False, seed=0):
-    generator = engine.make_generator(seed) if shuffle else None
+    generator = sampling.make_generator(seed) if shuffle else None
     return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle,
                       generator=generator, num_workers=0)
 
@@ -93,7 +93,7 @@ def test_config_rejects_bad_values(change, message):
 def test_select_device_falls_back_to_cpu_and_announces_one_line(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert engine.select_device() == CPU
+    assert device.select_device() == CPU
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.startswith("Using device: cpu")
 
@@ -101,7 +101,7 @@ def test_select_device_falls_back_to_cpu_and_announces_one_line(monkeypatch, cap
 def test_select_device_refuses_cuda_when_absent(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="CUDA is not available"):
-        engine.select_device("cuda", announce=False)
+        device.select_device("cuda", announce=False)
 
 
 @pytest.mark.parametrize("capability, expected", [
@@ -113,18 +113,18 @@ def test_select_device_refuses_cuda_when_absent(monkeypatch):
 def test_autocast_dtype_follows_cuda_compute_capability(monkeypatch, capability, expected):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert engine.autocast_dtype(torch.device("cuda")) == expected
+    assert device.autocast_dtype(torch.device("cuda")) == expected
 
 
 @pytest.mark.parametrize("name", ["cpu", "mps"])
 def test_autocast_dtype_is_none_off_cuda(name):
-    assert engine.autocast_dtype(torch.device(name)) is None
+    assert device.autocast_dtype(torch.device(name)) is None
 
 
 def test_grad_scaler_is_disabled_on_cpu_and_for_bf16():
-    assert not engine.make_scaler(CPU, None).is_enabled()
-    assert not engine.make_scaler(CPU, torch.bfloat16).is_enabled()
-    assert not engine.make_scaler(torch.device("cuda"), torch.bfloat16).is_enabled()
+    assert not device.make_scaler(CPU, None).is_enabled()
+    assert not device.make_scaler(CPU, torch.bfloat16).is_enabled()
+    assert not device.make_scaler(torch.device("cuda"), torch.bfloat16).is_enabled()
 
 
 # ------------------------------------------------------------------ batches
@@ -297,8 +297,8 @@ def test_fit_reduces_the_loss_on_a_learnable_problem(capsys):
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
     config = TrainConfig(data="synthetic", out="o", epochs=5, lr=0.05, weight_decay=0.0)
     train_loader = loader(x, y, batch_size=16, shuffle=True)
-    opt = engine.make_optimizer(model, config)
-    sched = engine.make_scheduler(opt, config, steps_per_epoch=len(train_loader))
+    opt = optim.make_optimizer(model, config)
+    sched = optim.make_scheduler(opt, config, steps_per_epoch=len(train_loader))
     history = engine.fit(model, train_loader, loader(x, y, batch_size=32), opt, CPU,
                          epochs=config.epochs, scheduler=sched, grad_clip=config.grad_clip,
                          config=config, progress=False)
@@ -346,10 +346,10 @@ def test_fit_runs_a_convolutional_model_on_uint8_images():
 def test_make_scheduler_is_one_cycle_peaking_at_the_config_lr():
     model = nn.Linear(4, 3)
     config = TrainConfig(data="d", out="o", epochs=4)
-    opt = engine.make_optimizer(model, config)
+    opt = optim.make_optimizer(model, config)
     assert isinstance(opt, torch.optim.Adam)
     assert opt.param_groups[0]["weight_decay"] == config.weight_decay
-    sched = engine.make_scheduler(opt, config, steps_per_epoch=10)
+    sched = optim.make_scheduler(opt, config, steps_per_epoch=10)
     assert isinstance(sched, torch.optim.lr_scheduler.OneCycleLR) and sched.total_steps == 40
     lrs = []
     for _ in range(40):
@@ -362,7 +362,7 @@ def test_make_scheduler_is_one_cycle_peaking_at_the_config_lr():
 def test_make_optimizer_skips_frozen_parameters():
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 3))
     model[0].requires_grad_(False)
-    opt = engine.make_optimizer(model, TrainConfig(data="d", out="o"))
+    opt = optim.make_optimizer(model, TrainConfig(data="d", out="o"))
     assert len(opt.param_groups[0]["params"]) == 2
 
 
@@ -374,7 +374,7 @@ def test_epoch_generator_gives_a_reproducible_order_per_epoch():
     dl = loader(x, y, batch_size=20, shuffle=True, seed=3)
 
     def order(epoch):
-        engine.set_loader_epoch(dl, seed=3, epoch=epoch)
+        sampling.set_loader_epoch(dl, seed=3, epoch=epoch)
         return next(iter(dl))[0].flatten().tolist()
 
     first_2, first_3 = order(2), order(3)
@@ -386,14 +386,14 @@ def test_set_loader_epoch_reseeds_a_sampler_with_its_own_generator():
 
     data = TensorDataset(torch.arange(20).float())
     dl = DataLoader(data, batch_size=20, sampler=RandomSampler(data, generator=torch.Generator()))
-    assert engine.set_loader_epoch(dl, seed=0, epoch=1)
+    assert sampling.set_loader_epoch(dl, seed=0, epoch=1)
     first = next(iter(dl))[0].tolist()
-    engine.set_loader_epoch(dl, seed=0, epoch=1)
+    sampling.set_loader_epoch(dl, seed=0, epoch=1)
     assert next(iter(dl))[0].tolist() == first
 
 
 def test_set_loader_epoch_reports_a_loader_it_cannot_reseed():
-    assert not engine.set_loader_epoch(loader(*blobs(n=8)), seed=0, epoch=1)
+    assert not sampling.set_loader_epoch(loader(*blobs(n=8)), seed=0, epoch=1)
 
 
 def test_gradients_are_unscaled_before_clipping_when_a_scaler_is_enabled():
