@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from skinlib.checkpoint import save_checkpoint
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD
 from skinlib.device import autocast_dtype, make_scaler
+from skinlib.finite import FiniteWatch, NonFiniteLoss
 from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy
 from skinlib.resume import resume_training, training_state
 from skinlib.sampling import set_loader_epoch
@@ -121,6 +122,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     images_seen = 0
     lr = optimizer.param_groups[0]["lr"]
     start = time.perf_counter()
+    watch = FiniteWatch(device)
     for images, targets in _batches(loader, max_batches, progress, "train"):
         images, targets = to_device_batch(images, targets, device, channels_last=channels_last)
         optimizer.zero_grad(set_to_none=True)
@@ -142,6 +144,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         cm.update(preds, targets)
         loss_sum += loss.detach().float() * targets.shape[0]
         images_seen += targets.shape[0]
+        watch.update(loss.detach())
+    watch.check()
     result = _results(loss_sum, cm, images_seen, 0.0, "training")
     result["seconds"] = seconds = time.perf_counter() - start  # after the sync in _results
     result["images_per_s"] = images_seen / seconds if seconds > 0 else 0.0
@@ -204,7 +208,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
         channels_last: bool = True, checkpoint_path: str | os.PathLike | None = None,
         resume: bool = False, config: Any = None, seed: int | None = None,
         progress: bool = True, verbose: bool = True, max_batches: int | None = None,
-        on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+        checkpoint_extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Train for `epochs` epochs, evaluating after each; return the history (one dict per epoch).
 
     The model should already be on `device`; the optimizer and scheduler are used as given.
@@ -215,7 +220,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
     it does not exist yet. `seed` (default: `config.seed`) reseeds the training loader's
     generator every epoch so the data order survives a resume. `progress` shows tqdm bars,
     `verbose` prints one summary line per epoch. `on_epoch_end(row)` is called after each
-    epoch's checkpoint is written.
+    epoch's checkpoint is written; `checkpoint_extra` is stored in every checkpoint. A loss
+    that is not finite raises `finite.NonFiniteLoss` before that epoch's checkpoint.
     """
     device = torch.device(device)
     if seed is None and config is not None:
@@ -252,6 +258,9 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
             val = evaluate(model, val_loader, device, amp_dtype=amp_dtype,
                            channels_last=channels_last, progress=progress,
                            max_batches=max_batches)
+        except NonFiniteLoss as err:
+            err.epoch = epoch
+            raise
         except KeyboardInterrupt:
             if verbose:
                 saved = (f"the checkpoint {checkpoint_path} holds {len(history)} epoch(s); "
@@ -270,8 +279,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
         }
         history.append(row)
         if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, training_state(
-                model, optimizer, scheduler, scaler, history, config, num_classes))
+            save_checkpoint(checkpoint_path, {**training_state(
+                model, optimizer, scheduler, scaler, history, config, num_classes), **(checkpoint_extra or {})})
         if verbose:
             print(format_epoch(row, epochs))
         if on_epoch_end is not None:

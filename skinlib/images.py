@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from skinlib.layout import ImageError
+from skinlib.layout import JPEG_FORMATS, ImageError
 
 
 def decode(path: Path, reduced: bool) -> Image.Image:
@@ -29,7 +29,7 @@ def decode(path: Path, reduced: bool) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                if path.suffix.lower() in (".jpg", ".jpeg") and image.format != "JPEG":
+                if path.suffix.lower() in (".jpg", ".jpeg") and image.format not in JPEG_FORMATS:
                     raise ImageError(
                         f"{path}: is a {image.format} image named {path.suffix}; the dataset's images "
                         "must be JPEG files (re-save it as JPEG)"

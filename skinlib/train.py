@@ -42,6 +42,7 @@ from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
 from skinlib.device import autocast_dtype, describe_device, select_device
 from skinlib.export import MODEL_FILE, data_fingerprint, export_model
 from skinlib.files import KitFolder, atomic_write_text
+from skinlib.finite import NonFiniteLoss
 from skinlib.freshness import check_cache_matches
 from skinlib.loaders import make_loaders
 from skinlib.metrics import roc_auc_ovr, summarize
@@ -111,7 +112,7 @@ def _run(config, folder: KitFolder, resume: bool) -> dict[str, Any]:
                              checkpoint_path=folder.file(CHECKPOINT), resume=resume, config=config,
                              progress=config.progress, max_batches=config.max_batches,
                              checkpoint_extra={"data": data})
-    except engine.NonFiniteLoss as err:
+    except NonFiniteLoss as err:
         _write_json(folder.file(METRICS_JSON), stopped_record(config, checkpoint, split, device, err))
         raise TrainingStopped(
             f"{err}; the learning rate (--lr {config.lr:g}) is probably too high: {checkpoint} "

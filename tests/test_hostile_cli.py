@@ -10,6 +10,7 @@ are untouched. data/README.md, section 7, lists what each case shows.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -20,10 +21,12 @@ from typing import Callable
 
 import pandas as pd
 import pytest
+import torch
 
 from skinlib import cli
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV
 from skinlib.files import claim_folder
+from skinlib.models import build_model
 
 # The smallest settings that train: SimpleCNN from scratch, one batch of 8 per epoch, on the CPU.
 QUICK = ["--model", "simplecnn", "--no-pretrained", "--epochs", "1", "--batch-size", "8",
@@ -46,19 +49,33 @@ class Kit:
         return ["train", "--data", data or self.data, "--out", out or self.tmp / "run", *QUICK, *extra]
 
 
+def tiny_network(name, num_classes, **_):
+    """A stand-in for the named network: these cases test the command line, not the network,
+    and SimpleCNN's 108 M weights would make every checkpoint 1.3 GB to write."""
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 8, stride=8), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                               torch.nn.Linear(4, num_classes))
+
+
 @pytest.fixture(scope="module")
 def kit(synthetic_dir, tmp_path_factory) -> Kit:
     root = tmp_path_factory.mktemp("hostile")
     cache, run = root / "cache", root / "run"
-    assert run_cli(["prepare", "--data", synthetic_dir, "--cache", cache, "--quiet", "--workers", "1"])[0] == 0
-    assert run_cli(["train", "--data", synthetic_dir, "--cache", cache, "--out", run, *QUICK])[0] == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("skinlib.train.build_model", tiny_network)
+        assert run_cli(["prepare", "--data", synthetic_dir, "--cache", cache, "--quiet",
+                        "--workers", "1"])[0] == 0
+        assert run_cli(["train", "--data", synthetic_dir, "--cache", cache, "--out", run, *QUICK])[0] == 0
     return Kit(synthetic_dir, cache, run, root)
 
 
 @pytest.fixture
-def hostile(kit, tmp_path) -> Kit:
+def hostile(kit, tmp_path, monkeypatch) -> Kit:
     """The module's kit, with a fresh folder for each case's own files."""
-    return Kit(kit.data, kit.cache, kit.run, tmp_path)
+    monkeypatch.setattr("skinlib.train.build_model", tiny_network)
+    hostile = Kit(kit.data, kit.cache, kit.run, tmp_path)
+    hostile.patch = monkeypatch
+    return hostile
 
 
 def run_cli(argv: list) -> tuple[int, str, str]:
@@ -113,6 +130,17 @@ def case(status: int = 1):
     return add
 
 
+def link_copy(source: Path, target: Path) -> Path:
+    """A copy of `source` whose large files (checkpoints, images) are hard links: cheap, and
+    safe as long as a case replaces such a file rather than writing into it."""
+    def copy(src, dst):
+        if os.path.getsize(src) > 1 << 20:
+            os.link(src, dst)
+        else:
+            shutil.copy2(src, dst)
+    return Path(shutil.copytree(source, target, copy_function=copy))
+
+
 def planted(folder: Path, *names: str) -> Callable[[], None]:
     """Write user files under `names` in `folder`; return a check that they are unchanged."""
     for name in names:
@@ -139,14 +167,6 @@ def train_into_a_folder_holding_the_users_config_and_metrics(k):
     folder = k.tmp / "mine"
     check = planted(folder, "config.json", "metrics.json")
     return k.train(out=folder), str(folder), check
-
-
-@case()
-def synth_again_into_a_synthetic_set_holding_the_users_folder(k):
-    out = k.tmp / "synthetic"
-    assert run_cli(["synth", out, "--n", "80"])[0] == 0
-    check = planted(out, "my-notes/notes.txt")
-    return ["synth", out, "--n", "80"], str(out), check
 
 
 @case()
@@ -201,24 +221,26 @@ def train_with_a_cache_after_an_image_was_removed_from_the_data(k):
     data = k.copy_data()
     cache = k.tmp / "cache"
     assert run_cli(["prepare", "--data", data, "--cache", cache, "--quiet", "--workers", "1"])[0] == 0
-    truth = pd.read_csv(data / GROUND_TRUTH_CSV)
-    truth.iloc[1:].to_csv(data / GROUND_TRUTH_CSV, index=False)
-    return k.train("--cache", cache, data=data), str(cache), None
+    truth = pd.read_csv(data / GROUND_TRUTH_CSV, dtype=str)
+    for name in (GROUND_TRUTH_CSV, METADATA_CSV):
+        pd.read_csv(data / name, dtype=str).iloc[1:].to_csv(data / name, index=False)
+    (data / IMAGES_DIR / f"{truth['image'][0]}.jpg").unlink()
+    return k.train("--cache", cache, data=data), "1 removed", None
 
 
 @case()
 def resume_a_run_on_another_dataset(k):
-    run = Path(shutil.copytree(k.run, k.tmp / "run"))
+    run = link_copy(k.run, k.tmp / "run")
     other = k.copy_data("other")
     truth = pd.read_csv(other / GROUND_TRUTH_CSV)
     truth.iloc[:, 1:] = truth.iloc[::-1, 1:].to_numpy()  # the same images, other labels
     truth.to_csv(other / GROUND_TRUTH_CSV, index=False)
-    return k.train("--resume", "--cache", k.cache, data=other, out=run), "other data", None
+    return k.train("--resume", data=other, out=run), "other data", None
 
 
 @case()
 def resume_with_a_split_that_is_not_the_checkpoints(k):
-    run = Path(shutil.copytree(k.run, k.tmp / "run"))
+    run = link_copy(k.run, k.tmp / "run")
     split = pd.read_csv(run / "split.csv")
     split["split"] = split["split"].sample(frac=1, random_state=1).to_numpy()
     split.to_csv(run / "split.csv", index=False)
@@ -227,14 +249,14 @@ def resume_with_a_split_that_is_not_the_checkpoints(k):
 
 @case()
 def resume_on_a_split_left_by_a_failed_run_with_other_settings(k):
-    run = Path(shutil.copytree(k.run, k.tmp / "run"))
+    run = link_copy(k.run, k.tmp / "run")
     (run / "checkpoint.pt").unlink()
     return k.train("--resume", "--limit", "100", out=run), "split.csv", None
 
 
 @case()
 def resume_with_other_pretrained_settings(k):
-    run = Path(shutil.copytree(k.run, k.tmp / "run"))
+    run = link_copy(k.run, k.tmp / "run")
     argv = [a for a in k.train("--resume", "--cache", k.cache, out=run) if a != "--no-pretrained"]
     return argv, "pretrained", None
 
@@ -274,24 +296,24 @@ def cache_smaller_than_the_crop(k):
     return k.train("--cache", cache), str(cache), None
 
 
-@case()
+@case(status=2)
 def device_gpu(k):
     return k.train("--device", "gpu"), "--device", None
 
 
-@case()
+@case(status=2)
 def device_cuda_with_a_bad_index(k):
     return k.train("--device", "cuda:x"), "--device", None
 
 
 @case()
 def device_cuda_on_a_machine_without_one(k):
-    if __import__("torch").cuda.is_available():
+    if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     return k.train("--device", "cuda"), "cuda", None
 
 
-@case()
+@case(status=2)
 def seed_too_large(k):
     return k.train("--seed", str(2 ** 70)), "seed", None
 
@@ -365,6 +387,7 @@ def synth_too_few_images(k):
 def weights_file_that_is_not_weights(k):
     weights = k.tmp / "weights.pth"
     weights.write_text("not weights")
+    k.patch.setattr("skinlib.train.build_model", build_model)  # the real one reads the file
     argv = [a for a in k.train("--weights", weights) if a != "--no-pretrained"]
     argv[argv.index("simplecnn")] = "resnet50"
     return argv, str(weights), None
@@ -430,7 +453,7 @@ def data_folder_missing(k):
     return ["prepare", "--data", k.tmp / "nowhere", "--cache", k.tmp / "c", "--quiet"], "nowhere", None
 
 
-@case()
+@case(status=2)
 def skinlib_data_pointing_nowhere(k):
     os.environ["SKINLIB_DATA"] = str(k.tmp / "nowhere")  # removed by the test after the case
     return ["train", "--out", k.tmp / "run", *QUICK], "SKINLIB_DATA", None
@@ -474,7 +497,7 @@ def metadata_in_latin1(k):
     data = k.copy_data()
     path = data / METADATA_CSV
     path.write_bytes(path.read_text().replace("female", "f\u00e9male").encode("latin-1"))
-    return k.train(data=data), f"{METADATA_CSV}: not UTF-8", None
+    return k.train(data=data), f"{METADATA_CSV}: metadata CSV is not UTF-8", None
 
 
 @case()
@@ -504,7 +527,7 @@ def images_folder_that_cannot_be_listed(k):
 # -- damaged kit files
 @case()
 def damaged_cache_index(k):
-    cache = Path(shutil.copytree(k.cache, k.tmp / "cache"))
+    cache = link_copy(k.cache, k.tmp / "cache")
     index = next(cache.glob("index-*.csv"))
     index.write_text('row,image\n1,"unterminated\n')
     return k.train("--cache", cache), index.name, None
@@ -512,22 +535,24 @@ def damaged_cache_index(k):
 
 @case()
 def damaged_cache_manifest(k):
-    cache = Path(shutil.copytree(k.cache, k.tmp / "cache"))
+    cache = link_copy(k.cache, k.tmp / "cache")
     (cache / "manifest.json").write_text("{half")
     return k.train("--cache", cache), "manifest.json", None
 
 
 @case()
 def truncated_checkpoint(k):
-    run = Path(shutil.copytree(k.run, k.tmp / "run"))
+    run = link_copy(k.run, k.tmp / "run")
     checkpoint = run / "checkpoint.pt"
-    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    head = checkpoint.read_bytes()[:1000]
+    checkpoint.unlink()  # a hard link to the module's checkpoint: never write through it
+    checkpoint.write_bytes(head)
     return k.train("--resume", "--cache", k.cache, out=run), "checkpoint.pt", None
 
 
 @case()
 def damaged_folder_marker(k):
-    run = Path(shutil.copytree(k.run, k.tmp / "run"))
+    run = link_copy(k.run, k.tmp / "run")
     (run / "skinlib-folder.json").write_text("{half")
     return k.train("--resume", "--cache", k.cache, out=run), "skinlib-folder.json", None
 
@@ -573,3 +598,41 @@ def test_a_bad_invocation_ends_as_one_error_line(hostile, name, monkeypatch):
     assert status == CASES[name].status
     if check is not None:
         check()
+
+
+@case()
+def learning_rate_that_diverges(k):
+    # Adam moves every weight by about the learning rate: 1e30 overflows the next forward pass.
+    argv = k.train("--cache", k.cache, "--epochs", "2", "--lr", "1e30")  # the later --epochs wins
+    run = k.tmp / "run"
+
+    def kept_what_finished():
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert [row["epoch"] for row in metrics["history"]] == [1] and metrics["test"] is None
+        assert "epoch 2, batch 1" in metrics["stopped"]
+        assert torch.load(run / "checkpoint.pt", weights_only=True, mmap=True)["epoch"] == 1
+    return argv, "at epoch 2, batch 1", kept_what_finished
+
+
+# ---------------------------------------------------------------- files of the user's in the kit's folders
+def test_prepare_deletes_only_the_cache_files_it_recorded(kit, tmp_path):
+    cache = tmp_path / "cache"
+    assert run_cli(["prepare", "--data", kit.data, "--cache", cache, "--quiet", "--workers", "1"])[0] == 0
+    unchanged = planted(cache, "index-0123456789abcdef.csv", "images-0123456789abcdef.npy", "notes.txt")
+    data = Path(shutil.copytree(kit.data, tmp_path / "data"))
+    for name in (GROUND_TRUTH_CSV, METADATA_CSV):  # other data: the old key's files are stale
+        pd.read_csv(data / name, dtype=str).iloc[1:].to_csv(data / name, index=False)
+    status, _, err = run_cli(["prepare", "--data", data, "--cache", cache, "--quiet", "--workers", "1"])
+    assert status == 0, err
+    unchanged()
+    assert len(list(cache.glob("images-*.npy"))) == 2  # the user's and the new one; the old is gone
+
+
+def test_synth_again_replaces_its_own_set_and_keeps_the_users_files(tmp_path):
+    out = tmp_path / "synthetic"
+    assert run_cli(["synth", out, "--n", "48", "--seed", "1"])[0] == 0
+    unchanged = planted(out, "my-notes/notes.txt", f"{IMAGES_DIR}/my-photo.jpg")
+    status, _, err = run_cli(["synth", out, "--n", "48", "--seed", "2"])
+    assert status == 0, err
+    unchanged()
+    assert len(list((out / IMAGES_DIR).glob("ISIC_*.jpg"))) == 48
