@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator
 
+from skinlib.layout import DataError
+
 KIT = "skinlib"
 MARKER = "skinlib-folder.json"
 LOCK = ".skinlib-lock"
@@ -101,8 +103,10 @@ def _fsync_folder(folder: Path) -> None:
 
 
 # ---------------------------------------------------------------- folder ownership
-class FolderError(RuntimeError):
-    """A folder the kit must not or cannot write to; the message names it and what to do."""
+class FolderError(DataError):
+    """A folder the kit must not or cannot write to; the message names it and what to do.
+
+    A DataError, like every other unusable input, so callers that catch bad data catch it too."""
 
 
 @dataclass
@@ -244,9 +248,9 @@ def _read_marker(path: Path, kind: str, option: str) -> KitFolder:
 
 def _not_ours(path: Path, names: list[str], option: str) -> str:
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    return (f"{path} holds files {KIT} did not write ({shown}); it writes only into a new or "
-            f"empty folder, or one it marked with {MARKER}: choose another {option}, or move "
-            f"those files away")
+    return (f"{path} holds files {KIT} did not write ({shown}), so it is not writing into it "
+            f"(only into a new or empty folder, or one it marked with {MARKER}): choose another "
+            f"{option}, or move those files away")
 
 
 def _relative(name: str) -> str:
