@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     expected = expected_errors()
     try:
         return args.func(args)
-    except expected as err:
+    except expected as err:  # bad input, a file in the way, a diverged run: one line, no traceback
         print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

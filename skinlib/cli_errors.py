@@ -56,16 +56,14 @@ def option_names(message: str) -> str:
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input, a file in the way or a missing one: one line, exit status 1."""
-    from skinlib.checkpoint import CheckpointError
-    from skinlib.data import DataError
-    from skinlib.device import DeviceUnavailable
-    from skinlib.files import FolderError
-    from skinlib.models import PretrainedWeightsUnavailable, WeightsFileError
-    from skinlib.train import TrainingStopped
+    """Errors that mean bad input, a file in the way or a missing one: one line, exit status 1.
 
-    return (DataError, PretrainedWeightsUnavailable, WeightsFileError, CheckpointError,
-            DeviceUnavailable, FolderError, TrainingStopped, OSError)
+    Every skinlib error derives from SkinlibError; an OSError is the system refusing a file
+    (permissions, a full disk, a name that is a folder) and is reported with that file's name.
+    """
+    from skinlib.errors import SkinlibError
+
+    return (SkinlibError, OSError)
 
 
 def one_line(err: BaseException) -> str:

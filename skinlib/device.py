@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import torch
 
+from skinlib.errors import SkinlibError
 
-class DeviceUnavailable(RuntimeError):
+
+class DeviceUnavailable(SkinlibError, RuntimeError):
     """The device asked for does not exist on this machine."""
 
 

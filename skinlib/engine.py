@@ -1,45 +1,54 @@
-"""The training and evaluation loops, GPU-aware.
+"""The training and evaluation loops: `train_one_epoch`, `evaluate` and `fit`.
 
-`train_one_epoch` is the training loop of notebook 02, step for step: zero the gradients,
-forward, cross-entropy, backward, clip, optimizer step, scheduler step, argmax, confusion
-matrix. What it adds is what a GPU needs: mixed precision (one code path, switched by
-`amp_dtype`), channels_last memory layout and asynchronous host-to-device copies.
+`train_one_epoch` is the training loop of notebook 02, step for step and with its names
+(`criterion`, `outputs`, `labels`): zero the gradients, forward, loss, backward, (clip),
+optimizer step, (scheduler step), argmax, confusion matrix. What it adds is what a GPU needs:
+mixed precision (one code path, switched by `amp_dtype`), channels_last memory layout,
+asynchronous host-to-device copies, and no wait for the GPU inside the loop.
 
-The device is chosen once (`device.select_device`) and passed to every function. `fit` uses
-the model, loaders, optimizer and scheduler it is given and never re-initialises any of them.
-
-Reproducible data: give the training DataLoader's sampler a `torch.Generator` (see
-`sampling.make_generator`); `fit` reseeds it from `(seed, epoch)` before every epoch, so
-epoch 7 sees the same batches whether the run went straight through or was resumed.
-With `sampling.ShuffleWithSeeds` (what `loaders.make_loaders` uses) the same generator also
-seeds every image's augmentation, so resuming is exact (bit for bit) on the CPU with or
-without worker processes. CUDA kernels are not bitwise deterministic.
+`fit` repeats train-then-evaluate for a number of epochs with the model, loaders, optimizer
+and scheduler it is given (it never builds or re-initialises any of them), and with a
+checkpoint path it saves the run after every epoch and can resume it (see `resume`).
 """
 from __future__ import annotations
 
 import functools
+import math
 import os
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from skinlib.checkpoint import save_checkpoint
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD
 from skinlib.device import autocast_dtype, make_scaler
-from skinlib.finite import FiniteWatch, NonFiniteLoss
+from skinlib.errors import SkinlibError
 from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy
 from skinlib.resume import resume_training, training_state
 from skinlib.sampling import set_loader_epoch
 
-HISTORY_KEYS = ("epoch", "train_loss", "train_accuracy", "train_balanced_accuracy", "val_loss",
-                "val_accuracy", "val_balanced_accuracy", "lr", "seconds", "images_per_s")
 
+class NonFiniteLoss(SkinlibError):
+    """The training loss became NaN or infinite: the run diverged and cannot go on.
 
-# ---------------------------------------------------------------------------- batches
+    Attributes: `epoch` (1-based; None when raised by `train_one_epoch` on its own), `batch`
+    (1-based, the first batch of that epoch whose loss was not finite) and `history` (the
+    rows of the epochs finished before it, whose weights the checkpoint holds). The loss is
+    checked where the loop waits for the GPU anyway, at the end of the epoch.
+    """
+
+    def __init__(self, epoch: int | None, batch: int, lr: float,
+                 history: list[dict[str, Any]] | None = None):
+        self.epoch, self.batch, self.lr = epoch, batch, lr
+        self.history = list(history or [])
+        where = f"epoch {epoch}, batch {batch}" if epoch is not None else f"batch {batch}"
+        super().__init__(
+            f"the training loss became NaN or infinite at {where}: training diverged, most "
+            f"likely because the learning rate ({lr:.2g}) is too high; train again with a "
+            f"lower learning rate (e.g. {lr / 10:.2g})")
 
 
 @functools.lru_cache(maxsize=8)
@@ -50,18 +59,18 @@ def _imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
-def to_device_batch(images: torch.Tensor, targets: torch.Tensor, device: torch.device, *,
+def to_device_batch(images: torch.Tensor, labels: torch.Tensor, device: torch.device, *,
                     channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Move one batch to `device`, ready for the model.
 
     Float images (already normalised by the transforms) are moved as they are. uint8 images
-    (N, 3, H, W), as the prepared-image cache delivers them, cross the bus as bytes (4x less
-    than float32) and are turned into normalised floats on the device:
-    `(x / 255 - IMAGENET_MEAN) / IMAGENET_STD`.
+    (N, 3, H, W), as the training augmentation and the prepared-image cache deliver them,
+    cross the bus as bytes (4x less than float32) and are turned into normalised floats on
+    the device: `(x / 255 - IMAGENET_MEAN) / IMAGENET_STD`.
     """
     non_blocking = device.type == "cuda"  # overlaps the copy with compute when memory is pinned
     images = images.to(device, non_blocking=non_blocking)
-    targets = targets.to(device, non_blocking=non_blocking)
+    labels = labels.to(device, non_blocking=non_blocking)
     if images.dtype == torch.uint8:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"uint8 images must have shape (N, 3, H, W), got {tuple(images.shape)}")
@@ -69,7 +78,7 @@ def to_device_batch(images: torch.Tensor, targets: torch.Tensor, device: torch.d
         images = images.float().div_(255).sub_(mean).div_(std)
     if channels_last and images.ndim == 4:
         images = images.contiguous(memory_format=torch.channels_last)
-    return images, targets
+    return images, labels
 
 
 def _batches(loader: Iterable, max_batches: int | None, progress: bool, desc: str):
@@ -87,14 +96,17 @@ def _batches(loader: Iterable, max_batches: int | None, progress: bool, desc: st
         bar.close()
 
 
-def _results(loss_sum: torch.Tensor | None, cm: ConfusionMatrix | None, images: int,
-             seconds: float, what: str) -> dict[str, Any]:
+def _results(loss_sum: torch.Tensor, cm: ConfusionMatrix | None, images: int, start: float,
+             what: str) -> dict[str, Any]:
+    """The dict both loops return; `loss_sum.item()` is the one wait for the GPU per epoch."""
     if cm is None or images == 0:
         raise ValueError(f"the {what} loader yielded no batches")
-    loss = loss_sum.item() / images  # GPU sync point: once per epoch, never per batch
+    loss = loss_sum.item() / images
+    seconds = time.perf_counter() - start  # after the wait, so it counts the GPU's work
     return {"loss": loss, "accuracy": float(accuracy(cm)),
             "balanced_accuracy": float(balanced_accuracy(cm)), "confusion": cm,
-            "images": images, "seconds": seconds, "images_per_s": images / seconds if seconds else 0.0}
+            "images": images, "seconds": seconds,
+            "images_per_s": images / seconds if seconds > 0 else 0.0}
 
 
 # ---------------------------------------------------------------------------- loops
@@ -111,24 +123,23 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     confusion (a ConfusionMatrix), images, seconds, images_per_s, lr (the learning rate of
     the last step). `scheduler` is stepped after every batch (one-cycle). `grad_clip` clips
     each gradient element to [-grad_clip, grad_clip] (`clip_grad_value_`). With
-    `amp_dtype=torch.float16` pass an enabled `scaler` (see `make_scaler`).
+    `amp_dtype=torch.float16` pass an enabled `scaler` (see `make_scaler`). Raises
+    NonFiniteLoss when a batch's loss was NaN or infinite.
     """
     device = torch.device(device)
-    if scaler is None:
-        scaler = make_scaler(device, None)
+    scaler = make_scaler(device, None) if scaler is None else scaler
+    criterion = nn.CrossEntropyLoss()
     model.train()
     cm = None
-    loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per batch
-    images_seen = 0
-    lr = optimizer.param_groups[0]["lr"]
-    start = time.perf_counter()
-    watch = FiniteWatch(device)
-    for images, targets in _batches(loader, max_batches, progress, "train"):
-        images, targets = to_device_batch(images, targets, device, channels_last=channels_last)
+    loss_sum = torch.zeros((), device=device)  # summed on the device: no wait per batch
+    first_bad = torch.full((), -1, device=device)  # first batch with a non-finite loss
+    images_seen, lr, start = 0, optimizer.param_groups[0]["lr"], time.perf_counter()
+    for batch, (images, labels) in enumerate(_batches(loader, max_batches, progress, "train")):
+        images, labels = to_device_batch(images, labels, device, channels_last=channels_last)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(images)
-            loss = F.cross_entropy(logits, targets)
+            outputs = model(images)
+            loss = criterion(outputs, labels)
         scaler.scale(loss).backward()
         if grad_clip is not None:
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
@@ -138,17 +149,17 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         scaler.update()
         if scheduler is not None:
             scheduler.step()
-        preds = logits.detach().argmax(dim=1)
+        predictions = outputs.detach().argmax(dim=1)
         if cm is None:
-            cm = ConfusionMatrix(logits.shape[1])
-        cm.update(preds, targets)
-        loss_sum += loss.detach().float() * targets.shape[0]
-        images_seen += targets.shape[0]
-        watch.update(loss.detach())
-    watch.check()
-    result = _results(loss_sum, cm, images_seen, 0.0, "training")
-    result["seconds"] = seconds = time.perf_counter() - start  # after the sync in _results
-    result["images_per_s"] = images_seen / seconds if seconds > 0 else 0.0
+            cm = ConfusionMatrix(outputs.shape[1])
+        cm.update(predictions, labels)
+        loss = loss.detach().float()
+        first_bad = torch.where((first_bad < 0) & ~loss.isfinite(), batch, first_bad)
+        loss_sum += loss * labels.shape[0]
+        images_seen += labels.shape[0]
+    result = _results(loss_sum, cm, images_seen, start, "training")
+    if not math.isfinite(result["loss"]):
+        raise NonFiniteLoss(None, int(first_bad.item()) + 1, lr)
     result["lr"] = lr
     return result
 
@@ -161,41 +172,36 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
 
     Returns a dict: loss, accuracy, balanced_accuracy, confusion, images, seconds,
     images_per_s, and with `return_probs=True` also probs (N, C softmax, float32, CPU) and
-    targets (N, int64, CPU), in loader order, for ROC curves and AUC. The model's train/eval
-    mode is restored afterwards.
+    targets (the N labels, int64, CPU), in loader order, for ROC curves and AUC. The model's
+    train/eval mode is restored afterwards.
     """
     device = torch.device(device)
+    criterion = nn.CrossEntropyLoss(reduction="sum")
     was_training = model.training
     model.eval()
-    cm = None
-    loss_sum = torch.zeros((), device=device)
-    images_seen = 0
-    all_probs, all_targets = [], []
-    start = time.perf_counter()
+    cm, loss_sum, images_seen = None, torch.zeros((), device=device), 0
+    all_probs, all_labels, start = [], [], time.perf_counter()
     try:
         with torch.inference_mode():
-            for images, targets in _batches(loader, max_batches, progress, "eval"):
-                images, targets = to_device_batch(images, targets, device,
-                                                  channels_last=channels_last)
+            for images, labels in _batches(loader, max_batches, progress, "eval"):
+                images, labels = to_device_batch(images, labels, device, channels_last=channels_last)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = model(images)
-                logits = logits.float()
-                loss_sum += F.cross_entropy(logits, targets, reduction="sum")
+                    outputs = model(images)
+                outputs = outputs.float()
+                loss_sum += criterion(outputs, labels)
                 if cm is None:
-                    cm = ConfusionMatrix(logits.shape[1])
-                cm.update(logits.argmax(dim=1), targets)
-                images_seen += targets.shape[0]
+                    cm = ConfusionMatrix(outputs.shape[1])
+                cm.update(outputs.argmax(dim=1), labels)
+                images_seen += labels.shape[0]
                 if return_probs:
-                    all_probs.append(logits.softmax(dim=1))
-                    all_targets.append(targets)
-            result = _results(loss_sum, cm, images_seen, 0.0, "evaluation")
+                    all_probs.append(outputs.softmax(dim=1))
+                    all_labels.append(labels)
+            result = _results(loss_sum, cm, images_seen, start, "evaluation")
     finally:
         model.train(was_training)
-    result["seconds"] = seconds = time.perf_counter() - start
-    result["images_per_s"] = images_seen / seconds if seconds > 0 else 0.0
     if return_probs:
         result["probs"] = torch.cat(all_probs).cpu()
-        result["targets"] = torch.cat(all_targets).cpu()
+        result["targets"] = torch.cat(all_labels).cpu()
     return result
 
 
@@ -204,88 +210,81 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
 
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
         optimizer: torch.optim.Optimizer, device: torch.device, *, epochs: int,
-        scheduler: Any = None, grad_clip: float | None = None, amp: bool = True,
-        channels_last: bool = True, checkpoint_path: str | os.PathLike | None = None,
-        resume: bool = False, config: Any = None, seed: int | None = None,
-        progress: bool = True, verbose: bool = True, max_batches: int | None = None,
-        on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+        scheduler: Any = None, config: Any = None, checkpoint_path: str | os.PathLike | None = None,
+        resume: bool = False, max_batches: int | None = None, progress: bool = True,
         checkpoint_extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Train for `epochs` epochs, evaluating after each; return the history (one dict per epoch).
+    """Train for `epochs` epochs, evaluating on `val_loader` after each; return the history.
 
-    The model should already be on `device`; the optimizer and scheduler are used as given.
-    `amp` turns on mixed precision where the device supports it (see `autocast_dtype`),
-    `channels_last` the NHWC layout on CUDA (ignored elsewhere). With `checkpoint_path` a
-    checkpoint is written after every epoch; with `resume=True` training continues from it
-    (weights, optimizer, scheduler, scaler, random states, history), or starts at epoch 1 if
-    it does not exist yet. `seed` (default: `config.seed`) reseeds the training loader's
-    generator every epoch so the data order survives a resume. `progress` shows tqdm bars,
-    `verbose` prints one summary line per epoch. `on_epoch_end(row)` is called after each
-    epoch's checkpoint is written; `checkpoint_extra` is stored in every checkpoint. A loss
-    that is not finite raises `finite.NonFiniteLoss` before that epoch's checkpoint.
-    """
+    The history is a list with one dict per epoch: epoch, train_loss, train_accuracy,
+    train_balanced_accuracy, val_loss, val_accuracy, val_balanced_accuracy, lr, seconds,
+    images_per_s. One summary line is printed per epoch; `progress` adds tqdm bars.
+
+    The model should already be on `device`; the optimizer and scheduler (stepped after every
+    batch) are used as given. `config` (a TrainConfig) brings gradient clipping, mixed
+    precision, channels_last and the seed of the data order, and is saved in the checkpoint;
+    without it there is no clipping, mixed precision and channels_last are on where the
+    device supports them, and the data order is the loader's own. With `checkpoint_path` the
+    run is saved after every epoch, with `checkpoint_extra` (say, a record of the data) added;
+    `resume=True` continues from it (if it exists yet).
+    A NaN or infinite loss raises NonFiniteLoss."""
     device = torch.device(device)
-    if seed is None and config is not None:
-        seed = config.seed
-    amp_dtype = autocast_dtype(device) if amp else None
+    amp_dtype = autocast_dtype(device) if getattr(config, "amp", True) else None
     scaler = make_scaler(device, amp_dtype)
-    channels_last = channels_last and device.type == "cuda"
+    channels_last = getattr(config, "channels_last", True) and device.type == "cuda"
     if channels_last:
         model.to(memory_format=torch.channels_last)  # same Parameter objects: optimizer unaffected
-
-    history: list[dict[str, Any]] = []
-    start_epoch = 1
-    if resume:
-        if checkpoint_path is None:
-            raise ValueError("resume=True needs a checkpoint_path")
-        if os.path.exists(checkpoint_path):
-            history = resume_training(checkpoint_path, model, optimizer, scheduler, scaler, config)
-            start_epoch = len(history) + 1
-            if verbose:
-                print(f"Resuming from {checkpoint_path}: {len(history)} epoch(s) done")
-        elif verbose:
-            print(f"No checkpoint at {checkpoint_path} yet: starting at epoch 1")
-
-    num_classes = None
-    for epoch in range(start_epoch, epochs + 1):
-        if seed is not None:
-            set_loader_epoch(train_loader, seed, epoch)
+    history = _start(checkpoint_path, resume, model, optimizer, scheduler, scaler, config)
+    options = dict(channels_last=channels_last, progress=progress, max_batches=max_batches,
+                   amp_dtype=amp_dtype)
+    for epoch in range(len(history) + 1, epochs + 1):
+        if config is not None:
+            set_loader_epoch(train_loader, config.seed, epoch)
+        epoch_start = time.perf_counter()
         try:
-            epoch_start = time.perf_counter()
             train = train_one_epoch(model, train_loader, optimizer, device, scheduler=scheduler,
-                                    grad_clip=grad_clip, scaler=scaler, amp_dtype=amp_dtype,
-                                    channels_last=channels_last, progress=progress,
-                                    max_batches=max_batches)
-            val = evaluate(model, val_loader, device, amp_dtype=amp_dtype,
-                           channels_last=channels_last, progress=progress,
-                           max_batches=max_batches)
+                                    grad_clip=getattr(config, "grad_clip", None), scaler=scaler,
+                                    **options)
+            val = evaluate(model, val_loader, device, **options)
         except NonFiniteLoss as err:
-            err.epoch = epoch
-            raise
+            raise NonFiniteLoss(epoch, err.batch, err.lr, history) from None
         except KeyboardInterrupt:
-            if verbose:
-                saved = (f"the checkpoint {checkpoint_path} holds {len(history)} epoch(s); "
-                         f"resume=True continues from there" if checkpoint_path else "no checkpoint")
-                print(f"Interrupted during epoch {epoch}: {saved}")
+            saved = (f"the checkpoint {checkpoint_path} holds {len(history)} epoch(s); "
+                     f"resume=True continues from there" if checkpoint_path else "no checkpoint")
+            print(f"Interrupted during epoch {epoch}: {saved}")
             raise
-        num_classes = train["confusion"].num_classes
-        row = {
-            "epoch": epoch,
-            "train_loss": train["loss"], "train_accuracy": train["accuracy"],
-            "train_balanced_accuracy": train["balanced_accuracy"],
-            "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-            "val_balanced_accuracy": val["balanced_accuracy"],
-            "lr": train["lr"], "seconds": time.perf_counter() - epoch_start,
-            "images_per_s": train["images_per_s"],
-        }
-        history.append(row)
+        history.append(_row(epoch, train, val, time.perf_counter() - epoch_start))
         if checkpoint_path is not None:
             save_checkpoint(checkpoint_path, {**training_state(
-                model, optimizer, scheduler, scaler, history, config, num_classes), **(checkpoint_extra or {})})
-        if verbose:
-            print(format_epoch(row, epochs))
-        if on_epoch_end is not None:
-            on_epoch_end(row)
+                model, optimizer, scheduler, scaler, history, config,
+                train["confusion"].num_classes), **(checkpoint_extra or {})})
+        print(format_epoch(history[-1], epochs))
     return history
+
+
+def _start(checkpoint_path, resume, model, optimizer, scheduler, scaler, config) -> list[dict]:
+    """The history to continue from: a resumed checkpoint's, or none."""
+    if not resume:
+        return []
+    if checkpoint_path is None:
+        raise ValueError("resume=True needs a checkpoint_path")
+    if not os.path.exists(checkpoint_path):
+        print(f"No checkpoint at {checkpoint_path} yet: starting at epoch 1")
+        return []
+    history = resume_training(checkpoint_path, model, optimizer, scheduler, scaler, config)
+    print(f"Resuming from {checkpoint_path}: {len(history)} epoch(s) done")
+    return history
+
+
+def _row(epoch: int, train: dict[str, Any], val: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """One epoch's line of the history."""
+    return {
+        "epoch": epoch,
+        "train_loss": train["loss"], "train_accuracy": train["accuracy"],
+        "train_balanced_accuracy": train["balanced_accuracy"],
+        "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+        "val_balanced_accuracy": val["balanced_accuracy"],
+        "lr": train["lr"], "seconds": seconds, "images_per_s": train["images_per_s"],
+    }
 
 
 def format_epoch(row: dict[str, Any], epochs: int) -> str:

@@ -8,6 +8,8 @@ The folder has the layout of the official download::
 """
 from __future__ import annotations
 
+from skinlib.errors import SkinlibError
+
 CLASSES = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")
 NUM_CLASSES = len(CLASSES)
 CLASS_NAMES = {
@@ -42,7 +44,7 @@ EXPECTED_LAYOUT = f"""an ISIC 2019 folder laid out like the official download:
 MAX_LISTED = 5
 
 
-class DataError(ValueError):
+class DataError(SkinlibError, ValueError):
     """A dataset folder, CSV or image is not usable; the message names the file (and row)."""
 
 

@@ -42,7 +42,6 @@ from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
 from skinlib.device import autocast_dtype, describe_device, select_device
 from skinlib.export import MODEL_FILE, data_fingerprint, export_model
 from skinlib.files import KitFolder, atomic_write_text
-from skinlib.finite import NonFiniteLoss
 from skinlib.freshness import check_cache_matches
 from skinlib.loaders import make_loaders
 from skinlib.metrics import roc_auc_ovr, summarize
@@ -55,10 +54,6 @@ from skinlib.runfolder import (CHECKPOINT, CONFIG_JSON, CONFUSION_PNG, CURVES_PN
 from skinlib.sampling import seed_everything
 from skinlib.splits import SPLITS, grouped_split, load_split, save_split
 from skinlib.synth import is_synthetic
-
-
-class TrainingStopped(RuntimeError):
-    """Training stopped on a loss that is not a finite number; the run folder keeps what finished."""
 
 
 def run(config, *, resume: bool = False) -> dict[str, Any]:
@@ -107,17 +102,13 @@ def _run(config, folder: KitFolder, resume: bool) -> dict[str, Any]:
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=steps)
     try:
         history = engine.fit(model, loaders["train"], loaders["val"], optimizer, device,
-                             epochs=config.epochs, scheduler=scheduler, grad_clip=config.grad_clip,
-                             amp=config.amp, channels_last=config.channels_last,
-                             checkpoint_path=folder.file(CHECKPOINT), resume=resume, config=config,
-                             progress=config.progress, max_batches=config.max_batches,
+                             epochs=config.epochs, scheduler=scheduler, config=config,
+                             checkpoint_path=folder.file(CHECKPOINT), resume=resume,
+                             max_batches=config.max_batches, progress=config.progress,
                              checkpoint_extra={"data": data})
-    except NonFiniteLoss as err:
-        _write_json(folder.file(METRICS_JSON), stopped_record(config, checkpoint, split, device, err))
-        raise TrainingStopped(
-            f"{err}; the learning rate (--lr {config.lr:g}) is probably too high: {checkpoint} "
-            f"keeps the last good epoch and {out / METRICS_JSON} the finished epochs; start a new "
-            f"run with a lower --lr") from None
+    except engine.NonFiniteLoss as err:  # the checkpoint keeps the last good epoch; say what finished
+        _write_json(folder.file(METRICS_JSON), stopped_record(config, err.history, split, device, err))
+        raise
     _write_json(folder.file(CONFIG_JSON), config.to_dict())
 
     amp_dtype = autocast_dtype(device) if config.amp else None
@@ -223,13 +214,9 @@ def metrics_record(config, history: list[dict], test: dict, split: pd.Series,
     })
 
 
-def stopped_record(config, checkpoint: Path, split: pd.Series, device: torch.device,
+def stopped_record(config, history: list[dict], split: pd.Series, device: torch.device,
                    reason: BaseException) -> dict[str, Any]:
-    """metrics.json of a run that stopped early: the epochs its last checkpoint holds, no test."""
-    history = []
-    if checkpoint.exists():
-        history = list(torch.load(checkpoint, map_location="cpu", weights_only=True,
-                                  mmap=True).get("history", []))
+    """metrics.json of a run that stopped early: the epochs that finished, no test results."""
     counts = split.value_counts()
     return _json_safe({
         "config": config.to_dict(), "history": history, "test": None,

@@ -259,6 +259,19 @@ def test_running_out_of_gpu_memory_is_one_line_naming_the_batch_size(tmp_path, m
     assert_one_line_error(err, "batch size 256", "CUDA out of memory", "--batch-size, e.g. 128")
 
 
+def test_a_diverged_run_is_one_line_naming_the_epoch_batch_and_learning_rate(tmp_path, monkeypatch, capsys):
+    from skinlib import train
+    from skinlib.engine import NonFiniteLoss
+
+    def diverged(config, resume=False):
+        raise NonFiniteLoss(epoch=2, batch=3, lr=0.7, history=[{"epoch": 1}])
+
+    monkeypatch.setattr(train, "run", diverged)
+    rc, err = run_cli(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")], capsys)
+    assert rc == 1
+    assert_one_line_error(err, "epoch 2, batch 3", "learning rate (0.7)")
+
+
 def test_an_invalid_setting_is_a_usage_error(tmp_path, capsys):
     rc, err = run_cli(["train", "--data", str(tmp_path), "--epochs", "0", "--out", str(tmp_path / "run")], capsys)
     assert rc == 2

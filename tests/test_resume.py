@@ -73,9 +73,8 @@ def build(checkpoint_path, **config_changes):
 def run(parts, checkpoint_path, resume=False):
     return engine.fit(parts["model"], parts["train_loader"], parts["val_loader"],
                       parts["optimizer"], CPU, epochs=parts["config"].epochs,
-                      scheduler=parts["scheduler"], grad_clip=parts["config"].grad_clip,
-                      checkpoint_path=checkpoint_path, resume=resume, config=parts["config"],
-                      progress=False, verbose=False)
+                      scheduler=parts["scheduler"], checkpoint_path=checkpoint_path,
+                      resume=resume, config=parts["config"], progress=False)
 
 
 def without_timing(history):

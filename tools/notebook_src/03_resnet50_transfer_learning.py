@@ -247,7 +247,7 @@ def train_with_recipe(model, config, checkpoint=None, resume=False):
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
                                                     total_steps=config.epochs * STEPS_PER_EPOCH)
     return fit(model, loaders["train"], loaders["val"], optimizer, device, epochs=config.epochs,
-               scheduler=scheduler, grad_clip=config.grad_clip, max_batches=MAX_BATCHES,
+               scheduler=scheduler, max_batches=MAX_BATCHES,
                checkpoint_path=checkpoint, resume=resume, config=config)
 
 # %% [markdown]
