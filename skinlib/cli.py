@@ -18,6 +18,7 @@ from pathlib import Path
 from skinlib import cache, download
 from skinlib.cli_errors import (OneLineParser, device_name, expected_errors, int_at_least,  # noqa: F401
                                 one_line, option_names)
+from skinlib.errors import SkinlibError
 
 # The demo: SimpleCNN from scratch on 800 synthetic images, 4 epochs at the course's learning
 # rate (7e-4, one-cycle); README says how long it takes.
@@ -52,6 +53,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     try:
         out = make_synthetic(args.out, n=args.n, seed=args.seed)
     except ValueError as err:  # too few images for every class to have a few lesions
+        if isinstance(err, SkinlibError):  # a folder in the way: not a usage error
+            raise
         print(f"error: {option_names(str(err))}", file=sys.stderr)
         return EXIT_USAGE
     print(f"wrote a SYNTHETIC dataset of {args.n} images to {out}")
