@@ -17,6 +17,7 @@ from skinlib.cache_files import (DEFAULT_SIZE, FORMAT, MANIFEST, VERSION, Cache,
                                  cache_bytes, cache_key, open_valid)
 from skinlib.cache_folder import die_with_parent, open_cache_folder, remove_stale, reserve
 from skinlib.data import load_index
+from skinlib.device import available_cpus
 from skinlib.files import KitFolder, atomic_write, atomic_write_text
 from skinlib.freshness import file_stats, sha256_file
 from skinlib.images import load_resized
@@ -57,11 +58,6 @@ class PrepareReport:
                 + f", {self.n_resumed} kept from an interrupted run")
 
 
-def _default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def _copy_from_previous(previous: Cache | None, frame: pd.DataFrame, sizes: np.ndarray,
@@ -164,7 +160,7 @@ def _prepare(data_dir: Path, folder: KitFolder, frame: pd.DataFrame, size: int,
 
     todo = np.flatnonzero(~done)
     n_decoded = _decode_into(images, done, todo, paths, size, progress_path,
-                             workers or _default_workers(), progress)
+                             workers or available_cpus(), progress)
     images.flush()
     with open(images_path, "rb+") as f:
         os.fsync(f.fileno())
