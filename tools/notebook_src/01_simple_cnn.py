@@ -37,9 +37,9 @@ import torchvision
 from torch import nn
 
 import skinlib
-from skinlib.data import CLASSES, ISICDataset, eval_transform, load_index
 from skinlib import models
 from skinlib.checks import check_fc1_inputs, check_simple_cnn, use_yours_or
+from skinlib.data import CLASSES, ISICDataset, eval_transform, load_index
 from skinlib.device import select_device
 from skinlib.models import count_parameters
 from skinlib.synth import default_data_dir, is_synthetic
