@@ -17,6 +17,7 @@ from skinlib.loaders import make_loaders
 from skinlib.sampling import ShuffleWithSeeds
 from skinlib.splits import grouped_split, save_split
 from skinlib.metrics import json_safe
+from skinlib.files import KitFolder
 from skinlib.train import _frame_and_split, stratified_sample
 
 
@@ -168,7 +169,7 @@ def test_a_limit_at_or_above_the_dataset_size_keeps_everything(sample_frame):
 # ---------------------------------------------------------------- split.csv
 def test_a_fresh_run_saves_the_grouped_split(real_sample_dir, tmp_path):
     config = config_for(real_sample_dir, tmp_path, limit=40, seed=5)
-    frame, split = _frame_and_split(config, tmp_path / "split.csv", reuse=False)
+    frame, split = _frame_and_split(config, KitFolder(tmp_path, "run"), reuse=False)
     saved = pd.read_csv(tmp_path / "split.csv")
     assert len(frame) == 40 and sorted(saved["image"]) == sorted(frame["image"])
     assert dict(zip(saved["image"], saved["split"])) == dict(zip(frame["image"], split))
@@ -180,7 +181,7 @@ def test_a_resumed_run_reuses_the_saved_split_as_it_is(real_sample_dir, sample_f
     hand = pd.Series((["train", "val", "test"] * 12)[: len(chosen)], index=chosen.index, name="split")
     save_split(chosen, hand, tmp_path / "split.csv")
     config = config_for(real_sample_dir, tmp_path, seed=0)
-    frame, split = _frame_and_split(config, tmp_path / "split.csv", reuse=True)
+    frame, split = _frame_and_split(config, KitFolder(tmp_path, "run"), reuse=True)
     assert frame["image"].tolist() == chosen["image"].tolist()
     assert split.tolist() == hand.tolist()
 
@@ -191,7 +192,7 @@ def test_a_saved_split_naming_images_the_data_lacks_is_refused(real_sample_dir, 
     text = path.read_text().replace(sample_frame["image"].iloc[3], "ISIC_9999999", 1)
     path.write_text(text)
     with pytest.raises(DataError, match="ISIC_9999999"):
-        _frame_and_split(config_for(real_sample_dir, tmp_path), path, reuse=True)
+        _frame_and_split(config_for(real_sample_dir, tmp_path), KitFolder(tmp_path, "run"), reuse=True)
 
 
 # ---------------------------------------------------------------- metrics.json
