@@ -18,7 +18,7 @@ from pathlib import Path
 
 # Modules that add their own subcommand. A module that is not installed is skipped; any
 # other error while importing it is a bug and propagates.
-FEATURE_MODULES = ("skinlib.cache", "skinlib.download")
+FEATURE_MODULES = ("skinlib.cache", "skinlib.download", "skinlib.subset")
 
 # The demo: SimpleCNN from scratch on 800 synthetic images, 4 epochs at the course's learning
 # rate (7e-4, one-cycle). On 2 CPU cores an epoch takes about 30 s, nearly all of it the
