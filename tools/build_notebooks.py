@@ -45,18 +45,26 @@ KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python
 COLAB_METADATA = {"accelerator": "GPU", "colab": {"provenance": [], "gpuType": "T4"}}
 
 SETUP_CELL = '''\
-# Set-up. In Colab: install skinlib from the kit's repository and check that a GPU is on.
+# Set-up. In Colab: install skinlib at the version this notebook was built for, and check that a GPU is on.
 # Anywhere else this cell does nothing (install the kit with `make venv` or `pip install -e .`).
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 IN_COLAB = "google.colab" in sys.modules
 REPO_URL = "{repo_url}"
+KIT_VERSION = "{kit_version}"  # the notebooks and skinlib are released together, as the tag v{kit_version}
 
 if IN_COLAB:
     import subprocess
 
-    # Colab's torch and numpy stay: skinlib asks only for versions at least as old as Colab's.
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"skinlib @ git+{{REPO_URL}}"], check=True)
+    try:
+        installed = version("skinlib")
+    except PackageNotFoundError:
+        installed = None
+    if installed != KIT_VERSION:  # a fresh runtime: install; running the cell again installs nothing
+        # Colab's torch and numpy stay: skinlib asks only for versions at least as old as Colab's.
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"skinlib @ git+{{REPO_URL}}@v{{KIT_VERSION}}"],
+                       check=True)
     import torch
 
     if not torch.cuda.is_available():
@@ -76,6 +84,16 @@ def repository_url(pyproject: Path = ROOT / "pyproject.toml") -> str:
     if not match:
         raise SystemExit(f"{pyproject}: no `Repository = \"...\"` under [project.urls]")
     return match.group(1).rstrip("/")
+
+
+def package_version(pyproject: Path = ROOT / "pyproject.toml") -> str:
+    """`version` under [project] in pyproject.toml: the set-up cell installs the tag v<version>."""
+    text = pyproject.read_text(encoding="utf-8")
+    section = re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    match = section and re.search(r'^version\s*=\s*"([^"]+)"', section.group(1), re.M)
+    if not match:
+        raise SystemExit(f"{pyproject}: no `version = \"...\"` under [project]")
+    return match.group(1)
 
 
 def colab_url(repo_url: str, notebook_name: str) -> str:
@@ -109,7 +127,7 @@ def build(source: Path, repo_url: str) -> nbformat.NotebookNode:
     cells = []
     for kind, text in parse_cells(source.read_text(encoding="utf-8")):
         if kind == "setup":
-            cells.append(nbformat.v4.new_code_cell(SETUP_CELL.format(repo_url=repo_url)))
+            cells.append(nbformat.v4.new_code_cell(SETUP_CELL.format(repo_url=repo_url, kit_version=package_version())))
         elif kind == "markdown":
             badge = BADGE.format(colab_url=colab_url(repo_url, name))
             cells.append(nbformat.v4.new_markdown_cell(text.replace("{{BADGE}}", badge)))

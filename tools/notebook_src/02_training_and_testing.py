@@ -26,7 +26,6 @@
 import json
 import os
 import platform
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -35,6 +34,7 @@ from torch import nn
 
 import skinlib
 from skinlib.config import TrainConfig
+from skinlib.course import get_data
 from skinlib.data import CLASSES, load_index
 from skinlib.engine import evaluate, fit, select_device, to_device_batch
 from skinlib.loaders import make_loaders
@@ -42,7 +42,6 @@ from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy, per_cl
 from skinlib.models import SimpleCNN
 from skinlib.plots import plot_confusion, plot_curves
 from skinlib.splits import grouped_split
-from skinlib.synth import default_data_dir, is_synthetic
 
 print(f"Python {platform.python_version()}, torch {torch.__version__}, "
       f"torchvision {torchvision.__version__}, skinlib {skinlib.__version__}")
@@ -55,9 +54,9 @@ device = select_device()
 # real thing.
 
 # %%
-# os.environ["SKINLIB_DATA"] = "/content/isic2019"  # real data (see notebook 00)
-DATA_DIR = default_data_dir()  # $SKINLIB_DATA, else the SYNTHETIC set
-SYNTHETIC = is_synthetic(DATA_DIR)
+MIRROR = None  # an instructor's mirror address, else the official one (see notebook 00)
+data = get_data(mirror=os.environ.get("SKINLIB_MIRROR") or MIRROR)  # in Colab: restored from Drive
+DATA_DIR, SYNTHETIC = data.data_dir, data.synthetic
 SMOKE = os.environ.get("SKINLIB_SMOKE") == "1"
 
 EPOCHS = 2 if SMOKE else 10  # epochs for the fit() run
@@ -65,7 +64,7 @@ HAND_EPOCHS = 1 if SMOKE else 2  # epochs for the hand-written loop (it is there
 BATCH_SIZE = 4 if SMOKE else 64
 MAX_BATCHES = 2 if SMOKE else None  # None: whole epochs
 LR = 1e-4  # Adam's learning rate
-RUNS = Path("runs")  # where results are saved (notebook 03 reads them)
+RUNS = data.results_dir  # where results are saved (notebook 03 reads them): on Drive in Colab
 torch.manual_seed(0)
 print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}, "
       f"{'SMOKE mode: ' + str(MAX_BATCHES) + ' batches per epoch' if SMOKE else 'full mode'}")
@@ -77,20 +76,14 @@ print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}, "
 # epoch shows each lesion a little differently, which makes memorising harder), the others resized and centre-cropped,
 # always the same way.
 #
-# On the real data, the images are first *prepared*: decoded once and stored at 256x256 in a cache on the runtime's
-# local disk (never on Drive: far too slow for this). Decoding the large JPEGs every epoch would leave the GPU
-# waiting on Colab's 2 CPUs. The first time takes several minutes; after that it is found up to date at once.
+# On the real data, `get_data` has already *prepared* the images: decoded once and stored at 256x256 in a cache on
+# the runtime's local disk (never on Drive: far too slow for this), `data.cache_dir`. Decoding the large JPEGs
+# every epoch would leave the GPU waiting on Colab's 2 CPUs.
 
 # %%
 frame = load_index(DATA_DIR)
 split = grouped_split(frame, seed=0)
-cache_dir = None
-if not SYNTHETIC:  # the synthetic images are small: decoding them each time is fast enough
-    from skinlib.cache import prepare
-
-    base = Path("/content") if IN_COLAB else Path(os.environ.get("SKINLIB_CACHE", Path.home() / ".cache" / "skinlib"))
-    cache_dir = base / "skinlib-prepared"
-    print(prepare(DATA_DIR, cache_dir).format())
+cache_dir = data.cache_dir  # None for the small synthetic images: decoding them each time is fast enough
 config = TrainConfig(data=str(DATA_DIR), out=str(RUNS / "02_simple_cnn"), model="simplecnn",
                      batch_size=BATCH_SIZE, num_workers=0 if SMOKE else None,  # smoke: no worker processes to start
                      cache=None if cache_dir is None else str(cache_dir))
@@ -269,8 +262,8 @@ pd.DataFrame({key: scores[key] for key in ("precision", "recall", "f1", "support
 # Notebook 03 compares ResNet-50 with these numbers.
 
 # %%
-results = {"model": "SimpleCNN", "data": str(DATA_DIR), "synthetic": SYNTHETIC, "smoke": SMOKE,
-           "history": history, "test": summarize(test["confusion"], classes=CLASSES)}
+results = {"model": "SimpleCNN", "data": str(DATA_DIR), "data_id": data.data_id, "synthetic": SYNTHETIC,
+           "smoke": SMOKE, "history": history, "test": summarize(test["confusion"], classes=CLASSES)}
 (RUNS / "02_simple_cnn").mkdir(parents=True, exist_ok=True)
 (RUNS / "02_simple_cnn" / "results.json").write_text(json.dumps(results, indent=2))
 torch.save(model.state_dict(), RUNS / "02_simple_cnn" / "simple_cnn.pt")
