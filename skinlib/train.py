@@ -19,6 +19,7 @@ The run folder then holds everything needed to reproduce and report the run:
     RUN/metrics.json     config, history, test metrics, split sizes, device, versions, synthetic
     RUN/curves.png       loss and accuracy per epoch, train and validation
     RUN/confusion.png    test confusion matrix
+    RUN/model.pt         the trained model alone, for `predict` and notebooks 04-05 (skinlib.export)
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ import skinlib
 from skinlib import engine
 from skinlib.checkpoint import CheckpointError
 from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
+from skinlib.export import MODEL_FILE, data_fingerprint, export_model
 from skinlib.files import atomic_write_text
 from skinlib.loaders import make_loaders
 from skinlib.metrics import roc_auc_ovr, summarize
@@ -97,12 +99,15 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
     _write_json(out / METRICS_JSON, record)
     _save_figure(plot_curves(history), out / CURVES_PNG)
     _save_figure(plot_confusion(test["confusion"], classes=CLASSES), out / CONFUSION_PNG)
-
     t = record["test"]
+    export_model(out / MODEL_FILE, model, config.model,
+                 data={"fingerprint": data_fingerprint(frame, split), "images": len(frame),
+                       "synthetic": record["synthetic"], "folder": Path(config.data).name},
+                 metrics={k: t[k] for k in ("accuracy", "balanced_accuracy")})
     print(f"test accuracy {t['accuracy']:.3f}, balanced accuracy {t['balanced_accuracy']:.3f} "
           f"(chance {1 / NUM_CLASSES:.3f}) on {t['n']} images"
           f"{' of SYNTHETIC data' if record['synthetic'] else ''}; results in {out}/: "
-          f"{METRICS_JSON}, {CURVES_PNG}, {CONFUSION_PNG}, {CHECKPOINT}")
+          f"{METRICS_JSON}, {CURVES_PNG}, {CONFUSION_PNG}, {CHECKPOINT}, {MODEL_FILE}")
     return {**record, "model": model}
 
 

@@ -1,0 +1,136 @@
+"""A trained model as one file: what `predict`, notebook 04 and notebook 05 load.
+
+RUN/model.pt holds, as tensors and plain Python values only (it loads with
+`torch.load(weights_only=True)`, which never unpickles code):
+
+    format, format_version   "skinlib-model", 1
+    architecture             a name `models.build_model` knows ("simplecnn", "resnet50")
+    classes                  class names in the order of the outputs
+    state_dict               the weights, on the CPU
+    preprocessing            resize, crop, mean, std: what an image goes through before the model
+    data                     the run's data: fingerprint (SHA-256 of its images, labels and split),
+                             images, synthetic, folder name
+    metrics                  the run's test accuracy and balanced accuracy (when known)
+    skinlib_version          the version that wrote it
+
+A checkpoint (checkpoint.pt) is for resuming training; this file is for using the model.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+import skinlib
+from skinlib.checkpoint import CheckpointError
+from skinlib.data import CLASSES, IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from skinlib.files import atomic_write
+from skinlib.models import build_model
+
+FORMAT, FORMAT_VERSION = "skinlib-model", 1
+MODEL_FILE = "model.pt"
+REQUIRED = ("format", "format_version", "architecture", "classes", "state_dict", "preprocessing", "data")
+
+
+class ModelFileError(CheckpointError):
+    """A model file cannot be read or used; the message names the file."""
+
+
+def data_fingerprint(frame: pd.DataFrame, split: pd.Series) -> str:
+    """SHA-256 of the run's images, labels and split (one `image,label,split` line per image,
+    sorted by image): equal fingerprints mean the same images, labelled and split the same way."""
+    rows = pd.DataFrame({"image": frame["image"].to_numpy(), "label": frame["label"].to_numpy(),
+                         "split": split.loc[frame.index].to_numpy()}).sort_values("image")
+    text = "".join(f"{i},{label},{s}\n" for i, label, s in rows.itertuples(index=False))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def export_model(path: str | os.PathLike, model: nn.Module, architecture: str, *,
+                 data: dict[str, Any], classes=CLASSES, crop: int = 224, resize: int = 256,
+                 metrics: dict[str, float] | None = None) -> Path:
+    """Write `model` to `path` (atomically) in the format above; return the path.
+
+    `data` describes the run's data: at least {"fingerprint": data_fingerprint(frame, split)}.
+    """
+    state = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "architecture": architecture,
+        "classes": list(classes),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "preprocessing": {"resize": int(resize), "crop": int(crop),
+                          "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "data": dict(data), "metrics": dict(metrics or {}), "skinlib_version": skinlib.__version__,
+    }
+    return atomic_write(path, lambda f: torch.save(state, f))
+
+
+@dataclass
+class ExportedModel:
+    """A loaded model file: the network (eval mode) and what it needs to be used correctly."""
+
+    model: nn.Module
+    architecture: str
+    classes: list[str]
+    preprocessing: dict[str, Any]
+    data: dict[str, Any]
+    metrics: dict[str, float]
+    path: str
+
+    def transform(self):
+        """The evaluation transform the model was trained for (resize, centre crop, normalise)."""
+        return eval_transform(self.preprocessing["crop"], self.preprocessing["resize"])
+
+    @property
+    def name(self) -> str:
+        return f"{self.architecture} ({Path(self.path).name})"
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> ExportedModel:
+    """Read a file written by `export_model`; every problem is a ModelFileError naming the file."""
+    path = Path(path)
+    state = _read(path)
+    missing = [key for key in REQUIRED if key not in state]
+    if state.get("format") != FORMAT or missing:
+        raise ModelFileError(f"{path} is not a skinlib model file"
+                             f"{' (missing ' + ', '.join(missing) + ')' if missing else ''}: "
+                             f"`train` writes one as RUN/{MODEL_FILE}")
+    if state["format_version"] > FORMAT_VERSION:
+        raise ModelFileError(f"{path} has format version {state['format_version']}, this skinlib "
+                             f"reads up to {FORMAT_VERSION}: upgrade skinlib")
+    pre = state["preprocessing"]
+    if (tuple(pre["mean"]), tuple(pre["std"])) != (IMAGENET_MEAN, IMAGENET_STD):
+        raise ModelFileError(f"{path} normalises with mean {pre['mean']} and std {pre['std']}; "
+                             f"skinlib's transforms use ImageNet's")
+    try:
+        model = build_model(state["architecture"], num_classes=len(state["classes"]), pretrained=False)
+        model.load_state_dict(state["state_dict"])
+    except (ValueError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise ModelFileError(f"{path}: its weights do not fit {state['architecture']!r} ({first})") from None
+    return ExportedModel(model=model.to(device).eval(), architecture=state["architecture"],
+                         classes=list(state["classes"]), preprocessing=dict(pre), data=dict(state["data"]),
+                         metrics=dict(state.get("metrics", {})), path=str(path))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ModelFileError(f"no model file at {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-short one has no directory
+        raise ModelFileError(f"{path} is truncated or not a PyTorch file ({path.stat().st_size:,} bytes)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelFileError(f"{path} holds pickled Python objects and is refused (model files are "
+                             f"read with torch.load(weights_only=True), which runs no code)") from None
+    except Exception as err:
+        raise ModelFileError(f"{path} is truncated or corrupt ({type(err).__name__})") from None
+    if not isinstance(state, dict):
+        raise ModelFileError(f"{path} is not a skinlib model file (it holds a {type(state).__name__})")
+    return state
