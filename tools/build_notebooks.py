@@ -76,24 +76,24 @@ BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge
          "({colab_url})")
 
 
+def _pyproject_value(pyproject: Path, section: str, key: str) -> str:
+    """The string `key = "..."` under `[section]` of pyproject.toml."""
+    text = pyproject.read_text(encoding="utf-8")
+    found = re.search(rf"^\[{re.escape(section)}\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    match = found and re.search(rf'^{key}\s*=\s*"([^"]+)"', found.group(1), re.M)
+    if not match:
+        raise SystemExit(f"{pyproject}: no `{key} = \"...\"` under [{section}]")
+    return match.group(1)
+
+
 def repository_url(pyproject: Path = ROOT / "pyproject.toml") -> str:
     """`[project.urls] Repository` of pyproject.toml, the one place the kit's address is written."""
-    text = pyproject.read_text(encoding="utf-8")
-    section = re.search(r"^\[project\.urls\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
-    match = section and re.search(r'^Repository\s*=\s*"([^"]+)"', section.group(1), re.M)
-    if not match:
-        raise SystemExit(f"{pyproject}: no `Repository = \"...\"` under [project.urls]")
-    return match.group(1).rstrip("/")
+    return _pyproject_value(pyproject, "project.urls", "Repository").rstrip("/")
 
 
 def package_version(pyproject: Path = ROOT / "pyproject.toml") -> str:
     """`version` under [project] in pyproject.toml: the set-up cell installs the tag v<version>."""
-    text = pyproject.read_text(encoding="utf-8")
-    section = re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
-    match = section and re.search(r'^version\s*=\s*"([^"]+)"', section.group(1), re.M)
-    if not match:
-        raise SystemExit(f"{pyproject}: no `version = \"...\"` under [project]")
-    return match.group(1)
+    return _pyproject_value(pyproject, "project", "version")
 
 
 def colab_url(repo_url: str, notebook_name: str) -> str:
