@@ -22,7 +22,7 @@ $(STAMP): requirements.txt pyproject.toml
 # and figures), then every notebook in order: smoke mode on a CPU, full settings on a GPU.
 demo: $(STAMP)
 	$(PY) -m skinlib demo --out outputs/demo
-	$(PY) tools/run_notebooks.py --out outputs/notebooks
+	$(PY) tools/run_notebooks.py --solutions --out outputs/notebooks
 
 test: $(STAMP)
 	$(PY) -m pytest

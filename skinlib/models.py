@@ -115,6 +115,15 @@ def resnet50(
     return model
 
 
+def new_head(model: nn.Module, num_classes: int, *, freeze_backbone: bool = False) -> nn.Module:
+    """Give a ResNet a fresh `fc = nn.Linear(in_features, num_classes)`; with `freeze_backbone`,
+    only that head learns (every other parameter gets requires_grad = False). Returns `model`."""
+    if freeze_backbone:
+        model.requires_grad_(False)
+    model.fc = nn.Linear(model.fc.in_features, num_classes)  # new parameters: trainable
+    return model
+
+
 def imagenet_state_dict(
     weights: str = DEFAULT_WEIGHTS, *, timeout: float | None = None, progress: bool = True
 ) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ import numpy as np
 import seaborn as sns
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from skinlib.data import CLASSES, IMAGENET_MEAN, IMAGENET_STD
 from skinlib.metrics import as_array
@@ -21,14 +22,17 @@ from skinlib.metrics import as_array
 SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 
 
-def _done(fig: Figure) -> Figure:
+def _done(fig: Figure, title: str | None = None) -> Figure:
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     plt.close(fig)
     return fig
 
 
-def plot_curves(history: list[dict], metrics=("accuracy", "loss")) -> Figure:
-    """One panel per metric, one line per split (`train_<m>`, `val_<m>`, `test_<m>`) over the epochs.
+def plot_curves(history: list[dict], metrics=("accuracy", "loss"), title: str | None = None) -> Figure:
+    """One panel per metric, one line per split (`train_<m>`, `val_<m>`, `test_<m>`) over the epochs
+    (whole numbers on the axis), under `title` (say which model, data and mode).
 
     `train_balanced_<m>` / `val_balanced_<m>` (balanced accuracy), when the history has them,
     are drawn dashed in the colour of their split.
@@ -53,41 +57,43 @@ def plot_curves(history: list[dict], metrics=("accuracy", "loss")) -> Figure:
             raise ValueError(f"history has no train_{metric} or val_{metric}; its keys are {keys}")
         ax.set_title(metric.replace("_", " ").capitalize())
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric.replace("_", " "))
         ax.grid(alpha=0.3)
         ax.legend()
-    return _done(fig)
+    return _done(fig, title)
 
 
-def plot_confusion(cm, classes=CLASSES, normalize="both") -> Figure:
-    """Confusion matrix heatmap(s), true class down, prediction across.
+def plot_confusion(cm, classes=CLASSES, normalize="both", title: str | None = None) -> Figure:
+    """Confusion matrix heatmap(s), true class down, prediction across, under `title`.
 
     normalize: False = counts, True = each row divided by its total (recall on the diagonal;
-    a class with no images gets a row of zeros), "both" = the two side by side.
+    a class with no images gets a row of dashes: it has no recall), "both" = the two side by side.
     """
     counts = as_array(cm)
     if len(classes) != len(counts):
         raise ValueError(f"{len(classes)} class names for a {len(counts)}-class confusion matrix")
     totals = counts.sum(axis=1, keepdims=True)
     by_row = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    shares = np.where(totals > 0, np.char.mod("%.2f", by_row), "–")
     panels = {
-        False: [("counts", counts, "d")],
-        True: [("row-normalised: recall on the diagonal", by_row, ".2f")],
+        False: [("counts", counts, counts.astype(int).astype(str))],
+        True: [("row-normalised: recall on the diagonal", by_row, shares)],
     }
     panels["both"] = panels[False] + panels[True]
     if normalize not in panels:
         raise ValueError(f'normalize must be "both", True or False, got {normalize!r}')
     chosen = panels[normalize]
     fig, axes = plt.subplots(1, len(chosen), figsize=(7 * len(chosen), 6), squeeze=False)
-    for ax, (title, data, fmt) in zip(axes[0], chosen):
+    for ax, (what, data, labels) in zip(axes[0], chosen):
         sns.heatmap(
-            data, annot=True, fmt=fmt, cmap="Blues", square=True, ax=ax,
+            data, annot=labels, fmt="", cmap="Blues", square=True, ax=ax,
             xticklabels=list(classes), yticklabels=list(classes), annot_kws={"fontsize": 8},
         )
-        ax.set_title(f"Confusion matrix ({title})")
+        ax.set_title(f"Confusion matrix ({what})")
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-    return _done(fig)
+    return _done(fig, title)
 
 
 def _to_display(images) -> np.ndarray:
@@ -101,9 +107,11 @@ def _to_display(images) -> np.ndarray:
 
 
 def plot_image_grid(
-    images, labels, preds=None, classes=CLASSES, ncols: int = 8, denormalize: bool = True
+    images, labels, preds=None, classes=CLASSES, ncols: int = 8, denormalize: bool = True,
+    captions=None, title: str | None = None,
 ) -> Figure:
-    """A grid of images titled by their class, and by the prediction when given (green right, red wrong).
+    """A grid of images titled by their class, and by the prediction when given (green right, red wrong);
+    `captions` (one string per image) add a line under the class; `title` heads the figure.
 
     uint8 images are shown as they are; float images are assumed ImageNet-normalised (as the
     transforms leave them) and are mapped back to colours unless `denormalize=False`.
@@ -132,14 +140,15 @@ def plot_image_grid(
             continue
         ax.imshow(pixels[i])
         if preds is None:
-            ax.set_title(classes[labels[i]], fontsize=9)
+            caption = f"\n{captions[i]}" if captions is not None else ""
+            ax.set_title(f"{classes[labels[i]]}{caption}", fontsize=9)
         else:
             right = preds[i] == labels[i]
             ax.set_title(
                 f"true {classes[labels[i]]}\npred {classes[preds[i]]}",
                 fontsize=9, color="tab:green" if right else "tab:red",
             )
-    return _done(fig)
+    return _done(fig, title)
 
 
 def plot_class_distribution(counts: dict[str, int]) -> Figure:

@@ -78,3 +78,28 @@ def test_bundle_size_mix_counts_the_real_archives(real_csv_dir):
     assert bundle.ISIC_2019_MIX == {"600x450": int(lesion.str.startswith("HAM_").sum()),
                                     "1024x1024": int(lesion.str.startswith("BCN_").sum()),
                                     "4000x3000": int((~lesion.str.startswith(("HAM_", "BCN_"))).sum())}
+
+
+@pytest.mark.slow
+def test_device_check_smoke_runs_every_part_and_reports_them_in_one_json(tmp_path, capsys):
+    """The one command for a GPU machine, at tiny sizes on the CPU, the notebooks left out:
+    they are tools/run_notebooks.py, which tests/test_notebooks_meta.py runs, and take minutes."""
+    from benchmarks import device_check
+
+    out = tmp_path / "check.json"
+    status = device_check.main(["--smoke", "--skip", "notebooks", "--device", "cpu", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert status == 0, result["rows"]
+    assert result["benchmark"] == "device_check" and result["smoke"] and result["synthetic"]
+    assert result["card"] == "no GPU (cpu)" and result["machine"]["torch"]
+    assert list(result["part_seconds"]) == ["steps", "end_to_end", "course_epoch", "torchrun"]
+    checks = {row["check"]: row for row in result["rows"]}
+    assert not any(row.get("error") for row in result["rows"])
+    targets = [row for row in result["rows"] if row["target"] is not None]
+    assert [row["target"] for row in targets] == [4.5, 0.8]
+    for row in targets:  # a CPU checks no target, but every ratio is computed
+        assert positive(row["ratio"]) and row["verdict"] == "not checked (no GPU)"
+    assert any(check.startswith("torchrun, 1 process") for check in checks)
+    assert all(positive(row["value"]) for row in result["rows"])
+    printed = capsys.readouterr().out
+    assert "no GPU (cpu); torch " in printed and "verdict" in printed

@@ -1,14 +1,16 @@
 """The course notebooks: how they are stored, and that they run.
 
-Stored: built from tools/notebook_src (tools/build_notebooks.py), kernel python3, an "Open in
-Colab" badge and one set-up cell that agree with `[project.urls] Repository` in pyproject.toml,
-no outputs except those of `# NBVAL_CHECK_OUTPUT` cells, no absolute paths, nothing that waits
-for input.
+Stored: each source in tools/notebook_src is built (tools/build_notebooks.py) into a student
+notebook (notebooks/, exercises replaced by `raise NotImplementedError`) and a solution notebook
+(solutions/); kernel python3, an "Open in Colab" badge and one set-up cell that agree with
+`[project.urls] Repository` in pyproject.toml, no outputs except those of `# NBVAL_CHECK_OUTPUT`
+cells, no absolute paths, nothing that waits for input, and no solution code in a student notebook.
 
-Run: every notebook is executed under nbval in smoke mode on CPU, once on the embedded
-SYNTHETIC data and once on the 70 real sample images ($SKINLIB_TEST_DATA/isic2019-sample).
-nbval compares the outputs of the checked cells with the stored ones, so those facts
-(parameter counts, shapes, class indices) hold on both datasets.
+Run: every solution notebook is executed under nbval in smoke mode on CPU, once on the embedded
+SYNTHETIC data and once on the 70 real sample images ($SKINLIB_TEST_DATA/isic2019-sample); every
+student notebook once on the SYNTHETIC data, its exercise cells expected to raise. nbval compares
+the outputs of the checked cells with the stored ones, so those facts (parameter counts, shapes,
+class indices) hold on both datasets and in both versions.
 """
 from __future__ import annotations
 
@@ -27,10 +29,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import build_notebooks  # noqa: E402  (tools/ is not a package)
 
-NOTEBOOK_DIR = ROOT / "notebooks"
-EXPECTED = ["00_setup_and_data.ipynb", "01_simple_cnn.ipynb", "02_training_and_testing.ipynb",
-            "03_resnet50_transfer_learning.ipynb"]
-NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+NOTEBOOK_DIR, SOLUTION_DIR = ROOT / "notebooks", ROOT / "solutions"
+SOURCES = sorted((ROOT / "tools" / "notebook_src").glob("[0-9][0-9]_*.py"))
+EXPECTED = [source.with_suffix(".ipynb").name for source in SOURCES]
+STUDENT = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+SOLUTIONS = sorted(SOLUTION_DIR.glob("*.ipynb"))
+NOTEBOOKS = STUDENT + SOLUTIONS
+
+
+def name_of(path: Path) -> str:
+    return f"{path.parent.name}/{path.stem}"
 RUN_LIMIT_S = 300  # each notebook's smoke run; they take about a minute on 2 CPU cores
 
 
@@ -47,20 +55,22 @@ def repo_url() -> str:
     return build_notebooks.repository_url(ROOT / "pyproject.toml")
 
 
-def test_the_four_course_notebooks_are_there():
-    assert [path.name for path in NOTEBOOKS] == EXPECTED
+def test_every_source_has_a_student_and_a_solution_notebook_and_nothing_else():
+    assert len(EXPECTED) >= 4
+    assert [path.name for path in STUDENT] == EXPECTED
+    assert [path.name for path in SOLUTIONS] == EXPECTED
 
 
 def test_notebooks_are_built_from_their_sources():
     assert build_notebooks.main(["--check"]) == 0, "run `python tools/build_notebooks.py` and commit"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=name_of)
 def test_kernel_is_python3(path):
     assert read(path).metadata["kernelspec"]["name"] == "python3"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=name_of)
 def test_only_checked_cells_carry_outputs_and_execution_counts(path):
     checked = 0
     for index, cell in enumerate(code_cells(read(path))):
@@ -76,12 +86,12 @@ def test_only_checked_cells_carry_outputs_and_execution_counts(path):
     assert checked, f"{path.name} has no NBVAL_CHECK_OUTPUT cell"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=name_of)
 def test_title_cell_has_the_colab_badge_for_this_notebook(path, repo_url):
     first = read(path).cells[0]
     assert first.cell_type == "markdown" and first.source.startswith("# ")
     expected = (f"https://colab.research.google.com/github/{repo_url.removeprefix('https://github.com/')}"
-                f"/blob/main/notebooks/{path.name}")
+                f"/blob/main/{path.parent.name}/{path.name}")
     assert f"(https://colab.research.google.com/assets/colab-badge.svg)]({expected})" in first.source
 
 
@@ -89,10 +99,11 @@ def test_readme_lists_every_notebook_with_its_colab_badge(repo_url):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     colab_links = set(re.findall(r"\(https://colab\.research\.google\.com/github/([^)]*)\)", readme))
     slug = repo_url.removeprefix("https://github.com/")
-    assert colab_links == {f"{slug}/blob/main/notebooks/{name}" for name in EXPECTED}
+    assert colab_links == {f"{slug}/blob/main/{folder}/{name}" for name in EXPECTED
+                           for folder in ("notebooks", "solutions")}
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=name_of)
 def test_one_setup_cell_installs_skinlib_from_the_repository_in_colab(path, repo_url):
     cells = code_cells(read(path))
     setup = [cell for cell in cells if "google.colab" in cell.source and "pip" in cell.source]
@@ -103,7 +114,7 @@ def test_one_setup_cell_installs_skinlib_from_the_repository_in_colab(path, repo
     assert 'IN_COLAB = "google.colab" in sys.modules' in source and "if IN_COLAB:" in source
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=name_of)
 def test_setup_cell_warns_without_a_gpu_and_does_not_stop(path):
     source = code_cells(read(path))[0].source
     assert "torch.cuda.is_available()" in source
@@ -119,7 +130,7 @@ def test_setup_cell_does_nothing_outside_colab(capsys):
     assert capsys.readouterr().out == ""
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=name_of)
 def test_imports_cell_ends_by_announcing_versions_and_device(path):
     imports = code_cells(read(path))[1].source
     assert "torch.__version__" in imports and "skinlib.__version__" in imports
@@ -131,7 +142,7 @@ def test_imports_cell_ends_by_announcing_versions_and_device(path):
 ABSOLUTE_PATH = re.compile(r"""(?:^|[\s"'(=])(/(?!content\b)[A-Za-z_.][\w.-]*/|[A-Za-z]:\\|~/)""")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=name_of)
 def test_no_absolute_paths(path):
     for index, cell in enumerate(read(path).cells):
         texts = [cell.source] + [out.get("text", "") for out in cell.get("outputs", [])]
@@ -140,10 +151,10 @@ def test_no_absolute_paths(path):
             assert not match, f"{path.name} cell {index}: absolute path {match.group(1)!r}"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=name_of)
 def test_nothing_waits_for_input(path):
     for index, cell in enumerate(code_cells(read(path))):
-        found = re.search(r"\binput\(|getpass|ipywidgets|\binteract\(|plt\.pause", cell.source)
+        found = re.search(r"\binput\(|getpass|plt\.pause", cell.source)
         assert not found, f"{path.name} code cell {index} waits for the user: {found.group(0)}"
 
 
@@ -153,6 +164,68 @@ def test_absolute_path_check_finds_paths():
     assert not ABSOLUTE_PATH.search('Path("/content/isic2019")')
     assert not ABSOLUTE_PATH.search("https://github.com/owner/repo/blob/main/x")
     assert not ABSOLUTE_PATH.search("train/val/test")
+
+
+# ------------------------------------------------------------------ exercises: two versions
+def solution_regions(source: Path) -> tuple[set[str], set[str]]:
+    """Code lines of `source` inside solution regions, and those outside (stripped, no comments)."""
+    inside, regions, given = False, set(), set()
+    for line in source.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if stripped in (build_notebooks.BEGIN, build_notebooks.END):
+            inside = stripped == build_notebooks.BEGIN
+        elif stripped and not stripped.startswith("#"):
+            (regions if inside else given).add(stripped)
+    return regions, given
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda s: s.stem)
+def test_student_notebook_holds_no_solution_code(source):
+    regions, given = solution_regions(source)
+    student = read(NOTEBOOK_DIR / source.with_suffix(".ipynb").name)
+    lines = {line.strip() for cell in code_cells(student) for line in cell.source.splitlines()}
+    assert not lines & (regions - given), f"solution code in the student {source.stem}: {lines & (regions - given)}"
+    text = "".join(cell.source for cell in student.cells)
+    assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda s: s.stem)
+def test_exercise_cells_raise_in_the_student_version_and_only_they_are_tagged(source):
+    student = code_cells(read(NOTEBOOK_DIR / source.with_suffix(".ipynb").name))
+    solution = code_cells(read(SOLUTION_DIR / source.with_suffix(".ipynb").name))
+    for mine, answer in zip(student, solution, strict=True):
+        exercise = build_notebooks.BEGIN in answer.source
+        tagged = build_notebooks.RAISES in mine.metadata.get("tags", [])
+        assert tagged == exercise and "raises-exception" not in answer.metadata.get("tags", [])
+        assert ("raise NotImplementedError(" in mine.source) == exercise or "NotImplementedError" in answer.source
+
+
+def test_the_lab_notebooks_have_exercises():
+    for name in ("01_simple_cnn", "02_training_and_testing", "03_resnet50_transfer_learning"):
+        regions, _ = solution_regions(ROOT / "tools" / "notebook_src" / f"{name}.py")
+        assert regions, f"{name} has no exercise"
+
+
+def test_student_code_replaces_each_region_by_its_todo_as_an_error():
+    source = ("def forward(self, x):\n"
+              "    # TODO: conv1, ReLU, pool\n"
+              "    ### BEGIN SOLUTION\n"
+              "    return self.pool(F.relu(self.conv1(x)))\n"
+              "    ### END SOLUTION\n")
+    assert build_notebooks.student_code(source, "x.py") == (
+        "def forward(self, x):\n"
+        "    # TODO: conv1, ReLU, pool\n"
+        "    raise NotImplementedError('conv1, ReLU, pool')")
+
+
+@pytest.mark.parametrize("broken, message", [
+    ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", "must follow a `# TODO: ...` line"),
+    ("# TODO: x\n### BEGIN SOLUTION\nx = 1", "without ### END SOLUTION"),
+    ("x = 1\n### END SOLUTION", "line 2: ### END SOLUTION without"),
+])
+def test_a_malformed_region_is_an_error_naming_the_place(broken, message):
+    with pytest.raises(build_notebooks.SourceError, match=re.escape(message)):
+        build_notebooks.student_code(broken, "tools/notebook_src/99_x.py, cell 3")
 
 
 # ------------------------------------------------------------------ executing them under nbval
@@ -180,22 +253,24 @@ SMOKE_ENV = {"SKINLIB_SMOKE": "1", "SKINLIB_PRETRAINED": "0", "CUDA_VISIBLE_DEVI
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=name_of)
 def test_notebook_runs_on_the_synthetic_data(path, notebook_scratch):
+    """Both versions; in a student notebook nbval lets the exercise cells (tagged) raise."""
     env = {**SMOKE_ENV, "SKINLIB_CACHE": str(notebook_scratch / "cache")}
-    code, output, seconds = run_under_nbval(path, notebook_scratch / "synthetic", env, remove=("SKINLIB_DATA",))
-    assert code == 0, f"{path.name} failed under nbval on the synthetic data:\n{output[-6000:]}"
-    assert seconds < RUN_LIMIT_S, f"{path.name} took {seconds:.0f} s"
+    workdir = notebook_scratch / f"synthetic-{path.parent.name}"
+    code, output, seconds = run_under_nbval(path, workdir, env, remove=("SKINLIB_DATA",))
+    assert code == 0, f"{name_of(path)} failed under nbval on the synthetic data:\n{output[-6000:]}"
+    assert seconds < RUN_LIMIT_S, f"{name_of(path)} took {seconds:.0f} s"
 
 
 @pytest.mark.slow
 @pytest.mark.real_data
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SOLUTIONS, ids=name_of)
 def test_notebook_runs_on_the_real_sample(path, real_sample_dir, notebook_scratch):
     env = {**SMOKE_ENV, "SKINLIB_CACHE": str(notebook_scratch / "cache"), "SKINLIB_DATA": str(real_sample_dir)}
     code, output, seconds = run_under_nbval(path, notebook_scratch / "real-sample", env)
-    assert code == 0, f"{path.name} failed under nbval on the real sample:\n{output[-6000:]}"
-    assert seconds < RUN_LIMIT_S, f"{path.name} took {seconds:.0f} s"
+    assert code == 0, f"{name_of(path)} failed under nbval on the real sample:\n{output[-6000:]}"
+    assert seconds < RUN_LIMIT_S, f"{name_of(path)} took {seconds:.0f} s"
 
 
 @pytest.mark.slow
@@ -209,6 +284,11 @@ def test_run_notebooks_keeps_an_executed_copy_with_outputs(tmp_path, notebook_sc
     executed = read(tmp_path / "01_simple_cnn.ipynb")
     assert all(cell.execution_count is not None for cell in code_cells(executed))
     printed = "".join(out.get("text", "") for cell in code_cells(executed) for out in cell.outputs)
+    # The student version as a student first runs it: each exercise raises, its check says so, and the
+    # notebook goes on with skinlib's SimpleCNN to the end.
+    errors = [out.ename for cell in code_cells(executed) for out in cell.outputs if out.output_type == "error"]
+    assert errors and set(errors) == {"NotImplementedError"}
+    assert "SimpleCNN: not done yet" in printed and "use skinlib's SimpleCNN" in printed
     assert "108,896,416" in printed and "same outputs on the batch: True" in printed
     assert (tmp_path / "01_simple_cnn.html").stat().st_size > 0
 

@@ -99,7 +99,9 @@ def test_plot_confusion_shows_counts_and_row_normalised_side_by_side():
     assert [int(t.get_text()) for t in counts_ax.texts] == expected.ravel().tolist()
     totals = expected.sum(axis=1, keepdims=True)
     by_row = np.divide(expected, totals, out=np.zeros(expected.shape), where=totals > 0)
-    assert [t.get_text() for t in normalised_ax.texts] == [f"{v:.2f}" for v in by_row.ravel()]
+    shares = [f"{v:.2f}" if total else "–" for row, total in zip(by_row, totals.ravel()) for v in row]
+    assert [t.get_text() for t in normalised_ax.texts] == shares
+    assert (totals == 0).any(), "the example should have a class with no images (a row of dashes)"
 
 
 @pytest.mark.parametrize("normalize, word", [(False, "counts"), (True, "row-normalised")])

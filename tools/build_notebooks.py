@@ -1,6 +1,6 @@
-"""Build notebooks/*.ipynb from their sources in tools/notebook_src/*.py.
+"""Build the student and solution notebooks from their sources in tools/notebook_src/*.py.
 
-The sources are plain text in the "percent" format that jupytext and VS Code read:
+The sources are plain text in the "percent" format, read by jupytext (and VS Code):
 
     # %% [markdown]
     # # A title
@@ -9,20 +9,31 @@ The sources are plain text in the "percent" format that jupytext and VS Code rea
     # %%
     print("a code cell")
 
-Two placeholders keep what every notebook shares in one place:
-- `{{BADGE}}` in a markdown cell becomes the "Open in Colab" badge for that notebook;
-- a cell whose whole source is `# %% [setup]` becomes the set-up cell (installs skinlib in Colab).
-Both take the repository address from `[project.urls] Repository` in pyproject.toml.
+jupytext turns a source into cells; this script adds only what is the kit's own:
+- `{{BADGE}}` in a markdown cell becomes the "Open in Colab" badge of that notebook;
+- the code cell headed `# %% [setup]` becomes the set-up cell (installs skinlib in Colab).
+  Both take the repository address from `[project.urls] Repository` in pyproject.toml.
+- Exercises, marked as nbgrader marks them. Every region
+
+      # TODO: what to write, in one line
+      ### BEGIN SOLUTION
+      ...the answer...
+      ### END SOLUTION
+
+  is kept whole in the **solution** notebook (solutions/NAME.ipynb; nbgrader and otter-grader
+  read these markers, so it is also an instructor's source notebook) and replaced in the
+  **student** notebook (notebooks/NAME.ipynb, what the badges open) by a line that raises
+  NotImplementedError with the TODO's text. A student cell holding an exercise carries nbval's
+  and nbclient's `raises-exception` tag: it is expected to fail until the student writes it.
+- Stored outputs: only cells marked `# NBVAL_CHECK_OUTPUT` keep outputs (and an execution
+  count, which nbval needs to compare them). nbval compares them on every test run, so they
+  must print facts that depend neither on the data, the machine, the mode nor the exercises.
 
 Usage:
-    python tools/build_notebooks.py            # write the notebooks, keeping checked outputs
+    python tools/build_notebooks.py            # write both versions, keeping checked outputs
     python tools/build_notebooks.py --execute  # also run them (smoke mode, SYNTHETIC data, CPU) and store
                                                # the outputs of the `# NBVAL_CHECK_OUTPUT` cells
     python tools/build_notebooks.py --check    # exit 1 if a notebook differs from its source
-
-Only cells marked `# NBVAL_CHECK_OUTPUT` keep outputs (and an execution count, which nbval needs to
-compare them): nbval compares them on every test run, so they must print facts that do not depend on
-the data, the machine or the mode. Every other cell is stored empty, with no execution count.
 """
 from __future__ import annotations
 
@@ -33,12 +44,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+import jupytext
 import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "tools" / "notebook_src"
-NOTEBOOKS = ROOT / "notebooks"
+VERSIONS = {"student": ROOT / "notebooks", "solution": ROOT / "solutions"}
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+TODO = "# TODO: "
+RAISES = "raises-exception"
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 # Colab reads `accelerator` and `colab.gpuType` to open the notebook on a GPU runtime.
@@ -76,13 +91,17 @@ BADGE = ("[![Open In Colab](https://colab.research.google.com/assets/colab-badge
          "({colab_url})")
 
 
+class SourceError(ValueError):
+    """A notebook source the builder cannot turn into notebooks (names the file and line)."""
+
+
 def _pyproject_value(pyproject: Path, section: str, key: str) -> str:
     """The string `key = "..."` under `[section]` of pyproject.toml."""
     text = pyproject.read_text(encoding="utf-8")
     found = re.search(rf"^\[{re.escape(section)}\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
     match = found and re.search(rf'^{key}\s*=\s*"([^"]+)"', found.group(1), re.M)
     if not match:
-        raise SystemExit(f"{pyproject}: no `{key} = \"...\"` under [{section}]")
+        raise SystemExit(f"error: {pyproject}: no `{key} = \"...\"` under [{section}]")
     return match.group(1)
 
 
@@ -96,43 +115,62 @@ def package_version(pyproject: Path = ROOT / "pyproject.toml") -> str:
     return _pyproject_value(pyproject, "project", "version")
 
 
-def colab_url(repo_url: str, notebook_name: str) -> str:
-    """The Colab address that opens notebooks/<notebook_name> from the main branch on GitHub."""
+def colab_url(repo_url: str, notebook_name: str, folder: str = "notebooks") -> str:
+    """The Colab address that opens <folder>/<notebook_name> from the main branch on GitHub."""
     owner_repo = re.sub(r"^https://github\.com/", "", repo_url).removesuffix(".git")
-    return f"https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{notebook_name}"
+    return f"https://colab.research.google.com/github/{owner_repo}/blob/main/{folder}/{notebook_name}"
 
 
-def parse_cells(text: str) -> list[tuple[str, str]]:
-    """(kind, source) pairs from a percent-format file; kind is "markdown", "code" or "setup"."""
-    cells: list[tuple[str, list[str]]] = []
-    for line in text.splitlines():
-        header = re.fullmatch(r"# %%(?: \[(markdown|setup)\])?\s*", line)
-        if header:
-            cells.append((header.group(1) or "code", []))
-        elif cells:
-            cells[-1][1].append(line)
-        elif line.strip():
-            raise ValueError(f"text before the first `# %%` cell marker: {line!r}")
-    parsed = []
-    for kind, lines in cells:
-        if kind == "markdown":
-            lines = [re.sub(r"^# ?", "", line) for line in lines]
-        parsed.append((kind, "\n".join(lines).strip("\n")))
-    return parsed
+def student_code(source: str, where: str) -> str:
+    """`source` with every solution region replaced by `raise NotImplementedError(<its TODO>)`.
+
+    The TODO line stays, so the student reads what to write where the answer was.
+    """
+    lines: list[str] = []
+    inside = False
+    for number, line in enumerate(source.splitlines(), 1):
+        stripped = line.strip()
+        if stripped == BEGIN:
+            todo = lines[-1].strip() if lines else ""
+            if inside or not todo.startswith(TODO):
+                raise SourceError(f"{where}, line {number}: {BEGIN} must follow a `{TODO}...` line "
+                                  "(and not sit inside another region)")
+            inside, indent = True, line[: len(line) - len(line.lstrip())]
+            lines.append(f"{indent}raise NotImplementedError({todo.removeprefix(TODO)!r})")
+        elif stripped == END:
+            if not inside:
+                raise SourceError(f"{where}, line {number}: {END} without {BEGIN}")
+            inside = False
+        elif not inside:
+            lines.append(line)
+    if inside:
+        raise SourceError(f"{where}: {BEGIN} without {END}")
+    return "\n".join(lines)
 
 
-def build(source: Path, repo_url: str) -> nbformat.NotebookNode:
-    """The notebook described by `source`, with no outputs."""
+def has_exercise(source: str) -> bool:
+    return any(line.strip() == BEGIN for line in source.splitlines())
+
+
+def build(source: Path, repo_url: str, version: str = "student") -> nbformat.NotebookNode:
+    """The `version` ("student" or "solution") notebook described by `source`, with no outputs."""
     name = source.with_suffix(".ipynb").name
+    badge = BADGE.format(colab_url=colab_url(repo_url, name, VERSIONS[version].name))
+    parsed = jupytext.read(source, fmt="py:percent")
     cells = []
-    for kind, text in parse_cells(source.read_text(encoding="utf-8")):
-        if kind == "setup":
+    for index, cell in enumerate(parsed.cells):
+        where = f"{source.relative_to(ROOT)}, cell {index}"
+        if cell.cell_type == "markdown":
+            cells.append(nbformat.v4.new_markdown_cell(cell.source.replace("{{BADGE}}", badge)))
+        elif cell.metadata.get("title") == "[setup]":  # jupytext reads `# %% [setup]` as a title
             cells.append(nbformat.v4.new_code_cell(SETUP_CELL.format(repo_url=repo_url, kit_version=package_version())))
-        elif kind == "markdown":
-            badge = BADGE.format(colab_url=colab_url(repo_url, name))
-            cells.append(nbformat.v4.new_markdown_cell(text.replace("{{BADGE}}", badge)))
+        elif version == "student" and has_exercise(cell.source):
+            code = nbformat.v4.new_code_cell(student_code(cell.source, where))
+            code.metadata = {"tags": [RAISES]}
+            cells.append(code)
         else:
-            cells.append(nbformat.v4.new_code_cell(text))
+            student_code(cell.source, where)  # the same errors in both versions
+            cells.append(nbformat.v4.new_code_cell(cell.source))
     notebook = nbformat.v4.new_notebook(cells=cells)
     notebook.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"},
                          **COLAB_METADATA}
@@ -150,12 +188,13 @@ def keep_checked_outputs(notebook) -> None:
 
     nbval compares only cells that were run in the stored notebook, so checked cells get an
     execution count: 1, 2, 3 ... in order, the same on every rebuild. Other cells get none.
+    Cell metadata is the builder's own (the exercise tag), not what a kernel added.
     """
     count = 0
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
-        cell.metadata = {}
+        cell.metadata = {"tags": [RAISES]} if RAISES in cell.metadata.get("tags", []) else {}
         if not is_checked(cell):
             cell.execution_count = None
             cell.outputs = []
@@ -183,7 +222,10 @@ def _merge_streams(outputs: list) -> list:
 
 
 def execute(notebook, name: str) -> None:
-    """Run `notebook` in smoke mode on the SYNTHETIC set, on CPU, in a scratch folder."""
+    """Run `notebook` in smoke mode on the SYNTHETIC set, on CPU, in a scratch folder.
+
+    Cells tagged `raises-exception` (the student's exercises) may fail; any other failure stops.
+    """
     from nbclient import NotebookClient
 
     env = {key: value for key, value in os.environ.items() if key != "SKINLIB_DATA"}
@@ -195,7 +237,30 @@ def execute(notebook, name: str) -> None:
 
 
 def checked_outputs(notebook) -> dict[str, list]:
-    return {cell.source: cell.outputs for cell in notebook.cells if is_checked(cell)}
+    return {cell.source: cell.outputs for cell in notebook.cells if is_checked(cell) and cell.outputs}
+
+
+def render(source: Path, version: str, repo_url: str, execute_it: bool) -> str:
+    """The text of `source`'s `version` notebook; checked outputs run now or kept from the stored one."""
+    target = VERSIONS[version] / source.with_suffix(".ipynb").name
+    notebook = build(source, repo_url, version)
+    if execute_it:
+        metadata = notebook.metadata
+        execute(notebook, f"{VERSIONS[version].name}/{target.name}")
+        notebook.metadata = metadata  # the kernel's additions (language version...) are not kept
+    else:
+        # Keep the stored outputs of checked cells whose code did not change (in this version
+        # first: checked cells print facts that hold in both versions).
+        old: dict[str, list] = {}
+        for folder in sorted(VERSIONS.values(), key=lambda f: f == VERSIONS[version]):
+            stored = folder / target.name
+            if stored.exists():
+                old |= checked_outputs(nbformat.read(stored, as_version=4))
+        for cell in notebook.cells:
+            if is_checked(cell):
+                cell.outputs = old.get(cell.source, [])
+    keep_checked_outputs(notebook)
+    return nbformat.writes(notebook) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,29 +276,27 @@ def main(argv: list[str] | None = None) -> int:
     sources = sorted(SOURCES.glob("[0-9][0-9]_*.py"))
     if args.names:
         sources = [s for s in sources if s.stem in args.names or s.name in args.names]
+        if not sources:
+            parser.error(f"no source in {SOURCES.relative_to(ROOT)} matches {args.names}")
     stale = []
     for source in sources:
-        target = NOTEBOOKS / source.with_suffix(".ipynb").name
-        notebook = build(source, repo_url)
-        if args.execute:
-            metadata = notebook.metadata
-            execute(notebook, target.name)
-            notebook.metadata = metadata  # the kernel's additions (language version...) are not kept
-        elif target.exists():
-            # Keep the stored outputs of checked cells whose code did not change.
-            old = checked_outputs(nbformat.read(target, as_version=4))
-            for cell in notebook.cells:
-                if is_checked(cell):
-                    cell.outputs = old.get(cell.source, [])
-        keep_checked_outputs(notebook)
-        text = nbformat.writes(notebook) + "\n"
-        if args.check:
-            if not target.exists() or _without_outputs(target.read_text(encoding="utf-8")) != \
-                    _without_outputs(text):
-                stale.append(target.name)
-            continue
-        target.write_text(text, encoding="utf-8")
-        print(f"wrote {target.relative_to(ROOT)}")
+        for version, folder in VERSIONS.items():
+            target = folder / source.with_suffix(".ipynb").name
+            try:
+                text = render(source, version, repo_url, args.execute and not args.check)
+            except SourceError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            if args.check:
+                if not target.exists() or _without_outputs(target.read_text(encoding="utf-8")) != \
+                        _without_outputs(text):
+                    stale.append(str(target.relative_to(ROOT)))
+                continue
+            folder.mkdir(exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+            print(f"wrote {target.relative_to(ROOT)}")
+    if args.check and not args.names:
+        stale += [str(path.relative_to(ROOT)) + " (no source)" for path in orphans(sources)]
     if stale:
         print("out of date with tools/notebook_src (run `python tools/build_notebooks.py`): "
               + ", ".join(stale), file=sys.stderr)
@@ -241,11 +304,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def orphans(sources: list[Path]) -> list[Path]:
+    """Notebooks in the built folders that no source describes (a renamed or deleted source)."""
+    names = {source.with_suffix(".ipynb").name for source in sources}
+    return sorted(path for folder in VERSIONS.values() for path in folder.glob("*.ipynb")
+                  if path.name not in names)
+
+
 def _without_outputs(text: str) -> list[tuple[str, str]]:
-    """What a notebook's source is made of: (cell type, source) pairs and its metadata."""
+    """What a notebook's source is made of: its metadata and (cell type, tags, source) triples."""
     notebook = nbformat.reads(text, as_version=4)
     return [("metadata", repr(dict(notebook.metadata)))] + [
-        (cell.cell_type, cell.source) for cell in notebook.cells]
+        (cell.cell_type, repr(cell.metadata.get("tags", [])), cell.source) for cell in notebook.cells]
 
 
 if __name__ == "__main__":

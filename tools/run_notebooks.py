@@ -3,13 +3,15 @@
     python tools/run_notebooks.py --out outputs/notebooks            # smoke on CPU, full on a GPU
     python tools/run_notebooks.py --out outputs/notebooks --smoke    # a few batches: minutes on a CPU
     python tools/run_notebooks.py --out outputs/notebooks --full     # the real settings (GPU advised)
+    python tools/run_notebooks.py --out outputs/solutions --solutions  # the solution notebooks
 
 The notebooks run one after the other in OUT (their working folder, so notebook 03 finds the
 results notebook 02 saved under OUT/runs/), each written back as OUT/<name>.ipynb with its
 outputs and as OUT/<name>.html for reading in a browser. The data is $SKINLIB_DATA, else the
 embedded SYNTHETIC set. Smoke mode also sets SKINLIB_PRETRAINED=0 (no download: random
-ResNet-50 weights) unless SKINLIB_PRETRAINED is already set. A failing notebook is still
-written, up to the failing cell; the exit status is then 1.
+ResNet-50 weights) unless SKINLIB_PRETRAINED is already set. In the student notebooks the
+exercise cells (tagged `raises-exception`) may raise; any other failing cell stops its notebook,
+which is still written up to that cell, and the exit status is then 1.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS, SOLUTIONS = ROOT / "notebooks", ROOT / "solutions"
 
 
 def gpu_available() -> bool:
@@ -83,12 +86,14 @@ def main(argv: list[str] | None = None) -> int:
                       help="the notebooks' real settings (the default with a GPU)")
     parser.add_argument("--timeout", type=int, default=None,
                         help="seconds allowed per cell (default: 600 in smoke mode, no limit in full mode)")
+    parser.add_argument("--solutions", action="store_true",
+                        help="run the solution notebooks (solutions/) instead of the student ones")
     parser.add_argument("names", nargs="*", help="notebooks to run (default: all), e.g. 01_simple_cnn")
     args = parser.parse_args(argv)
 
     smoke = (not gpu_available()) if args.smoke is None else args.smoke
     timeout = args.timeout if args.timeout is not None else (600 if smoke else None)
-    sources = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    sources = sorted((SOLUTIONS if args.solutions else NOTEBOOKS).glob("[0-9][0-9]_*.ipynb"))
     if args.names:
         sources = [s for s in sources if s.stem in args.names or s.name in args.names]
         if not sources:

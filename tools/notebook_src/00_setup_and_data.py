@@ -116,8 +116,7 @@ plot_class_distribution(counts)
 
 # %% [markdown]
 # On the real ISIC 2019 training set, **NV is 50.8 % of the images and DF only 0.9 %** (239 images). The cell below
-# computes the real shares from the official CSVs when they are at hand (the data folder holds them, or the course's
-# test data does), and otherwise quotes them.
+# computes the shares from the data folder's CSVs when it holds real data, and otherwise quotes the published ones.
 #
 # What this means for training: a network that answers "NV" for every image is right half the time without looking.
 # Accuracy alone cannot tell that network from a useful one, which is why notebook 02 also reports **balanced
@@ -127,18 +126,11 @@ plot_class_distribution(counts)
 REAL_SHARES = {"MEL": 17.9, "NV": 50.8, "BCC": 13.1, "AK": 3.4, "BKL": 10.4, "DF": 0.9, "VASC": 1.0, "SCC": 2.5}
 
 
-def find_real_csvs():
-    """A folder holding the real ISIC 2019 CSVs (no images needed), or None."""
-    candidates = [Path(os.environ["SKINLIB_TEST_DATA"]) / "isic2019"] if os.environ.get("SKINLIB_TEST_DATA") else []
-    candidates += [] if SYNTHETIC else [DATA_DIR]
-    return next((c for c in candidates if (c / METADATA_CSV).is_file()), None)
-
-
-REAL_CSVS = find_real_csvs()
+REAL_CSVS = None if SYNTHETIC or not (DATA_DIR / METADATA_CSV).is_file() else DATA_DIR
 if REAL_CSVS is not None:
     real = load_index(REAL_CSVS, check_files=False)
     real_shares = (100 * real["label"].value_counts(normalize=True)).rename(dict(enumerate(CLASSES)))
-    print(f"computed from the real CSVs ({len(real):,} images):")
+    print(f"computed from the CSVs of {REAL_CSVS.name} ({len(real):,} images):")
     print(real_shares.reindex(CLASSES).round(1).rename_axis(None).to_string())
 else:
     print("real CSVs not found here; the published shares (%) of the 25,331 ISIC 2019 training images:")
@@ -158,8 +150,8 @@ plot_image_grid(images, examples["label"].tolist(), ncols=8)
 
 # %% [markdown]
 # ## Image sizes
-# ISIC 2019 gathers three archives with three cameras: HAM10000 (600x450), BCN_20000 (1024x1024) and MSK (up to
-# about 6000x4000). The networks need one size, so every image is resized on the way in. Decoding a 6000x4000 JPEG
+# ISIC 2019 gathers images from three archives, each with its own image size: HAM10000 (600x450), BCN_20000
+# (1024x1024) and MSK (up to about 6000x4000). The networks need one size, so every image is resized on the way in. Decoding a 6000x4000 JPEG
 # takes far longer than the network's work on it; that is why notebook 03 prepares the images once into a cache.
 # (Reading only the file headers, as below, is fast. In a runtime that restored the course bundle from Drive,
 # every image is already the prepared 256x256 copy.)
@@ -193,7 +185,8 @@ biggest = images_per_lesion.index[0]
 same_lesion = frame[frame["lesion_id"] == biggest].head(8).reset_index(drop=True)
 lesion_images = ISICDataset(same_lesion, transform=eval_transform())
 plot_image_grid(torch.stack([lesion_images[i][0] for i in range(len(same_lesion))]),
-                same_lesion["label"].tolist(), ncols=8)
+                same_lesion["label"].tolist(), ncols=8, captions=same_lesion["lesion_id"].tolist(),
+                title=f"All images of lesion {biggest}{' (SYNTHETIC)' if SYNTHETIC else ''}")
 
 # %% [markdown]
 # ## Splitting: by image or by lesion?
@@ -220,22 +213,41 @@ pd.crosstab(split_by_lesion, frame["label"].map(dict(enumerate(CLASSES)))).reind
 # every part, in about the same proportions.
 #
 # On the **real** ISIC 2019 metadata, a random split by image leaks badly: about 60 % of the test images have a
-# photograph of the same lesion in the training set. The cell below measures it when the real CSVs are at hand.
+# photograph of the same lesion in the training set. The cell below measures it on the data folder's metadata
+# when it holds real data.
+#
+# **Predict before you run.** ISIC 2019 has 25,331 images of 11,847 lesions; 5,059 lesions have several images.
+# What share of the test images of a random 70/15/15 split by image has a photo of the same lesion in the training
+# part? Write your guess (in %) below, then run the next two cells.
+
+# %%
+MY_GUESS = None  # your guess, in % of the test images
 
 # %%
 if REAL_CSVS is not None:
     leak_by_image = leakage(real, random_split(real, seed=0))
     leak_by_lesion = leakage(real, grouped_split(real, seed=0))
-    print(f"real ISIC 2019 metadata ({len(real):,} images): test images whose lesion is also in train:\n"
+    print(f"metadata of {REAL_CSVS.name} ({len(real):,} images): test images whose lesion is also in train:\n"
           f"  split by image  {100 * leak_by_image:5.1f} %\n  split by lesion {100 * leak_by_lesion:5.1f} %")
 else:
-    print("real CSVs not found here: on the real metadata about 60 % of the test images of a random split by image\n"
-          "have the same lesion in the training set; a split by lesion has none.")
+    print("no real metadata here: on the real ISIC 2019 metadata about 60 % of the test images of a random split by\n"
+          "image have the same lesion in the training set; a split by lesion has none.")
+if MY_GUESS is not None:
+    print(f"your guess: {MY_GUESS} %")
 
 # %% [markdown]
 # **Every later notebook uses the lesion-grouped split**, `grouped_split(frame, seed=0)`, which gives the same split
-# every time it is called with the same seed. The original report split by image, so its test accuracies are
-# probably optimistic; notebook 03 comes back to this.
+# every time it is called with the same seed. The original report does not say how it split; it most likely split
+# by image (a random split is what the usual tutorials do), in which case its test accuracies are optimistic;
+# notebook 03 comes back to this.
+#
+# ## Data licence and citations
+# The ISIC 2019 images are licensed CC BY-NC 4.0 by the International Skin Imaging Collaboration. Any use must cite:
+# - BCN_20000: Combalia M, et al. "BCN20000: Dermoscopic Lesions in the Wild", arXiv:1908.02288, 2019.
+# - HAM10000: Tschandl P, Rosendahl C, Kittler H. "The HAM10000 dataset, a large collection of multi-source
+#   dermatoscopic images of common pigmented skin lesions", Sci. Data 5, 180161, 2018.
+# - MSK: Codella N, et al. "Skin Lesion Analysis Toward Melanoma Detection: A Challenge at the 2017 ISBI",
+#   arXiv:1710.05006, 2017.
 #
 # ## What to try next
 # 1. **Another seed.** Run both splits with `seed=1`, `seed=2`. How much does the leakage of the split by image

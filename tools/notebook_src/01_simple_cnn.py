@@ -8,10 +8,15 @@
 # We build it here, one layer at a time, and follow a batch of images through it.
 #
 # **You will learn to**
-# - read a `nn.Module`: the layers in `__init__`, the order they run in `forward`;
+# - write a `nn.Module`: the layers in `__init__`, the order they run in `forward`;
 # - compute a convolutional network's tensor shapes by hand, and check them;
 # - count parameters and see where they live (spoiler: 99 % in one layer);
-# - run a forward pass on real images and turn the 8 outputs into class probabilities.
+# - run a forward pass on a batch of images and turn the 8 outputs into class probabilities.
+#
+# **This is a lab.** Cells marked *Exercise* hold a `# TODO` and raise `NotImplementedError` until you write
+# the code; the *check* cell after each one tells you in one sentence whether your answer is right, and what to
+# look at if it is not. Until an exercise passes, the cells below it use skinlib's own version, so you can
+# run the notebook top to bottom at any time. (The solutions are in the `solutions/` folder of the kit.)
 #
 # Runs in about a minute, on a CPU as well as a GPU: nothing is trained here (training is notebook 02).
 
@@ -34,6 +39,8 @@ from torch import nn
 import skinlib
 from skinlib.course import get_data
 from skinlib.data import CLASSES, ISICDataset, eval_transform, load_index
+from skinlib import models
+from skinlib.checks import check_fc1_inputs, check_simple_cnn, use_yours_or
 from skinlib.engine import select_device
 from skinlib.models import count_parameters
 
@@ -58,8 +65,8 @@ print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}")
 # %% [markdown]
 # ## The network
 #
-# `SimpleCNN` is written out below exactly as the report had it. Read `__init__` as a list of the *layers that have
-# weights*, and `forward` as the *order they run in*:
+# `SimpleCNN` is the report's network. Read `__init__` as a list of the *layers that have weights*, and `forward`
+# as the *order they run in*:
 #
 # | step | layer | what it does |
 # | --- | --- | --- |
@@ -67,46 +74,82 @@ print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}")
 # | 2 | ReLU, max-pool 2 | keeps positive responses, halves height and width |
 # | 3 | `conv2` 16 -> 32 channels, 5x5 | combines the 16 maps into 32 richer ones |
 # | 4 | ReLU, max-pool 2 | halves again |
-# | 5 | flatten | 32 maps of 53x53 become one vector of 89,888 numbers |
-# | 6 | `fc1` 89,888 -> 1200, ReLU | every number connected to every one of 1200 units |
+# | 5 | flatten | 32 maps of side *s* become one vector of 32 x *s* x *s* numbers |
+# | 6 | `fc1` 32 x *s* x *s* -> 1200, ReLU | every number connected to every one of 1200 units |
 # | 7 | `fc2` 1200 -> 840, ReLU | |
 # | 8 | `fc3` 840 -> 8 | one score (a *logit*) per class |
 #
 # The last layer has no softmax: `nn.CrossEntropyLoss` (notebook 02) applies it inside, which is more accurate
 # numerically. The pooling layer has no weights, so one `self.pool` serves twice.
+#
+# ### How big is *s*? The convolution output size
+# `fc1` must be told how many numbers it receives, so the shapes have to be worked out before the network runs.
+# A convolution with kernel size $k$, padding $p$ and stride $s$ turns a side of $n$ pixels into
+#
+# $$n_\text{out} = \left\lfloor \frac{n + 2p - k}{s} \right\rfloor + 1 ,$$
+#
+# so a 5x5 convolution with no padding and stride 1 gives $n - 4$; a 2x2 max-pool with stride 2 gives
+# $\lfloor n / 2 \rfloor$.
+#
+# **Exercise 1.** Work out the side after conv1, pool, conv2, pool, starting from 224, and write the number of
+# values that reach `fc1` (channels x side x side) as an expression, e.g. `16 * 100 * 100`.
+
+# %%
+FC1_INPUTS = None
+# TODO: the number of values that reach fc1, as an expression (channels * side * side)
+### BEGIN SOLUTION
+FC1_INPUTS = 32 * 53 * 53  # 224 -> conv 220 -> pool 110 -> conv 106 -> pool 53
+### END SOLUTION
+print(f"fc1 receives {FC1_INPUTS:,} values")
+
+# %%
+check_fc1_inputs(FC1_INPUTS)
+
+# %% [markdown]
+# **Exercise 2.** Write SimpleCNN: the layers of the table in `__init__` (use the names `conv1`, `pool`, `conv2`,
+# `fc1`, `fc2`, `fc3`, and `num_classes` for the last layer's outputs), then `forward`. `nn.Conv2d`,
+# `nn.MaxPool2d`, `nn.Linear`, `F.relu` and `torch.flatten(x, 1)` are all you need.
 
 # %%
 class SimpleCNN(nn.Module):
     def __init__(self, num_classes: int = 8):
         super().__init__()
+        # TODO: conv1, pool, conv2, fc1, fc2, fc3 as in the table (fc1 takes FC1_INPUTS values)
+        ### BEGIN SOLUTION
         self.conv1 = nn.Conv2d(3, 16, kernel_size=5)
         self.pool = nn.MaxPool2d(2)
         self.conv2 = nn.Conv2d(16, 32, kernel_size=5)
-        self.fc1 = nn.Linear(32 * 53 * 53, 1200)
+        self.fc1 = nn.Linear(FC1_INPUTS, 1200)
         self.fc2 = nn.Linear(1200, 840)
         self.fc3 = nn.Linear(840, num_classes)
+        ### END SOLUTION
 
     def forward(self, x):  # x: (batch, 3, 224, 224)
+        # TODO: conv1, ReLU, pool, conv2, ReLU, pool, flatten, fc1, ReLU, fc2, ReLU, fc3 (no softmax)
+        ### BEGIN SOLUTION
         x = self.pool(F.relu(self.conv1(x)))  # (batch, 16, 110, 110)
         x = self.pool(F.relu(self.conv2(x)))  # (batch, 32, 53, 53)
         x = torch.flatten(x, 1)  # (batch, 89888)
         x = F.relu(self.fc1(x))
         x = F.relu(self.fc2(x))
         return self.fc3(x)  # (batch, 8): one logit per class
+        ### END SOLUTION
 
 
-model = SimpleCNN(num_classes=len(CLASSES))
-model
+print(SimpleCNN(num_classes=len(CLASSES)))
 
 # %% [markdown]
-# ## Where does 32 x 53 x 53 come from?
-#
-# `fc1` must be told how many numbers it receives, so the shapes have to be worked out before the network runs.
-# Two rules do it:
-# - a k x k convolution with no padding and stride 1 shrinks each side by k - 1: **out = in - k + 1**;
-# - a 2x2 max-pool with stride 2 halves each side, rounding down: **out = in // 2**.
-#
-# The cell below does the arithmetic, then checks it by sending a blank image through the layers.
+# Check it: the check builds your network, compares its output shape and parameter count with the report's, then
+# gives it skinlib's weights and compares what each layer receives, so it can tell which step of `forward` is off.
+
+# %%
+passed = check_simple_cnn(SimpleCNN)
+SimpleCNN = use_yours_or(models.SimpleCNN, SimpleCNN, passed, "SimpleCNN")
+torch.manual_seed(0)  # the same random initial weights on every run
+model = SimpleCNN(num_classes=len(CLASSES))
+
+# %% [markdown]
+# The cell below does the side arithmetic, then checks it by sending a blank image through the layers.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -128,8 +171,15 @@ with torch.no_grad():
 # must change too? (This fixed size is also why SimpleCNN accepts only 224x224 images.)
 #
 # ## Counting parameters
-# A convolution with `c_in` input channels, `c_out` filters of size k x k has `c_out * c_in * k * k` weights plus
-# `c_out` biases; a linear layer `n_in -> n_out` has `n_in * n_out + n_out`.
+# A convolution with $c_\text{in}$ input channels and $c_\text{out}$ filters of size $k \times k$ has
+# $c_\text{out} \cdot c_\text{in} \cdot k^2$ weights plus $c_\text{out}$ biases; a linear layer
+# $n_\text{in} \to n_\text{out}$ has $n_\text{in} \cdot n_\text{out} + n_\text{out}$.
+#
+# **Predict before you run.** How many parameters does SimpleCNN have in all, and what share of them is in `fc1`?
+# Write your guess in the next cell (as a number, e.g. `2_500_000`), then run it and the one after.
+
+# %%
+MY_GUESS = None  # your guess for SimpleCNN's number of parameters
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -139,17 +189,23 @@ for name, layer in model.named_children():
     print(f"{name:6} {n:>12,}  {100 * n / total:7.3f} %")
 print(f"total  {total:>12,}")
 
+# %%
+if MY_GUESS:
+    print(f"your guess {MY_GUESS:,} is {MY_GUESS / total:.2g} times the real count")
+
 # %% [markdown]
 # **fc1 holds 99 % of the 108.9 million parameters**, while the two convolutions that actually look at the image
 # hold 14,048. That is the weak spot of this design: fc1 ties every pixel position of the last feature maps to every
 # unit, so it is huge, slow to train (notebook 02) and quick to memorise the training images. ResNet-50 (notebook
-# 03) averages its last feature maps instead ("global average pooling") and has a quarter of the parameters.
+# 03) averages its last feature maps instead ("global average pooling") and has 23.5 million parameters: 22 % of
+# SimpleCNN's, spread over 50 layers.
 # 108.9 M float32 numbers take 436 MB; training with Adam keeps four such copies (weights, gradients and Adam's two
 # running averages), about 1.7 GB.
 #
-# ## A forward pass on real images
-# A batch of 4 images from the dataset, resized and normalised the way every notebook does
-# (`eval_transform`: resize to 256, centre crop 224, subtract the ImageNet mean, divide by its standard deviation).
+# ## A forward pass on a batch of images
+# A batch of 4 images from the data folder (the SYNTHETIC set unless `SKINLIB_DATA` names the real one), resized
+# and normalised the way every notebook does (`eval_transform`: resize to 256, centre crop 224, subtract the
+# ImageNet mean, divide by its standard deviation).
 
 # %%
 frame = load_index(DATA_DIR)
@@ -179,8 +235,9 @@ for label, row in zip(labels, probabilities):
 # Notebook 02 trains it.
 #
 # ## The same network in skinlib
-# Notebooks 02 and 03 import this network as `skinlib.models.SimpleCNN` instead of copying the cell above. Is it
-# really the same network? Same parameter names and shapes, and, once it holds the same weights, the same outputs:
+# Notebooks 02 and 03 import this network as `skinlib.models.SimpleCNN` instead of copying your cell. Is it
+# really the same network? Same parameter names and shapes, and, once it holds the same weights, the same outputs
+# (until your SimpleCNN passes its check, `model` is skinlib's own, so this compares it with itself):
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -8,10 +8,15 @@
 # network once on images it never saw, and ask what its accuracy is worth.
 #
 # **You will learn**
+# - the input pipeline: a `Dataset` that reads the labels and opens the images, the transforms, a `DataLoader`;
 # - the seven steps of a training step: zero the gradients, forward, loss, backward, optimizer step, predict, count;
 # - why we watch a *validation* set during training and touch the *test* set once at the end;
 # - to read training curves (learning, over-fitting) and a confusion matrix;
 # - why accuracy misleads on unbalanced data, and what balanced accuracy says instead.
+#
+# **A lab.** You write the `Dataset`, the training loop and the test loop (cells marked *Exercise*, which raise
+# `NotImplementedError` until you do); the check cell after each says whether your code is right, or what to look
+# at. Until an exercise passes, the cells below use skinlib's own version, so the notebook always runs to the end.
 #
 # Time: about a minute in smoke mode on a CPU. The full run on ISIC 2019 (preparing the images once, then 2 + 10
 # epochs) should take in the order of 15-30 minutes on Colab's T4: an estimate, not a measurement; `fit` prints the
@@ -26,21 +31,26 @@
 import json
 import os
 import platform
+from pathlib import Path
 
 import pandas as pd
 import torch
 import torchvision
+from PIL import Image
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 import skinlib
+from skinlib.checks import (check_dataset, check_evaluate, check_initial_loss, check_train_one_epoch,
+                            reference_dataset, use_yours_or)
 from skinlib.config import TrainConfig
 from skinlib.course import get_data
-from skinlib.data import CLASSES, load_index
-from skinlib.engine import evaluate, fit, select_device, to_device_batch
+from skinlib.data import CLASSES, GROUND_TRUTH_CSV, IMAGES_DIR, eval_transform, load_index, train_transform
+from skinlib.engine import evaluate, fit, select_device, to_device_batch, train_one_epoch
 from skinlib.loaders import make_loaders
 from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy, per_class, summarize
 from skinlib.models import SimpleCNN
-from skinlib.plots import plot_confusion, plot_curves
+from skinlib.plots import plot_confusion, plot_curves, plot_image_grid
 from skinlib.splits import grouped_split
 
 print(f"Python {platform.python_version()}, torch {torch.__version__}, "
@@ -66,8 +76,98 @@ MAX_BATCHES = 2 if SMOKE else None  # None: whole epochs
 LR = 1e-4  # Adam's learning rate
 RUNS = data.results_dir  # where results are saved (notebook 03 reads them): on Drive in Colab
 torch.manual_seed(0)
+RUN_NAME = f"SimpleCNN, {'SYNTHETIC data' if SYNTHETIC else DATA_DIR.name}{', SMOKE run' if SMOKE else ''}"
 print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}, "
       f"{'SMOKE mode: ' + str(MAX_BATCHES) + ' batches per epoch' if SMOKE else 'full mode'}")
+
+# %% [markdown]
+# ## The input pipeline, written once by hand
+# A network eats batches of tensors; the data folder holds a CSV and JPEG files. Three PyTorch pieces connect them:
+# - a **`Dataset`**: `len(dataset)` images, and `dataset[i]` gives the i-th as an `(image tensor, label)` pair;
+# - **transforms**: what turns an opened image into the tensor the network wants (size, scale, normalisation);
+# - a **`DataLoader`**: draws items from the dataset in a random order and stacks them into batches.
+#
+# The ground-truth CSV has one row per image and one column per class, with 1.0 in the column of its diagnosis:
+#
+# | image | MEL | NV | BCC | ... |
+# | --- | --- | --- | --- | --- |
+# | ISIC_0000000 | 0.0 | 1.0 | 0.0 | ... |
+#
+# so the label, the class's position in `CLASSES`, is the position of the column that holds 1.0.
+#
+# **Exercise 1.** Finish `LesionDataset`: the labels in `__init__`, and `__getitem__`, which opens image `index`
+# with PIL (`Image.open(path).convert("RGB")`: some JPEGs are not RGB), applies `self.transform` and returns the
+# pair.
+
+# %%
+class LesionDataset(Dataset):
+    """The images of an ISIC 2019 folder and their labels, read from its ground-truth CSV."""
+
+    def __init__(self, data_dir, transform):
+        table = pd.read_csv(Path(data_dir) / GROUND_TRUTH_CSV)  # image, MEL, NV, ... one 1.0 per row
+        self.paths = [Path(data_dir) / IMAGES_DIR / f"{name}.jpg" for name in table["image"]]
+        # TODO: self.labels: one int per row, the position in CLASSES of the column that holds 1.0
+        ### BEGIN SOLUTION
+        self.labels = table[list(CLASSES)].to_numpy().argmax(axis=1).tolist()
+        ### END SOLUTION
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        # TODO: open image `index` as RGB, apply self.transform, return (image, label)
+        ### BEGIN SOLUTION
+        image = Image.open(self.paths[index]).convert("RGB")
+        return self.transform(image), self.labels[index]
+        ### END SOLUTION
+
+
+dataset = LesionDataset(DATA_DIR, transform=eval_transform())
+image, label = dataset[0]
+print(f"{len(dataset)} images; the first: {tuple(image.shape)} {image.dtype}, label {label} = {CLASSES[label]}")
+
+# %%
+passed = check_dataset(LesionDataset, DATA_DIR)
+LesionDataset = use_yours_or(reference_dataset, LesionDataset, passed, "ISICDataset")
+
+# %% [markdown]
+# ### The transforms
+# The evaluation transform makes every image the same, always the same way: shorter side to 256 pixels, the
+# central 224x224 square, pixel values scaled to [0, 1], then normalised with ImageNet's mean and standard
+# deviation per colour channel (what pretrained networks expect; it also centres the inputs near 0). The training
+# transform adds **augmentation**: random crops, flips and turns, so that every epoch shows each lesion a little
+# differently, which makes memorising harder. Both are skinlib's, the same in every notebook and in the command line:
+
+# %%
+print("training:", train_transform(), "\nevaluation:", eval_transform(), sep="\n")
+
+# %% [markdown]
+# What augmentation does: one image, drawn ten times through the training transform.
+
+# %%
+augmented = LesionDataset(DATA_DIR, transform=train_transform())
+torch.manual_seed(0)
+views = [augmented[0] for _ in range(10)]
+figure = plot_image_grid(torch.stack([image for image, _ in views]), [label for _, label in views], ncols=5)
+figure.suptitle(f"One image under ten random training augmentations ({DATA_DIR.name}"
+                f"{', SYNTHETIC' if SYNTHETIC else ''})", y=1.02)
+figure
+
+# %% [markdown]
+# ### A DataLoader
+# The `DataLoader` asks the dataset for `batch_size` items (in a random order with `shuffle=True`) and stacks them:
+# images become one `(batch, 3, 224, 224)` tensor, labels one `(batch,)` tensor.
+
+# %%
+loader = DataLoader(LesionDataset(DATA_DIR, transform=train_transform()), batch_size=BATCH_SIZE, shuffle=True)
+images, labels = next(iter(loader))
+print(f"{len(loader)} batches; one batch: images {tuple(images.shape)} {images.dtype}, labels {labels.tolist()}")
+
+# %% [markdown]
+# From here on `skinlib.loaders.make_loaders` does the same for the three parts of the split, with what a long run
+# wants on top: worker processes that decode while the GPU computes, pinned memory, and an image order and
+# augmentations that a resumed run replays exactly.
 
 # %% [markdown]
 # ## Data: the lesion-grouped split and its loaders
@@ -96,10 +196,13 @@ print(f"one batch: images {tuple(images.shape)} {images.dtype}, labels {tuple(la
 
 # %% [markdown]
 # ## The loss
-# The network answers with 8 scores (logits). **Cross-entropy** turns them into probabilities with a softmax and
-# takes minus the log of the probability given to the true class: 0 for a confident right answer, large for a
-# confident wrong one. A network that knows nothing and gives every class the same score pays ln 8 on every image,
-# so that is what the loss should start near:
+# The network answers with 8 scores (logits) $z_1, \dots, z_8$. **Cross-entropy** turns them into probabilities
+# with a softmax and takes minus the log of the probability given to the true class $y$:
+#
+# $$\ell(z, y) = -\log \frac{e^{z_y}}{\sum_{c=1}^{8} e^{z_c}} ,$$
+#
+# averaged over the batch: 0 for a confident right answer, large for a confident wrong one. A network that knows
+# nothing and gives every class the same score pays $-\log(1/8) = \ln 8$ on every image.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -111,7 +214,23 @@ print(f"loss of a confident right answer: {criterion(confident_right, torch.tens
 print(f"loss of a confident wrong answer: {criterion(confident_right, torch.tensor([5])).item():.4f}")
 
 # %% [markdown]
-# ## The training loop, written out
+# **Predict before you run.** An untrained SimpleCNN starts with small random weights. What loss will it have on
+# its first batch? Write your guess below, then run the two cells.
+
+# %%
+MY_GUESS = None  # your guess for the untrained network's loss on one batch
+
+# %%
+torch.manual_seed(0)
+untrained = SimpleCNN(num_classes=len(CLASSES)).to(device).eval()
+images, labels = to_device_batch(*next(iter(loaders["train"])), device)
+with torch.no_grad():
+    initial_loss = criterion(untrained(images), labels).item()
+print(f"initial loss {initial_loss:.3f}" + (f" (your guess: {MY_GUESS})" if MY_GUESS is not None else ""))
+check_initial_loss(initial_loss)
+
+# %% [markdown]
+# ## The training loop
 # One pass over the training images is an *epoch*. For every batch:
 # 1. `optimizer.zero_grad()`: PyTorch *adds* new gradients to the old ones, so clear them first;
 # 2. `outputs = model(images)`: the forward pass, 8 logits per image;
@@ -121,36 +240,71 @@ print(f"loss of a confident wrong answer: {criterion(confident_right, torch.tens
 # 6. `outputs.argmax(dim=1)`: the predicted class is the one with the highest score;
 # 7. `cm.update(...)`: count (true, predicted) pairs in a confusion matrix, from which every score follows.
 #
-# `to_device_batch` moves the batch to the GPU (and turns the prepared cache's 0-255 bytes into normalised numbers
-# there, where it is cheap).
+# Before the loop, `model.train()` puts layers that behave differently in training (dropout, batch norm) in their
+# training behaviour. `to_device_batch` moves the batch to the GPU (and turns the prepared cache's 0-255 bytes
+# into normalised numbers there, where it is cheap).
+#
+# **Exercise 2.** Write the two missing pieces: the training mode, and steps 1-5.
 
 # %%
-def train_one_epoch_by_hand(model, loader, optimizer):
-    model.train()  # training behaviour for layers that have one (dropout, batch norm)
+def train_one_epoch_by_hand(model, loader, optimizer, criterion):
+    # TODO: put the model in training mode
+    ### BEGIN SOLUTION
+    model.train()
+    ### END SOLUTION
     cm, loss_sum = ConfusionMatrix(len(CLASSES)), 0.0
     for step, (images, labels) in enumerate(loader):
         if step == MAX_BATCHES:
             break
         images, labels = to_device_batch(images, labels, device)
+        # TODO: steps 1-5: zero the gradients, outputs, loss, backward, optimizer step
+        ### BEGIN SOLUTION
         optimizer.zero_grad()
         outputs = model(images)
         loss = criterion(outputs, labels)
         loss.backward()
         optimizer.step()
-        predictions = outputs.argmax(dim=1)
-        cm.update(predictions, labels)
+        ### END SOLUTION
+        cm.update(outputs.argmax(dim=1), labels)
         loss_sum += loss.item() * len(labels)  # .item() waits for the GPU: fine here, fit() avoids it
     return {"loss": loss_sum / cm.total, "accuracy": accuracy(cm), "balanced_accuracy": balanced_accuracy(cm)}
+
+
+probe = SimpleCNN(num_classes=len(CLASSES)).to(device)  # one step on one batch, to try it
+print(train_one_epoch_by_hand(probe, [next(iter(loaders["train"]))], torch.optim.SGD(probe.parameters(), lr=1e-3),
+                              criterion))
+
+# %% [markdown]
+# The check runs your function on a tiny network: it must switch on training mode, zero the gradients (two steps
+# on the same batch must see the same gradient, not twice it), step once per batch, and drive the loss down when
+# it trains 30 times on one small batch (a network that cannot overfit one batch has a bug).
+
+# %%
+passed = check_train_one_epoch(train_one_epoch_by_hand, device=device)
+
+
+def skinlib_train_one_epoch(model, loader, optimizer, criterion):  # cross-entropy, like `criterion`
+    return train_one_epoch(model, loader, optimizer, device, max_batches=MAX_BATCHES, progress=False)
+
+
+train_one_epoch_by_hand = use_yours_or(skinlib_train_one_epoch, train_one_epoch_by_hand, passed, "train_one_epoch")
 
 # %% [markdown]
 # ## The test loop
 # The same forward pass, without the learning: `model.eval()` switches layers to inference behaviour and
-# `torch.no_grad()` skips the bookkeeping that `backward` would need, which saves memory and time.
+# `torch.no_grad()` skips the bookkeeping that `backward` would need, which saves memory and time. The loss of the
+# test set is the mean over its images, so each batch's mean loss counts as many times as the batch has images.
+#
+# **Exercise 3.** Write the test loop: evaluation mode, then without gradients, for every batch (stop at
+# `MAX_BATCHES`, as above): move it to the device, compute the outputs, add the batch's loss times its size to
+# `loss_sum`, and update `cm` with the predictions.
 
 # %%
-def evaluate_by_hand(model, loader):
-    model.eval()
+def evaluate_by_hand(model, loader, criterion):
     cm, loss_sum = ConfusionMatrix(len(CLASSES)), 0.0
+    # TODO: model.eval(), then a loop over the loader inside `with torch.no_grad():`
+    ### BEGIN SOLUTION
+    model.eval()
     with torch.no_grad():
         for step, (images, labels) in enumerate(loader):
             if step == MAX_BATCHES:
@@ -159,7 +313,21 @@ def evaluate_by_hand(model, loader):
             outputs = model(images)
             loss_sum += criterion(outputs, labels).item() * len(labels)
             cm.update(outputs.argmax(dim=1), labels)
+    ### END SOLUTION
     return {"loss": loss_sum / cm.total, "accuracy": accuracy(cm), "balanced_accuracy": balanced_accuracy(cm)}
+
+
+print(evaluate_by_hand(probe, [next(iter(loaders["val"]))], criterion))
+
+# %%
+passed = check_evaluate(evaluate_by_hand, device=device)
+
+
+def skinlib_evaluate(model, loader, criterion):  # cross-entropy, like `criterion`
+    return evaluate(model, loader, device, max_batches=MAX_BATCHES, progress=False)
+
+
+evaluate_by_hand = use_yours_or(skinlib_evaluate, evaluate_by_hand, passed, "evaluate")
 
 # %% [markdown]
 # ## Train
@@ -172,8 +340,8 @@ model = SimpleCNN(num_classes=len(CLASSES)).to(device)
 optimizer = torch.optim.Adam(model.parameters(), lr=LR)
 hand_history = []
 for epoch in range(1, HAND_EPOCHS + 1):
-    train = train_one_epoch_by_hand(model, loaders["train"], optimizer)
-    val = evaluate_by_hand(model, loaders["val"])
+    train = train_one_epoch_by_hand(model, loaders["train"], optimizer, criterion)
+    val = evaluate_by_hand(model, loaders["val"], criterion)
     hand_history.append({"epoch": epoch, **{f"train_{k}": v for k, v in train.items()},
                          **{f"val_{k}": v for k, v in val.items()}})
     print(f"epoch {epoch}: train loss {train['loss']:.3f} acc {train['accuracy']:.3f} | "
@@ -182,7 +350,8 @@ for epoch in range(1, HAND_EPOCHS + 1):
 # %% [markdown]
 # ## The same with `skinlib.engine.fit`
 # `fit` runs exactly these steps (read `train_one_epoch` in `skinlib/engine.py` beside the cell above), plus what a
-# GPU run needs: mixed precision (16-bit arithmetic where it is safe: about twice as fast on a T4), no GPU waits
+# GPU run needs: mixed precision (16-bit arithmetic where it is safe; on a T4 it is often quoted as up to about
+# twice as fast, an estimate that this kit has not measured), no GPU waits
 # inside the loop, a progress bar, one line per epoch, and optionally a checkpoint after every epoch. It uses the
 # model and optimizer it is given; it never builds its own.
 #
@@ -203,7 +372,7 @@ history = fit(model, loaders["train"], loaders["val"], optimizer, device, epochs
 # - validation accuracy stuck at the share of NV: the network has learned to answer NV (see below).
 
 # %%
-plot_curves(history)
+plot_curves(history, title=f"Learning curves: {RUN_NAME}")
 
 # %% [markdown]
 # ## Test, once
@@ -218,16 +387,27 @@ print(f"test: accuracy {test['accuracy']:.3f}, balanced accuracy {test['balanced
 # ## The confusion matrix
 # Row = the true class, column = the predicted class; the diagonal holds the right answers. The *normalised* view
 # divides each row by its total, so the diagonal shows each class's **recall**: the share of, say, melanomas that
-# were called melanoma. Look for: a bright NV column (everything called NV), and which classes MEL is confused with.
+# were called melanoma. With $\mathrm{TP}_c$ the images of class $c$ predicted as $c$ and $\mathrm{FN}_c$ those
+# of class $c$ predicted as something else,
+#
+# $$\mathrm{recall}_c = \frac{\mathrm{TP}_c}{\mathrm{TP}_c + \mathrm{FN}_c} .$$
+#
+# A class with no image in the test set has no recall: its row shows dashes. Look for: a bright NV column
+# (everything called NV), and which classes MEL is confused with.
 
 # %%
-plot_confusion(test["confusion"], classes=CLASSES)
+plot_confusion(test["confusion"], classes=CLASSES, title=f"Test set: {RUN_NAME}")
 
 # %% [markdown]
 # ## Why accuracy misleads here
 # Half the images are NV. A "classifier" that answers NV for every image, without looking, scores the share of NV
-# as its accuracy. Balanced accuracy, the mean of the 8 per-class recalls, gives it 1/8 = 12.5 %: it recalls NV
-# perfectly and every other class not at all. On the real ISIC 2019 class counts:
+# as its accuracy. **Balanced accuracy** is the mean recall over the classes $C$ present in the test set (as
+# scikit-learn's `balanced_accuracy_score` computes it; a class with no test image is left out, not counted as 0):
+#
+# $$\text{balanced accuracy} = \frac{1}{|C|} \sum_{c \in C} \mathrm{recall}_c .$$
+#
+# "Always NV" recalls NV perfectly and every other class not at all: 1/8 = 12.5 % when all 8 classes are present.
+# On the real ISIC 2019 class counts:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -263,13 +443,22 @@ pd.DataFrame({key: scores[key] for key in ("precision", "recall", "f1", "support
 
 # %%
 results = {"model": "SimpleCNN", "data": str(DATA_DIR), "data_id": data.data_id, "synthetic": SYNTHETIC,
-           "smoke": SMOKE, "history": history, "test": summarize(test["confusion"], classes=CLASSES)}
+           "smoke": SMOKE,
+           "history": history, "test": summarize(test["confusion"], classes=CLASSES)}
 (RUNS / "02_simple_cnn").mkdir(parents=True, exist_ok=True)
 (RUNS / "02_simple_cnn" / "results.json").write_text(json.dumps(results, indent=2))
 torch.save(model.state_dict(), RUNS / "02_simple_cnn" / "simple_cnn.pt")
 print(f"saved to {RUNS / '02_simple_cnn'}")
 
 # %% [markdown]
+# ## Data licence and citations
+# The ISIC 2019 images are licensed CC BY-NC 4.0 by the International Skin Imaging Collaboration. Any use must cite:
+# - BCN_20000: Combalia M, et al. "BCN20000: Dermoscopic Lesions in the Wild", arXiv:1908.02288, 2019.
+# - HAM10000: Tschandl P, Rosendahl C, Kittler H. "The HAM10000 dataset, a large collection of multi-source
+#   dermatoscopic images of common pigmented skin lesions", Sci. Data 5, 180161, 2018.
+# - MSK: Codella N, et al. "Skin Lesion Analysis Toward Melanoma Detection: A Challenge at the 2017 ISBI",
+#   arXiv:1710.05006, 2017.
+#
 # ## What to try next
 # 1. **Learning rate.** Train with `LR = 7e-4` (the ResNet-50 recipe of notebook 03) and `LR = 1e-5`. Which curve
 #    tells you the rate is too high? Too low?

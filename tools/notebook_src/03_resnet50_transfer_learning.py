@@ -9,12 +9,16 @@
 # teaches the network a new last layer for our 8 classes.
 #
 # **You will learn**
-# - to load a pretrained network and replace its 1000-class head with an 8-class one;
+# - what is inside ResNet-50: residual blocks, bottlenecks, batch normalisation, global average pooling;
+# - to load a pretrained network, replace its 1000-class head with an 8-class one and freeze the rest;
 # - the training recipe of the original report: Adam, weight decay, gradient clipping, a one-cycle learning rate;
 # - the two ways to transfer: *feature extraction* (freeze the pretrained layers, train the head) and *fine-tuning*
 #   (train everything);
 # - to compare the models fairly, on a lesion-grouped test set, with balanced accuracy beside accuracy;
 # - to keep a long Colab run safe: checkpoints on Google Drive.
+#
+# **A lab.** The cell marked *Exercise* raises `NotImplementedError` until you write it; the check cell after it
+# says whether it is right. Until it passes, the cells below use skinlib's own version.
 #
 # Time: about a minute in smoke mode on a CPU. The full run on ISIC 2019 (5 epochs frozen, 25 fine-tuning) should
 # take in the order of 30-60 minutes on Colab's T4: an estimate, not a measurement; `fit` prints the seconds and
@@ -30,19 +34,21 @@ import json
 import os
 import platform
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 import torchvision
 from torch import nn
 
 import skinlib
+from skinlib.checks import check_resnet_head, use_yours_or
 from skinlib.config import TrainConfig
 from skinlib.course import get_data
 from skinlib.data import CLASSES, load_index
 from skinlib.engine import evaluate, fit, select_device
 from skinlib.loaders import make_loaders
 from skinlib.metrics import per_class, summarize
-from skinlib.models import count_parameters, imagenet_state_dict
+from skinlib.models import count_parameters, imagenet_state_dict, new_head
 from skinlib.models import resnet50 as skinlib_resnet50
 from skinlib.plots import plot_confusion, plot_curves
 from skinlib.splits import grouped_split
@@ -80,8 +86,7 @@ if not PRETRAINED:
 # %% [markdown]
 # ## Data
 # The same lesion-grouped split as notebooks 00 and 02 (same seed, same split). On the real data the images are
-# read from the prepared cache on local disk that `get_data` made (notebook 02 explains why). `TrainConfig` holds
-# the recipe: its defaults are the report's settings.
+# read from the prepared cache on local disk that `get_data` made (notebook 02 explains why). `TrainConfig` holds the recipe: its defaults are the report's settings.
 
 # %%
 frame = load_index(DATA_DIR)
@@ -109,25 +114,103 @@ if PRETRAINED:
 print(f"ImageNet weights: {'loaded' if PRETRAINED else 'NOT loaded (random initialisation)'}")
 
 # %% [markdown]
-# ## A new head for 8 classes
-# ResNet-50 ends with global average pooling (each of its 2048 final feature maps averaged to one number) and one
-# linear layer, `fc`, from those 2048 features to ImageNet's 1000 classes. We replace `fc` with a fresh layer to
-# our 8 classes: the report's one line of transfer learning. Everything before it stays as ImageNet trained it.
+# ## What is inside ResNet-50
+# SimpleCNN stacked two convolutions; ResNet-50 stacks 49 of them, and three ideas make that depth trainable:
+# - **Batch normalisation** (`BatchNorm2d`, after every convolution): each channel is shifted and scaled to mean 0
+#   and variance 1 over the batch, then by two learned numbers. The next layer always sees inputs of a similar
+#   scale, so training tolerates larger learning rates. In evaluation mode it uses running averages kept during
+#   training instead of the batch's own statistics (one reason for `model.eval()`).
+# - **Residual blocks**: a block computes $F(x)$ and outputs $\mathrm{ReLU}(x + F(x))$. The "skip connection"
+#   $x$ lets the gradient flow straight back through dozens of blocks, and a block that has nothing useful to add
+#   can learn $F(x) \approx 0$.
+# - **Bottlenecks**: ResNet-50's blocks are 1x1 conv (256 -> 64 channels), 3x3 conv (64 -> 64), 1x1 conv
+#   (64 -> 256): the expensive 3x3 convolution works on 4 times fewer channels. When a block changes the size, a
+#   1x1 convolution (`downsample`) reshapes $x$ so it can be added.
+# - **Global average pooling** at the end: each of the 2048 final 7x7 feature maps is averaged to one number, so
+#   the head sees 2048 values whatever the image size. SimpleCNN's flatten gave fc1 89,888 values instead.
+#
+# Its first bottleneck block, as PyTorch lists it, then the shape after each stage for one 224x224 image:
+
+# %%
+print(model.layer1[0])
+
+# %%
+# NBVAL_CHECK_OUTPUT
+x = torch.zeros(1, 3, 224, 224)
+with torch.no_grad():
+    for name in ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"]:
+        x = getattr(model.eval(), name)(x)
+        blocks = f"{len(getattr(model, name))} bottleneck blocks" if name.startswith("layer") else ""
+        print(f"after {name:8} {str(tuple(x.shape)):18} {blocks}".rstrip())
+print(f"flatten -> {tuple(x.flatten(1).shape)} -> fc (ImageNet's head: {model.fc.out_features} classes)")
+
+# %% [markdown]
+# ## A new head for 8 classes, and a frozen backbone
+# ImageNet's head, `fc`, maps those 2048 features to ImageNet's 1000 classes. We replace it with a fresh
+# `nn.Linear(2048, 8)`: the report's one line of transfer learning. Everything before it, the *backbone*, stays
+# as ImageNet trained it.
+#
+# The new head **starts random**: nobody has trained a layer from ImageNet's features to our 8 classes. Its first
+# gradients are therefore large and noisy, which is why the learning rate starts low (below).
+#
+# *Feature extraction* goes one step further and **freezes** the backbone: `requires_grad = False` on a parameter
+# tells PyTorch not to compute its gradient, and the optimizer only receives the trainable ones. Only the head
+# learns, the backbone is a fixed feature extractor: fast (no gradients through 50 layers) and hard to over-fit,
+# but ImageNet's features were made for cats and cars, not dermoscopy.
+#
+# **Predict before you run.** With the backbone frozen and an 8-class head, how many parameters are left to
+# train? (Hint: the head is a 2048 x 8 weight matrix plus one bias per class.) Write your guess below.
+
+# %%
+MY_GUESS = None  # your guess for the number of trainable parameters
+
+# %% [markdown]
+# **Exercise 1.** Write `replace_head_and_freeze`: freeze every parameter of `model`, then give it a new
+# `nn.Linear` head from 2048 features to `len(CLASSES)` classes (a new layer's parameters are trainable), and
+# return the model.
+
+# %%
+def replace_head_and_freeze(model):
+    # TODO: requires_grad = False on every parameter, then model.fc = a new 2048 -> 8 nn.Linear
+    ### BEGIN SOLUTION
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    model.fc = nn.Linear(model.fc.in_features, len(CLASSES))  # new parameters: trainable
+    ### END SOLUTION
+    return model
+
+
+print(replace_head_and_freeze(torchvision.models.resnet50()).fc)
+
+# %%
+passed = check_resnet_head(replace_head_and_freeze)
+
+
+def skinlib_replace_head_and_freeze(model):
+    return new_head(model, len(CLASSES), freeze_backbone=True)
+
+
+replace_head_and_freeze = use_yours_or(skinlib_replace_head_and_freeze, replace_head_and_freeze, passed,
+                                       "new_head(..., freeze_backbone=True)")
+
+# %% [markdown]
+# The ImageNet model above, given the new head and frozen (the training below starts from fresh copies):
 
 # %%
 # NBVAL_CHECK_OUTPUT
 print(f"ImageNet head: {model.fc}")
 print(f"parameters with the 1000-class head: {count_parameters(model):>11,}")
-model.fc = nn.Linear(2048, len(CLASSES))  # the report's code: 2048 features -> 8 classes
+model = replace_head_and_freeze(model)
 print(f"new head:      {model.fc}")
 print(f"parameters with the 8-class head:    {count_parameters(model):>11,}")
-print(f"of which in the new head:            {count_parameters(model.fc):>11,}")
+print(f"trainable (the new head):            {count_parameters(model, trainable_only=True):>11,}")
+
+# %%
+if MY_GUESS is not None:
+    print(f"your guess: {MY_GUESS:,}; the count: {count_parameters(model, trainable_only=True):,}")
 
 # %% [markdown]
-# 23.5 million parameters, a fifth of SimpleCNN's 108.9 million, spread over 50 layers instead of piled into one.
-#
-# `skinlib.models.resnet50(pretrained=...)` does the last three cells in one call; the rest of the notebook uses it
-# to get fresh copies.
+# 23.5 million parameters: 22 % of SimpleCNN's 108.9 million, spread over 50 layers instead of piled into one.
 #
 # ## The recipe, written out
 # - **Adam** with **weight decay** 1.5e-4: every step also pulls the weights slightly towards zero, a brake on
@@ -135,34 +218,52 @@ print(f"of which in the new head:            {count_parameters(model.fc):>11,}")
 # - **Gradient clipping** at 0.1: each gradient element is clipped to [-0.1, 0.1] before the step, so one odd batch
 #   cannot throw the weights far.
 # - **One-cycle learning rate** (`OneCycleLR`): the rate climbs from 7e-4 / 25 to 7e-4 over the first 30 % of the
-#   steps, then decays to almost 0. Starting low protects the pretrained weights from the random new head's first,
-#   large gradients; ending low lets the weights settle. The schedule is stepped after every batch.
+#   steps, then decays to almost 0. **Why start low:** the head is random, so its first gradients are large and
+#   point anywhere; at full rate they would also drag the pretrained weights (in fine-tuning) far from what
+#   ImageNet taught them. Low at first, the head settles before the rate rises. Ending low lets the weights settle.
+#   The schedule is stepped after every batch.
 
 # %%
 def train_with_recipe(model, config, checkpoint=None, resume=False):
     model = model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = min(len(loaders["train"]), MAX_BATCHES or len(loaders["train"]))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
-                                                    total_steps=config.epochs * steps_per_epoch)
+    scheduler = one_cycle(optimizer, config)
     return fit(model, loaders["train"], loaders["val"], optimizer, device, epochs=config.epochs,
                scheduler=scheduler, grad_clip=config.grad_clip, max_batches=MAX_BATCHES,
                checkpoint_path=checkpoint, resume=resume, config=config)
 
+
+def one_cycle(optimizer, config):
+    steps_per_epoch = min(len(loaders["train"]), MAX_BATCHES or len(loaders["train"]))
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
+                                               total_steps=config.epochs * steps_per_epoch)
+
 # %% [markdown]
-# ## 1. Feature extraction: freeze the backbone
-# Setting `requires_grad = False` on a parameter tells PyTorch not to compute its gradient, and the optimizer above
-# only receives the trainable ones. Only the new head learns: the backbone is used as a fixed feature extractor.
-# It is fast (no gradients through 50 layers) and hard to over-fit, but ImageNet's features were made for cats and
-# cars, not dermoscopy.
+# The learning rate the fine-tuning run below will use, step by step (on a throw-away optimizer):
 
 # %%
-frozen = skinlib_resnet50(num_classes=len(CLASSES), pretrained=PRETRAINED)
-for parameter in frozen.parameters():
-    parameter.requires_grad = False
-for parameter in frozen.fc.parameters():
-    parameter.requires_grad = True
+steps_per_epoch = min(len(loaders["train"]), MAX_BATCHES or len(loaders["train"]))
+schedule = one_cycle(torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=config.lr), config)
+rates = []
+for _ in range(config.epochs * steps_per_epoch):
+    rates.append(schedule.get_last_lr()[0])
+    schedule.optimizer.step()
+    schedule.step()
+figure, ax = plt.subplots(figsize=(7, 3))
+ax.plot([step / steps_per_epoch for step in range(len(rates))], rates)
+ax.set(xlabel="epoch", ylabel="learning rate",
+       title=f"OneCycleLR of the fine-tuning run: {config.epochs} epoch(s) x {steps_per_epoch} steps"
+             f"{' (SMOKE run)' if SMOKE else ''}")
+plt.close(figure)
+figure
+
+# %% [markdown]
+# ## 1. Feature extraction: freeze the backbone
+# A fresh ImageNet ResNet-50 through your `replace_head_and_freeze`; only the head learns.
+
+# %%
+frozen = replace_head_and_freeze(skinlib_resnet50(num_classes=1000, pretrained=PRETRAINED))
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -208,10 +309,16 @@ test = evaluate(finetuned, loaders["test"], device, max_batches=MAX_BATCHES)
 # later epochs, and the loss drop as the one-cycle schedule lowers the learning rate at the end.
 
 # %%
-plot_curves(history)
+RUN_NAME = f"{'SYNTHETIC data' if SYNTHETIC else DATA_DIR.name}{', SMOKE run' if SMOKE else ''}" + \
+    ("" if PRETRAINED else ", RANDOM initial weights")
+plot_curves(history, title=f"ResNet-50, fine-tuned: {RUN_NAME}")
+
+# %% [markdown]
+# And the feature-extraction run (frozen backbone, only the head trained): it usually starts lower and flattens
+# sooner, since only 16,392 parameters learn.
 
 # %%
-plot_curves(frozen_history)
+plot_curves(frozen_history, title=f"ResNet-50, frozen backbone: {RUN_NAME}")
 
 # %% [markdown]
 # ## Confusion matrix and per-class recall of the fine-tuned network
@@ -219,7 +326,7 @@ plot_curves(frozen_history)
 # does the network find, and what does it mistake the others for? Then the rare classes, DF and VASC.
 
 # %%
-plot_confusion(test["confusion"], classes=CLASSES)
+plot_confusion(test["confusion"], classes=CLASSES, title=f"Test set, ResNet-50 fine-tuned: {RUN_NAME}")
 
 # %%
 recall = pd.DataFrame({"feature extraction": per_class(frozen_test["confusion"])["recall"],

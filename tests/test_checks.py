@@ -1,0 +1,301 @@
+"""skinlib.checks: every check passes the notebooks' own solutions and fails typical wrong answers
+with its one-sentence message (never a traceback)."""
+from __future__ import annotations
+
+import ast
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from skinlib import checks
+from skinlib.data import CLASSES, load_index
+from skinlib.models import SimpleCNN
+
+SOURCES = Path(__file__).resolve().parent.parent / "tools" / "notebook_src"
+
+
+def solution(notebook: str, name: str, namespace: dict | None = None):
+    """The class or function `name` as the solution source of `notebook` writes it."""
+    tree = ast.parse((SOURCES / f"{notebook}.py").read_text(encoding="utf-8"))
+    node = next(n for n in tree.body if isinstance(n, (ast.ClassDef, ast.FunctionDef)) and n.name == name)
+    scope = {"torch": torch, "nn": nn, "F": F, "CLASSES": CLASSES, **(namespace or {})}
+    exec(compile(ast.Module(body=[node], type_ignores=[]), f"{notebook}.py", "exec"), scope)
+    return scope[name]
+
+
+def said(capsys) -> str:
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1, f"a check prints one line, got: {out!r}"
+    return out
+
+
+# ------------------------------------------------------------------------------ SimpleCNN
+class NoReluAfterConv1(SimpleCNN):
+    def forward(self, x):
+        x = self.pool(self.conv1(x))
+        x = self.pool(F.relu(self.conv2(x)))
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))))
+
+
+class NoReluAfterFc1(SimpleCNN):
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv2(self.pool(F.relu(self.conv1(x))))))
+        return self.fc3(F.relu(self.fc2(self.fc1(torch.flatten(x, 1)))))
+
+
+class SoftmaxAtTheEnd(SimpleCNN):
+    def forward(self, x):
+        return super().forward(x).softmax(dim=1)
+
+
+class WrongFc1(nn.Module):
+    def __init__(self, num_classes=8):
+        super().__init__()
+        self.conv1, self.pool, self.conv2 = nn.Conv2d(3, 16, 5), nn.MaxPool2d(2), nn.Conv2d(16, 32, 5)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(32 * 54 * 54, 1200), nn.Linear(1200, 840), nn.Linear(840, num_classes)
+
+
+class NoFc2(nn.Module):
+    def __init__(self, num_classes=8):
+        super().__init__()
+        self.conv1, self.pool, self.conv2 = nn.Conv2d(3, 16, 5), nn.MaxPool2d(2), nn.Conv2d(16, 32, 5)
+        self.fc1, self.fc3 = nn.Linear(32 * 53 * 53, 840), nn.Linear(840, num_classes)
+
+
+class NotWritten(nn.Module):
+    def __init__(self, num_classes=8):
+        raise NotImplementedError("conv1, ...")
+
+
+def test_the_notebook_solution_of_simple_cnn_passes(capsys):
+    answer = solution("01_simple_cnn", "SimpleCNN", {"FC1_INPUTS": 32 * 53 * 53})
+    assert checks.check_simple_cnn(answer) is True
+    assert said(capsys).startswith("✓ SimpleCNN: output (2, 8), 108,896,416 parameters")
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (NoReluAfterConv1, "self.conv2 receives other values than it should (a ReLU is missing)"),
+    (NoReluAfterFc1, "self.fc2 receives other values than it should (a ReLU is missing)"),
+    (SoftmaxAtTheEnd, "is not fc3's logits"),
+    (WrongFc1, "fc1's weight has shape (1200, 93312), not (1200, 89888)"),
+    (NoFc2, "__init__ defines no fc2"),
+], ids=lambda v: getattr(v, "__name__", "")[:20])
+def test_simple_cnn_check_names_the_mistake(wrong, message, capsys):
+    assert checks.check_simple_cnn(wrong) is False
+    assert message in said(capsys)
+
+
+def test_an_exercise_not_written_yet_is_reported_not_raised(capsys):
+    assert checks.check_simple_cnn(NotWritten) is False
+    assert "not done yet" in said(capsys)
+
+
+@pytest.mark.parametrize("wrong", [32 * 54 * 54, 16 * 53 * 53])
+def test_fc1_inputs_check(wrong, capsys):
+    assert checks.check_fc1_inputs(32 * 53 * 53) is True
+    assert checks.check_fc1_inputs(wrong) is False
+    assert f"{wrong!r} is not the number of values that reach fc1" in capsys.readouterr().out
+
+
+def test_use_yours_or_falls_back_on_the_reference_and_says_so(capsys):
+    assert checks.use_yours_or(SimpleCNN, NotWritten, True, "SimpleCNN") is NotWritten
+    assert checks.use_yours_or(SimpleCNN, NotWritten, False, "SimpleCNN") is SimpleCNN
+    assert "skinlib's SimpleCNN" in said(capsys)
+
+
+# ------------------------------------------------------------------------------ training loops
+def loop_namespace() -> dict:
+    from skinlib.engine import to_device_batch
+    from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy
+
+    return {"ConfusionMatrix": ConfusionMatrix, "accuracy": accuracy, "balanced_accuracy": balanced_accuracy,
+            "to_device_batch": to_device_batch, "device": torch.device("cpu"), "MAX_BATCHES": None}
+
+
+def no_zero_grad(model, loader, optimizer, criterion):
+    model.train()
+    for images, labels in loader:
+        loss = criterion(model(images), labels)
+        loss.backward()
+        optimizer.step()
+    return {"loss": loss.item()}
+
+
+def no_train_mode(model, loader, optimizer, criterion):
+    for images, labels in loader:
+        optimizer.zero_grad()
+        criterion(model(images), labels).backward()
+        optimizer.step()
+    return {}
+
+
+def no_step(model, loader, optimizer, criterion):
+    model.train()
+    for images, labels in loader:
+        optimizer.zero_grad()
+        criterion(model(images), labels).backward()
+    return {}
+
+
+def test_the_notebook_solution_of_the_training_loop_passes(capsys):
+    answer = solution("02_training_and_testing", "train_one_epoch_by_hand", loop_namespace())
+    assert checks.check_train_one_epoch(answer) is True
+    assert said(capsys).startswith("✓ train_one_epoch: zeroes gradients")
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (no_zero_grad, "gradients pile up; call optimizer.zero_grad()"),
+    (no_train_mode, "evaluation mode while training: call model.train()"),
+    (no_step, "optimizer.step() ran 0 time(s) for 2 batches"),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_training_check_names_the_mistake(wrong, message, capsys):
+    assert checks.check_train_one_epoch(wrong) is False
+    assert message in said(capsys)
+
+
+def eval_in_training_mode(model, loader, criterion):
+    with torch.no_grad():
+        outputs = torch.cat([model(images) for images, _ in loader])
+    labels = torch.cat([labels for _, labels in loader])
+    return {"loss": criterion(outputs, labels).item(), "accuracy": (outputs.argmax(1) == labels).float().mean().item()}
+
+
+def eval_with_gradients(model, loader, criterion):
+    model.eval()
+    outputs = torch.cat([model(images) for images, _ in loader])
+    labels = torch.cat([labels for _, labels in loader])
+    return {"loss": criterion(outputs, labels).item(), "accuracy": (outputs.argmax(1) == labels).float().mean().item()}
+
+
+def eval_mean_of_batch_means(model, loader, criterion):
+    model.eval()
+    with torch.no_grad():
+        losses = [criterion(model(images), labels).item() for images, labels in loader]
+        right = sum((model(images).argmax(1) == labels).sum().item() for images, labels in loader)
+    return {"loss": sum(losses) / len(losses), "accuracy": right / sum(len(labels) for _, labels in loader)}
+
+
+def test_the_notebook_solution_of_the_test_loop_passes(capsys):
+    answer = solution("02_training_and_testing", "evaluate_by_hand", loop_namespace())
+    assert checks.check_evaluate(answer) is True
+    assert said(capsys).startswith("✓ evaluate:")
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (eval_in_training_mode, "training mode while testing: call model.eval()"),
+    (eval_with_gradients, "gradients were recorded while testing"),
+    (eval_mean_of_batch_means, "weight each batch's mean loss by its size"),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_test_loop_check_names_the_mistake(wrong, message, capsys):
+    assert checks.check_evaluate(wrong) is False
+    assert message in said(capsys)
+
+
+def test_initial_loss_check(capsys):
+    logits, labels = torch.zeros(16, 8), torch.arange(16) % 8
+    assert checks.check_initial_loss(F.cross_entropy(logits, labels)) is True
+    assert checks.check_initial_loss(F.cross_entropy(logits, labels, reduction="sum")) is False
+    assert "summed over the batch instead of averaged" in capsys.readouterr().out
+    assert checks.check_initial_loss(F.nll_loss(logits.softmax(1), labels)) is False
+    assert f"far from ln 8 = {math.log(8):.2f}" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ Dataset
+@pytest.fixture(scope="module")
+def lesion_dataset():
+    import pandas as pd
+    from PIL import Image
+
+    from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR
+
+    return solution("02_training_and_testing", "LesionDataset",
+                    {"Path": Path, "pd": pd, "Image": Image, "Dataset": torch.utils.data.Dataset,
+                     "GROUND_TRUTH_CSV": GROUND_TRUTH_CSV, "IMAGES_DIR": IMAGES_DIR})
+
+
+def wrong_datasets(right):
+    from PIL import Image
+
+    class NoTransform(right):
+        def __getitem__(self, index):
+            return Image.open(self.paths[index]).convert("RGB"), self.labels[index]
+
+    class OffByOneLength(right):
+        def __len__(self):
+            return len(self.paths) - 1
+
+    class ClassNameLabels(right):
+        def __getitem__(self, index):
+            image, label = super().__getitem__(index)
+            return image, CLASSES[label]
+
+    return {"NoTransform": NoTransform, "OffByOneLength": OffByOneLength, "ClassNameLabels": ClassNameLabels}
+
+
+def test_the_notebook_solution_of_the_dataset_passes(lesion_dataset, synthetic_dir, capsys):
+    assert checks.check_dataset(lesion_dataset, synthetic_dir) is True
+    assert said(capsys).startswith(f"✓ Dataset: {len(load_index(synthetic_dir))} items of (float (3, 224, 224), int)")
+
+
+def test_the_reference_dataset_passes_too(synthetic_dir, capsys):
+    assert checks.check_dataset(checks.reference_dataset, synthetic_dir) is True
+
+
+@pytest.mark.parametrize("wrong, message", [
+    ("NoTransform", "the image is a Image, not a tensor: apply self.transform"),
+    ("OffByOneLength", "len(dataset) is 159, but the CSV lists 160 images"),
+    ("ClassNameLabels", "differ from the CSV's"),
+])
+def test_dataset_check_names_the_mistake(wrong, message, lesion_dataset, synthetic_dir, capsys):
+    assert checks.check_dataset(wrong_datasets(lesion_dataset)[wrong], synthetic_dir) is False
+    assert message in said(capsys)
+
+
+# ------------------------------------------------------------------------------ ResNet-50 head
+def head_with_1000_outputs(model):
+    model.requires_grad_(False)
+    model.fc = nn.Linear(2048, 1000)
+    return model
+
+
+def backbone_left_trainable(model):
+    model.fc = nn.Linear(2048, 8)
+    return model
+
+
+def head_frozen_too(model):
+    model.fc = nn.Linear(2048, 8)
+    return model.requires_grad_(False)
+
+
+def head_not_returned(model):
+    model.requires_grad_(False)
+    model.fc = nn.Linear(2048, 8)
+
+
+def test_the_notebook_solution_of_the_head_passes(capsys):
+    answer = solution("03_resnet50_transfer_learning", "replace_head_and_freeze")
+    assert checks.check_resnet_head(answer) is True
+    assert said(capsys).startswith("✓ ResNet-50 head: 2048 -> 8 head (16,392 parameters), backbone frozen")
+
+
+def test_skinlib_new_head_passes_too(capsys):
+    from skinlib.models import new_head
+
+    assert checks.check_resnet_head(lambda model: new_head(model, 8, freeze_backbone=True)) is True
+    assert checks.check_resnet_head(lambda model: new_head(model, 8), frozen=False) is True
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (head_with_1000_outputs, "2048 features to 1000 outputs; it needs 2048 -> 8"),
+    (backbone_left_trainable, "backbone parameters still learn"),
+    (head_frozen_too, "the new head is frozen too"),
+    (head_not_returned, "model.fc is NoneType, not an nn.Linear"),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_head_check_names_the_mistake(wrong, message, capsys):
+    assert checks.check_resnet_head(wrong) is False
+    assert message in said(capsys)
