@@ -77,7 +77,7 @@ def run_set(name: str, data_dir: Path, args, work: Path, *, pipeline: bool) -> d
 
 def full_bundle_bytes(rows: list[dict]) -> float:
     """Bytes of the full ISIC 2019 bundle: measured bytes per image of each size times its count
-    (the real images' figure for 600x450 when they were measured)."""
+    (the real images' figure for 600x450 when they were measured: `reversed` lets it win)."""
     per_image = {row["set"].removeprefix("real "): row["bundle_kb_per_image"] * 1e3 for row in reversed(rows)}
     return sum(per_image[name] * count for name, count in ISIC_2019_MIX.items())
 
@@ -103,6 +103,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=224, help="training crop (default: %(default)s)")
     p.add_argument("--min-seconds", type=float, default=5.0, help="time each pipeline at least this long")
     p.add_argument("--min-batches", type=int, default=10)
+    p.add_argument("--sets", default=",".join(SETS), help="which synthetic sets (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="JSON file (default: benchmarks/results/bundle.json)")
     p.add_argument("--smoke", action="store_true", help="tiny images, no worker processes: checks that it runs")
     args = p.parse_args(argv)
@@ -126,36 +127,45 @@ def main(argv=None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = []
+    rows, load_before = [], os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="skinlib-bench-") as tmp:
         work = Path(tmp)
         if args.real is not None and not args.smoke:
             print(f"[real 600x450] {args.real} ...", file=sys.stderr, flush=True)
             rows.append(run_set("real 600x450", args.real, args, work, pipeline=True))
+        chosen = args.sets.split(",")
         for name, (width, height) in (SMOKE_SETS if args.smoke else SETS).items():
+            if name not in chosen:
+                continue
             n = args.n if name not in NO_PIPELINE else max(8, args.n // 6)
             print(f"[{name}] generating {n} SYNTHETIC JPEGs ...", file=sys.stderr, flush=True)
             data = write_dataset(work / name / "data", n, width, height, workers=1 if args.smoke else None)
             rows.append(run_set(name, data, args, work, pipeline=name not in NO_PIPELINE))
-    full = full_bundle_bytes(rows)
+    measured = {row["set"].removeprefix("real ") for row in rows}
+    full = full_bundle_bytes(rows) if measured >= set(ISIC_2019_MIX) else None
     real = next((row for row in rows if row["set"] == "real 600x450"), None)
     result = {"benchmark": "bundle", "machine": machine_info(),
               "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "sets": rows, "isic2019_mix": ISIC_2019_MIX, "full_isic2019_bundle_bytes": full,
-              "full_isic2019_restore_s": sum(row["restore_ms_per_image"] * ISIC_2019_MIX[row["set"]] / 1e3
-                                             for row in rows if row["set"] in ISIC_2019_MIX),
+              "full_isic2019_restore_s": None if full is None else sum(
+                  row["restore_ms_per_image"] * ISIC_2019_MIX[row["set"]] / 1e3
+                  for row in rows if row["set"] in ISIC_2019_MIX),
+              # other processes on the machine slow every figure: the 1-minute load before and after
+              "load_average": [load_before[0], os.getloadavg()[0]],
               "synthetic": True, "real_images": real is not None}
     print(format_table(rows, COLUMNS))
     m = result["machine"]
     print(f"\n{m['cpus_available']} CPUs ({m['cpu_model']}), {args.workers} DataLoader workers, batch "
           f"{args.batch_size}, crop {args.size}; SYNTHETIC images except the 'real' set")
-    print(f"full ISIC 2019 bundle: {full / 1e9:.2f} GB (target at most {TARGET_GB} GB) = "
-          + " + ".join(f"{count:,} x {next(r['bundle_kb_per_image'] for r in rows if r['set'].endswith(name)):.1f} KB"
-                       for name, count in ISIC_2019_MIX.items()))
+    print(f"load average (1 min) {result['load_average'][0]:.1f} before, {result['load_average'][1]:.1f} after")
     if real is not None:
         print(f"real 600x450 images: {real['bundle_kb_per_image']:.1f} KB per image in the bundle")
-    print(f"restoring and preparing it, extrapolated from the ms per image: {result['full_isic2019_restore_s']:.0f} s "
-          "(local disk; reading the bundle from Google Drive adds its transfer time)")
+    if full is not None:
+        per_image = {row["set"].removeprefix("real "): row["bundle_kb_per_image"] for row in reversed(rows)}
+        terms = " + ".join(f"{count:,} x {per_image[name]:.1f} KB" for name, count in ISIC_2019_MIX.items())
+        print(f"full ISIC 2019 bundle: {full / 1e9:.2f} GB (target at most {TARGET_GB} GB) = {terms}")
+        print(f"restoring and preparing it, extrapolated from the ms per image: "
+              f"{result['full_isic2019_restore_s']:.0f} s (local disk; reading it from Google Drive adds its transfer)")
     print(f"wrote {write_json(result, 'bundle', args.out)}")
     return 0
 
