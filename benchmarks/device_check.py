@@ -42,9 +42,9 @@ from torch.utils.data import DataLoader
 
 from benchmarks import train_step
 from benchmarks.common import format_table, machine_info, write_dataset, write_json
-from skinlib import engine
 from skinlib.cache import CachedDataset, prepare
 from skinlib.data import load_index
+from skinlib.device import autocast_dtype, select_device
 from skinlib.loaders import loader_options
 from skinlib.sampling import ShuffleWithSeeds
 
@@ -103,7 +103,7 @@ def row(check: str, value: float | None, unit: str, *, ratio: float | None = Non
 # ---------------------------------------------------------------- parts
 def part_steps(ctx: Context) -> list[dict]:
     s, device = ctx.settings, ctx.device
-    amp = engine.autocast_dtype(device)
+    amp = autocast_dtype(device)
     rows = []
     for name in s.models:
         size = train_step.FIXED_SIZE.get(name, s.image_size)
@@ -151,7 +151,7 @@ def _prepared(ctx: Context) -> tuple[Path, Path, pd.DataFrame]:
 def part_end_to_end(ctx: Context) -> list[dict]:
     s, device = ctx.settings, ctx.device
     _, cache, frame = _prepared(ctx)
-    amp = engine.autocast_dtype(device)
+    amp = autocast_dtype(device)
     model = train_step.build("resnet50", device, True)
     if "resnet50" not in ctx.in_gpu:  # `steps` was skipped
         ctx.in_gpu["resnet50"] = train_step.time_steps(
@@ -177,7 +177,7 @@ def part_course_epoch(ctx: Context) -> list[dict]:
     repeats = -(-s.course_images // len(frame))
     frame = pd.concat([frame] * repeats, ignore_index=True).iloc[:s.course_images]
     dataset = CachedDataset(cache, frame, train=True, size=s.image_size)
-    amp = engine.autocast_dtype(device)
+    amp = autocast_dtype(device)
     model = train_step.build("resnet50", device, True)
     with train_step.confined_to(s.cores):
         loader = DataLoader(dataset, batch_size=s.course_batch,
@@ -308,7 +308,7 @@ def main(argv=None) -> int:
 
 def run(args: argparse.Namespace, work: Path) -> int:
     started = time.perf_counter()
-    device = engine.select_device(args.device)
+    device = select_device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     ctx = Context(args, SMOKE if args.smoke else FULL, device, work)

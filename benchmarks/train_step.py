@@ -7,7 +7,7 @@ For each model, with `skinlib.engine.train_one_epoch` (Adam, gradient clipping 0
 synthetic batches that already sit on the device (so no input pipeline is involved):
 
 - seed:    float32, NCHW, batch 64, no torch.compile (float inputs, normalised beforehand)
-- skinlib: mixed precision (`engine.autocast_dtype`: bf16 on Ampere or newer, fp16 on a T4),
+- skinlib: mixed precision (`device.autocast_dtype`: bf16 on Ampere or newer, fp16 on a T4),
            channels_last, batch `--batch-size` (256), uint8 inputs normalised on the device,
            torch.compile with `--compile`
 
@@ -37,6 +37,7 @@ from skinlib import engine, models
 from skinlib.augment import EVAL_CROP_FRACTION
 from skinlib.cache import CachedDataset, prepare
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD, load_index
+from skinlib.device import autocast_dtype, make_scaler, select_device
 from skinlib.loaders import loader_options
 from skinlib.sampling import ShuffleWithSeeds
 
@@ -71,7 +72,7 @@ def run_epoch(model, loader, device, *, amp_dtype, channels_last, max_batches=No
     optimizer = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     result = engine.train_one_epoch(
         model, loader, optimizer, device, grad_clip=GRAD_CLIP,
-        scaler=engine.make_scaler(device, amp_dtype), amp_dtype=amp_dtype,
+        scaler=make_scaler(device, amp_dtype), amp_dtype=amp_dtype,
         channels_last=channels_last, progress=False, max_batches=max_batches)
     return {"images_per_s": result["images_per_s"], "images": result["images"],
             "seconds": result["seconds"]}
@@ -171,8 +172,8 @@ def main(argv=None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    device = engine.select_device(args.device)
-    amp_dtype = engine.autocast_dtype(device)
+    device = select_device(args.device)
+    amp_dtype = autocast_dtype(device)
     names = [m.strip().lower() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(names) - {"simplecnn", "resnet50"})
     if unknown:

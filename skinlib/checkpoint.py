@@ -21,13 +21,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from skinlib.errors import SkinlibError
 from skinlib.files import atomic_write
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "epoch", "model", "optimizer", "history")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SkinlibError, RuntimeError):
     """A checkpoint cannot be written, read or used; the message names the file."""
 
 

@@ -20,8 +20,8 @@ FC1_INPUTS = 32 * 53 * 53
 INITIAL_LOSS = math.log(len(CLASSES))  # equal scores for 8 classes: -ln(1/8)
 
 
-class _Wrong(Exception):
-    """A check's finding: its message is the one sentence shown to the student."""
+class _Wrong(Exception):  # a check's finding: its message is the one sentence shown to the student
+    pass
 
 
 def _report(what: str, run: Callable[[], str]) -> bool:
@@ -42,13 +42,12 @@ def _call(action: Callable[[], Any], where: str) -> Any:
     except NotImplementedError:
         raise
     except Exception as error:  # the student's code may raise anything: translate, do not dump
-        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise _Wrong(f"{where} raised {type(error).__name__}: {text}") from None
+        first_line = next(iter(str(error).strip().splitlines()), "")
+        raise _Wrong(f"{where} raised {type(error).__name__}: {first_line}") from None
 
 
 def use_yours_or(reference: Any, yours: Any, passed: bool, what: str) -> Any:
-    """`yours` if its check passed; otherwise skinlib's `reference`, saying so, so that the
-    cells below still run."""
+    """`yours` if its check passed, else skinlib's `reference` (saying so): the cells below still run."""
     if passed:
         return yours
     print(f"Note: the cells below use skinlib's {what} until yours passes its check.")
@@ -161,9 +160,7 @@ class _Probe(nn.Module):
         return self.fc(x.flatten(1))
 
 
-class _Spy(torch.optim.SGD):
-    """SGD that keeps a copy of the gradient it is asked to step with."""
-
+class _Spy(torch.optim.SGD):  # keeps a copy of the gradient it is asked to step with
     def __init__(self, params, lr):
         super().__init__(params, lr=lr)
         self.grads: list[torch.Tensor | None] = []
@@ -181,8 +178,8 @@ def _batch(device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def check_train_one_epoch(train_one_epoch: Callable, device="cpu") -> bool:
-    """train_one_epoch(model, loader, optimizer, criterion): training mode, gradients zeroed,
-    a step per batch, and the loss falls when it overfits one small batch."""
+    """train_one_epoch(model, loader, optimizer, criterion): train mode, zeroed gradients, a step
+    per batch, a loss that falls when it overfits one small batch."""
     def run() -> str:
         batch, criterion = _batch(device), nn.CrossEntropyLoss()
         model = _Probe().to(device).eval()
@@ -212,8 +209,7 @@ def check_train_one_epoch(train_one_epoch: Callable, device="cpu") -> bool:
 
 
 def check_evaluate(evaluate: Callable, device="cpu") -> bool:
-    """evaluate(model, loader, criterion) -> {"loss", "accuracy", ...}: evaluation mode, no
-    gradients, no change to the weights, the right mean loss and accuracy."""
+    """evaluate(model, loader, criterion): eval mode, no gradients, the right mean loss and accuracy."""
     def run() -> str:
         images, labels = _batch(device)
         batches = [(images[:10], labels[:10]), (images[10:], labels[10:])]
@@ -246,8 +242,7 @@ def reference_dataset(data_dir, transform) -> torch.utils.data.Dataset:
 
 
 def check_dataset(dataset_class: Callable, data_dir) -> bool:
-    """`dataset_class(data_dir, transform)` gives what a DataLoader and the network need: one
-    (3x224x224 float tensor, int label) pair per row of the ground-truth CSV, with its label."""
+    """`dataset_class(data_dir, transform)` gives one (3x224x224 float tensor, int label) per CSV row."""
     from skinlib.data import eval_transform, load_index
 
     def run() -> str:
@@ -258,9 +253,8 @@ def check_dataset(dataset_class: Callable, data_dir) -> bool:
             raise _Wrong(f"len(dataset) is {size}, but the CSV lists {len(frame)} images: look at __len__.")
         item = _call(lambda: dataset[0], "dataset[0]")
         if not isinstance(item, tuple) or len(item) != 2:
-            raise _Wrong(f"dataset[0] is a {type(item).__name__}, not an (image, label) pair: look at "
-                         "the return of __getitem__.")
-        image, label = item
+            raise _Wrong(f"dataset[0] is a {type(item).__name__}, not an (image, label) pair: look at __getitem__.")
+        image = item[0]
         if not isinstance(image, torch.Tensor):
             raise _Wrong(f"the image is a {type(image).__name__}, not a tensor: apply self.transform "
                          "in __getitem__.")

@@ -3,8 +3,8 @@
 Laid out like torchvision's reference scripts: `get_args_parser()` builds the parser and
 `main(argv)` parses and calls the same functions the notebooks call. Every command is a
 `register(subparsers)` function that adds its subparser and `set_defaults(func=...)`, where
-`func(args) -> int` is the exit status. Commands that belong to a feature module (`prepare`,
-`download`) are registered by that module, listed in FEATURE_MODULES.
+`func(args) -> int` is the exit status; `prepare`, `download` and `subset` are registered by
+their modules (`cache`, `download`, `subset`), next to the code they run.
 
 Expected failures (a broken dataset, missing pretrained weights, a bad checkpoint) end as one
 line on stderr and exit status 1, not a traceback.
@@ -12,17 +12,14 @@ line on stderr and exit status 1, not a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
-# Modules that add their own subcommand. A module that is not installed is skipped; any
-# other error while importing it is a bug and propagates.
-FEATURE_MODULES = ("skinlib.cache", "skinlib.download", "skinlib.subset")
+from skinlib import cache, download, subset
+from skinlib.errors import SkinlibError
 
 # The demo: SimpleCNN from scratch on 800 synthetic images, 4 epochs at the course's learning
-# rate (7e-4, one-cycle). On 2 CPU cores an epoch takes about 30 s, nearly all of it the
-# network's own arithmetic (fc1 alone is 108 M weights), and the whole demo about 3 minutes.
+# rate (7e-4, one-cycle); README says how long it takes.
 DEMO_SETTINGS = dict(model="simplecnn", pretrained=False, epochs=4, batch_size=32, lr=7e-4)
 DEMO_IMAGES = 800
 
@@ -31,8 +28,10 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 # ---------------------------------------------------------------- check
 def cmd_check(args: argparse.Namespace) -> int:
+    from skinlib.bundle import check_provenance
     from skinlib.data import check_dataset
 
+    check_provenance(args.data)  # restored from a course bundle: where it came from; refused if its CSVs changed
     report = check_dataset(args.data, verify_images=not args.no_verify, progress=not args.quiet)
     print(report.format())
     return EXIT_OK if report.ok else EXIT_ERROR
@@ -164,7 +163,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import shutil
     import time
 
-    from skinlib.cache import prepare
     from skinlib.config import TrainConfig
     from skinlib.data import METADATA_CSV
     from skinlib.synth import is_synthetic, make_synthetic
@@ -172,15 +170,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     out = Path(args.out)
-    data, cache, run_dir = out / f"synthetic-{DEMO_IMAGES}", out / "cache", out / "run"
+    data, cache_dir, run_dir = out / f"synthetic-{DEMO_IMAGES}", out / "cache", out / "run"
     if not (is_synthetic(data) and (data / METADATA_CSV).is_file()):  # the CSVs are written last
         print(f"generating {DEMO_IMAGES} SYNTHETIC images (drawn shapes, not medical images) in {data}")
         make_synthetic(data, n=DEMO_IMAGES, seed=0)
-    print(prepare(data, cache, progress=not args.quiet).format())
+    print(cache.prepare(data, cache_dir, progress=not args.quiet).format())
     if (run_dir / "config.json").is_file():
         print(f"replacing the previous demo run in {run_dir}")
         shutil.rmtree(run_dir)
-    config = TrainConfig(data=str(data), out=str(run_dir), cache=str(cache), device=args.device,
+    config = TrainConfig(data=str(data), out=str(run_dir), cache=str(cache_dir), device=args.device,
                          progress=not args.quiet, **DEMO_SETTINGS)
     run(config)
     print(f"demo finished in {time.perf_counter() - started:.0f} s")
@@ -198,21 +196,8 @@ def register_demo(subparsers) -> None:
 
 
 # ---------------------------------------------------------------- parser and main
-COMMANDS = (register_check, register_synth, register_train, register_demo)
-
-
-def feature_registers() -> list:
-    """`register` of each feature module that is present (a missing module is skipped)."""
-    found = []
-    for name in FEATURE_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:  # the module exists but one of *its* imports is missing
-                raise
-            continue
-        found.append(module.register)
-    return found
+COMMANDS = (register_check, register_synth, register_train, register_demo, cache.register,
+            download.register, subset.register)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -220,19 +205,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         prog="python -m skinlib",
         description="Skin-lesion classification on ISIC 2019: check data, train, evaluate.")
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
-    for register in (*COMMANDS, *feature_registers()):
+    for register in COMMANDS:
         register(subparsers)
     return parser
-
-
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input or a missing file, reported as one line rather than a traceback."""
-    from skinlib.checkpoint import CheckpointError
-    from skinlib.data import DataError
-    from skinlib.engine import DeviceUnavailable
-    from skinlib.models import PretrainedWeightsUnavailable, WeightsFileError
-
-    return (DataError, PretrainedWeightsUnavailable, WeightsFileError, CheckpointError, DeviceUnavailable)
 
 
 def one_line(err: BaseException) -> str:
@@ -257,10 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    expected = _expected_errors()
     try:
         return args.func(args)
-    except expected as err:
+    except SkinlibError as err:  # bad input, a missing file, a diverged run: one line, no traceback
         print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

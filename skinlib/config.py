@@ -21,7 +21,7 @@ class TrainConfig:
 
     `data` is the dataset folder (ISIC 2019 layout), `out` the folder the run writes to.
     Fields left at None are chosen at run time: `num_workers` from the CPU count, `device`
-    by `engine.select_device`. `limit` keeps N images drawn stratified by class with `seed`,
+    by `device.select_device`. `limit` keeps N images drawn stratified by class with `seed`,
     before the split (quick experiments); `max_batches` stops every epoch after N batches
     (smoke tests); `cache` is the folder of prepared images written by
     `python -m skinlib prepare`.

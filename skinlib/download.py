@@ -20,23 +20,24 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import re
 import shutil
-import time
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Mapping
 
-import requests
-import urllib3
 from tqdm.auto import tqdm
 
-from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV, DataError
+from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV
+from skinlib.fetch import (BACKOFF, RETRIES, TIMEOUT, DownloadError, Fetcher, flat_message,
+                           move_aside, sha256_of)
 from skinlib.files import atomic_write_text
+
+__all__ = ["BASE_URL", "ARCHIVE", "MANIFEST", "SHA256", "DownloadError", "sha256_of",
+           "download_isic2019", "register"]
 
 BASE_URL = "https://isic-challenge-data.s3.amazonaws.com/2019/"
 ARCHIVE = IMAGES_DIR + ".zip"
@@ -47,26 +48,6 @@ SHA256 = {
     GROUND_TRUTH_CSV: "aa88e9638fe4df9ef330dc4ba22fa4bd475c44af692fffb870c73091ab25cdcd",
     METADATA_CSV: "d93994a8ed201d474de9a7af7e17ec30929cbc4a5220659ecbde17cbe83e9316",
 }
-
-# (connect, read) seconds: a stalled server fails fast instead of hanging a notebook cell.
-TIMEOUT = (15.0, 60.0)
-RETRIES = 5  # resumes after a dropped connection before giving up
-BACKOFF = 2.0  # seconds before the first retry, doubled each time
-CHUNK = 1 << 16
-# HTTP statuses worth retrying: S3 answers these under load and they pass.
-TRANSIENT_STATUS = {500, 502, 503, 504}
-
-
-class DownloadError(DataError):
-    """A download, checksum or archive problem; the message is one line naming the file or URL.
-
-    A DataError, so `python -m skinlib` reports it as one line like any other bad-data error.
-    """
-
-
-class _Dropped(Exception):
-    """The connection ended early or the server had a transient failure: retry, resuming."""
-
 
 def download_isic2019(
     data_dir: str | os.PathLike,
@@ -96,7 +77,7 @@ def download_isic2019(
         raise DownloadError(f"{data_dir} exists and is not a folder")
     data_dir.mkdir(parents=True, exist_ok=True)
 
-    fetch = _Fetcher(base_url, progress=progress, retries=retries, backoff=backoff, timeout=timeout)
+    fetch = Fetcher(base_url, progress=progress, retries=retries, backoff=backoff, timeout=timeout)
     with fetch:
         for name in (GROUND_TRUTH_CSV, METADATA_CSV):
             _get_csv(fetch, data_dir / name, hashes.get(name))
@@ -115,175 +96,20 @@ def download_isic2019(
     return data_dir
 
 
-# --------------------------------------------------------------------------- HTTP
-
-
-class _Fetcher:
-    """Streams one URL into a `.part` file, resuming with Range after a dropped connection."""
-
-    def __init__(self, base_url, *, progress, retries, backoff, timeout):
-        self.base_url = base_url.rstrip("/") + "/"
-        self.progress, self.retries, self.backoff, self.timeout = progress, retries, backoff, timeout
-        self.session = requests.Session()
-        # Byte offsets only mean something on the identity encoding.
-        self.session.headers["Accept-Encoding"] = "identity"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.session.close()
-
-    def get(self, dest: Path, space_factor: float = 1.0) -> None:
-        """Download `dest.name` into `dest`; its length must match what the server announced."""
-        url = self.base_url + dest.name
-        part = dest.with_name(dest.name + ".part")
-        for attempt in range(self.retries + 1):
-            try:
-                self._get_once(url, part, space_factor)
-                break
-            except (_Dropped, requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
-                if attempt == self.retries:
-                    kept = part.stat().st_size if part.exists() else 0
-                    tries = f"{attempt + 1} tr{'y' if attempt == 0 else 'ies'}"
-                    then = (f"{kept:,} bytes are kept in {part}: re-running the command resumes "
-                            "from there" if kept else "re-running the command tries again")
-                    raise DownloadError(f"{url}: {self._reason(exc)}; gave up after {tries}; {then}") from None
-                time.sleep(self.backoff * 2**attempt)
-        os.replace(part, dest)
-
-    def _get_once(self, url: str, part: Path, space_factor: float) -> None:
-        have = part.stat().st_size if part.exists() else 0
-        headers = {"Range": f"bytes={have}-"} if have else {}
-        with self.session.get(url, headers=headers, stream=True, timeout=self.timeout) as response:
-            status = response.status_code
-            if status == 416:  # nothing left after `have`: complete, or longer than the file
-                total = _range_total(response.headers.get("Content-Range", ""))
-                if total is None:  # not every server says the size in a 416: ask for it
-                    total = self._length(url)
-                if total == have:
-                    return
-                part.unlink()
-                raise _Dropped(f"HTTP 416: the partial file ({have:,} bytes) does not fit; restarting")
-            if status in TRANSIENT_STATUS:
-                raise _Dropped(f"HTTP {status} {response.reason}")
-            if status == 206:
-                start, total = _parse_content_range(url, response.headers.get("Content-Range", ""))
-                if start != have:  # the server resumed elsewhere: start over rather than guess
-                    part.unlink()
-                    raise _Dropped(f"server resumed at byte {start:,}, not {have:,}; restarting")
-                mode = "ab"
-            elif status == 200:  # no Range support (or first request): from byte zero
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                have, mode = 0, "wb"
-            else:
-                raise DownloadError(f"{url}: HTTP {status} {response.reason} (check the address or --base-url)")
-            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-            if encoding not in ("", "identity"):
-                raise DownloadError(f"{url}: the server sent it {encoding}-encoded; use a plain mirror")
-            if total is not None:
-                _check_space(part.parent, (total - have) + total * (space_factor - 1.0), url)
-            with open(part, mode) as out, tqdm(
-                total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=part.name.removesuffix(".part"), disable=not self.progress,
-            ) as bar:
-                # Raw bytes, not iter_content: with decoding on, urllib3 drops the bytes it
-                # buffered when the connection breaks, and a resume must start at the last
-                # byte actually written. Accept-Encoding: identity makes raw bytes the file.
-                for chunk in response.raw.stream(CHUNK, decode_content=False):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-        size = part.stat().st_size
-        if total is not None and size < total:
-            raise _Dropped(f"connection closed at byte {size:,} of {total:,}")
-        if total is not None and size > total:
-            bad = _move_aside(part)
-            raise DownloadError(
-                f"{url}: received {size:,} bytes but the server announced {total:,}; "
-                f"moved aside to {bad.name}, re-run to download it again"
-            )
-
-
-    def _reason(self, exc: BaseException) -> str:
-        """A short human reason for a failed try (the library messages run to several lines)."""
-        if isinstance(exc, _Dropped):
-            return str(exc)
-        if isinstance(exc, requests.ConnectTimeout):
-            return f"no connection within {self.timeout[0]:g} s"
-        if isinstance(exc, (requests.Timeout, urllib3.exceptions.ReadTimeoutError)):
-            return f"the server sent nothing for {self.timeout[1]:g} s"
-        if isinstance(exc, requests.ConnectionError):
-            inner = exc.args[0] if exc.args else exc
-            inner = getattr(inner, "reason", inner)  # urllib3's MaxRetryError wraps the cause
-            text = re.sub(r"<[^>]*>:?\s*", "", _one_line(inner))  # drop '<...Connection object at 0x..>'
-            return f"cannot reach the server ({text})"
-        return "the connection dropped"
-
-    def _length(self, url: str) -> int | None:
-        """The file's size from a HEAD request, or None when the server does not say."""
-        response = self.session.head(url, timeout=self.timeout, allow_redirects=True)
-        length = response.headers.get("Content-Length", "")
-        return int(length) if response.ok and length.isdigit() else None
-
-
-def _parse_content_range(url: str, value: str) -> tuple[int, int | None]:
-    """'bytes START-END/TOTAL' -> (START, TOTAL or None when the server sends '*')."""
-    match = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", value)
-    if not match:
-        raise DownloadError(f"{url}: HTTP 206 with an unreadable Content-Range {value!r}")
-    total = match.group(3)
-    return int(match.group(1)), (None if total == "*" else int(total))
-
-
-def _range_total(value: str) -> int | None:
-    """The TOTAL of a 416's 'bytes */TOTAL', or None."""
-    match = re.fullmatch(r"\s*bytes\s+\*/(\d+)\s*", value)
-    return int(match.group(1)) if match else None
-
-
-def _check_space(folder: Path, needed: float, url: str) -> None:
-    free = shutil.disk_usage(folder).free
-    if free < needed:
-        raise DownloadError(
-            f"{url}: needs about {needed / 1e9:.1f} GB free in {folder}, only {free / 1e9:.1f} GB left"
-        )
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 # --------------------------------------------------------------------------- checks
 
 
-def sha256_of(path: Path) -> str:
-    """SHA-256 of a file, read in blocks (a 9 GB file never sits in memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _move_aside(path: Path) -> Path:
-    """Rename a file that failed a check to `NAME.bad` (NAME without `.part`), replacing an older one."""
-    bad = path.with_name(path.name.removesuffix(".part") + ".bad")
-    os.replace(path, bad)
-    return bad
-
-
-def _get_csv(fetch: _Fetcher, path: Path, expected: str | None) -> None:
+def _get_csv(fetch: Fetcher, path: Path, expected: str | None) -> None:
     """Download one CSV unless a copy with the expected checksum is already there."""
     if path.exists():
         if expected is None or sha256_of(path) == expected:
             return
-        _move_aside(path)  # a stale or edited copy: fetch a clean one
+        move_aside(path)  # a stale or edited copy: fetch a clean one
     fetch.get(path)
     if expected is not None:
         actual = sha256_of(path)
         if actual != expected:
-            bad = _move_aside(path)
+            bad = move_aside(path)
             raise DownloadError(
                 f"{fetch.base_url + path.name}: SHA-256 {actual} does not match the published "
                 f"{expected}; moved aside to {bad}, nothing extracted"
@@ -329,13 +155,13 @@ def _extract(archive: Path, data_dir: Path, images: list[str], *, progress: bool
     re-run downloads a fresh copy instead of unpacking the same broken one again.
     """
     def fail(reason: str):
-        bad = _move_aside(archive)
+        bad = move_aside(archive)
         return DownloadError(f"{archive}: {reason}; moved aside to {bad.name}, nothing extracted")
 
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise fail(f"not a readable zip archive ({_one_line(exc)})") from None
+        raise fail(f"not a readable zip archive ({flat_message(exc)})") from None
     with zf:
         members = zf.infolist()
         for info in members:
@@ -373,10 +199,10 @@ def _extract(archive: Path, data_dir: Path, images: list[str], *, progress: bool
                     bar.update(1)
         except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
             shutil.rmtree(scratch, ignore_errors=True)
-            raise fail(f"corrupt member ({_one_line(exc)})") from None
+            raise fail(f"corrupt member ({flat_message(exc)})") from None
         except OSError as exc:  # disk full, permissions: the archive itself may be fine
             shutil.rmtree(scratch, ignore_errors=True)
-            raise DownloadError(f"{archive}: extracting into {data_dir} failed ({_one_line(exc)})") from None
+            raise DownloadError(f"{archive}: extracting into {data_dir} failed ({flat_message(exc)})") from None
 
     # One rename publishes the folder, so a run cut off here never leaves half a folder behind.
     os.replace(scratch / IMAGES_DIR, data_dir / IMAGES_DIR)

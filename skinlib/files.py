@@ -1,27 +1,53 @@
-"""Files that are either complete or absent, never half-written.
+"""Files that are either complete or absent, in folders the kit may write to.
 
-A crash, a full disk or Ctrl+C in the middle of a write must not leave a truncated checkpoint,
-cache manifest or metrics file that a later run would trust. `atomic_write` writes to a
-temporary file in the same folder, flushes it to disk, and only then renames it over the
-target (`os.replace` is atomic on one file system).
+Atomic writes. A crash, a full disk or Ctrl+C in the middle of a write must not leave a
+truncated checkpoint, cache manifest or metrics file that a later run would trust.
+`atomic_write` writes to a temporary file in the same folder, flushes it to disk, and only
+then renames it over the target (`os.replace` is atomic on one file system). The file gets the
+permissions any new file of the user gets (0666 less the umask), not mkstemp's owner-only 0600.
+
+Folder ownership. A command writes only into a folder that is new, empty, or marked as the
+kit's, and deletes only files it recorded writing. `claim_folder(path, kind)` returns a
+`KitFolder` and leaves in it the marker `skinlib-folder.json`, which names the kit, the kind of
+folder ("cache", "run", "synthetic", ...) and every file the kit wrote there. A folder that holds
+anything else is refused with a `FolderError` that names it and says what to do.
+
+Locks. `KitFolder.lock()` holds an exclusive `fcntl.flock` on `.skinlib-lock` while a command
+writes the folder; a second command is refused with the first one's pid. The kernel drops the
+lock when its process dies, however it dies, so a lock can never be stale.
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import tempfile
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, Iterable, Iterator
+
+KIT = "skinlib"
+MARKER = "skinlib-folder.json"
+LOCK = ".skinlib-lock"
+MARKER_VERSION = 1
+# Files an operating system or a notebook server leaves in any folder: a folder holding only
+# these counts as empty, and the kit never touches them.
+IGNORED = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", ".ipynb_checkpoints", ".directory"})
 
 
+# ---------------------------------------------------------------- atomic writes
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], *, binary: bool = True) -> Path:
     """Call `write(f)` on a temporary file beside `path`, then move it to `path`; return the path.
 
     On any failure (KeyboardInterrupt included) the temporary file is removed, `path` keeps
-    its previous content (if any), and the error propagates.
+    its previous content (if any), and the error propagates. A process killed outright leaves
+    its temporary file, named `temporary_name_pattern(path)`: `remove_stale_temporaries` clears it.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600: give the user's usual mode
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
             write(f)
             f.flush()
@@ -39,6 +65,30 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text), binary=False)
 
 
+def temporary_name_pattern(path: str | os.PathLike) -> str:
+    """The glob pattern of the temporary files `atomic_write(path, ...)` makes."""
+    return f".{Path(path).name}.*.tmp"
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete temporary files left beside `path` by a killed `atomic_write`; return them.
+
+    Call it only while holding the folder's lock: then no other writer is half-way through.
+    """
+    path = Path(path)
+    stale = sorted(path.parent.glob(temporary_name_pattern(path)))
+    for leftover in stale:
+        leftover.unlink(missing_ok=True)
+    return stale
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back: POSIX has no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_folder(folder: Path) -> None:
     """Make the rename itself durable (POSIX); not possible on Windows, where it is skipped."""
     if os.name != "posix":
@@ -46,5 +96,180 @@ def _fsync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- folder ownership
+class FolderError(RuntimeError):
+    """A folder the kit must not or cannot write to; the message names it and what to do."""
+
+
+@dataclass
+class KitFolder:
+    """A folder marked as the kit's: its kind and the files (relative paths) the kit wrote there."""
+
+    path: Path
+    kind: str
+    files: set[str] = field(default_factory=set)
+
+    @property
+    def marker(self) -> Path:
+        return self.path / MARKER
+
+    def file(self, name: str) -> Path:
+        """`path / name`, recorded as the kit's before anything is written to it."""
+        self.record(name)
+        return self.path / name
+
+    def record(self, *names: str) -> None:
+        """Add `names` to the marker (written before the files, so a crash never loses one)."""
+        new = {_relative(name) for name in names} - self.files
+        if new:
+            self.files |= new
+            self._save()
+
+    def owns(self, name: str) -> bool:
+        return _relative(name) in self.files
+
+    def remove(self, name: str) -> bool:
+        """Delete `name` if the kit recorded writing it (a file, or a folder of only its files).
+
+        Returns whether it was the kit's. Anything the kit did not record is left alone.
+        """
+        name = _relative(name)
+        if name not in self.files:
+            return False
+        target = self.path / name
+        if target.is_dir() and not target.is_symlink():
+            for inner in sorted(self.files, reverse=True):  # deepest first
+                if inner.startswith(name + "/") and (self.path / inner).is_file():
+                    (self.path / inner).unlink()
+                    self.files.discard(inner)
+            with contextlib.suppress(OSError):  # a folder still holding others' files stays
+                target.rmdir()
+        else:
+            target.unlink(missing_ok=True)
+        if not target.exists():
+            self.files.discard(name)
+        self._save()
+        return True
+
+    def unrecorded(self) -> list[str]:
+        """Entries at the top of the folder the kit did not write (and that are not ignored)."""
+        tops = {name.split("/", 1)[0] for name in self.files}
+        return sorted(p.name for p in self.path.iterdir()
+                      if p.name not in tops and p.name not in IGNORED | {MARKER, LOCK})
+
+    @contextlib.contextmanager
+    def lock(self, what: str = "another command") -> Iterator[None]:
+        """Hold the folder's lock for the block; FolderError if another process holds it."""
+        with hold_lock(self.path / LOCK, self.path, what):
+            yield
+
+    def _save(self) -> None:
+        record = {"kit": KIT, "kind": self.kind, "version": MARKER_VERSION,
+                  "note": f"written by {KIT}: it deletes only the files listed here",
+                  "files": sorted(self.files)}
+        try:
+            atomic_write_text(self.marker, json.dumps(record, indent=1) + "\n")
+        except OSError as err:
+            raise FolderError(f"{self.path}: cannot write to this folder ({err.strerror or err}); "
+                              f"choose a folder you can write to") from None
+
+
+def claim_folder(path: str | os.PathLike, kind: str, *, option: str = "the folder",
+                 adopt: Callable[[Path], Iterable[str] | None] | None = None) -> KitFolder:
+    """Make `path` a kit folder of `kind` and return it; refuse what is not the kit's.
+
+    New or empty (ignoring IGNORED): created and marked. Marked `kind`: its record is read
+    back. Unmarked but recognised by `adopt(path)` (which returns the kit's files there, for
+    folders written before markers existed, or None): marked with those files, provided nothing
+    else is there. Anything else raises FolderError naming the folder and `option` to change.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise FolderError(f"{path} is a file, not a folder; choose another {option}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        entries = [p.name for p in path.iterdir() if p.name not in IGNORED]
+    except OSError as err:
+        raise FolderError(f"{path}: cannot create or read this folder ({err.strerror or err}); "
+                          f"choose another {option}") from None
+    if MARKER in entries:
+        return _read_marker(path, kind, option)
+    folder = KitFolder(path, kind)
+    others = [name for name in entries if name != LOCK]
+    if others:
+        adopted = adopt(path) if adopt is not None else None
+        if adopted is None:
+            raise FolderError(_not_ours(path, others, option))
+        folder.files = {_relative(name) for name in adopted}
+        strangers = folder.unrecorded()
+        if strangers:
+            raise FolderError(_not_ours(path, strangers, option))
+    folder._save()
+    return folder
+
+
+def _read_marker(path: Path, kind: str, option: str) -> KitFolder:
+    marker = path / MARKER
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        if record.get("kit") != KIT or not isinstance(record.get("files"), list):
+            raise ValueError("not the kit's marker")
+        found_kind = str(record["kind"])
+        files = {_relative(str(name)) for name in record["files"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise FolderError(f"{marker}: not a readable {KIT} folder marker ({err}); choose another "
+                          f"{option}, or move this folder away") from None
+    if found_kind != kind:
+        raise FolderError(f"{path} is a {KIT} {found_kind} folder, not a {kind} folder; "
+                          f"choose another {option}")
+    return KitFolder(path, kind, files)
+
+
+def _not_ours(path: Path, names: list[str], option: str) -> str:
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return (f"{path} holds files {KIT} did not write ({shown}); it writes only into a new or "
+            f"empty folder, or one it marked with {MARKER}: choose another {option}, or move "
+            f"those files away")
+
+
+def _relative(name: str) -> str:
+    """A recorded name: relative, with '/' separators, never leaving the folder."""
+    parts = Path(name).parts
+    if not parts or Path(name).is_absolute() or ".." in parts:
+        raise ValueError(f"{name!r} is not a path inside the folder")
+    return "/".join(parts)
+
+
+# ---------------------------------------------------------------- locks
+@contextlib.contextmanager
+def hold_lock(lock_path: Path, folder: Path, what: str) -> Iterator[None]:
+    """An exclusive, non-blocking flock on `lock_path` for the block (see the module docstring).
+
+    On a file system without flock (some network mounts) the block runs unlocked.
+    """
+    import fcntl  # POSIX only; imported here so the rest of the module loads anywhere
+
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
+            raise FolderError(f"{folder} is in use by {what} ({holder}); wait for it to finish, "
+                              f"or choose another folder") from None
+        except OSError:  # ENOLCK, EOPNOTSUPP: no locks on this file system
+            yield
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

@@ -27,8 +27,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from skinlib.engine import make_generator
-from skinlib.sampling import ShuffleWithSeeds
+from skinlib.sampling import ShuffleWithSeeds, make_generator
 
 # More workers than this rarely help an image pipeline and each one holds a copy of the
 # dataset's state; a 96-core server would otherwise start 96 processes per loader.

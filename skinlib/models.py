@@ -25,6 +25,8 @@ from torchvision.models import ResNet50_Weights
 from torchvision.models import resnet50 as _torchvision_resnet50
 from tqdm.auto import tqdm
 
+from skinlib.errors import SkinlibError
+
 # The seed fine-tuned torchvision's `pretrained=True` ResNet-50, i.e. IMAGENET1K_V1.
 WEIGHT_URLS: dict[str, str] = {
     "IMAGENET1K_V1": ResNet50_Weights.IMAGENET1K_V1.url,
@@ -36,11 +38,11 @@ DEFAULT_WEIGHTS = "IMAGENET1K_V1"
 DOWNLOAD_TIMEOUT = 30.0
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
+class PretrainedWeightsUnavailable(SkinlibError, RuntimeError):
     """ImageNet weights could neither be found in the torch hub cache nor downloaded."""
 
 
-class WeightsFileError(ValueError):
+class WeightsFileError(SkinlibError, ValueError):
     """A local weights file is missing, unreadable, or does not fit the model."""
 
 

@@ -25,7 +25,8 @@ SPLIT_COLOURS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 def _done(fig: Figure, title: str | None = None) -> Figure:
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    # tight_layout leaves no room for a figure title by itself: keep a strip at the top for it
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.15 / fig.get_figheight()) if title else None)
     plt.close(fig)
     return fig
 
@@ -57,7 +58,7 @@ def plot_curves(history: list[dict], metrics=("accuracy", "loss"), title: str | 
             raise ValueError(f"history has no train_{metric} or val_{metric}; its keys are {keys}")
         ax.set_title(metric.replace("_", " ").capitalize())
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_ylabel(metric.replace("_", " "))
         ax.grid(alpha=0.3)
         ax.legend()

@@ -11,12 +11,17 @@ augmented images whether it was resumed or not, and whatever the number of worke
 
 Datasets that support it (`data.ISICDataset`, `cache.CachedDataset`) take either a plain index
 (a fresh random draw from the global generator, as usual) or the `(index, seed)` pair.
+
+Here too: `seed_everything` for the global generators, and the per-epoch seeding of a
+loader's data order (`epoch_seed`, `make_generator`, `set_loader_epoch`) that `fit` uses.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import random
+from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -65,3 +70,44 @@ def item_random_state(seed: int | None):
         yield
     finally:
         generator.set_state(saved)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and PyTorch's (CPU and every GPU) random-number generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of the data order of `epoch` (1-based) in a run seeded with `seed`."""
+    # SeedSequence mixes the two numbers so neighbouring (seed, epoch) pairs are unrelated.
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)
+    return int(state[0]) >> 1  # 63 bits: torch.Generator.manual_seed takes a signed int64
+
+
+def make_generator(seed: int, epoch: int = 1) -> torch.Generator:
+    """A CPU generator for `DataLoader(generator=...)`, seeded for `epoch`.
+
+    Pass it to the training DataLoader; `fit` (or `set_loader_epoch`) reseeds it every epoch.
+    """
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch))
+
+
+def set_loader_epoch(loader: Iterable, seed: int, epoch: int) -> bool:
+    """Reseed `loader`'s shuffling for `epoch`; return False if it has nothing to reseed.
+
+    Reseeds the DataLoader's and its samplers' generators (RandomSampler draws from the
+    DataLoader's, ShuffleWithSeeds from its own) and calls `sampler.set_epoch` when the sampler
+    has one (DistributedSampler and friends).
+    """
+    samplers = [getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)]
+    generators = {id(g): g for g in [getattr(loader, "generator", None)]
+                  + [getattr(s, "generator", None) for s in samplers]
+                  if isinstance(g, torch.Generator)}
+    for generator in generators.values():
+        generator.manual_seed(epoch_seed(seed, epoch))
+    with_set_epoch = [s for s in samplers if hasattr(s, "set_epoch")]
+    for sampler in with_set_epoch:
+        sampler.set_epoch(epoch)
+    return bool(generators or with_set_epoch)

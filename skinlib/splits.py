@@ -16,7 +16,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from skinlib.data import DataError, _read_csv, _require_columns, _row_refs
+from skinlib.csvfiles import read_csv, require_columns, row_refs
+from skinlib.layout import DataError
 
 SPLITS = ("train", "val", "test")
 
@@ -120,14 +121,14 @@ def save_split(frame: pd.DataFrame, split: pd.Series, path: str | os.PathLike) -
 def load_split(path: str | os.PathLike) -> pd.DataFrame:
     """Read a CSV written by `save_split`; a bad label or split name is an error naming the row."""
     path = Path(path)
-    table = _read_csv(path, "split CSV")
-    _require_columns(table, path, ("image", "label", "group", "split"))
+    table = read_csv(path, "split CSV")
+    require_columns(table, path, ("image", "label", "group", "split"))
     labels = pd.to_numeric(table["label"], errors="coerce")
     bad = np.flatnonzero(labels.isna() | (labels % 1 != 0) | (labels < 0)).tolist()
     if bad:
-        raise DataError(f"{path}: label is not a class index in {_row_refs(bad, table['image'])}")
+        raise DataError(f"{path}: label is not a class index in {row_refs(bad, table['image'])}")
     bad = np.flatnonzero(~table["split"].isin(SPLITS)).tolist()
     if bad:
-        raise DataError(f"{path}: split must be one of {', '.join(SPLITS)} in {_row_refs(bad, table['image'])}")
+        raise DataError(f"{path}: split must be one of {', '.join(SPLITS)} in {row_refs(bad, table['image'])}")
     table["label"] = labels.astype(np.int64)
     return table[["image", "label", "group", "split"]]

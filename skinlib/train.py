@@ -6,8 +6,8 @@
 2. with `config.limit`, keep N images drawn stratified by class (seeded), *before* the split;
 3. split grouped by lesion and stratified by class (`splits.grouped_split`), saved as
    RUN/split.csv; a resumed run reads that file back instead of splitting again;
-4. build the loaders, the model, Adam and the one-cycle schedule (`engine.make_optimizer`,
-   `engine.make_scheduler`) and train with `engine.fit`, checkpointing to RUN/checkpoint.pt;
+4. build the loaders, the model, Adam and the one-cycle schedule (`optim.make_optimizer`,
+   `optim.make_scheduler`) and train with `engine.fit`, checkpointing to RUN/checkpoint.pt;
 5. evaluate on the test split and write RUN/metrics.json, RUN/config.json, RUN/curves.png and
    RUN/confusion.png.
 
@@ -37,6 +37,7 @@ import torchvision
 
 import skinlib
 from skinlib import engine
+from skinlib.device import autocast_dtype, describe_device, select_device
 from skinlib.checkpoint import CheckpointError
 from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
 from skinlib.export import MODEL_FILE, data_fingerprint, export_model
@@ -44,7 +45,9 @@ from skinlib.files import atomic_write_text
 from skinlib.loaders import make_loaders
 from skinlib.metrics import roc_auc_ovr, summarize
 from skinlib.models import build_model
+from skinlib.optim import make_optimizer, make_scheduler
 from skinlib.plots import plot_confusion, plot_curves
+from skinlib.sampling import seed_everything
 from skinlib.splits import SPLITS, grouped_split, load_split, save_split
 from skinlib.synth import is_synthetic
 
@@ -68,8 +71,8 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
             f"{out} already holds a run ({checkpoint}); resume it (--resume / resume=True) "
             f"or choose another output folder")
     out.mkdir(parents=True, exist_ok=True)
-    device = engine.select_device(config.device)
-    engine.seed_everything(config.seed)
+    device = select_device(config.device)
+    seed_everything(config.seed)
 
     frame, split = _frame_and_split(config, out / SPLIT_CSV, reuse=resume)
     loaders = make_loaders(frame, split, config, device=device)
@@ -78,19 +81,18 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
 
     model = build_model(config.model, num_classes=NUM_CLASSES, pretrained=config.pretrained,
                         weights_path=config.weights_path).to(device)
-    optimizer = engine.make_optimizer(model, config)
+    optimizer = make_optimizer(model, config)
     steps = len(loaders["train"])
     if config.max_batches is not None:
         steps = min(steps, config.max_batches)
-    scheduler = engine.make_scheduler(optimizer, config, steps_per_epoch=steps)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch=steps)
     history = engine.fit(model, loaders["train"], loaders["val"], optimizer, device,
-                         epochs=config.epochs, scheduler=scheduler, grad_clip=config.grad_clip,
-                         amp=config.amp, channels_last=config.channels_last,
-                         checkpoint_path=checkpoint, resume=resume, config=config,
-                         progress=config.progress, max_batches=config.max_batches)
+                         epochs=config.epochs, scheduler=scheduler, config=config,
+                         checkpoint_path=checkpoint, resume=resume,
+                         max_batches=config.max_batches, progress=config.progress)
     _write_json(out / CONFIG_JSON, config.to_dict())
 
-    amp_dtype = engine.autocast_dtype(device) if config.amp else None
+    amp_dtype = autocast_dtype(device) if config.amp else None
     test = engine.evaluate(model, loaders["test"], device, amp_dtype=amp_dtype,
                            channels_last=config.channels_last and device.type == "cuda",
                            progress=config.progress, max_batches=config.max_batches,
@@ -180,7 +182,7 @@ def metrics_record(config, history: list[dict], test: dict, split: pd.Series,
         },
         "classes": list(CLASSES),
         "split_sizes": {name: int(counts.get(name, 0)) for name in SPLITS},
-        "device": engine.describe_device(device),
+        "device": describe_device(device),
         "versions": {"skinlib": skinlib.__version__, "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "python": platform.python_version()},
         "synthetic": bool(is_synthetic(config.data)),

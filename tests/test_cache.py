@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-import skinlib.cache as cache_module
+import skinlib.cache_prepare as cache_module
 from skinlib.cache import (MANIFEST, CacheError, CachedDataset, cache_bytes, open_cache, prepare)
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, ImageError, load_index, open_image
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -260,6 +259,19 @@ def test_running_out_of_gpu_memory_is_one_line_naming_the_batch_size(tmp_path, m
     assert_one_line_error(err, "batch size 256", "CUDA out of memory", "--batch-size, e.g. 128")
 
 
+def test_a_diverged_run_is_one_line_naming_the_epoch_batch_and_learning_rate(tmp_path, monkeypatch, capsys):
+    from skinlib import train
+    from skinlib.engine import NonFiniteLoss
+
+    def diverged(config, resume=False):
+        raise NonFiniteLoss(epoch=2, batch=3, lr=0.7, history=[{"epoch": 1}])
+
+    monkeypatch.setattr(train, "run", diverged)
+    rc, err = run_cli(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")], capsys)
+    assert rc == 1
+    assert_one_line_error(err, "epoch 2, batch 3", "learning rate (0.7)")
+
+
 def test_an_invalid_setting_is_a_usage_error(tmp_path, capsys):
     rc, err = run_cli(["train", "--data", str(tmp_path), "--epochs", "0", "--out", str(tmp_path / "run")], capsys)
     assert rc == 2
@@ -278,25 +290,10 @@ def test_no_command_prints_help_and_exits_2(capsys):
     assert "train" in capsys.readouterr().out
 
 
-# ---------------------------------------------------------------- feature modules
-def test_a_feature_module_that_is_not_installed_is_skipped(monkeypatch):
-    monkeypatch.setattr(cli, "FEATURE_MODULES", ("skinlib.no_such_feature",))
+# ---------------------------------------------------------------- commands
+def test_every_command_is_on_the_command_line():
     commands = cli.get_args_parser()._subparsers._group_actions[0].choices
-    assert set(commands) == {"check", "synth", "train", "demo"}
-
-
-def test_a_feature_module_with_a_broken_import_is_an_error(monkeypatch, tmp_path):
-    (tmp_path / "feature_with_broken_import.py").write_text("import no_such_dependency_xyz\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(cli, "FEATURE_MODULES", ("feature_with_broken_import",))
-    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):
-        cli.get_args_parser()
-    sys.modules.pop("feature_with_broken_import", None)
-
-
-def test_the_feature_modules_add_their_commands():
-    commands = cli.get_args_parser()._subparsers._group_actions[0].choices
-    assert {"prepare", "download"} <= set(commands)
+    assert set(commands) == {"check", "synth", "train", "demo", "prepare", "download"}
 
 
 # ---------------------------------------------------------------- demo

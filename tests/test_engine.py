@@ -5,6 +5,7 @@ Everything runs on the CPU with tiny models and TensorDatasets of synthetic numb
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -16,9 +17,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms import Normalize
 
-from skinlib import engine
+from skinlib import device, engine, optim, sampling
+from skinlib.checkpoint import load_checkpoint
 from skinlib.config import TrainConfig
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD
+from skinlib.errors import SkinlibError
 from skinlib.metrics import ConfusionMatrix
 
 CPU = torch.device("cpu")
@@ -34,7 +37,7 @@ def blobs(n=96, num_classes=3, features=4, seed=0):
 
 
 def loader(x, y, batch_size=16, shuffle=False, seed=0):
-    generator = engine.make_generator(seed) if shuffle else None
+    generator = sampling.make_generator(seed) if shuffle else None
     return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle,
                       generator=generator, num_workers=0)
 
@@ -93,7 +96,7 @@ def test_config_rejects_bad_values(change, message):
 def test_select_device_falls_back_to_cpu_and_announces_one_line(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert engine.select_device() == CPU
+    assert device.select_device() == CPU
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and out.startswith("Using device: cpu")
 
@@ -101,7 +104,7 @@ def test_select_device_falls_back_to_cpu_and_announces_one_line(monkeypatch, cap
 def test_select_device_refuses_cuda_when_absent(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="CUDA is not available"):
-        engine.select_device("cuda", announce=False)
+        device.select_device("cuda", announce=False)
 
 
 @pytest.mark.parametrize("capability, expected", [
@@ -113,18 +116,18 @@ def test_select_device_refuses_cuda_when_absent(monkeypatch):
 def test_autocast_dtype_follows_cuda_compute_capability(monkeypatch, capability, expected):
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert engine.autocast_dtype(torch.device("cuda")) == expected
+    assert device.autocast_dtype(torch.device("cuda")) == expected
 
 
 @pytest.mark.parametrize("name", ["cpu", "mps"])
 def test_autocast_dtype_is_none_off_cuda(name):
-    assert engine.autocast_dtype(torch.device(name)) is None
+    assert device.autocast_dtype(torch.device(name)) is None
 
 
 def test_grad_scaler_is_disabled_on_cpu_and_for_bf16():
-    assert not engine.make_scaler(CPU, None).is_enabled()
-    assert not engine.make_scaler(CPU, torch.bfloat16).is_enabled()
-    assert not engine.make_scaler(torch.device("cuda"), torch.bfloat16).is_enabled()
+    assert not device.make_scaler(CPU, None).is_enabled()
+    assert not device.make_scaler(CPU, torch.bfloat16).is_enabled()
+    assert not device.make_scaler(torch.device("cuda"), torch.bfloat16).is_enabled()
 
 
 # ------------------------------------------------------------------ batches
@@ -161,50 +164,80 @@ def test_uint8_batch_with_wrong_shape_is_refused():
 
 
 class RecordingSGD(torch.optim.SGD):
-    """SGD that logs its calls and the largest gradient element it is asked to step with."""
+    """SGD that records the largest gradient element it is asked to step with."""
 
-    def __init__(self, params, log, **kw):
+    def __init__(self, params, **kw):
         super().__init__(params, **kw)
-        self.log = log
         self.max_grad_at_step = []
 
-    def zero_grad(self, set_to_none=True):
-        self.log.append(f"zero_grad(set_to_none={set_to_none})")
-        super().zero_grad(set_to_none=set_to_none)
-
     def step(self, closure=None):
-        self.log.append("step")
         self.max_grad_at_step.append(max(p.grad.abs().max().item() for g in self.param_groups
                                          for p in g["params"]))
         return super().step(closure)
 
 
-class RecordingScheduler:
-    def __init__(self, log):
-        self.log = log
-
-    def step(self):
-        self.log.append("scheduler.step")
-
-
-def test_training_step_order_is_the_seeds(monkeypatch):
-    log = []
+def test_one_training_step_is_the_hand_written_step_of_notebook_02():
+    # The same step written out (zero_grad, forward, criterion, backward, clip, step, schedule)
+    # must leave the same weights as train_one_epoch.
+    x, y = blobs(n=16)
+    torch.manual_seed(0)
     model = nn.Linear(4, 3)
-    model.register_forward_hook(lambda *a: log.append("forward"))
-    for p in model.parameters():
-        p.register_hook(lambda grad: log.append("backward") or grad)
-    clip, cross_entropy = nn.utils.clip_grad_value_, F.cross_entropy
-    monkeypatch.setattr(nn.utils, "clip_grad_value_",
-                        lambda params, value: log.append(f"clip({value})") or clip(params, value))
-    monkeypatch.setattr(F, "cross_entropy",
-                        lambda *a, **k: log.append("cross_entropy") or cross_entropy(*a, **k))
+    by_hand = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    result = engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU, scheduler=sched,
+                                    grad_clip=0.05, progress=False)
+
+    hand_opt = torch.optim.SGD(by_hand.parameters(), lr=0.5)
+    hand_opt.zero_grad()
+    outputs = by_hand(x)
+    loss = nn.CrossEntropyLoss()(outputs, y)
+    loss.backward()
+    nn.utils.clip_grad_value_(by_hand.parameters(), 0.05)
+    hand_opt.step()
+    for mine, reference in zip(model.parameters(), by_hand.parameters()):
+        torch.testing.assert_close(mine, reference)
+    assert result["loss"] == pytest.approx(loss.item(), rel=1e-6)
+    assert result["lr"] == 0.5 and opt.param_groups[0]["lr"] == 0.25  # stepped after the batch
+
+
+def test_a_non_finite_loss_stops_training_naming_the_batch_and_the_learning_rate():
+    x, y = blobs(n=48)
+    x[20] = float("nan")  # the second batch of 16
+    model = nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    with pytest.raises(engine.NonFiniteLoss, match=r"batch 2\b.*learning rate \(0\.3\)") as caught:
+        engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU, progress=False)
+    assert caught.value.batch == 2 and caught.value.epoch is None
+
+
+class SpoilsAfter(torch.utils.data.Dataset):
+    """Blobs whose images turn to NaN once `good` items have been served: a run that diverges."""
+
+    def __init__(self, x, y, good):
+        self.x, self.y, self.good, self.served = x, y, good, 0
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        self.served += 1
+        return (self.x[i] if self.served <= self.good else torch.full_like(self.x[i], float("nan"))), self.y[i]
+
+
+def test_fit_stops_on_a_non_finite_loss_keeping_the_finished_epochs(tmp_path):
     x, y = blobs(n=32)
-    opt = RecordingSGD(model.parameters(), log, lr=0.1)
-    engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU,
-                           scheduler=RecordingScheduler(log), grad_clip=0.1, progress=False)
-    one_step = ["zero_grad(set_to_none=True)", "forward", "cross_entropy", "backward", "backward",
-                "clip(0.1)", "step", "scheduler.step"]
-    assert log == one_step * 2
+    spoiled = DataLoader(SpoilsAfter(x, y, good=32 + 16 + 3), batch_size=16)  # epoch 2, batch 2
+    model = nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(engine.NonFiniteLoss) as caught:
+        engine.fit(model, spoiled, loader(x, y), opt, CPU, epochs=3, progress=False,
+                   checkpoint_path=tmp_path / "checkpoint.pt")
+    error = caught.value
+    assert isinstance(error, SkinlibError) and "\n" not in str(error)
+    assert (error.epoch, error.batch) == (2, 2) and "epoch 2, batch 2" in str(error)
+    assert [row["epoch"] for row in error.history] == [1]
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1  # the last good epoch
 
 
 def test_gradients_are_clipped_before_the_optimizer_step():
@@ -213,7 +246,7 @@ def test_gradients_are_clipped_before_the_optimizer_step():
     def largest_gradient_at_step(grad_clip):
         torch.manual_seed(0)
         model = nn.Linear(4, 3)
-        opt = RecordingSGD(model.parameters(), [], lr=0.1)
+        opt = RecordingSGD(model.parameters(), lr=0.1)
         engine.train_one_epoch(model, loader(x * 100, y), opt, CPU, grad_clip=grad_clip,
                                progress=False)
         return max(opt.max_grad_at_step)
@@ -297,11 +330,10 @@ def test_fit_reduces_the_loss_on_a_learnable_problem(capsys):
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
     config = TrainConfig(data="synthetic", out="o", epochs=5, lr=0.05, weight_decay=0.0)
     train_loader = loader(x, y, batch_size=16, shuffle=True)
-    opt = engine.make_optimizer(model, config)
-    sched = engine.make_scheduler(opt, config, steps_per_epoch=len(train_loader))
+    opt = optim.make_optimizer(model, config)
+    sched = optim.make_scheduler(opt, config, steps_per_epoch=len(train_loader))
     history = engine.fit(model, train_loader, loader(x, y, batch_size=32), opt, CPU,
-                         epochs=config.epochs, scheduler=sched, grad_clip=config.grad_clip,
-                         config=config, progress=False)
+                         epochs=config.epochs, scheduler=sched, config=config, progress=False)
     assert history[-1]["train_loss"] < history[0]["train_loss"] / 2
     assert history[-1]["val_accuracy"] > 0.9
     lines = capsys.readouterr().out.strip().splitlines()
@@ -312,11 +344,12 @@ def test_fit_history_has_the_documented_keys_per_epoch():
     x, y = blobs(n=32)
     model = nn.Linear(4, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    history = engine.fit(model, loader(x, y), loader(x, y), opt, CPU, epochs=2, progress=False,
-                         verbose=False)
+    history = engine.fit(model, loader(x, y), loader(x, y), opt, CPU, epochs=2, progress=False)
     assert [row["epoch"] for row in history] == [1, 2]
     for row in history:
-        assert tuple(row) == engine.HISTORY_KEYS
+        assert tuple(row) == ("epoch", "train_loss", "train_accuracy", "train_balanced_accuracy",
+                              "val_loss", "val_accuracy", "val_balanced_accuracy", "lr", "seconds",
+                              "images_per_s")
         assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in row.values())
     json.dumps(history)  # goes into metrics.json as is
 
@@ -328,7 +361,7 @@ def test_fit_trains_the_given_model_in_place_without_reinitialising():
         model.weight.fill_(0.25)
     weight = model.weight
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    engine.fit(model, loader(x, y), loader(x, y), opt, CPU, epochs=1, progress=False, verbose=False)
+    engine.fit(model, loader(x, y), loader(x, y), opt, CPU, epochs=1, progress=False)
     assert model.weight is weight and torch.all(model.weight == 0.25)
 
 
@@ -339,17 +372,17 @@ def test_fit_runs_a_convolutional_model_on_uint8_images():
     model = TinyCNN()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     history = engine.fit(model, loader(x, y, batch_size=4), loader(x, y, batch_size=6), opt, CPU,
-                         epochs=1, progress=False, verbose=False)
+                         epochs=1, progress=False)
     assert history[0]["train_loss"] > 0
 
 
 def test_make_scheduler_is_one_cycle_peaking_at_the_config_lr():
     model = nn.Linear(4, 3)
     config = TrainConfig(data="d", out="o", epochs=4)
-    opt = engine.make_optimizer(model, config)
+    opt = optim.make_optimizer(model, config)
     assert isinstance(opt, torch.optim.Adam)
     assert opt.param_groups[0]["weight_decay"] == config.weight_decay
-    sched = engine.make_scheduler(opt, config, steps_per_epoch=10)
+    sched = optim.make_scheduler(opt, config, steps_per_epoch=10)
     assert isinstance(sched, torch.optim.lr_scheduler.OneCycleLR) and sched.total_steps == 40
     lrs = []
     for _ in range(40):
@@ -362,7 +395,7 @@ def test_make_scheduler_is_one_cycle_peaking_at_the_config_lr():
 def test_make_optimizer_skips_frozen_parameters():
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 3))
     model[0].requires_grad_(False)
-    opt = engine.make_optimizer(model, TrainConfig(data="d", out="o"))
+    opt = optim.make_optimizer(model, TrainConfig(data="d", out="o"))
     assert len(opt.param_groups[0]["params"]) == 2
 
 
@@ -374,7 +407,7 @@ def test_epoch_generator_gives_a_reproducible_order_per_epoch():
     dl = loader(x, y, batch_size=20, shuffle=True, seed=3)
 
     def order(epoch):
-        engine.set_loader_epoch(dl, seed=3, epoch=epoch)
+        sampling.set_loader_epoch(dl, seed=3, epoch=epoch)
         return next(iter(dl))[0].flatten().tolist()
 
     first_2, first_3 = order(2), order(3)
@@ -386,21 +419,21 @@ def test_set_loader_epoch_reseeds_a_sampler_with_its_own_generator():
 
     data = TensorDataset(torch.arange(20).float())
     dl = DataLoader(data, batch_size=20, sampler=RandomSampler(data, generator=torch.Generator()))
-    assert engine.set_loader_epoch(dl, seed=0, epoch=1)
+    assert sampling.set_loader_epoch(dl, seed=0, epoch=1)
     first = next(iter(dl))[0].tolist()
-    engine.set_loader_epoch(dl, seed=0, epoch=1)
+    sampling.set_loader_epoch(dl, seed=0, epoch=1)
     assert next(iter(dl))[0].tolist() == first
 
 
 def test_set_loader_epoch_reports_a_loader_it_cannot_reseed():
-    assert not engine.set_loader_epoch(loader(*blobs(n=8)), seed=0, epoch=1)
+    assert not sampling.set_loader_epoch(loader(*blobs(n=8)), seed=0, epoch=1)
 
 
 def test_gradients_are_unscaled_before_clipping_when_a_scaler_is_enabled():
     # CPU GradScaler (torch >= 2.3) runs the same code path as float16 on CUDA.
     x, y = blobs(n=32)
     model = nn.Linear(4, 3)
-    opt = RecordingSGD(model.parameters(), [], lr=0.1)
+    opt = RecordingSGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, enabled=True)
     result = engine.train_one_epoch(model, loader(x * 100, y), opt, CPU, grad_clip=0.01,
                                     scaler=scaler, amp_dtype=torch.bfloat16, progress=False)

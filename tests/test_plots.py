@@ -148,3 +148,24 @@ def test_plot_class_distribution_labels_bars_with_count_and_share():
     assert tick_texts(ax.get_xticklabels()) == ["MEL", "NV", "DF"]
     assert [t.get_text() for t in ax.texts] == ["4,522\n25.6%", "12,875\n73.0%", "239\n1.4%"]
     assert ax.get_title() == "Images per class (n=17,636)"
+
+
+def test_figures_carry_the_title_they_are_given():
+    history = [{"epoch": 1, "train_accuracy": 0.5, "val_accuracy": 0.4, "train_loss": 1.0, "val_loss": 1.2}]
+    title = "SimpleCNN, SYNTHETIC data, SMOKE run"
+    assert plot_curves(history, title=title)._suptitle.get_text() == title
+    assert plot_confusion(random_confusion()[0], title=title)._suptitle.get_text() == title
+    assert plot_curves(history)._suptitle is None
+
+
+def test_curve_axes_show_whole_epochs_only():
+    for epochs in (1, 3, 25):
+        history = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e} for e in range(1, epochs + 1)]
+        ax = plot_curves(history, metrics=("loss",)).axes[0]
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), (epochs, ticks)
+
+
+def test_plot_image_grid_adds_captions_under_the_class():
+    fig = plot_image_grid(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), [0, 1], captions=["lesion A", "lesion B"])
+    assert [ax.get_title() for ax in fig.axes] == ["MEL\nlesion A", "NV\nlesion B"]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from skinlib import engine
+from skinlib import engine, optim, sampling
 from skinlib.checkpoint import CheckpointError, load_checkpoint
 from skinlib.config import TrainConfig
 
@@ -56,16 +56,16 @@ def build(checkpoint_path, **config_changes):
     settings = dict(model="toy", epochs=EPOCHS, batch_size=8, lr=0.02, weight_decay=1e-4, seed=SEED)
     config = TrainConfig(data="synthetic", out=str(checkpoint_path.parent),
                          **(settings | config_changes))
-    engine.seed_everything(config.seed)
+    sampling.seed_everything(config.seed)
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
     dataset = NoisyBlobs()
     train_loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True,
-                              generator=engine.make_generator(config.seed), num_workers=0)
+                              generator=sampling.make_generator(config.seed), num_workers=0)
     g = torch.Generator().manual_seed(1)
     val_loader = DataLoader(TensorDataset(torch.randn(30, 4, generator=g), torch.arange(30) % 3),
                             batch_size=16)
-    optimizer = engine.make_optimizer(model, config)
-    scheduler = engine.make_scheduler(optimizer, config, steps_per_epoch=len(train_loader))
+    optimizer = optim.make_optimizer(model, config)
+    scheduler = optim.make_scheduler(optimizer, config, steps_per_epoch=len(train_loader))
     return dict(config=config, model=model, dataset=dataset, train_loader=train_loader,
                 val_loader=val_loader, optimizer=optimizer, scheduler=scheduler)
 
@@ -73,9 +73,8 @@ def build(checkpoint_path, **config_changes):
 def run(parts, checkpoint_path, resume=False):
     return engine.fit(parts["model"], parts["train_loader"], parts["val_loader"],
                       parts["optimizer"], CPU, epochs=parts["config"].epochs,
-                      scheduler=parts["scheduler"], grad_clip=parts["config"].grad_clip,
-                      checkpoint_path=checkpoint_path, resume=resume, config=parts["config"],
-                      progress=False, verbose=False)
+                      scheduler=parts["scheduler"], checkpoint_path=checkpoint_path,
+                      resume=resume, config=parts["config"], progress=False)
 
 
 def without_timing(history):

@@ -38,7 +38,7 @@ import skinlib
 from skinlib.course import get_data
 from skinlib.data import (CLASS_NAMES, CLASSES, METADATA_CSV, ISICDataset, check_dataset,
                           eval_transform, load_index)
-from skinlib.engine import select_device
+from skinlib.device import select_device
 from skinlib.plots import plot_class_distribution, plot_image_grid
 from skinlib.splits import grouped_split, leakage, random_split
 

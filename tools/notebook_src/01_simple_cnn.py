@@ -41,7 +41,7 @@ from skinlib.course import get_data
 from skinlib.data import CLASSES, ISICDataset, eval_transform, load_index
 from skinlib import models
 from skinlib.checks import check_fc1_inputs, check_simple_cnn, use_yours_or
-from skinlib.engine import select_device
+from skinlib.device import select_device
 from skinlib.models import count_parameters
 
 print(f"Python {platform.python_version()}, torch {torch.__version__}, "
@@ -103,7 +103,7 @@ FC1_INPUTS = 32 * 53 * 53  # 224 -> conv 220 -> pool 110 -> conv 106 -> pool 53
 print(f"fc1 receives {FC1_INPUTS:,} values")
 
 # %%
-check_fc1_inputs(FC1_INPUTS)
+passed = check_fc1_inputs(FC1_INPUTS)
 
 # %% [markdown]
 # **Exercise 2.** Write SimpleCNN: the layers of the table in `__init__` (use the names `conv1`, `pool`, `conv2`,

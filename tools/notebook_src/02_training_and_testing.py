@@ -46,7 +46,8 @@ from skinlib.checks import (check_dataset, check_evaluate, check_initial_loss, c
 from skinlib.config import TrainConfig
 from skinlib.course import get_data
 from skinlib.data import CLASSES, GROUND_TRUTH_CSV, IMAGES_DIR, eval_transform, load_index, train_transform
-from skinlib.engine import evaluate, fit, select_device, to_device_batch, train_one_epoch
+from skinlib.device import select_device
+from skinlib.engine import evaluate, fit, to_device_batch, train_one_epoch
 from skinlib.loaders import make_loaders
 from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy, per_class, summarize
 from skinlib.models import SimpleCNN
@@ -149,10 +150,9 @@ print("training:", train_transform(), "\nevaluation:", eval_transform(), sep="\n
 augmented = LesionDataset(DATA_DIR, transform=train_transform())
 torch.manual_seed(0)
 views = [augmented[0] for _ in range(10)]
-figure = plot_image_grid(torch.stack([image for image, _ in views]), [label for _, label in views], ncols=5)
-figure.suptitle(f"One image under ten random training augmentations ({DATA_DIR.name}"
-                f"{', SYNTHETIC' if SYNTHETIC else ''})", y=1.02)
-figure
+plot_image_grid(torch.stack([image for image, _ in views]), [label for _, label in views], ncols=5,
+                title=f"One image under ten random training augmentations ({DATA_DIR.name}"
+                      f"{', SYNTHETIC' if SYNTHETIC else ''})")
 
 # %% [markdown]
 # ### A DataLoader
@@ -227,7 +227,7 @@ images, labels = to_device_batch(*next(iter(loaders["train"])), device)
 with torch.no_grad():
     initial_loss = criterion(untrained(images), labels).item()
 print(f"initial loss {initial_loss:.3f}" + (f" (your guess: {MY_GUESS})" if MY_GUESS is not None else ""))
-check_initial_loss(initial_loss)
+passed = check_initial_loss(initial_loss)
 
 # %% [markdown]
 # ## The training loop
@@ -270,9 +270,8 @@ def train_one_epoch_by_hand(model, loader, optimizer, criterion):
     return {"loss": loss_sum / cm.total, "accuracy": accuracy(cm), "balanced_accuracy": balanced_accuracy(cm)}
 
 
-probe = SimpleCNN(num_classes=len(CLASSES)).to(device)  # one step on one batch, to try it
-print(train_one_epoch_by_hand(probe, [next(iter(loaders["train"]))], torch.optim.SGD(probe.parameters(), lr=1e-3),
-                              criterion))
+try_it = torch.optim.SGD(untrained.parameters(), lr=1e-3)  # one step on one batch, to try it
+print(train_one_epoch_by_hand(untrained, [next(iter(loaders["train"]))], try_it, criterion))
 
 # %% [markdown]
 # The check runs your function on a tiny network: it must switch on training mode, zero the gradients (two steps
@@ -317,7 +316,7 @@ def evaluate_by_hand(model, loader, criterion):
     return {"loss": loss_sum / cm.total, "accuracy": accuracy(cm), "balanced_accuracy": balanced_accuracy(cm)}
 
 
-print(evaluate_by_hand(probe, [next(iter(loaders["val"]))], criterion))
+print(evaluate_by_hand(untrained, [next(iter(loaders["val"]))], criterion))
 
 # %%
 passed = check_evaluate(evaluate_by_hand, device=device)

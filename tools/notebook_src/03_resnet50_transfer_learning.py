@@ -31,6 +31,7 @@
 
 # %%
 import json
+import math
 import os
 import platform
 
@@ -45,7 +46,8 @@ from skinlib.checks import check_resnet_head, use_yours_or
 from skinlib.config import TrainConfig
 from skinlib.course import get_data
 from skinlib.data import CLASSES, load_index
-from skinlib.engine import evaluate, fit, select_device
+from skinlib.device import select_device
+from skinlib.engine import evaluate, fit
 from skinlib.loaders import make_loaders
 from skinlib.metrics import per_class, summarize
 from skinlib.models import count_parameters, imagenet_state_dict, new_head
@@ -224,37 +226,43 @@ if MY_GUESS is not None:
 #   The schedule is stepped after every batch.
 
 # %%
+STEPS_PER_EPOCH = min(len(loaders["train"]), MAX_BATCHES or len(loaders["train"]))  # batches per epoch of this run
+
+
 def train_with_recipe(model, config, checkpoint=None, resume=False):
     model = model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = one_cycle(optimizer, config)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
+                                                    total_steps=config.epochs * STEPS_PER_EPOCH)
     return fit(model, loaders["train"], loaders["val"], optimizer, device, epochs=config.epochs,
-               scheduler=scheduler, grad_clip=config.grad_clip, max_batches=MAX_BATCHES,
+               scheduler=scheduler, max_batches=MAX_BATCHES,
                checkpoint_path=checkpoint, resume=resume, config=config)
 
-
-def one_cycle(optimizer, config):
-    steps_per_epoch = min(len(loaders["train"]), MAX_BATCHES or len(loaders["train"]))
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
-                                               total_steps=config.epochs * steps_per_epoch)
-
 # %% [markdown]
-# The learning rate the fine-tuning run below will use, step by step (on a throw-away optimizer):
+# The learning rate of every step of the fine-tuning run below, with the same scheduler on a throw-away optimizer
+# (a smoke run takes only a few steps, so it shows the full run's instead):
 
 # %%
-steps_per_epoch = min(len(loaders["train"]), MAX_BATCHES or len(loaders["train"]))
-schedule = one_cycle(torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=config.lr), config)
-rates = []
-for _ in range(config.epochs * steps_per_epoch):
-    rates.append(schedule.get_last_lr()[0])
-    schedule.optimizer.step()
-    schedule.step()
+def one_cycle_rates(max_lr, total_steps):
+    optimizer = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=max_lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps)
+    rates = []
+    for _ in range(total_steps):
+        rates.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    return rates
+
+
+full = TrainConfig()  # the report's recipe: 25 epochs, batches of 64
+epochs, steps = ((full.epochs, math.ceil(len(loaders["train"].dataset) / full.batch_size)) if SMOKE
+                 else (config.epochs, STEPS_PER_EPOCH))
+rates = one_cycle_rates(config.lr, epochs * steps)
 figure, ax = plt.subplots(figsize=(7, 3))
-ax.plot([step / steps_per_epoch for step in range(len(rates))], rates)
-ax.set(xlabel="epoch", ylabel="learning rate",
-       title=f"OneCycleLR of the fine-tuning run: {config.epochs} epoch(s) x {steps_per_epoch} steps"
-             f"{' (SMOKE run)' if SMOKE else ''}")
+ax.plot([step / steps for step in range(len(rates))], rates)
+ax.set(xlabel="epoch", ylabel="learning rate", title=f"OneCycleLR, peak {config.lr:g}: {epochs} epochs of {steps} "
+       f"steps{' (the full run; this SMOKE run takes ' + str(config.epochs * STEPS_PER_EPOCH) + ')' if SMOKE else ''}")
 plt.close(figure)
 figure
 

@@ -1,0 +1,125 @@
+"""Readers of the two CSVs of an ISIC 2019 folder, strict about what they accept.
+
+Bad input raises `DataError` with a message that names the file, the data row (1-based) and
+its line number. `read_csv`, `require_columns` and `row_refs` serve every CSV the kit reads.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from skinlib.layout import CLASSES, MAX_LISTED, METADATA_COLUMNS, UNKNOWN_CLASS, DataError
+
+
+def row_refs(positions: Iterable[int], images: pd.Series | None = None) -> str:
+    """'row 3 (line 4, ISIC_...), ...' for 0-based data positions; line 1 is the header."""
+    positions = list(positions)
+    parts = []
+    for pos in positions[:MAX_LISTED]:
+        name = f", {images.iloc[pos]}" if images is not None else ""
+        parts.append(f"row {pos + 1} (line {pos + 2}{name})")
+    more = f" and {len(positions) - MAX_LISTED} more" if len(positions) > MAX_LISTED else ""
+    return ", ".join(parts) + more
+
+
+def read_csv(path: Path, what: str) -> pd.DataFrame:
+    """Read a CSV as strings. `utf-8-sig` drops a byte-order mark; pandas reads CRLF line ends."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    try:
+        frame = pd.read_csv(path, dtype=str, encoding="utf-8-sig", skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: {what} is empty (expected a header line and one row per image)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: {what} is not a readable CSV ({exc})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def require_columns(frame: pd.DataFrame, path: Path, required: Iterable[str]) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(frame.columns)}"
+        )
+
+
+def _clean_image_ids(frame: pd.DataFrame, path: Path) -> pd.Series:
+    """Image ids stripped of spaces; an empty id or a duplicate id is an error naming the rows."""
+    images = frame["image"].str.strip()
+    empty = np.flatnonzero(images.isna() | (images == "")).tolist()
+    if empty:
+        raise DataError(f"{path}: empty image id in {row_refs(empty)}")
+    duplicated = np.flatnonzero(images.duplicated(keep=False)).tolist()
+    if duplicated:
+        names = images.iloc[duplicated].unique()
+        raise DataError(
+            f"{path}: duplicate image id(s) {', '.join(names[:MAX_LISTED])} in {row_refs(duplicated, images)}"
+        )
+    return images
+
+
+def read_ground_truth(path: str | os.PathLike) -> pd.DataFrame:
+    """Read the one-hot ground-truth CSV into columns image (str) and label (int, index into CLASSES).
+
+    Every row must have exactly one of the eight classes set to 1. A row with UNK=1 is rejected
+    (that class exists only in the challenge's test set), as are rows with no class, two
+    classes, a value other than 0/1, an empty or a duplicate image id.
+    """
+    path = Path(path)
+    frame = read_csv(path, "ground-truth CSV")
+    require_columns(frame, path, ("image", *CLASSES))
+    images = _clean_image_ids(frame, path)
+
+    value_columns = list(CLASSES) + ([UNKNOWN_CLASS] if UNKNOWN_CLASS in frame.columns else [])
+    values = frame[value_columns].apply(lambda col: pd.to_numeric(col.str.strip(), errors="coerce"))
+    bad = values.isna() | ~values.isin([0, 1])
+    if bad.to_numpy().any():
+        rows = np.flatnonzero(bad.any(axis=1)).tolist()
+        first = rows[0]
+        column = bad.columns[bad.iloc[first].to_numpy()][0]
+        raise DataError(
+            f"{path}: values must be 0 or 1; {row_refs(rows, images)} "
+            f"(e.g. {column}={frame[column].iloc[first]!r})"
+        )
+    if UNKNOWN_CLASS in values.columns:
+        unknown = np.flatnonzero(values[UNKNOWN_CLASS].to_numpy() == 1).tolist()
+        if unknown:
+            raise DataError(
+                f"{path}: UNK=1 in {row_refs(unknown, images)}; UNK is the test set's 'none of the "
+                f"above' class and has no training images: a training row needs one of {', '.join(CLASSES)}"
+            )
+    onehot = values[list(CLASSES)].to_numpy()
+    per_row = onehot.sum(axis=1)
+    none = np.flatnonzero(per_row == 0).tolist()
+    if none:
+        raise DataError(f"{path}: no class set to 1 in {row_refs(none, images)}")
+    several = np.flatnonzero(per_row > 1).tolist()
+    if several:
+        raise DataError(
+            f"{path}: more than one class set to 1 in {row_refs(several, images)} (labels must be one-hot)"
+        )
+    return pd.DataFrame({"image": images.to_numpy(), "label": onehot.argmax(axis=1).astype(np.int64)})
+
+
+def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
+    """Read the metadata CSV: image, age_approx (float, NaN if missing), anatom_site_general,
+    lesion_id, sex (str, NaN if missing). Missing columns or duplicate image ids are errors."""
+    path = Path(path)
+    frame = read_csv(path, "metadata CSV")
+    require_columns(frame, path, METADATA_COLUMNS)
+    out = frame[list(METADATA_COLUMNS)].copy()
+    out["image"] = _clean_image_ids(frame, path)
+    for column in ("anatom_site_general", "lesion_id", "sex"):
+        out[column] = out[column].str.strip().replace("", np.nan)
+    age = pd.to_numeric(out["age_approx"].str.strip(), errors="coerce")
+    bad_age = np.flatnonzero(age.isna() & out["age_approx"].notna() & (out["age_approx"].str.strip() != "")).tolist()
+    if bad_age:
+        raise DataError(f"{path}: age_approx is not a number in {row_refs(bad_age, out['image'])}")
+    out["age_approx"] = age.astype(float)
+    return out

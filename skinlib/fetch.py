@@ -1,0 +1,195 @@
+"""Fetching a file over HTTP(S) so that a bad connection costs time, never a broken file.
+
+`Fetcher(base_url).get(dest)` streams `base_url + dest.name` into `dest.name + ".part"` and
+renames it into place only when the length matches what the server announced. A dropped
+connection or a transient server error is retried with backoff, resuming with an HTTP Range
+request from the last byte written; a later run resumes the same `.part` file. Every failure
+ends as a `DownloadError` with a one-line message naming the URL. `sha256_of` checks a file
+against a published hash.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import requests
+import urllib3
+from tqdm.auto import tqdm
+
+from skinlib.layout import DataError
+
+# (connect, read) seconds: a stalled server fails fast instead of hanging a notebook cell.
+TIMEOUT = (15.0, 60.0)
+RETRIES = 5  # resumes after a dropped connection before giving up
+BACKOFF = 2.0  # seconds before the first retry, doubled each time
+CHUNK = 1 << 16
+# HTTP statuses worth retrying: S3 answers these under load and they pass.
+TRANSIENT_STATUS = {500, 502, 503, 504}
+
+
+class DownloadError(DataError):
+    """A download, checksum or archive problem; the message is one line naming the file or URL.
+
+    A DataError, so `python -m skinlib` reports it as one line like any other bad-data error.
+    """
+
+
+class _Dropped(Exception):
+    """The connection ended early or the server had a transient failure: retry, resuming."""
+
+
+
+class Fetcher:
+    """Streams one URL into a `.part` file, resuming with Range after a dropped connection."""
+
+    def __init__(self, base_url, *, progress, retries, backoff, timeout):
+        self.base_url = base_url.rstrip("/") + "/"
+        self.progress, self.retries, self.backoff, self.timeout = progress, retries, backoff, timeout
+        self.session = requests.Session()
+        # Byte offsets only mean something on the identity encoding.
+        self.session.headers["Accept-Encoding"] = "identity"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.session.close()
+
+    def get(self, dest: Path, space_factor: float = 1.0) -> None:
+        """Download `dest.name` into `dest`; its length must match what the server announced."""
+        url = self.base_url + dest.name
+        part = dest.with_name(dest.name + ".part")
+        for attempt in range(self.retries + 1):
+            try:
+                self._get_once(url, part, space_factor)
+                break
+            except (_Dropped, requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
+                if attempt == self.retries:
+                    kept = part.stat().st_size if part.exists() else 0
+                    tries = f"{attempt + 1} tr{'y' if attempt == 0 else 'ies'}"
+                    then = (f"{kept:,} bytes are kept in {part}: re-running the command resumes "
+                            "from there" if kept else "re-running the command tries again")
+                    raise DownloadError(f"{url}: {self._reason(exc)}; gave up after {tries}; {then}") from None
+                time.sleep(self.backoff * 2**attempt)
+        os.replace(part, dest)
+
+    def _get_once(self, url: str, part: Path, space_factor: float) -> None:
+        have = part.stat().st_size if part.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        with self.session.get(url, headers=headers, stream=True, timeout=self.timeout) as response:
+            status = response.status_code
+            if status == 416:  # nothing left after `have`: complete, or longer than the file
+                total = _range_total(response.headers.get("Content-Range", ""))
+                if total is None:  # not every server says the size in a 416: ask for it
+                    total = self._length(url)
+                if total == have:
+                    return
+                part.unlink()
+                raise _Dropped(f"HTTP 416: the partial file ({have:,} bytes) does not fit; restarting")
+            if status in TRANSIENT_STATUS:
+                raise _Dropped(f"HTTP {status} {response.reason}")
+            if status == 206:
+                start, total = _parse_content_range(url, response.headers.get("Content-Range", ""))
+                if start != have:  # the server resumed elsewhere: start over rather than guess
+                    part.unlink()
+                    raise _Dropped(f"server resumed at byte {start:,}, not {have:,}; restarting")
+                mode = "ab"
+            elif status == 200:  # no Range support (or first request): from byte zero
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                have, mode = 0, "wb"
+            else:
+                raise DownloadError(f"{url}: HTTP {status} {response.reason} (check the address or --base-url)")
+            encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                raise DownloadError(f"{url}: the server sent it {encoding}-encoded; use a plain mirror")
+            if total is not None:
+                _check_space(part.parent, (total - have) + total * (space_factor - 1.0), url)
+            with open(part, mode) as out, tqdm(
+                total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=part.name.removesuffix(".part"), disable=not self.progress,
+            ) as bar:
+                # Raw bytes, not iter_content: with decoding on, urllib3 drops the bytes it
+                # buffered when the connection breaks, and a resume must start at the last
+                # byte actually written. Accept-Encoding: identity makes raw bytes the file.
+                for chunk in response.raw.stream(CHUNK, decode_content=False):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        size = part.stat().st_size
+        if total is not None and size < total:
+            raise _Dropped(f"connection closed at byte {size:,} of {total:,}")
+        if total is not None and size > total:
+            bad = move_aside(part)
+            raise DownloadError(
+                f"{url}: received {size:,} bytes but the server announced {total:,}; "
+                f"moved aside to {bad.name}, re-run to download it again"
+            )
+
+
+    def _reason(self, exc: BaseException) -> str:
+        """A short human reason for a failed try (the library messages run to several lines)."""
+        if isinstance(exc, _Dropped):
+            return str(exc)
+        if isinstance(exc, requests.ConnectTimeout):
+            return f"no connection within {self.timeout[0]:g} s"
+        if isinstance(exc, (requests.Timeout, urllib3.exceptions.ReadTimeoutError)):
+            return f"the server sent nothing for {self.timeout[1]:g} s"
+        if isinstance(exc, requests.ConnectionError):
+            inner = exc.args[0] if exc.args else exc
+            inner = getattr(inner, "reason", inner)  # urllib3's MaxRetryError wraps the cause
+            text = re.sub(r"<[^>]*>:?\s*", "", flat_message(inner))  # drop '<...Connection object at 0x..>'
+            return f"cannot reach the server ({text})"
+        return "the connection dropped"
+
+    def _length(self, url: str) -> int | None:
+        """The file's size from a HEAD request, or None when the server does not say."""
+        response = self.session.head(url, timeout=self.timeout, allow_redirects=True)
+        length = response.headers.get("Content-Length", "")
+        return int(length) if response.ok and length.isdigit() else None
+
+
+def _parse_content_range(url: str, value: str) -> tuple[int, int | None]:
+    """'bytes START-END/TOTAL' -> (START, TOTAL or None when the server sends '*')."""
+    match = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", value)
+    if not match:
+        raise DownloadError(f"{url}: HTTP 206 with an unreadable Content-Range {value!r}")
+    total = match.group(3)
+    return int(match.group(1)), (None if total == "*" else int(total))
+
+
+def _range_total(value: str) -> int | None:
+    """The TOTAL of a 416's 'bytes */TOTAL', or None."""
+    match = re.fullmatch(r"\s*bytes\s+\*/(\d+)\s*", value)
+    return int(match.group(1)) if match else None
+
+
+def _check_space(folder: Path, needed: float, url: str) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise DownloadError(
+            f"{url}: needs about {needed / 1e9:.1f} GB free in {folder}, only {free / 1e9:.1f} GB left"
+        )
+
+
+def flat_message(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def sha256_of(path: Path) -> str:
+    """SHA-256 of a file, read in blocks (a 9 GB file never sits in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a file that failed a check to `NAME.bad` (NAME without `.part`), replacing an older one."""
+    bad = path.with_name(path.name.removesuffix(".part") + ".bad")
+    os.replace(path, bad)
+    return bad

@@ -1,0 +1,54 @@
+"""The ISIC 2019 training set's layout: its classes, its file names, and the errors bad data raises.
+
+The folder has the layout of the official download::
+
+    DATA/ISIC_2019_Training_GroundTruth.csv   image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC,UNK (one-hot)
+    DATA/ISIC_2019_Training_Metadata.csv      image,age_approx,anatom_site_general,lesion_id,sex
+    DATA/ISIC_2019_Training_Input/<image>.jpg
+"""
+from __future__ import annotations
+
+from skinlib.errors import SkinlibError
+
+CLASSES = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")
+NUM_CLASSES = len(CLASSES)
+CLASS_NAMES = {
+    "MEL": "melanoma",
+    "NV": "melanocytic nevus",
+    "BCC": "basal cell carcinoma",
+    "AK": "actinic keratosis",
+    "BKL": "benign keratosis",
+    "DF": "dermatofibroma",
+    "VASC": "vascular lesion",
+    "SCC": "squamous cell carcinoma",
+}
+# The ground truth has a ninth column, UNK, for the "none of the others" class that exists only
+# in the challenge's test set. A training row with UNK=1 has no label we can learn from.
+UNKNOWN_CLASS = "UNK"
+
+IMAGES_DIR = "ISIC_2019_Training_Input"
+GROUND_TRUTH_CSV = "ISIC_2019_Training_GroundTruth.csv"
+METADATA_CSV = "ISIC_2019_Training_Metadata.csv"
+METADATA_COLUMNS = ("image", "age_approx", "anatom_site_general", "lesion_id", "sex")
+IMAGE_SUFFIX = ".jpg"
+
+EXPECTED_LAYOUT = f"""an ISIC 2019 folder laid out like the official download:
+    DATA/{GROUND_TRUTH_CSV}
+    DATA/{METADATA_CSV}   (optional: lesion ids, used to keep a lesion in one split)
+    DATA/{IMAGES_DIR}/ISIC_0000000.jpg ...
+(`python -m skinlib download DATA` fetches it; `python -m skinlib synth DATA` writes a synthetic one)"""
+
+# How many offending names or rows a message lists before it says "... and N more".
+MAX_LISTED = 5
+
+
+class DataError(SkinlibError, ValueError):
+    """A dataset folder, CSV or image is not usable; the message names the file (and row)."""
+
+
+class ImageError(DataError):
+    """An image cannot be decoded: missing, empty, truncated, not a JPEG, or too large."""
+
+
+class DataWarning(UserWarning):
+    """Something was ignored (and counted): images without a CSV row, a missing metadata file."""
