@@ -26,15 +26,14 @@ import os
 import zipfile
 from pathlib import Path
 
-from skinlib.bundle import sha256_bytes
 from skinlib.data import GROUND_TRUTH_CSV, IMAGE_SUFFIX, IMAGES_DIR, METADATA_CSV, DataError, load_index
+from skinlib.download import ARCHIVE
+from skinlib.fetch import sha256_of
 from skinlib.files import atomic_write_text
+from skinlib.mirror import FORMAT, MIRROR_MANIFEST
 from skinlib.splits import grouped_split
 
-MIRROR_MANIFEST = "skinlib-mirror.json"
-ARCHIVE = IMAGES_DIR + ".zip"
 LICENSE = "LICENSE.txt"
-FORMAT = "skinlib-mirror"
 
 LICENSE_TEXT = """\
 A subset of the ISIC 2019 training data: {n:,} of its {total:,} images, chosen by
@@ -83,8 +82,6 @@ def make_subset(data_dir: str | os.PathLike, out_dir: str | os.PathLike, fractio
 
 
 def _entry(path: Path) -> dict:
-    from skinlib.download import sha256_of
-
     return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
 
 

@@ -1,8 +1,7 @@
 """The course bundle: written from a prepared cache, checked, restored to local disk, refused when wrong."""
 from __future__ import annotations
 
-import json
-import shutil
+import hashlib
 import zipfile
 
 import numpy as np
@@ -29,7 +28,6 @@ def test_manifest_records_where_the_data_came_from(bundle, synthetic_dir):
     assert manifest["images"] == len(load_index(synthetic_dir))
     assert manifest["source_folder"] == str(synthetic_dir.resolve())
     truth = (synthetic_dir / GROUND_TRUTH_CSV).read_bytes()
-    import hashlib
     assert manifest["files"][GROUND_TRUTH_CSV]["sha256"] == hashlib.sha256(truth).hexdigest()
     text = "\n".join(provenance_lines(manifest))
     assert str(synthetic_dir.resolve()) in text and hashlib.sha256(truth).hexdigest() in text
@@ -137,3 +135,23 @@ def test_the_bundle_is_written_whole_or_not_at_all(synthetic_dir, tmp_path, monk
     with pytest.raises(OSError):
         make_bundle(synthetic_dir, cache, tmp_path / "b.zip", dataset="synthetic", progress=False)
     assert list(tmp_path.glob("b.zip*")) == []
+
+
+def test_check_prints_the_provenance_of_a_restored_folder(bundle, synthetic_dir, tmp_path, capsys):
+    from skinlib.cli import main
+
+    data = restore_bundle(bundle, tmp_path / "data")
+    assert main(["check", str(data), "--no-verify", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"from {synthetic_dir.resolve()}" in out and "SHA-256" in out and "result: OK" in out
+
+
+def test_check_refuses_a_restored_folder_whose_csv_changed(bundle, tmp_path, capsys):
+    from skinlib.cli import main
+
+    data = restore_bundle(bundle, tmp_path / "data")
+    truth = data / GROUND_TRUTH_CSV
+    truth.write_text(truth.read_text().replace("1.0,0.0", "0.0,1.0", 1))
+    assert main(["check", str(data), "--no-verify", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "do not belong together" in err

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -137,6 +139,92 @@ def _text(notebook) -> str:
             parts.append(output.get("text", "") or output.get("data", {}).get("text/plain", "")
                          or "\n".join(output.get("traceback", [])))
     return "\n".join(parts)
+
+
+def _checkpoint_epoch(path: Path) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+
+
+def _play(course: Course, results: Path) -> dict:
+    """Notebooks 00 to 04 in order, then 03 again killed during training and run once more."""
+    outputs = {}
+    for notebook in COURSE:
+        outputs[notebook.stem[:2]], _ = course.run(notebook)
+    drive_results = json.loads(next(course.drive.rglob("03_resnet50/results.json")).read_text())
+    # Notebook 03 again from scratch on a copy of the Drive as it was before 03 ran ...
+    notebook_03 = next(p for p in COURSE if p.stem.startswith("03"))
+    for run_dir in course.drive.rglob("03_resnet50"):
+        shutil.rmtree(run_dir)
+    checkpoint = lambda: next(course.drive.rglob("03_resnet50/checkpoint.pt"), None)  # noqa: E731
+    outputs["03-killed"], killed = course.run(notebook_03, kill_when=lambda: checkpoint() is not None)
+    killed_at = _checkpoint_epoch(checkpoint())
+    outputs["03-again"], _ = course.run(notebook_03)
+    resumed = json.loads(next(course.drive.rglob("03_resnet50/results.json")).read_text())
+    return {"outputs": outputs, "uninterrupted": drive_results, "resumed": resumed, "killed": killed,
+            "killed_at": killed_at}
+
+
+# ------------------------------------------------------------------ the real data, from a mirror
+@pytest.fixture(scope="module")
+def real_course(real_sample_dir, tmp_path_factory):
+    from skinlib.subset import make_subset
+
+    root = tmp_path_factory.mktemp("journey-real")
+    make_subset(real_sample_dir, root / "mirror", 0.8, seed=0)
+    server = MirrorServer(root / "mirror")
+    try:
+        course = Course(root / "student", {"SKINLIB_MIRROR": server.url})
+        played = _play(course, root)
+        played["requests"] = list(server.requests)
+        played["drive"] = course.drive
+        yield played
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_the_archive_is_downloaded_once_for_the_whole_course(real_course):
+    assert real_course["requests"].count("ISIC_2019_Training_Input.zip") == 1
+    assert FETCHING in real_course["outputs"]["00"]
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_every_later_notebook_restores_the_bundle_from_drive(real_course):
+    for name, text in real_course["outputs"].items():
+        if name != "00":
+            assert RESTORED in text and FETCHING not in text, name
+    assert "subset" in real_course["outputs"]["00"].lower()  # the download said what the mirror is
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_notebook_03_compares_with_notebook_02s_row(real_course):
+    for name in ("03", "03-again"):
+        assert SIMPLE_CNN_ROW in real_course["outputs"][name]
+        assert "no results of notebook 02" not in real_course["outputs"][name]
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_killed_notebook_03_resumes_after_its_last_finished_epoch(real_course):
+    assert real_course["killed"]
+    done = real_course["killed_at"]
+    epochs = len(real_course["uninterrupted"]["history"])
+    assert 1 <= done < epochs
+    assert f"{done} epoch(s) done" in real_course["outputs"]["03-again"]
+    assert [row["epoch"] for row in real_course["resumed"]["history"]] == list(range(1, epochs + 1))
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_resumed_run_ends_with_the_metrics_of_an_uninterrupted_one(real_course):
+    assert real_course["resumed"]["test"] == real_course["uninterrupted"]["test"]
+    for resumed, uninterrupted in zip(real_course["resumed"]["history"], real_course["uninterrupted"]["history"]):
+        assert resumed["val_loss"] == pytest.approx(uninterrupted["val_loss"], rel=1e-6)
 
 
 # ------------------------------------------------------------------ the synthetic set, no server

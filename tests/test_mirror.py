@@ -47,7 +47,7 @@ def test_subset_mirror_is_verified_against_its_manifest_and_called_a_subset(serv
     data = dl.download_isic2019(tmp_path / "data", base_url=url, progress=False)
     out = capsys.readouterr().out
     manifest = json.loads((subset_folder / MIRROR_MANIFEST).read_text())
-    assert f"a SUBSET of ISIC 2019 ({manifest['images']} of {manifest['source_images']:,} images)" in out
+    assert f"a SUBSET of ISIC 2019 ({manifest['images']} of {manifest['source_images']:,} images" in out
     assert "not the official release" in out
     assert len(load_index(data)) == manifest["images"]
     recorded = json.loads((data / dl.MANIFEST).read_text())
