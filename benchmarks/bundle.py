@@ -30,9 +30,9 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
 
-from benchmarks.common import format_table, machine_info, mean_file_bytes, write_dataset, write_json
+from benchmarks.common import (format_table, machine_info, mean_file_bytes, with_one_torch_thread, write_dataset,
+                               write_json)
 from benchmarks.input_pipeline import StockDataset, images_per_second, make_loader
 from skinlib.bundle import make_bundle, restore_bundle
 from skinlib.cache import CachedDataset, prepare
@@ -117,13 +117,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the loop does no maths; keep the main process off the workers' cores
-    try:
-        return run(args)
-    finally:
-        torch.set_num_threads(threads)
+    return with_one_torch_thread(run, parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:

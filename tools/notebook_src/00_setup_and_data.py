@@ -55,7 +55,7 @@ device = select_device()
 #   keeps what must outlive a runtime in one folder, `MyDrive/skin-lesion-kit`. The first notebook you run
 #   downloads ISIC 2019 to the runtime's local disk (about 9 GB, checked file by file), prepares the images once
 #   (decoded and resized to 256x256) and saves a **course bundle** to Drive: the two CSVs and the prepared images,
-#   about 0.4 GB. Every later notebook, on its fresh runtime, copies the bundle back to local disk instead of
+#   about 0.3 GB. Every later notebook, on its fresh runtime, copies the bundle back to local disk instead of
 #   downloading again. Each step prints its size and time. Results that later notebooks need (02's SimpleCNN,
 #   03's checkpoints) go to the same Drive folder. An instructor's mirror goes in `MIRROR`.
 # - **Anywhere else** the data is the folder named by the environment variable `SKINLIB_DATA`, laid out like the
