@@ -46,7 +46,7 @@ from skinlib.cache import CachedDataset, prepare
 from skinlib.data import load_index
 from skinlib.device import autocast_dtype, select_device
 from skinlib.loaders import loader_options
-from skinlib.sampling import ShuffleWithSeeds
+from skinlib.sampling import SeededItems, ShuffleWithSeeds
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"resnet50_step_speedup": 4.5, "end_to_end_ratio": 0.8}
@@ -180,7 +180,7 @@ def part_course_epoch(ctx: Context) -> list[dict]:
     amp = autocast_dtype(device)
     model = train_step.build("resnet50", device, True)
     with train_step.confined_to(s.cores):
-        loader = DataLoader(dataset, batch_size=s.course_batch,
+        loader = DataLoader(SeededItems(dataset), batch_size=s.course_batch,
                             sampler=ShuffleWithSeeds(len(dataset), torch.Generator().manual_seed(0)),
                             **loader_options(s.workers, device=device))
         train_step.run_epoch(model, loader, device, amp_dtype=amp, channels_last=True,

@@ -37,7 +37,7 @@ from benchmarks.common import (format_table, machine_info, mean_file_bytes, with
 from skinlib.augment import TrainAugment
 from skinlib.cache import CachedDataset, cache_bytes, open_cache, prepare
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD, load_index
-from skinlib.sampling import ShuffleWithSeeds
+from skinlib.sampling import SeededItems, ShuffleWithSeeds
 
 ISIC_2019_IMAGES = 25_331
 SETS = {"1024x1024": (1024, 1024), "600x450": (600, 450)}
@@ -118,6 +118,7 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int, *, seeded: bool
     options = dict(persistent_workers=True, prefetch_factor=4) if workers > 0 else {}
     if seeded:
         options["sampler"] = ShuffleWithSeeds(len(dataset), torch.Generator().manual_seed(0))
+        dataset = SeededItems(dataset)
     else:
         options["shuffle"] = True
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, drop_last=True, **options)

@@ -39,7 +39,7 @@ from skinlib.cache import CachedDataset, prepare
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD, load_index
 from skinlib.device import autocast_dtype, make_scaler, select_device
 from skinlib.loaders import loader_options
-from skinlib.sampling import ShuffleWithSeeds
+from skinlib.sampling import SeededItems, ShuffleWithSeeds
 
 LR, WEIGHT_DECAY, GRAD_CLIP = 7e-4, 1.5e-4, 0.1
 SEED_BATCH = 64
@@ -110,7 +110,7 @@ def end_to_end(model, device, cache_dir: Path, frame, *, batch, size, amp_dtype,
     """Warm-up epoch, then one timed epoch read from the cache, on `cores` CPU cores."""
     dataset = CachedDataset(cache_dir, frame, train=True, size=size)
     with confined_to(cores) as used:
-        loader = DataLoader(dataset, batch_size=batch, drop_last=True,
+        loader = DataLoader(SeededItems(dataset), batch_size=batch, drop_last=True,
                             sampler=ShuffleWithSeeds(len(dataset), torch.Generator().manual_seed(0)),
                             **loader_options(workers, device=device))
         run_epoch(model, loader, device, amp_dtype=amp_dtype, channels_last=channels_last,

@@ -48,7 +48,6 @@ from skinlib.augment import CenterCrop, TrainAugment
 from skinlib.cache_files import (DEFAULT_SIZE, MANIFEST, Cache, CacheError, cache_bytes,
                                  open_cache)
 from skinlib.cache_prepare import PrepareReport, load_resized, prepare
-from skinlib.sampling import item_random_state, split_key
 
 __all__ = ["MANIFEST", "DEFAULT_SIZE", "Cache", "CacheError", "cache_bytes", "open_cache",
            "PrepareReport", "load_resized", "prepare", "CachedDataset", "register"]
@@ -59,8 +58,8 @@ class CachedDataset(torch.utils.data.Dataset):
     """Images of `frame` read from a prepared cache: item -> (uint8 tensor [3, size, size], label).
 
     `frame` is a DataFrame with columns image and label (as from `skinlib.data.load_index`,
-    usually one split of it); its labels are used. `train=True` applies TrainAugment (random
-    resized crop, flip, 90-degree rotation; new random draws for every sample), `train=False`
+    usually one split of it); its labels are used. `train=True` applies TrainAugment (the one
+    training augmentation, `augment.TRAIN_RECIPE`; new draws for every sample), `train=False`
     the deterministic centre crop. The output is uint8: convert to float and normalise on the
     device, where it is almost free.
     """
@@ -88,13 +87,10 @@ class CachedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, key) -> tuple[torch.Tensor, int]:
-        """`key`: an index, or (index, seed) from `sampling.ShuffleWithSeeds` for a replayable draw."""
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         if self._images is None:
             self._images = self.cache.images()
-        i, seed = split_key(key)
-        with item_random_state(seed):
-            return self.transform(self._images[self.rows[i]]), int(self.labels[i])
+        return self.transform(self._images[self.rows[i]]), int(self.labels[i])
 
     def __getstate__(self) -> dict:
         # a memory map must not be pickled into worker processes (it would copy the array)

@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from skinlib.images import STORED_SIZE
 from skinlib.layout import DataError
 
 MANIFEST = "manifest.json"
 FORMAT = "skinlib-image-cache"
 VERSION = 1
-DEFAULT_SIZE = 256
+DEFAULT_SIZE = STORED_SIZE  # the stored form of every training image (images.stored_form)
 
 
 class CacheError(DataError):

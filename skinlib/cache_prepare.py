@@ -2,60 +2,28 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
-import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from tqdm.auto import tqdm
 
 from skinlib.cache_files import (DEFAULT_SIZE, FORMAT, MANIFEST, VERSION, Cache, CacheError,
                                  cache_bytes, cache_key, open_valid)
-from skinlib.data import load_index, open_image
+from skinlib.data import load_index
 from skinlib.files import atomic_write, atomic_write_text
+from skinlib.images import load_resized
 
 CHUNK = 16                # images per task sent to a worker process (~3 MB back at S=256)
 CHECKPOINT_SECONDS = 5.0  # how often progress is made durable while preparing
 
 
 # ---------------------------------------------------------------- decoding
-def load_resized(path: str | os.PathLike, size: int = DEFAULT_SIZE) -> np.ndarray:
-    """The image at `path` as uint8 [size, size, 3]: short side resized to `size`, centre square.
-
-    For JPEGs, Pillow's draft mode lets libjpeg decode at 1/2, 1/4 or 1/8 scale in the DCT
-    domain (never below the target size), which is 3-5x faster for the 1024x1024 and larger
-    photos. The remaining resize is bilinear with antialiasing, straight from the source's
-    centre square (`box=`), so the short-side resize and the centre crop are one step.
-    Unreadable files raise `ImageError` naming the file (via `skinlib.data.open_image`).
-    """
-    image = None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as source:
-                if source.format == "JPEG" and source.mode in ("RGB", "YCbCr"):
-                    w, h = source.size
-                    scale = size / min(w, h)
-                    source.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
-                    image = source.convert("RGB")
-    except Exception:  # noqa: BLE001 - open_image below names the file and the problem
-        image = None
-    if image is None:
-        image = open_image(path)
-    w, h = image.size
-    side = min(w, h)
-    box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-    resized = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
-    return np.asarray(resized, dtype=np.uint8)
-
-
 def _decode_chunk(rows: list[int], paths: list[str], size: int) -> tuple[list[int], np.ndarray]:
     """Worker task: decode a chunk of images into one array (an ImageError propagates)."""
     return rows, np.stack([load_resized(path, size) for path in paths])

@@ -1,34 +1,22 @@
-"""The JPEG dataset and its transforms: an index frame in, (image tensor, label) out."""
+"""The JPEG dataset and its transforms: an index frame in, (image tensor, label) out.
+
+The training augmentation, `train_transform`, is `augment`'s (the one for every image source)."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 import torch
 from torchvision.transforms import v2
 
+from skinlib.augment import train_transform
 from skinlib.images import open_image
 from skinlib.layout import DataError
-from skinlib.sampling import item_random_state, split_key
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "train_transform", "eval_transform", "ISICDataset"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def train_transform(size: int = 224) -> v2.Compose:
-    """Training augmentation. Dermoscopy has no canonical orientation, so flips and any rotation
-    are label-preserving; the crop keeps at least half of the image so the lesion stays in view."""
-    return v2.Compose([
-        v2.ToImage(),
-        v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandomVerticalFlip(),
-        v2.RandomRotation(degrees=180),
-        # Mild: colour is a diagnostic cue (blue-grey, red, black), so it must not be washed out.
-        v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
 
 
 def eval_transform(size: int = 224, resize: int = 256) -> v2.Compose:
@@ -43,13 +31,16 @@ def eval_transform(size: int = 224, resize: int = 256) -> v2.Compose:
 
 
 class ISICDataset(torch.utils.data.Dataset):
-    """Images and labels of an index frame (columns path, label) -> (3xHxW float tensor, int).
+    """Images and labels of an index frame (columns path, label) -> (image tensor, int label).
 
-    `transform=None` means `eval_transform()`. A file that cannot be decoded raises ImageError
-    naming it (also from a DataLoader worker, whose re-raised error carries the message).
+    `loader(path)` reads an image (default `open_image`, a PIL image; the training set uses
+    `images.load_resized`, the stored form), then `transform` makes the tensor
+    (`transform=None` means `eval_transform()`). A file that cannot be decoded raises
+    ImageError naming it (also from a DataLoader worker, whose re-raised error carries it).
     """
 
-    def __init__(self, frame: pd.DataFrame, transform: Callable | None = None):
+    def __init__(self, frame: pd.DataFrame, transform: Callable | None = None,
+                 loader: Callable[[str], Any] = open_image):
         missing = [c for c in ("path", "label") if c not in frame.columns]
         if missing:
             raise DataError(f"ISICDataset needs a frame with columns path and label; missing {missing}")
@@ -57,13 +48,10 @@ class ISICDataset(torch.utils.data.Dataset):
         self.paths = frame["path"].astype(str).tolist()
         self.labels = frame["label"].astype(int).tolist()
         self.transform = transform if transform is not None else eval_transform()
+        self.loader = loader
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, key) -> tuple[torch.Tensor, int]:
-        """`key`: an index, or (index, seed) from `sampling.ShuffleWithSeeds` for a replayable draw."""
-        index, seed = split_key(key)
-        image = open_image(self.paths[index])
-        with item_random_state(seed):
-            return self.transform(image), self.labels[index]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.loader(self.paths[index])), self.labels[index]

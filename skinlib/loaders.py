@@ -11,13 +11,14 @@
   which BatchNorm cannot train on (ResNet-50 raises an error on it);
 - the training order, and a seed for each image's random augmentation, are drawn by
   `sampling.ShuffleWithSeeds` from a generator seeded from `config.seed` (and reseeded by
-  `fit` every epoch), so a run and its resumed continuation see the same augmented images in
-  the same order in every epoch, with any number of workers.
+  `fit` every epoch) and applied by `sampling.SeededItems`, so a run and its resumed
+  continuation see the same augmented images in the same order in every epoch, with any
+  number of workers.
 
-Images come either from the JPEGs (`data.ISICDataset` with `train_transform` /
-`eval_transform`, float tensors normalised on the CPU) or, when `config.cache` is set, from
-the prepared-image cache (`cache.CachedDataset`, uint8 tensors that the training loop
-converts and normalises on the GPU).
+Images come either from the JPEGs (`data.ISICDataset`) or, when `config.cache` is set, from
+the prepared-image cache (`cache.CachedDataset`). Either way a training image is the same
+uint8 tensor for the same seed (`augment` says how); the training loop converts and
+normalises it on the device. Validation and test images are the centre view.
 """
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from skinlib.sampling import ShuffleWithSeeds, make_generator
+from skinlib.augment import TrainAugment
+from skinlib.images import load_resized
+from skinlib.sampling import SeededItems, ShuffleWithSeeds, make_generator
 
 # More workers than this rarely help an image pipeline and each one holds a copy of the
 # dataset's state; a 96-core server would otherwise start 96 processes per loader.
@@ -69,10 +72,10 @@ def make_datasets(frame: pd.DataFrame, split: pd.Series, config) -> dict[str, Da
 
         return {name: CachedDataset(config.cache, part, train=(name == "train"), size=size)
                 for name, part in parts.items()}
-    from skinlib.data import ISICDataset, eval_transform, train_transform
+    from skinlib.data import ISICDataset, eval_transform
 
-    return {name: ISICDataset(part, transform=train_transform(size) if name == "train"
-                              else eval_transform(size))
+    return {name: ISICDataset(part, transform=TrainAugment(size), loader=load_resized)
+            if name == "train" else ISICDataset(part, transform=eval_transform(size))
             for name, part in parts.items()}
 
 
@@ -89,7 +92,7 @@ def make_loaders(frame: pd.DataFrame, split: pd.Series, config, *,
         # The worker seeds come from a generator of their own: the DataLoader draws from it
         # when it starts workers (every epoch without persistent workers, once with them),
         # which must not shift the sampler's draws. Augmentations do not depend on it.
-        "train": DataLoader(datasets["train"], batch_size=batch,
+        "train": DataLoader(SeededItems(datasets["train"]), batch_size=batch,
                             sampler=ShuffleWithSeeds(n_train, make_generator(config.seed)),
                             generator=torch.Generator().manual_seed(config.seed),
                             drop_last=n_train % batch == 1, **options),

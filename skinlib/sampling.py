@@ -5,12 +5,12 @@ start. With persistent workers (skinlib's default) a run resumed at epoch 3 star
 workers, so it would see other augmentations than the run that never stopped, and the
 augmentations would also change with the number of workers. Instead, the training sampler
 yields, with every image index, a seed for that image's random draws, both from one generator
-that `engine.fit` reseeds from (run seed, epoch) before every epoch; the dataset draws the
-image's crop, flip and rotation from that seed (`item_random_state`). A run then sees the same
+that `engine.fit` reseeds from (run seed, epoch) before every epoch; the image's crop, flip
+and rotation are drawn from that seed (`item_random_state`). A run then sees the same
 augmented images whether it was resumed or not, and whatever the number of workers.
 
-Datasets that support it (`data.ISICDataset`, `cache.CachedDataset`) take either a plain index
-(a fresh random draw from the global generator, as usual) or the `(index, seed)` pair.
+`SeededItems` puts that seed around any Dataset: the datasets themselves take plain indices
+and know nothing of it (`loaders.make_loaders` wraps the training set).
 
 Here too: `seed_everything` for the global generators, and the per-epoch seeding of a
 loader's data order (`epoch_seed`, `make_generator`, `set_loader_epoch`) that `fit` uses.
@@ -23,7 +23,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, Sampler
 
 SEED_LIMIT = 2**62  # below torch.manual_seed's int64 limit
 
@@ -43,12 +43,24 @@ class ShuffleWithSeeds(Sampler[tuple[int, int]]):
         return iter(zip(order, seeds))
 
 
-def split_key(key) -> tuple[int, int | None]:
-    """(index, seed) of a dataset key: a plain index (seed None) or the pair ShuffleWithSeeds yields."""
-    if isinstance(key, tuple):
+class SeededItems(Dataset):
+    """`dataset`, read with the `(index, seed)` pairs of ShuffleWithSeeds: the one seam.
+
+    `SeededItems(dataset)[(index, seed)]` is `dataset[index]` drawn with torch's generator
+    started from `seed`, so any Dataset that returns (image, label), a student's own
+    included, gets augmentations that a resumed run replays, without knowing about seeds.
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
         index, seed = key
-        return index, seed
-    return key, None
+        with item_random_state(seed):
+            return self.dataset[index]
 
 
 @contextlib.contextmanager

@@ -83,14 +83,16 @@ def test_real_sample_images_decode_to_rgb_at_their_size(real_sample_dir):
     assert image.mode == "RGB" and image.size == (600, 450)
 
 
-@pytest.mark.parametrize("transform", [train_transform(), eval_transform()], ids=["train", "eval"])
-def test_dataset_yields_3x224x224_float_tensors_and_int_labels(real_sample_dir, transform):
+@pytest.mark.parametrize("transform, dtype", [(train_transform(), torch.uint8), (eval_transform(), torch.float32)],
+                         ids=["train", "eval"])
+def test_dataset_yields_3x224x224_tensors_and_int_labels(real_sample_dir, transform, dtype):
+    # training images stay uint8 (normalised on the device), evaluation images are normalised floats
     index = load_index(real_sample_dir)
     dataset = ISICDataset(index, transform)
     assert len(dataset) == 70
     for i in (0, 35, 69):
         x, y = dataset[i]
-        assert x.shape == (3, 224, 224) and x.dtype == torch.float32
+        assert x.shape == (3, 224, 224) and x.dtype == dtype
         assert isinstance(y, int) and y == index["label"].iloc[i]
 
 

@@ -65,6 +65,29 @@ def test_notebooks_are_built_from_their_sources():
     assert build_notebooks.main(["--check"]) == 0, "run `python tools/build_notebooks.py` and commit"
 
 
+def test_check_fails_when_either_version_differs_or_has_no_source(tmp_path, monkeypatch, capsys):
+    versions = {}
+    for version, folder in build_notebooks.VERSIONS.items():
+        versions[version] = tmp_path / folder.name
+        shutil.copytree(folder, versions[version])
+    monkeypatch.setattr(build_notebooks, "VERSIONS", versions)
+    assert build_notebooks.main(["--check"]) == 0
+
+    solution = versions["solution"] / EXPECTED[1]
+    notebook = read(solution)
+    next(cell for cell in notebook.cells if cell.cell_type == "code").source += "\nx = 1"
+    nbformat.write(notebook, solution)
+    assert build_notebooks.main(["--check"]) == 1
+    assert f"solutions/{EXPECTED[1]}" in capsys.readouterr().err
+
+    shutil.copy(NOTEBOOK_DIR / EXPECTED[1], solution.parent / EXPECTED[1])  # a student notebook as the solution
+    assert build_notebooks.main(["--check"]) == 1
+    shutil.copy(SOLUTION_DIR / EXPECTED[1], solution)
+    shutil.copy(NOTEBOOK_DIR / EXPECTED[0], versions["student"] / "99_renamed.ipynb")
+    assert build_notebooks.main(["--check"]) == 1
+    assert "99_renamed.ipynb (no source)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=name_of)
 def test_kernel_is_python3(path):
     assert read(path).metadata["kernelspec"]["name"] == "python3"

@@ -88,12 +88,12 @@ def test_eval_images_are_the_eval_transform_of_the_jpeg(sample_frame, sample_spl
 
 
 def test_train_images_are_augmented_224_crops(sample_frame, sample_split, tmp_path):
-    dataset = make_loaders(sample_frame, sample_split, config_for("d", tmp_path, num_workers=0))["train"].dataset
+    dataset = make_loaders(sample_frame, sample_split, config_for("d", tmp_path, num_workers=0))["train"].dataset.dataset
     assert isinstance(dataset, ISICDataset)
     torch.manual_seed(0)
     first, _ = dataset[0]
     second, _ = dataset[0]
-    assert first.shape == (3, 224, 224) and first.dtype == torch.float32
+    assert first.shape == (3, 224, 224) and first.dtype == torch.uint8  # normalised on the device
     assert not torch.equal(first, second)  # a new random view each time
 
 

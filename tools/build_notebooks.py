@@ -290,13 +290,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.check:
                 if not target.exists() or _without_outputs(target.read_text(encoding="utf-8")) != \
                         _without_outputs(text):
-                    stale.append(str(target.relative_to(ROOT)))
+                    stale.append(f"{folder.name}/{target.name}")
                 continue
             folder.mkdir(exist_ok=True)
             target.write_text(text, encoding="utf-8")
-            print(f"wrote {target.relative_to(ROOT)}")
+            print(f"wrote {folder.name}/{target.name}")
     if args.check and not args.names:
-        stale += [str(path.relative_to(ROOT)) + " (no source)" for path in orphans(sources)]
+        stale += [f"{path.parent.name}/{path.name} (no source)" for path in orphans(sources)]
     if stale:
         print("out of date with tools/notebook_src (run `python tools/build_notebooks.py`): "
               + ", ".join(stale), file=sys.stderr)

@@ -74,15 +74,15 @@ print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}")
 # | 2 | ReLU, max-pool 2 | keeps positive responses, halves height and width |
 # | 3 | `conv2` 16 -> 32 channels, 5x5 | combines the 16 maps into 32 richer ones |
 # | 4 | ReLU, max-pool 2 | halves again |
-# | 5 | flatten | 32 maps of side *s* become one vector of 32 x *s* x *s* numbers |
-# | 6 | `fc1` 32 x *s* x *s* -> 1200, ReLU | every number connected to every one of 1200 units |
+# | 5 | flatten | 32 maps of side *m* become one vector of 32 x *m* x *m* numbers |
+# | 6 | `fc1` 32 x *m* x *m* -> 1200, ReLU | every number connected to every one of 1200 units |
 # | 7 | `fc2` 1200 -> 840, ReLU | |
 # | 8 | `fc3` 840 -> 8 | one score (a *logit*) per class |
 #
 # The last layer has no softmax: `nn.CrossEntropyLoss` (notebook 02) applies it inside, which is more accurate
 # numerically. The pooling layer has no weights, so one `self.pool` serves twice.
 #
-# ### How big is *s*? The convolution output size
+# ### How big is *m*? The convolution output size
 # `fc1` must be told how many numbers it receives, so the shapes have to be worked out before the network runs.
 # A convolution with kernel size $k$, padding $p$ and stride $s$ turns a side of $n$ pixels into
 #

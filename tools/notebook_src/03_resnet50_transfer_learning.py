@@ -255,7 +255,7 @@ def one_cycle_rates(max_lr, total_steps):
     return rates
 
 
-full = TrainConfig()  # the report's recipe: 25 epochs, batches of 64
+full = TrainConfig(data=config.data, out=config.out)  # the report's recipe: 25 epochs, batches of 64
 epochs, steps = ((full.epochs, math.ceil(len(loaders["train"].dataset) / full.batch_size)) if SMOKE
                  else (config.epochs, STEPS_PER_EPOCH))
 rates = one_cycle_rates(config.lr, epochs * steps)
