@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from skinlib.data import CLASSES, GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV
+from skinlib.device import available_cpus
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -66,7 +67,7 @@ def write_dataset(out_dir: str | os.PathLike, n: int, width: int, height: int, *
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     names = [f"SYN_{i:07d}" for i in range(n)]
     paths = [str(out / IMAGES_DIR / f"{name}.jpg") for name in names]
-    workers = workers or len(os.sched_getaffinity(0))
+    workers = workers or available_cpus()
     per_task = max(1, -(-n // (4 * workers)))
     tasks = [(paths[i:i + per_task], width, height, quality, seed * 100_003 + i)
              for i in range(0, n, per_task)]
@@ -108,7 +109,7 @@ def cpu_model() -> str:
 
 def machine_info(device: torch.device | None = None) -> dict:
     info = {
-        "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpus_available": available_cpus(),
         "cpu_model": cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),

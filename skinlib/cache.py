@@ -1,9 +1,8 @@
 """Decode every image once into a memory-mapped uint8 array, then train from it.
 
-Why: opening a JPEG with Pillow and resizing it costs 4-15 ms of CPU per image (a 1024x1024
-BCN_20000 photo, more for the 6000x4000 MSK ones). Colab gives 2 CPU cores, so the stock
-pipeline delivers on the order of 100 images/s while a T4 trains ResNet-50 at ~350 images/s
-and an H100 at thousands. Reading a uint8 row from a memory-mapped array costs microseconds.
+Why: decoding and resizing a JPEG costs far more CPU than reading a uint8 row from a
+memory-mapped array, and Colab gives 2 CPU cores to feed the GPU (README and
+`benchmarks/input_pipeline.py` have the measured rates).
 
 `python -m skinlib prepare --data DATA --cache CACHE` (or `prepare(...)`) writes, in CACHE:
 

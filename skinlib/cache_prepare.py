@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from skinlib.cache_files import (DEFAULT_SIZE, FORMAT, MANIFEST, VERSION, Cache, CacheError,
                                  cache_bytes, cache_key, open_valid)
 from skinlib.data import load_index
+from skinlib.device import available_cpus
 from skinlib.files import atomic_write, atomic_write_text
 from skinlib.images import load_resized
 
@@ -52,13 +53,6 @@ class PrepareReport:
         return (head + f"; decoded {self.n_decoded} in {self.seconds:.1f} s ({rate:.0f} images/s)"
                 + f", copied {self.n_reused} from the previous cache"
                 + f", {self.n_resumed} kept from an interrupted run")
-
-
-def _default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def _remove_stale(cache_dir: Path, keep: set[str]) -> None:
@@ -154,7 +148,7 @@ def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, size: int
 
     todo = np.flatnonzero(~done)
     n_decoded = _decode_into(images, done, todo, paths, size, progress_path,
-                             workers or _default_workers(), progress)
+                             workers or available_cpus(), progress)
     images.flush()
     with open(images_path, "rb+") as f:
         os.fsync(f.fileno())

@@ -3,8 +3,8 @@
 Laid out like torchvision's reference scripts: `get_args_parser()` builds the parser and
 `main(argv)` parses and calls the same functions the notebooks call. Every command is a
 `register(subparsers)` function that adds its subparser and `set_defaults(func=...)`, where
-`func(args) -> int` is the exit status; `prepare`, `download` and `subset` are registered by
-their modules (`cache`, `download`, `subset`), next to the code they run.
+`func(args) -> int` is the exit status; `prepare`, `download`, `predict` and `subset` are
+registered by their modules (`cache`, `download`, `predict`, `subset`), next to the code they run.
 
 Expected failures (a broken dataset, missing pretrained weights, a bad checkpoint) end as one
 line on stderr and exit status 1, not a traceback.
@@ -15,8 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from skinlib import cache, download, subset
+from skinlib import cache, download, predict, subset
 from skinlib.errors import SkinlibError
+from skinlib.models import MODELS
 
 # The demo: SimpleCNN from scratch on 800 synthetic images, 4 epochs at the course's learning
 # rate (7e-4, one-cycle); README says how long it takes.
@@ -125,7 +126,7 @@ def register_train(subparsers) -> None:
     p = subparsers.add_parser("train", help="train and evaluate a model; writes a run folder")
     p.add_argument("--data", type=Path, default=None,
                    help="dataset folder (default: $SKINLIB_DATA, else the embedded SYNTHETIC set)")
-    p.add_argument("--model", choices=("simplecnn", "resnet50"), default=None,
+    p.add_argument("--model", choices=sorted(MODELS), default=None,
                    help="network (default: resnet50)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--out", type=Path, required=True, help="run folder for checkpoint, metrics, figures")
@@ -197,7 +198,7 @@ def register_demo(subparsers) -> None:
 
 # ---------------------------------------------------------------- parser and main
 COMMANDS = (register_check, register_synth, register_train, register_demo, cache.register,
-            download.register, subset.register)
+            download.register, predict.register, subset.register)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

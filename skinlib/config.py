@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from skinlib.splits import check_fractions
+
 
 @dataclass
 class TrainConfig:
@@ -35,7 +37,7 @@ class TrainConfig:
     lr: float = 7e-4
     weight_decay: float = 1.5e-4
     grad_clip: float | None = 0.1
-    pretrained: bool = True
+    pretrained: bool | None = None
     weights_path: str | None = None
     seed: int = 0
     limit: int | None = None
@@ -78,12 +80,13 @@ class TrainConfig:
             problems.append(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.grad_clip is not None and (not _is_number(self.grad_clip) or self.grad_clip <= 0):
             problems.append(f"grad_clip must be > 0 or None, got {self.grad_clip!r}")
-        if len(self.fractions) != 3 or any(f < 0 for f in self.fractions) \
-                or not math.isclose(sum(self.fractions), 1.0, abs_tol=1e-6):
-            problems.append(
-                f"fractions must be three non-negative numbers (train, val, test) summing to 1, "
-                f"got {self.fractions!r}")
-        for name in ("pretrained", "amp", "channels_last", "progress"):
+        try:
+            check_fractions(self.fractions)  # the split's own rule, so a config never passes what it refuses
+        except ValueError as err:
+            problems.append(str(err))
+        if self.pretrained is not None and not isinstance(self.pretrained, bool):
+            problems.append(f"pretrained must be true, false or null, got {self.pretrained!r}")
+        for name in ("amp", "channels_last", "progress"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         if problems:

@@ -190,8 +190,6 @@ def check_dataset(
     class and lesions, and with `verify_images` decodes every JPEG at 1/8 scale (see `images.decode`).
     That finds zero-byte, truncated, corrupt, non-JPEG and oversized files, which
     `Image.verify()` alone would not (it does not decode JPEG data, so it misses truncation).
-    Measured on one core: about 2.5 ms for a 600x450 image, 6 ms for 1024x1024 and 30 ms for
-    4000x3000 (130 ms fully decoded), i.e. a few minutes for the 25,331 real images.
     """
     data_dir = Path(data_dir)
     report = CheckReport(data_dir=str(data_dir))

@@ -6,9 +6,18 @@ mixed-precision code path of the training loop its settings.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
 from skinlib.errors import SkinlibError
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (respects taskset / container CPU sets where the OS tells)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class DeviceUnavailable(SkinlibError, RuntimeError):

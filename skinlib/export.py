@@ -68,6 +68,7 @@ def export_model(path: str | os.PathLike, model: nn.Module, architecture: str, *
                           "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         "data": dict(data), "metrics": dict(metrics or {}), "skinlib_version": skinlib.__version__,
     }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(path, lambda f: torch.save(state, f))
 
 

@@ -78,6 +78,8 @@ class Fetcher:
         os.replace(part, dest)
 
     def _get_once(self, url: str, part: Path, space_factor: float) -> None:
+        """One request, resumed from `part`'s length. Long because every HTTP answer (200, 206,
+        416, transient 5xx, other) needs its own handling, and splitting it would scatter them."""
         have = part.stat().st_size if part.exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else {}
         with self.session.get(url, headers=headers, stream=True, timeout=self.timeout) as response:

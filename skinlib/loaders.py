@@ -22,13 +22,13 @@ normalises it on the device. Validation and test images are the centre view.
 """
 from __future__ import annotations
 
-import os
 
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from skinlib.augment import TrainAugment
+from skinlib.device import available_cpus
 from skinlib.images import load_resized
 from skinlib.sampling import SeededItems, ShuffleWithSeeds, make_generator
 
@@ -37,13 +37,6 @@ from skinlib.sampling import SeededItems, ShuffleWithSeeds, make_generator
 MAX_WORKERS = 8
 PREFETCH_FACTOR = 4
 SPLIT_NAMES = ("train", "val", "test")
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (respects taskset / container CPU sets where the OS tells)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def default_num_workers() -> int:

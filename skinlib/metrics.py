@@ -8,6 +8,7 @@ against it.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -160,9 +161,17 @@ def roc_auc_ovr(targets, probs) -> dict:
     return {"per_class": per, "macro": float(np.mean(defined)) if defined else math.nan}
 
 
-def _number(value: float) -> float | None:
-    """JSON has no NaN: undefined values become null."""
-    return None if math.isnan(value) else float(value)
+def json_safe(value: Any) -> Any:
+    """Plain Python types for json.dump; NaN and infinities (JSON has neither) become None."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.generic, torch.Tensor)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def summarize(cm, classes=CLASSES) -> dict:
@@ -173,8 +182,8 @@ def summarize(cm, classes=CLASSES) -> dict:
     scores = per_class(m)
     return {
         "n": int(m.sum()),
-        "accuracy": _number(accuracy(m)),
-        "balanced_accuracy": _number(balanced_accuracy(m)),
+        "accuracy": json_safe(accuracy(m)),
+        "balanced_accuracy": json_safe(balanced_accuracy(m)),
         "per_class": {
             name: {
                 "precision": float(scores["precision"][k]),

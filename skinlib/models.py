@@ -219,8 +219,14 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source) -> None
 
 
 def simplecnn(num_classes: int = 8, pretrained: bool = False, weights_path=None) -> SimpleCNN:
-    """SimpleCNN, randomly initialised (there are no pretrained weights for it; `pretrained` is
-    accepted so every builder takes the same arguments), or loaded from its own state_dict file."""
+    """SimpleCNN, randomly initialised or loaded from its own state_dict file.
+
+    There are no pretrained weights for it: `pretrained=True` is an error, not random weights.
+    """
+    if pretrained:
+        raise PretrainedWeightsUnavailable(
+            "simplecnn has no pretrained weights: train it from scratch with pretrained=False "
+            "(CLI --no-pretrained), or choose resnet50")
     model = SimpleCNN(num_classes)
     if weights_path is not None:
         _load_into(model, _load_state_dict(Path(weights_path)), weights_path)
@@ -231,14 +237,19 @@ MODELS: dict[str, Callable[..., nn.Module]] = {"simplecnn": simplecnn, "resnet50
 
 
 def build_model(
-    name: str, num_classes: int = 8, pretrained: bool = True, weights_path=None, **options
+    name: str, num_classes: int = 8, pretrained: bool | None = None, weights_path=None, **options
 ) -> nn.Module:
-    """The model called `name` (a key of MODELS); `options` go to its builder (for resnet50:
-    `weights`, `timeout`, `progress`)."""
+    """The model called `name` (a key of MODELS, the one list of model names).
+
+    `pretrained=None` is the model's own default: ImageNet weights for resnet50, none for
+    simplecnn. `options` go to its builder (for resnet50: `weights`, `timeout`, `progress`).
+    """
     key = name.lower()
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[key](num_classes=num_classes, pretrained=pretrained, weights_path=weights_path, **options)
+    if pretrained is not None:
+        options["pretrained"] = pretrained
+    return MODELS[key](num_classes=num_classes, weights_path=weights_path, **options)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -74,7 +74,7 @@ def item_random_state(seed: int | None):
         yield
         return
     # The CPU generator only: torch.random.fork_rng / torch.manual_seed also visit every
-    # accelerator backend, about 150 us an image on 2 cores, where this costs about 2 us.
+    # accelerator backend, many times the cost of this, once per image.
     generator = torch.default_generator
     saved = generator.get_state()
     generator.manual_seed(seed)

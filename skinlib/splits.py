@@ -22,7 +22,8 @@ from skinlib.layout import DataError
 SPLITS = ("train", "val", "test")
 
 
-def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
+def check_fractions(fractions: Sequence[float]) -> np.ndarray:
+    """The (train, val, test) shares as an array; ValueError unless train > 0, none < 0, sum 1."""
     values = np.asarray(fractions, dtype=float)
     if values.shape != (3,) or (values < 0).any() or values[0] <= 0 or abs(values.sum() - 1) > 1e-6:
         raise ValueError(
@@ -80,7 +81,7 @@ def grouped_split(
     _check_frame(frame, ("label", "group"))
     codes = _assign(
         frame["label"].to_numpy(dtype=np.int64), frame["group"].astype(str).to_numpy(),
-        _check_fractions(fractions), seed,
+        check_fractions(fractions), seed,
     )
     return _as_series(codes, frame)
 
@@ -91,7 +92,7 @@ def random_split(
     """Per-image split stratified by `label`, ignoring lesions: what not to do (see `leakage`)."""
     _check_frame(frame, ("label",))
     each_image_alone = np.arange(len(frame))
-    codes = _assign(frame["label"].to_numpy(dtype=np.int64), each_image_alone, _check_fractions(fractions), seed)
+    codes = _assign(frame["label"].to_numpy(dtype=np.int64), each_image_alone, check_fractions(fractions), seed)
     return _as_series(codes, frame)
 
 

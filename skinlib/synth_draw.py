@@ -98,7 +98,11 @@ def _low_frequency_noise(rng: np.random.Generator, shape: tuple[int, int], cells
 
 
 def draw_view(lesion: Lesion, rng: np.random.Generator) -> Image.Image:
-    """One photo of a lesion: new position, rotation, scale, lighting, hairs, maybe a dark vignette."""
+    """One photo of a lesion: new position, rotation, scale, lighting, hairs, maybe a dark vignette.
+
+    Long because it is one picture drawn layer by layer (skin, lesion, blotches, vessels, scale,
+    hairs, vignette), in the order they overlap; each layer is a few lines.
+    """
     style = STYLES[CLASSES[lesion.label]]
     # The smooth layers are computed at half resolution and upsampled: 4x fewer pixels, and
     # the class cues are low-frequency anyway. Thin lines (vessels, hairs) come at full size.

@@ -24,7 +24,6 @@ The run folder then holds everything needed to reproduce and report the run:
 from __future__ import annotations
 
 import json
-import math
 import platform
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
 from skinlib.export import MODEL_FILE, data_fingerprint, export_model
 from skinlib.files import atomic_write_text
 from skinlib.loaders import make_loaders
-from skinlib.metrics import roc_auc_ovr, summarize
+from skinlib.metrics import json_safe, roc_auc_ovr, summarize
 from skinlib.models import build_model
 from skinlib.optim import make_optimizer, make_scheduler
 from skinlib.plots import plot_confusion, plot_curves
@@ -172,7 +171,7 @@ def metrics_record(config, history: list[dict], test: dict, split: pd.Series,
     auc = roc_auc_ovr(test["targets"], test["probs"])
     summary = summarize(test["confusion"], CLASSES)
     counts = split.value_counts()
-    return _json_safe({
+    return json_safe({
         "config": config.to_dict(),
         "history": history,
         "test": {
@@ -187,19 +186,6 @@ def metrics_record(config, history: list[dict], test: dict, split: pd.Series,
                      "torchvision": torchvision.__version__, "python": platform.python_version()},
         "synthetic": bool(is_synthetic(config.data)),
     })
-
-
-def _json_safe(value: Any) -> Any:
-    """Plain Python types for json.dump; NaN and infinities (JSON has neither) become None."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.generic, torch.Tensor)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _write_json(path: Path, data: dict) -> None:

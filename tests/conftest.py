@@ -53,3 +53,13 @@ def synthetic_dir(tmp_path_factory) -> Path:
     from skinlib.synth import make_synthetic
 
     return make_synthetic(tmp_path_factory.mktemp("synthetic") / "data", n=160, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_cache(synthetic_dir, tmp_path_factory) -> Path:
+    """The synthetic set prepared once into an image cache (S=256); tests must not change it."""
+    from skinlib.cache import prepare
+
+    cache_dir = tmp_path_factory.mktemp("cache") / "synthetic"
+    prepare(synthetic_dir, cache_dir, size=256, workers=1, progress=False)
+    return cache_dir

@@ -7,7 +7,6 @@ import torch
 from PIL import Image
 
 from skinlib.augment import TrainAugment, train_transform
-from skinlib.cache import prepare
 from skinlib.config import TrainConfig
 from skinlib.data import load_index
 from skinlib.images import stored_form
@@ -16,10 +15,9 @@ from skinlib.splits import grouped_split
 
 
 @pytest.fixture(scope="module")
-def both_ways(synthetic_dir, tmp_path_factory):
+def both_ways(synthetic_dir, synthetic_cache):
     """The training dataset of one split, built from the JPEGs and from a prepared cache."""
-    cache = tmp_path_factory.mktemp("cache")
-    prepare(synthetic_dir, cache, workers=1, progress=False)
+    cache = synthetic_cache
     frame = load_index(synthetic_dir)
     split = grouped_split(frame, seed=0)
     built = {}

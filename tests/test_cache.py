@@ -58,13 +58,6 @@ def assert_rows_match_reference(cache_dir: Path, frame: pd.DataFrame, size: int)
         assert psnr(images[row_of[image]], reference(path, size)) > 28, image
 
 
-@pytest.fixture(scope="module")
-def synthetic_cache(synthetic_dir, tmp_path_factory) -> Path:
-    cache_dir = tmp_path_factory.mktemp("cache") / "synthetic"
-    prepare(synthetic_dir, cache_dir, size=256, workers=1, progress=False)
-    return cache_dir
-
-
 @pytest.fixture
 def synthetic_copy(synthetic_dir, tmp_path) -> Path:
     """A copy of the synthetic dataset that a test may damage or change."""

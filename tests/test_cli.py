@@ -81,7 +81,8 @@ def finished_run(real_sample_dir, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_train_writes_every_output_file(finished_run):
-    for name in ("metrics.json", "config.json", "split.csv", "checkpoint.pt", "curves.png", "confusion.png"):
+    for name in ("metrics.json", "config.json", "split.csv", "checkpoint.pt", "curves.png", "confusion.png",
+                 "model.pt"):
         assert (finished_run / name).is_file(), name
     for name in ("curves.png", "confusion.png"):
         data = (finished_run / name).read_bytes()
@@ -293,7 +294,7 @@ def test_no_command_prints_help_and_exits_2(capsys):
 # ---------------------------------------------------------------- commands
 def test_every_command_is_on_the_command_line():
     commands = cli.get_args_parser()._subparsers._group_actions[0].choices
-    assert set(commands) == {"check", "synth", "train", "demo", "prepare", "download", "subset"}
+    assert set(commands) == {"check", "synth", "train", "demo", "prepare", "download", "predict", "subset"}
 
 
 # ---------------------------------------------------------------- demo

@@ -440,3 +440,14 @@ def test_gradients_are_unscaled_before_clipping_when_a_scaler_is_enabled():
     # Clipping scaled gradients would leave them 65536 times smaller than the clip value.
     assert max(opt.max_grad_at_step) == pytest.approx(0.01)
     assert math.isfinite(result["loss"])
+
+
+def test_config_refuses_the_fractions_the_split_refuses():
+    from skinlib.splits import check_fractions
+
+    for fractions in [(0.0, 0.5, 0.5), (0.5, 0.6, -0.1), (0.7, 0.2, 0.2)]:
+        with pytest.raises(ValueError) as split_error:
+            check_fractions(fractions)
+        with pytest.raises(ValueError, match="fractions") as config_error:
+            TrainConfig(data="d", out="o", fractions=fractions)
+        assert str(split_error.value) in str(config_error.value)

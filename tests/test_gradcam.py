@@ -1,6 +1,8 @@
 """Grad-CAM (skinlib.gradcam) against captum's LayerGradCam on the same models and images."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,12 @@ import torch
 from skinlib.gradcam import default_layer, grad_cam, heatmap, overlay
 from skinlib.models import SimpleCNN, build_model
 
-captum_attr = pytest.importorskip("captum.attr")  # pinned in requirements.txt; the reference
+try:  # the reference, pinned in requirements.txt; missing only in a partial set-up
+    import captum.attr as captum_attr
+except ImportError:
+    if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}:
+        raise
+    pytest.skip("captum is not installed (pip install -r requirements.txt)", allow_module_level=True)
 
 
 def captum_cam(model, images, target):

@@ -278,3 +278,19 @@ def test_resnet50_downloads_once_then_uses_the_hub_cache(file_server, imagenet_f
     reference = torch.load(imagenet_file, weights_only=True)
     assert torch.equal(first.conv1.weight, reference["conv1.weight"])
     assert torch.equal(second.conv1.weight, reference["conv1.weight"])
+
+
+def test_simplecnn_with_pretrained_weights_is_an_error_not_random_weights():
+    from skinlib.errors import SkinlibError
+
+    with pytest.raises(SkinlibError, match="simplecnn has no pretrained weights.*--no-pretrained"):
+        build_model("simplecnn", pretrained=True)
+    assert isinstance(build_model("simplecnn"), SimpleCNN)  # its own default: from scratch
+
+
+def test_the_command_line_offers_exactly_the_models_build_model_knows():
+    from skinlib import cli
+
+    train = cli.get_args_parser()._subparsers._group_actions[0].choices["train"]
+    model_option = next(a for a in train._actions if a.dest == "model")
+    assert sorted(model_option.choices) == sorted(MODELS)

@@ -220,7 +220,7 @@ def test_exercise_cells_raise_in_the_student_version_and_only_they_are_tagged(so
         exercise = build_notebooks.BEGIN in answer.source
         tagged = build_notebooks.RAISES in mine.metadata.get("tags", [])
         assert tagged == exercise and "raises-exception" not in answer.metadata.get("tags", [])
-        assert ("raise NotImplementedError(" in mine.source) == exercise or "NotImplementedError" in answer.source
+        assert ("raise NotImplementedError(" in mine.source) == exercise
 
 
 def test_the_lab_notebooks_have_exercises():
@@ -275,8 +275,19 @@ def run_under_nbval(notebook: Path, workdir: Path, env_changes: dict, remove=())
 SMOKE_ENV = {"SKINLIB_SMOKE": "1", "SKINLIB_PRETRAINED": "0", "CUDA_VISIBLE_DEVICES": ""}
 
 
+def _same_cells(student: Path) -> bool:
+    """A notebook without exercises: its student version runs the same code as its solution."""
+    solution = SOLUTION_DIR / student.name
+    return solution.exists() and [c.source for c in code_cells(read(student))] == \
+        [c.source for c in code_cells(read(solution))]
+
+
+# A student notebook identical to its solution (no exercises) would only repeat the solution's run.
+RUN_ON_SYNTHETIC = [path for path in NOTEBOOKS if path.parent != NOTEBOOK_DIR or not _same_cells(path)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=name_of)
+@pytest.mark.parametrize("path", RUN_ON_SYNTHETIC, ids=name_of)
 def test_notebook_runs_on_the_synthetic_data(path, notebook_scratch):
     """Both versions; in a student notebook nbval lets the exercise cells (tagged) raise."""
     env = {**SMOKE_ENV, "SKINLIB_CACHE": str(notebook_scratch / "cache")}

@@ -16,7 +16,8 @@ from skinlib.data import CLASSES, DataError, ISICDataset, eval_transform, load_i
 from skinlib.loaders import make_loaders
 from skinlib.sampling import ShuffleWithSeeds
 from skinlib.splits import grouped_split, save_split
-from skinlib.train import _frame_and_split, _json_safe, stratified_sample
+from skinlib.metrics import json_safe
+from skinlib.train import _frame_and_split, stratified_sample
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +196,6 @@ def test_a_saved_split_naming_images_the_data_lacks_is_refused(real_sample_dir, 
 
 # ---------------------------------------------------------------- metrics.json
 def test_json_safe_writes_undefined_numbers_as_null():
-    record = _json_safe({"auc": [0.5, math.nan], "n": np.int64(3), "t": torch.tensor(0.25), "x": (1, math.inf)})
+    record = json_safe({"auc": [0.5, math.nan], "n": np.int64(3), "t": torch.tensor(0.25), "x": (1, math.inf)})
     assert record == {"auc": [0.5, None], "n": 3, "t": 0.25, "x": [1, None]}
     json.dumps(record, allow_nan=False)

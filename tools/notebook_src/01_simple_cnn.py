@@ -37,10 +37,10 @@ import torchvision
 from torch import nn
 
 import skinlib
-from skinlib.course import get_data
-from skinlib.data import CLASSES, ISICDataset, eval_transform, load_index
 from skinlib import models
 from skinlib.checks import check_fc1_inputs, check_simple_cnn, use_yours_or
+from skinlib.course import get_data
+from skinlib.data import CLASSES, ISICDataset, eval_transform, load_index
 from skinlib.device import select_device
 from skinlib.models import count_parameters
 

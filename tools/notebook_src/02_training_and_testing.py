@@ -48,6 +48,7 @@ from skinlib.course import get_data
 from skinlib.data import CLASSES, GROUND_TRUTH_CSV, IMAGES_DIR, eval_transform, load_index, train_transform
 from skinlib.device import select_device
 from skinlib.engine import evaluate, fit, to_device_batch, train_one_epoch
+from skinlib.export import data_fingerprint, export_model
 from skinlib.loaders import make_loaders
 from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy, per_class, summarize
 from skinlib.models import SimpleCNN
@@ -446,7 +447,8 @@ results = {"model": "SimpleCNN", "data": str(DATA_DIR), "data_id": data.data_id,
            "history": history, "test": summarize(test["confusion"], classes=CLASSES)}
 (RUNS / "02_simple_cnn").mkdir(parents=True, exist_ok=True)
 (RUNS / "02_simple_cnn" / "results.json").write_text(json.dumps(results, indent=2))
-torch.save(model.state_dict(), RUNS / "02_simple_cnn" / "simple_cnn.pt")
+export_model(RUNS / "02_simple_cnn" / "model.pt", model, "simplecnn",  # notebooks 04 and 05 load it
+             data={"fingerprint": data_fingerprint(frame, split)})
 print(f"saved to {RUNS / '02_simple_cnn'}")
 
 # %% [markdown]

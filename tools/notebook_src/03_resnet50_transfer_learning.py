@@ -48,6 +48,7 @@ from skinlib.course import get_data
 from skinlib.data import CLASSES, load_index
 from skinlib.device import select_device
 from skinlib.engine import evaluate, fit
+from skinlib.export import data_fingerprint, export_model
 from skinlib.loaders import make_loaders
 from skinlib.metrics import per_class, summarize
 from skinlib.models import count_parameters, imagenet_state_dict, new_head
@@ -309,6 +310,8 @@ print(f"checkpoint after every epoch: {checkpoint}"
 finetuned = skinlib_resnet50(num_classes=len(CLASSES), pretrained=PRETRAINED)
 history = train_with_recipe(finetuned, config, checkpoint=checkpoint, resume=RESUME)
 test = evaluate(finetuned, loaders["test"], device, max_batches=MAX_BATCHES)
+export_model(RUNS / "03_resnet50" / "model.pt", finetuned, "resnet50",  # notebooks 04 and 05 load it
+             data={"fingerprint": data_fingerprint(frame, split)})
 
 # %% [markdown]
 # ## Learning curves
@@ -394,4 +397,5 @@ print(f"saved to {RUNS / '03_resnet50'}")
 # 5. **From the command line.** `python -m skinlib train --model resnet50 --out runs/cli` runs this whole recipe
 #    and writes metrics, curves and a checkpoint to a folder.
 #
-# You have reached the end of the course notebooks.
+# Next: notebook 04 looks inside this model: what it gets wrong, where it looks, and how to do better on the rare
+# classes.

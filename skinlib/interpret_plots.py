@@ -1,0 +1,128 @@
+"""Figures for looking inside a trained model (notebooks 04 and 05, `predict --cam`).
+
+Like skinlib.plots, every function returns the matplotlib Figure (closed in pyplot, so a
+notebook shows it once and a script saves it).
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import auc, roc_curve
+
+from skinlib.data import CLASSES, IMAGENET_MEAN, IMAGENET_STD
+from skinlib.gradcam import overlay
+
+
+def _done(fig: Figure) -> Figure:
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def to_rgb(images: torch.Tensor) -> np.ndarray:
+    """ImageNet-normalised images (N, 3, H, W) back to displayable colours: (N, H, W, 3) in [0, 1]."""
+    images = torch.as_tensor(images).detach().float().cpu()
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (images * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def plot_roc_ovr(targets, probs, classes=CLASSES) -> Figure:
+    """One-vs-rest ROC curve of every class, its AUC in the legend (scikit-learn's roc_curve, auc).
+    A class without positive or negative test images has no curve and is listed as such."""
+    targets, probs = np.asarray(targets), np.asarray(probs)
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    for k, name in enumerate(classes):
+        positive = targets == k
+        if positive.all() or not positive.any():
+            ax.plot([], [], " ", label=f"{name}: no curve ({int(positive.sum())} positives)")
+            continue
+        fpr, tpr, _ = roc_curve(positive, probs[:, k])
+        ax.plot(fpr, tpr, label=f"{name}: AUC {auc(fpr, tpr):.2f} ({int(positive.sum())})")
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
+    ax.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",
+           title="ROC, each class against the rest", xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(fontsize=8, loc="lower right")
+    return _done(fig)
+
+
+def plot_reliability(targets, probs, n_bins: int = 10) -> Figure:
+    """Reliability diagram: among images predicted with confidence p (the top probability), the
+    share that were right, against p (sklearn.calibration.calibration_curve); a calibrated model
+    lies on the diagonal. Below: how many images fall in each confidence bin."""
+    targets, probs = np.asarray(targets), np.asarray(probs)
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == targets
+    right, said = calibration_curve(correct, confidence, n_bins=n_bins, strategy="uniform")
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6.5), height_ratios=(3, 1), sharex=True)
+    top.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    top.plot(said, right, "o-", label="this model")
+    top.set(ylabel="share correct", title="Reliability: is the confidence honest?", ylim=(0, 1.02))
+    top.legend(fontsize=8)
+    bottom.hist(confidence, bins=n_bins, range=(0, 1), color="tab:blue", alpha=0.7)
+    bottom.set(xlabel="confidence (top probability)", ylabel="images", xlim=(0, 1))
+    return _done(fig)
+
+
+def plot_examples(images, targets, probs, classes=CLASSES, ncols: int = 6, title: str = "") -> Figure:
+    """Normalised images (N, 3, H, W), each titled with its true class and the predicted class with
+    its probability (green when right, red when wrong)."""
+    pixels, probs = to_rgb(images), np.asarray(probs)
+    n = len(pixels)
+    if n == 0:
+        raise ValueError("no images to show")
+    ncols = min(ncols, n)
+    fig, axes = plt.subplots(math.ceil(n / ncols), ncols, figsize=(2.2 * ncols, 2.6 * math.ceil(n / ncols)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            pred, truth = int(probs[i].argmax()), int(targets[i])
+            ax.imshow(pixels[i])
+            ax.set_title(f"true {classes[truth]}\npred {classes[pred]} {probs[i, pred]:.2f}", fontsize=9,
+                         color="tab:green" if pred == truth else "tab:red")
+    if title:
+        fig.suptitle(title)
+    return _done(fig)
+
+
+def plot_gradcam(images, heats, titles, colours=None) -> Figure:
+    """One column per image: the image the model saw above its Grad-CAM overlay."""
+    pixels, heats = to_rgb(images), torch.as_tensor(heats).cpu().numpy()
+    n = len(pixels)
+    fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 5.4), squeeze=False)
+    for i in range(n):
+        axes[0, i].imshow(pixels[i])
+        axes[0, i].set_title(titles[i], fontsize=9, color=(colours or ["black"] * n)[i])
+        axes[1, i].imshow(overlay(pixels[i], heats[i]))
+        for ax in axes[:, i]:
+            ax.axis("off")
+    axes[1, 0].text(-0.05, 0.5, "Grad-CAM", transform=axes[1, 0].transAxes, rotation=90,
+                    ha="right", va="center")
+    return _done(fig)
+
+
+def plot_top_k(probs, classes=CLASSES, k: int = 3, ax=None) -> Figure:
+    """Horizontal bars of the k most probable classes with their probabilities."""
+    probs = np.asarray(probs, dtype=float).reshape(-1)
+    order = np.argsort(probs)[::-1][:k]
+    fig, ax = plt.subplots(figsize=(4, 0.5 + 0.45 * k)) if ax is None else (ax.figure, ax)
+    bars = ax.barh([classes[i] for i in order][::-1], probs[order][::-1], color="tab:blue")
+    ax.bar_label(bars, labels=[f"{p:.2f}" for p in probs[order][::-1]], padding=3, fontsize=9)
+    ax.set(xlim=(0, 1.15), xlabel="probability", title=f"top {k}")
+    return _done(fig)
+
+
+def plot_threshold_point(fpr, tpr, point: tuple[float, float], threshold: float) -> Figure:
+    """The melanoma-against-rest ROC curve with the operating point of one threshold marked."""
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot(fpr, tpr, label="MEL against the rest")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.plot(*point, "o", color="tab:red", markersize=9, label=f"threshold {threshold:.2f}")
+    ax.set(xlabel="1 - specificity (false alarms)", ylabel="sensitivity (melanomas found)",
+           xlim=(0, 1), ylim=(0, 1.02), title="Where the threshold puts you")
+    ax.legend(fontsize=8, loc="lower right")
+    return _done(fig)

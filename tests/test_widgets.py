@@ -1,0 +1,109 @@
+"""Notebook 05's widget handlers (skinlib.widgets), driven without a browser."""
+from __future__ import annotations
+
+import datetime
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from skinlib.data import CLASSES, IMAGES_DIR, ImageError
+from skinlib.export import ExportedModel
+from skinlib.interpret import MEL, melanoma_decision
+from skinlib.models import build_model
+from skinlib.widgets import (MAX_UPLOAD_BYTES, explain, image_from_upload, threshold_app, threshold_report,
+                             try_model_app, uploaded_file)
+
+
+@pytest.fixture(scope="module")
+def exported():
+    torch.manual_seed(0)
+    return ExportedModel(model=build_model("resnet50", pretrained=False).eval(), architecture="resnet50",
+                         classes=list(CLASSES), preprocessing={"resize": 256, "crop": 224}, data={}, metrics={},
+                         path="model.pt")
+
+
+@pytest.fixture(scope="module")
+def jpeg(real_sample_dir):
+    return sorted((real_sample_dir / IMAGES_DIR).glob("*.jpg"))[0]
+
+
+def shown_sensitivity(html: str) -> str:
+    return re.search(r"class='sensitivity'>([^<]*)<", html).group(1)
+
+
+# ---------------------------------------------------------------- uploads
+def test_an_upload_is_read_from_ipywidgets_8_and_7_values(jpeg):
+    data = jpeg.read_bytes()
+    v8 = ({"name": "lesion.jpg", "type": "image/jpeg", "size": len(data), "content": memoryview(data),
+           "last_modified": datetime.datetime(2026, 1, 1)},)
+    v7 = {"lesion.jpg": {"metadata": {"name": "lesion.jpg", "type": "image/jpeg", "size": len(data)},
+                         "content": data}}
+    assert uploaded_file(v8) == uploaded_file(v7) == ("lesion.jpg", data)
+    assert uploaded_file(()) is None and uploaded_file({}) is None
+
+
+def test_an_uploaded_image_is_decoded_like_every_image_of_the_kit(jpeg):
+    image = image_from_upload("lesion.jpg", jpeg.read_bytes())
+    assert image.mode == "RGB" and image.size == Image.open(jpeg).size
+
+
+@pytest.mark.parametrize("content, needle", [(b"", "empty file"), (b"not an image at all", "not an image"),
+                                              (b"x" * (MAX_UPLOAD_BYTES + 1), "more than this tool accepts")])
+def test_a_bad_upload_is_an_error_naming_the_uploaded_file(content, needle):
+    with pytest.raises(ImageError, match=needle) as caught:
+        image_from_upload("holiday.jpg", content)
+    assert str(caught.value).startswith("holiday.jpg: ")
+
+
+# ---------------------------------------------------------------- one image
+def test_explain_gives_probabilities_and_a_heatmap_the_size_of_the_crop(exported, jpeg):
+    result = explain(exported, Image.open(jpeg).convert("RGB"))
+    assert result.probs.shape == (8,) and result.probs.sum() == pytest.approx(1, abs=1e-5)
+    assert result.crop.shape == (224, 224, 3) and result.heat.shape == (224, 224)
+    assert 0 <= result.heat.min() and result.heat.max() <= 1
+
+
+def test_the_try_app_redraws_for_another_image_and_for_an_upload(exported, real_sample_dir):
+    paths = sorted((real_sample_dir / IMAGES_DIR).glob("*.jpg"))[:2]
+    app = try_model_app({"ResNet-50": exported}, {p.stem: str(p) for p in paths})
+    _, (model_box, image_box, upload), message, out = app.children[0], app.children[1].children, *app.children[2:]
+    assert "not a medical device" in app.children[0].value
+    first = out.outputs
+    assert first and "image/png" in first[0]["data"], "the first image is shown at once"
+    image_box.value = paths[1].stem
+    assert out.outputs and out.outputs != first
+    upload.value = ({"name": "bad.jpg", "type": "image/jpeg", "size": 3, "content": memoryview(b"abc"),
+                     "last_modified": datetime.datetime(2026, 1, 1)},)
+    assert "bad.jpg" in message.value
+
+
+# ---------------------------------------------------------------- the threshold
+TARGETS = np.array([MEL, MEL, MEL, 1, 2, 3, 4, MEL])
+MEL_PROBS = np.array([0.9, 0.6, 0.2, 0.7, 0.1, 0.3, 0.05, 0.45])
+
+
+def test_threshold_report_shows_the_decisions_numbers(exported):
+    html, figure = threshold_report(TARGETS, MEL_PROBS, 0.5)
+    d = melanoma_decision(TARGETS, MEL_PROBS, 0.5)
+    assert shown_sensitivity(html) == f"{d['sensitivity']:.3f}" == "0.500"
+    assert f"{d['fp']} false alarms" in html and f"{d['fn']} missed" in html
+    point = figure.axes[0].lines[-1].get_xydata()[0]
+    assert point == pytest.approx([1 - d["specificity"], d["sensitivity"]])
+
+
+def test_without_melanomas_there_is_no_roc_curve_but_no_error():
+    html, figure = threshold_report(np.array([1, 2]), np.array([0.2, 0.6]), 0.5)
+    assert figure is None and "no ROC curve" in html
+
+
+def test_moving_the_slider_updates_the_sensitivity_shown():
+    app = threshold_app(TARGETS, MEL_PROBS, value=0.5)
+    slider, report = app.children[1], app.children[2]
+    assert shown_sensitivity(report.value) == "0.500"
+    slider.value = 0.1
+    assert shown_sensitivity(report.value) == "1.000"
+    slider.value = 1.0
+    assert shown_sensitivity(report.value) == "0.000"

@@ -1,0 +1,276 @@
+# %% [markdown]
+# # 04 — Evaluation and interpretation: what the models get wrong, and where they look
+#
+# {{BADGE}}
+#
+# Notebooks 02 and 03 ended with a confusion matrix and one or two accuracies. Here we open the trained models up:
+# which classes they miss, how sure they are and whether that certainty can be trusted, which images fool them,
+# and which part of an image made them decide. Then two cheap ways to do better on the rare classes.
+#
+# **You will learn**
+# - per-class precision, recall and F1, the row-normalised confusion matrix, and balanced accuracy beside accuracy;
+# - one-vs-rest ROC curves and their AUC: how well a class is *ranked*, whatever the threshold;
+# - calibration: when the model says 90 %, is it right 90 % of the time? (a reliability diagram);
+# - to look at the most confident mistakes, and at what the model recognises best;
+# - Grad-CAM: a heatmap of the image regions that raised the score of the predicted class;
+# - the class imbalance: plain training against a class-balanced sampler, compared on balanced accuracy and recall;
+# - test-time augmentation: averaging the predictions over flipped copies of each image.
+#
+# Time: about a minute in smoke mode on a CPU. In full mode, with the models of notebooks 02 and 03 saved, the
+# evaluation takes a few minutes on Colab's T4 and the imbalance comparison (two 5-epoch trainings of ResNet-50's
+# head) in the order of 10-20 minutes: estimates, not measurements; every step prints its own time.
+
+# %% [markdown]
+# ## Set-up
+
+# %% [setup]
+
+# %%
+import os
+import platform
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torchvision
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix
+
+import skinlib
+from skinlib.config import TrainConfig
+from skinlib.data import CLASSES, load_index
+from skinlib.device import select_device
+from skinlib.engine import fit
+from skinlib.gradcam import grad_cam, heatmap
+from skinlib.interpret import (balanced_loader, most_confident, normalised_images, per_class_report,
+                               predict_probs, saved_or_trained)
+from skinlib.interpret_plots import plot_examples, plot_gradcam, plot_reliability, plot_roc_ovr
+from skinlib.loaders import make_loaders
+from skinlib.models import resnet50
+from skinlib.optim import make_optimizer
+from skinlib.plots import plot_confusion
+from skinlib.splits import grouped_split
+from skinlib.synth import default_data_dir, is_synthetic
+
+print(f"Python {platform.python_version()}, torch {torch.__version__}, "
+      f"torchvision {torchvision.__version__}, skinlib {skinlib.__version__}")
+device = select_device()
+
+# %% [markdown]
+# ## Parameters
+# `SKINLIB_SMOKE=1` is smoke mode: tiny models trained here in seconds and a few test batches, so every cell runs
+# anywhere; its numbers mean nothing. In full mode the models are those that notebooks 02 and 03 saved.
+
+# %%
+# os.environ["SKINLIB_DATA"] = "/content/isic2019"  # real data (see notebook 00)
+DATA_DIR = default_data_dir()  # $SKINLIB_DATA, else the SYNTHETIC set
+SYNTHETIC = is_synthetic(DATA_DIR)
+SMOKE = os.environ.get("SKINLIB_SMOKE") == "1"
+PRETRAINED = os.environ.get("SKINLIB_PRETRAINED", "1") != "0"
+
+BATCH_SIZE = 4 if SMOKE else 64
+MAX_BATCHES = 1 if SMOKE else None  # training batches per epoch
+EVAL_BATCHES = 2 if SMOKE else None  # test batches evaluated
+IMBALANCE_EPOCHS = 1 if SMOKE else 5
+RUNS = Path("runs")  # where notebooks 02 and 03 saved their models
+torch.manual_seed(0)
+print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}, "
+      f"{'SMOKE mode: tiny models, ' + str(EVAL_BATCHES) + ' test batches' if SMOKE else 'full mode'}")
+
+# %% [markdown]
+# ## Data and the saved models
+# The same lesion-grouped split as every notebook. Each model file records a fingerprint of the images, labels and
+# split it was trained on; a file made on other data is not used. If notebook 03's ResNet-50 is not found, a
+# small one is trained here (in full mode that is the long run of notebook 03: better run 03 first).
+
+# %%
+frame = load_index(DATA_DIR)
+split = grouped_split(frame, seed=0)
+cache_dir = None
+if not SYNTHETIC:
+    from skinlib.cache import prepare
+
+    base = Path("/content") if IN_COLAB else Path(os.environ.get("SKINLIB_CACHE", Path.home() / ".cache" / "skinlib"))
+    cache_dir = base / "skinlib-prepared"
+    print(prepare(DATA_DIR, cache_dir).format())
+config = TrainConfig(data=str(DATA_DIR), out=str(RUNS / "04_resnet50"), model="resnet50", batch_size=BATCH_SIZE,
+                     epochs=1 if SMOKE else 25, max_batches=MAX_BATCHES, pretrained=PRETRAINED,
+                     num_workers=0 if SMOKE else None, cache=None if cache_dir is None else str(cache_dir))
+loaders = make_loaders(frame, split, config, device=device)
+start = time.perf_counter()
+resnet = saved_or_trained([RUNS / "03_resnet50"], frame, split, config)
+print(f"ResNet-50 ready in {time.perf_counter() - start:.0f} s")
+
+# %% [markdown]
+# ## Probabilities on the test split
+# Everything below starts from one table: for every test image, the probability the model gives each class.
+
+# %%
+start = time.perf_counter()
+probs, targets = predict_probs(resnet.model.to(device), loaders["test"], device, max_batches=EVAL_BATCHES)
+predicted = probs.argmax(1)
+print(f"{len(targets)} test images in {time.perf_counter() - start:.1f} s"
+      f"{' (SYNTHETIC)' if SYNTHETIC else ''}{' (SMOKE run: the numbers mean nothing)' if SMOKE else ''}")
+print(f"accuracy {accuracy_score(targets, predicted):.3f}, "
+      f"balanced accuracy {balanced_accuracy_score(targets, predicted):.3f} (chance: {1 / len(CLASSES):.3f})")
+
+# %% [markdown]
+# ## Per class: precision, recall, F1, support
+# - **recall** (sensitivity): of the lesions of this class, the share the model finds;
+# - **precision**: of the lesions it calls this class, the share that are;
+# - **F1**: their harmonic mean; **support**: how many test images the class has. A class with a handful of test
+#   images has a recall that can jump by 20 points from one image to the next.
+#
+# Balanced accuracy is the mean of the recall column: every class counts the same, however rare. Accuracy weighs
+# them by support, so NV (half of ISIC 2019) dominates it.
+
+# %%
+per_class_report(targets, probs).round(3)
+
+# %% [markdown]
+# ## The confusion matrix, row-normalised
+# Each row is a true class and sums to 1, so the diagonal is the recall, and a rare class's row is as visible as
+# NV's. Read MEL's row: which classes are melanomas mistaken for?
+
+# %%
+plot_confusion(confusion_matrix(targets, predicted, labels=range(len(CLASSES))), normalize=True,
+               title="ResNet-50, test split")
+
+# %% [markdown]
+# ## ROC curves, one class against the rest
+# For one class, sweep a threshold over its probability: every threshold refers some images to that class, finding
+# a share of its lesions (true positive rate) at the price of some false alarms (false positive rate). The ROC curve
+# draws all thresholds at once; its area (AUC) is the chance that a random lesion of the class gets a higher
+# probability than a random other lesion: 0.5 is guessing, 1 is a perfect ranking. AUC does not depend on the
+# threshold: notebook 05 lets you choose one for melanoma.
+
+# %%
+plot_roc_ovr(targets, probs)
+
+# %% [markdown]
+# ## Calibration: can the probabilities be taken at their word?
+# Group the images by the model's confidence (its top probability) and count how often it was right in each group.
+# A calibrated model sits on the diagonal: of the images it calls with 80 % confidence, 80 % are right. Deep networks
+# trained with cross-entropy are often *over-confident* (below the diagonal). The histogram shows how many images
+# fall in each group: a point made of three images says little.
+
+# %%
+plot_reliability(targets, probs)
+
+# %% [markdown]
+# ## The most confident mistakes, and the best-recognised images
+# Mistakes the model made while sure of itself are worth a look: a mislabelled image, a lesion that really looks
+# like another class, or an artefact (a ruler, hair, ink marks, a dark vignette) the model has latched onto.
+
+# %%
+test_set = loaders["test"].dataset
+for wrong, title in [(True, "most confident mistakes"), (False, "recognised with the highest probability")]:
+    chosen = most_confident(probs, targets, 12, wrong=wrong)
+    if len(chosen):
+        display(plot_examples(normalised_images(test_set, chosen), targets[chosen], probs[chosen], title=title))
+    else:
+        print(f"{title}: none among these test images")
+
+# %% [markdown]
+# ## Where does ResNet-50 look? Grad-CAM
+# Grad-CAM (Selvaraju et al., 2017) asks the last convolutional block, `layer4` (2048 feature maps of 7x7 for a
+# 224x224 image), which of its maps pushed the score of the predicted class up:
+#
+# ```python
+# weights = gradients.mean(dim=(2, 3), keepdim=True)   # d score / d map, averaged over the 7x7 positions
+# cam = relu((weights * activations).sum(dim=1))       # weighted sum of the maps; keep what raised the score
+# ```
+#
+# then the 7x7 map is stretched to the image and scaled to [0, 1] (red: strongest evidence). The kit writes these
+# lines out (`skinlib.gradcam`) because they are the lesson: a forward hook keeps the activations, one backward pass
+# gives the gradients. Its tests check them against **captum**'s `LayerGradCam`, the maintained library, which also
+# has the other attribution methods (integrated gradients, occlusion...) if you want to go further.
+#
+# The layer's output, for one image:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+backbone = torch.nn.Sequential(*list(resnet.model.cpu().children())[:-2])  # everything up to layer4
+with torch.no_grad():
+    print(f"layer4 activations for one 224x224 image: {tuple(backbone(torch.zeros(1, 3, 224, 224)).shape)}")
+
+# %% [markdown]
+# On the left the correct predictions, on the right the mistakes. A model that looks at the lesion is reassuring;
+# one that looks at a ruler or the image's corners has learned a shortcut. Grad-CAM is coarse (7x7) and shows
+# where the evidence was, not why: treat it as a hint, not a proof.
+
+# %%
+N_CAM = 2 if SMOKE else 4  # of each kind
+show = [*most_confident(probs, targets, N_CAM, wrong=False), *most_confident(probs, targets, N_CAM, wrong=True)]
+images = normalised_images(test_set, show)
+cams, _ = grad_cam(resnet.model.cpu(), images, target=torch.as_tensor(predicted[show]))
+titles = [f"true {CLASSES[targets[i]]}\npred {CLASSES[predicted[i]]} {probs[i, predicted[i]]:.2f}" for i in show]
+colours = ["tab:green" if targets[i] == predicted[i] else "tab:red" for i in show]
+plot_gradcam(images, heatmap(cams, images.shape[-2:]), titles, colours)
+
+# %% [markdown]
+# ## The imbalance: a class-balanced sampler
+# NV is half of the training images, DF and VASC under 1 % each. With plain sampling, every batch is mostly NV, and
+# the cheapest way to lower the loss is to answer NV. A **balanced sampler** draws training images with
+# probability 1 / (size of their class), so every class is equally frequent in the batches (rare images are seen
+# many times per epoch, with different augmentations). The same effect can be had with a class-weighted
+# cross-entropy; the sampler needs no change to the loss or the loop.
+#
+# We train ResNet-50's head twice from the same start (the backbone frozen, as in notebook 03's feature
+# extraction), once with each sampler, and compare balanced accuracy and per-class recall on the test split.
+
+# %%
+def train_head(train_loader):
+    torch.manual_seed(0)
+    model = resnet50(num_classes=len(CLASSES), pretrained=PRETRAINED)
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = name.startswith("fc.")
+    optimizer = make_optimizer(model.to(device), config)
+    fit(model, train_loader, loaders["val"], optimizer, device, epochs=IMBALANCE_EPOCHS, config=config,
+        max_batches=MAX_BATCHES, progress=not SMOKE)
+    return predict_probs(model, loaders["test"], device, max_batches=EVAL_BATCHES)
+
+
+results = {}
+for sampler, train_loader in [("plain", loaders["train"]), ("balanced", balanced_loader(loaders["train"]))]:
+    start = time.perf_counter()
+    p, t = train_head(train_loader)
+    results[sampler] = per_class_report(t, p)["recall"]
+    print(f"{sampler:>8} sampler: balanced accuracy {balanced_accuracy_score(t, p.argmax(1)):.3f}, "
+          f"accuracy {accuracy_score(t, p.argmax(1)):.3f}  ({time.perf_counter() - start:.0f} s)")
+pd.DataFrame(results).rename_axis("recall per class").round(3)
+
+# %% [markdown]
+# Expect the balanced sampler to raise the recall of the rare classes and balanced accuracy, and to lower NV's
+# recall and plain accuracy: it trades some of the easy majority for the minority. Which trade is right depends on
+# what a mistake costs, the question of notebook 05. (In smoke mode, or on the synthetic set, the numbers say
+# nothing about real lesions.)
+#
+# ## Test-time augmentation
+# A lesion has no "up": a flipped image is as valid as the original. Averaging the probabilities over the image and
+# its three flips smooths out some of the model's whims, for four times the computation at test time.
+
+# %%
+start = time.perf_counter()
+tta_probs, tta_targets = predict_probs(resnet.model.to(device), loaders["test"], device, tta=True,
+                                       max_batches=EVAL_BATCHES)
+print(f"test-time augmentation: {time.perf_counter() - start:.1f} s for {len(tta_targets)} images (4 views each)")
+pd.DataFrame({
+    "accuracy": [accuracy_score(targets, predicted), accuracy_score(tta_targets, tta_probs.argmax(1))],
+    "balanced accuracy": [balanced_accuracy_score(targets, predicted),
+                          balanced_accuracy_score(tta_targets, tta_probs.argmax(1))],
+}, index=["one view", "mean of 4 flips"]).round(3)
+
+# %% [markdown]
+# The gain, if any, is usually a point or two; on a small test split it can be within the noise of a few images.
+#
+# ## What to try next
+# 1. **SimpleCNN under the same lens.** Load notebook 02's model (`saved_or_trained([RUNS / "02_simple_cnn"],
+#    ...)` with a SimpleCNN config) and rerun the cells above: where does it look?
+# 2. **Class-weighted loss.** Write a training loop (notebook 02's) with `nn.CrossEntropyLoss(weight=...)`, weights
+#    1 / class frequency, and compare with the balanced sampler.
+# 3. **Calibrate.** Divide the logits by a temperature T fitted on the validation split (temperature scaling): does
+#    the reliability diagram move onto the diagonal? Does accuracy change?
+# 4. **More flips.** Add 90-degree rotations to `flips` (8 views): does test-time augmentation help more?
+#
+# Next: notebook 05, try the model yourself, and choose where to draw the line for melanoma.

@@ -1,0 +1,136 @@
+# %% [markdown]
+# # 05 — Try the model, and choose where to draw the line for melanoma
+#
+# {{BADGE}}
+#
+# Two interactive tools. The first shows what a trained model makes of one image: its three most probable classes
+# and, with Grad-CAM, where it found the evidence. Pick a test image, or upload a dermoscopy image of your own.
+# The second asks the clinical question: a model gives every lesion a probability of melanoma; **above which
+# probability should a lesion be referred to a dermatologist?** Move the threshold and watch missed melanomas trade
+# against false alarms.
+#
+# > **A teaching tool, not a medical device.** Nothing here may be used to diagnose anyone. A model trained on one
+# > public dataset, in a course, has not been validated on the patients, cameras and clinics where it would be used.
+#
+# **You will learn**
+# - to read a model's answer for one image: probabilities, and the regions behind them;
+# - sensitivity (melanomas found) and specificity (other lesions spared), and why no threshold gives both;
+# - that the threshold is a choice made from the cost of each mistake, not something the model decides.
+#
+# Time: under a minute in smoke mode on a CPU; in full mode, a minute or two on Colab's T4 to score the test split.
+# The widgets need a live kernel: run the notebook, then play.
+
+# %% [markdown]
+# ## Set-up
+
+# %% [setup]
+
+# %%
+import os
+import platform
+from pathlib import Path
+
+import torch
+import torchvision
+
+import skinlib
+from skinlib.config import TrainConfig
+from skinlib.data import CLASSES, load_index
+from skinlib.device import select_device
+from skinlib.export import MODEL_FILE, load_model
+from skinlib.interpret import MEL, melanoma_decision, predict_probs, saved_or_trained
+from skinlib.loaders import make_loaders
+from skinlib.splits import grouped_split
+from skinlib.synth import default_data_dir, is_synthetic
+from skinlib.widgets import threshold_app, try_model_app
+
+print(f"Python {platform.python_version()}, torch {torch.__version__}, "
+      f"torchvision {torchvision.__version__}, skinlib {skinlib.__version__}")
+device = select_device()
+
+# %% [markdown]
+# ## Parameters
+# `SKINLIB_SMOKE=1` is smoke mode: a tiny model trained here in seconds if notebook 03's is not found, and a few
+# test batches; the widgets work the same, the numbers mean nothing.
+
+# %%
+# os.environ["SKINLIB_DATA"] = "/content/isic2019"  # real data (see notebook 00)
+DATA_DIR = default_data_dir()  # $SKINLIB_DATA, else the SYNTHETIC set
+SYNTHETIC = is_synthetic(DATA_DIR)
+SMOKE = os.environ.get("SKINLIB_SMOKE") == "1"
+PRETRAINED = os.environ.get("SKINLIB_PRETRAINED", "1") != "0"
+
+BATCH_SIZE = 4 if SMOKE else 64
+EVAL_BATCHES = 4 if SMOKE else None  # test batches scored for the threshold
+RUNS = Path("runs")  # where notebooks 02, 03 and 04 saved their models
+print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}, {'SMOKE mode' if SMOKE else 'full mode'}")
+
+# %% [markdown]
+# ## The saved models
+# Notebook 03's ResNet-50 (or the one notebook 04 trained), and notebook 02's SimpleCNN when its file is here. A
+# file trained on other data or another split is not used.
+
+# %%
+frame = load_index(DATA_DIR)
+split = grouped_split(frame, seed=0)
+config = TrainConfig(data=str(DATA_DIR), out=str(RUNS / "04_resnet50"), model="resnet50", batch_size=BATCH_SIZE,
+                     epochs=1 if SMOKE else 25, max_batches=1 if SMOKE else None, pretrained=PRETRAINED,
+                     num_workers=0)
+models = {"ResNet-50": saved_or_trained([RUNS / "03_resnet50"], frame, split, config)}
+simple = RUNS / "02_simple_cnn" / MODEL_FILE
+if simple.is_file() and load_model(simple).data["fingerprint"] == models["ResNet-50"].data["fingerprint"]:
+    models["SimpleCNN"] = load_model(simple)
+print(f"models: {', '.join(models)}")
+
+# %% [markdown]
+# ## 1. Try the model on an image
+# Choose a model and a test image (lesions the models never saw in training), or upload a JPEG or PNG of a
+# dermoscopy image (up to 10 MB; Colab passes uploads through the notebook's message channel, which is not made for
+# big files: for those, copy the file to the runtime and use `python -m skinlib predict`). On the left the centre
+# crop the model sees, then its three most probable classes, then Grad-CAM's map of where the evidence for the top
+# class was (notebook 04 explains it). A photo that is not dermoscopy still gets an answer: the model knows only
+# its 8 classes and has no way to say "this is not a skin lesion".
+
+# %%
+test_rows = frame[split == "test"].head(60)
+test_images = {f"{row.image} (true {CLASSES[row.label]})": row.path for row in test_rows.itertuples()}
+try_model_app(models, test_images)
+
+# %% [markdown]
+# ## 2. The melanoma threshold: the clinical question
+# For every test lesion the model gives P(MEL), a probability of melanoma. A triage rule refers a lesion to a
+# dermatologist when P(MEL) is at least a threshold. Each threshold gives:
+# - **sensitivity**: of the melanomas, the share referred. A missed melanoma can cost a life;
+# - **specificity**: of the other lesions, the share not referred. A false alarm costs a visit, worry, perhaps an
+#   unneeded excision.
+#
+# Lower the threshold and more melanomas are found, at the price of more false alarms; raise it and the reverse. The
+# red point moves along the ROC curve (the MEL curve of notebook 04). The model does not choose the threshold: it
+# is chosen from what each mistake costs, and in screening a high sensitivity is usually required. A small check
+# of the arithmetic first, on six made-up lesions:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+toy = melanoma_decision(targets=[MEL, MEL, MEL, 1, 2, 3], mel_probs=[0.9, 0.6, 0.2, 0.7, 0.1, 0.3], threshold=0.5)
+print(f"found {toy['tp']}, missed {toy['fn']}, false alarms {toy['fp']}, spared {toy['tn']}: "
+      f"sensitivity {toy['sensitivity']:.3f}, specificity {toy['specificity']:.3f}")
+
+# %% [markdown]
+# Now on the test split, with the ResNet-50 (in smoke mode, or on the synthetic set, the numbers mean nothing):
+
+# %%
+loaders = make_loaders(frame, split, config, device=device)
+probs, targets = predict_probs(models["ResNet-50"].model.to(device), loaders["test"], device,
+                               max_batches=EVAL_BATCHES)
+print(f"{len(targets)} test images, {int((targets == MEL).sum())} melanomas"
+      f"{' (SYNTHETIC)' if SYNTHETIC else ''}{' (SMOKE run)' if SMOKE else ''}")
+threshold_app(targets, probs[:, MEL])
+
+# %% [markdown]
+# Questions to answer with the slider:
+# 1. Which threshold finds 95 % of the melanomas? How many false alarms does it cost per melanoma found?
+# 2. What does the default rule, "refer if MEL is the most probable class", correspond to? (Hint: it is not a
+#    fixed threshold.)
+# 3. The threshold should be chosen on the **validation** split and only then measured on the test split. Why?
+#
+# You have reached the end of the course notebooks.
