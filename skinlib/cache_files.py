@@ -98,8 +98,12 @@ def open_cache(cache_dir: str | os.PathLike) -> Cache:
     if images.shape != shape or images.dtype != np.uint8:
         raise CacheError(f"{images_path} holds {images.dtype} {images.shape}, the manifest "
                          f"says uint8 {shape}; {hint}")
-    index = pd.read_csv(index_path, dtype={"image": str})
-    if list(index.columns) != ["row", "image", "label", "bytes"] or len(index) != shape[0] \
+    try:
+        index = pd.read_csv(index_path, dtype={"image": str})
+    except (OSError, ValueError, pd.errors.ParserError) as err:  # EmptyDataError is a ValueError
+        raise CacheError(f"{index_path}: unreadable cache index ({' '.join(str(err).split())}); "
+                         f"{hint}") from None
+    if list(index.columns)[:4] != ["row", "image", "label", "bytes"] or len(index) != shape[0] \
             or not np.array_equal(index["row"].to_numpy(), np.arange(shape[0])):
         raise CacheError(f"{index_path} does not match {images_path} ({len(index)} rows for "
                          f"{shape[0]} images); {hint}")

@@ -15,10 +15,13 @@ from tqdm.auto import tqdm
 
 from skinlib.cache_files import (DEFAULT_SIZE, FORMAT, MANIFEST, VERSION, Cache, CacheError,
                                  cache_bytes, cache_key, open_valid)
+from skinlib.cache_folder import die_with_parent, open_cache_folder, remove_stale, reserve
 from skinlib.data import load_index
 from skinlib.device import available_cpus
-from skinlib.files import atomic_write, atomic_write_text
+from skinlib.files import KitFolder, atomic_write, atomic_write_text
+from skinlib.freshness import file_stats, sha256_file
 from skinlib.images import load_resized
+from skinlib.layout import GROUND_TRUTH_CSV
 
 CHUNK = 16                # images per task sent to a worker process (~3 MB back at S=256)
 CHECKPOINT_SECONDS = 5.0  # how often progress is made durable while preparing
@@ -55,17 +58,12 @@ class PrepareReport:
                 + f", {self.n_resumed} kept from an interrupted run")
 
 
-def _remove_stale(cache_dir: Path, keep: set[str]) -> None:
-    """Delete cache files of other keys (older caches, abandoned partial runs)."""
-    for pattern in ("images-*.npy", "index-*.csv", "progress-*.npy"):
-        for path in cache_dir.glob(pattern):
-            if path.name not in keep:
-                path.unlink(missing_ok=True)
 
 
 def _copy_from_previous(previous: Cache | None, frame: pd.DataFrame, sizes: np.ndarray,
-                        size: int, images: np.memmap, done: np.ndarray) -> int:
-    """Copy rows of unchanged images (same name and file size) from a valid older cache."""
+                        mtimes: np.ndarray, size: int, images: np.memmap, done: np.ndarray) -> int:
+    """Copy rows of unchanged images (same name, file size and, when the older cache recorded
+    it, modification time) from a valid older cache."""
     if previous is None or previous.size != size:
         return 0
     old = previous.index.set_index("image")
@@ -75,6 +73,8 @@ def _copy_from_previous(previous: Cache | None, frame: pd.DataFrame, sizes: np.n
         return 0
     names = frame["image"].to_numpy()[new_rows]
     same = old.loc[names, "bytes"].to_numpy() == sizes[new_rows]
+    if "mtime_ns" in old.columns:
+        same &= old.loc[names, "mtime_ns"].to_numpy() == mtimes[new_rows]
     new_rows, old_rows = new_rows[same], old.loc[names[same], "row"].to_numpy()
     source = previous.images()
     for start in range(0, len(new_rows), 256):  # bounded memory: 256 rows = 50 MB at S=256
@@ -95,16 +95,26 @@ def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, size: int
     """
     if not isinstance(size, int) or size < 8:
         raise ValueError(f"size must be an integer >= 8, got {size!r}")
-    started = time.perf_counter()
-    data_dir, cache_dir = Path(data_dir), Path(cache_dir)
+    data_dir = Path(data_dir)
     frame = load_index(data_dir).reset_index(drop=True)
+    folder = open_cache_folder(cache_dir)
+    with folder.lock("another prepare"):
+        return _prepare(data_dir, folder, frame, size, workers, progress, force)
+
+
+def _prepare(data_dir: Path, folder: KitFolder, frame: pd.DataFrame, size: int,
+             workers: int | None, progress: bool, force: bool) -> PrepareReport:
+    """`prepare` into a claimed and locked cache folder (see `prepare`; over 50 lines because
+    its steps share many values: up to date, resume, copy, decode, publish)."""
+    started = time.perf_counter()
+    cache_dir = folder.path
     paths = frame["path"].tolist()
-    sizes = np.array([os.stat(p).st_size for p in paths], dtype=np.int64)
-    key = cache_key(frame["image"].tolist(), sizes.tolist(), size)
+    sizes, mtimes = file_stats(paths)
+    # A replaced image of the same size gets a new key through its modification time.
+    key = cache_key(frame["image"].tolist(), [f"{b} {t}" for b, t in zip(sizes, mtimes)], size)
     n = len(frame)
     shape = (n, size, size, 3)
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
     previous = open_valid(cache_dir)
     if previous is not None and previous.manifest["key"] == key:
         if not force:
@@ -119,7 +129,8 @@ def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, size: int
     keep = {images_name, progress_path.name}
     if previous is not None:
         keep |= {previous.manifest["images_file"], previous.manifest["index_file"]}
-    _remove_stale(cache_dir, keep)  # an abandoned partial run of other data: free its disk
+    remove_stale(folder, keep)  # an abandoned partial run of other data: free its disk
+    folder.record(images_name, progress_path.name, index_name, MANIFEST)
 
     images, done = None, None
     if progress_path.is_file() and images_path.is_file() and not force:
@@ -140,9 +151,10 @@ def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, size: int
                              f"{free / 1e9:.2f} GB free (try a smaller --size)")
         progress_path.unlink(missing_ok=True)
         images = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=shape)
+        reserve(images_path, images.offset + images.nbytes)
         done = np.zeros(n, dtype=bool)
         if previous is not None and not force:
-            n_reused = _copy_from_previous(previous, frame, sizes, size, images, done)
+            n_reused = _copy_from_previous(previous, frame, sizes, mtimes, size, images, done)
         images.flush()
         atomic_write(progress_path, lambda f: np.save(f, done))
 
@@ -155,17 +167,18 @@ def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, size: int
     del images
 
     index = pd.DataFrame({"row": np.arange(n), "image": frame["image"], "label": frame["label"],
-                          "bytes": sizes})
+                          "bytes": sizes, "mtime_ns": mtimes})
     atomic_write_text(cache_dir / index_name, index.to_csv(index=False))
     manifest = {
         "format": FORMAT, "version": VERSION, "key": key, "size": size, "shape": list(shape),
         "dtype": "uint8", "layout": "NHWC RGB; short side resized to size, centre square",
         "images_file": images_name, "index_file": index_name,
         "images_bytes": images_path.stat().st_size, "source": str(data_dir.resolve()),
+        "ground_truth_sha256": sha256_file(data_dir / GROUND_TRUTH_CSV),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     atomic_write_text(cache_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-    _remove_stale(cache_dir, {images_name, index_name})  # also the progress file
+    remove_stale(folder, {images_name, index_name, MANIFEST})  # also the progress file
     return PrepareReport(cache_dir, size, n, n_decoded, n_reused, n_resumed,
                          time.perf_counter() - started, manifest["images_bytes"], up_to_date=False)
 
@@ -197,7 +210,8 @@ def _decode_into(images: np.memmap, done: np.ndarray, todo: np.ndarray, paths: l
             for rows in chunks:
                 store(*_decode_chunk(rows, [paths[r] for r in rows], size))
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 pending = set()
                 chunk_iter = iter(chunks)
                 try:

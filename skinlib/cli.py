@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 from skinlib import cache, download, predict, subset
+from skinlib.cli_errors import (OneLineParser, device_name, expected_errors, int_at_least,  # noqa: F401
+                                one_line, option_names)
 from skinlib.errors import SkinlibError
 from skinlib.models import MODELS
 
@@ -54,7 +56,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
     try:
         out = make_synthetic(args.out, n=args.n, seed=args.seed)
     except ValueError as err:  # too few images for every class to have a few lesions
-        print(f"error: {err}", file=sys.stderr)
+        if isinstance(err, SkinlibError):  # a folder in the way: not a usage error
+            raise
+        print(f"error: {option_names(str(err))}", file=sys.stderr)
         return EXIT_USAGE
     print(f"wrote a SYNTHETIC dataset of {args.n} images to {out}")
     return EXIT_OK
@@ -100,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except ValueError as err:  # TrainConfig names every invalid value
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {option_names(str(err))}", file=sys.stderr)
         return EXIT_USAGE
     try:
         run(config, resume=args.resume)
@@ -143,7 +147,8 @@ def register_train(subparsers) -> None:
                    help="use N images (stratified by class, drawn before the split)")
     p.add_argument("--cache", type=Path, default=None, help="prepared-image cache folder (see `prepare`)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: CPUs)")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available)")
+    p.add_argument("--device", type=device_name, default=None,
+                   help="cuda, cuda:1, mps or cpu (default: best available)")
     p.add_argument("--no-amp", dest="amp", action="store_const", const=False, default=None,
                    help="train in float32 (no mixed precision)")
     p.add_argument("--max-batches", type=int, default=None,
@@ -161,24 +166,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     minutes. Decoding every JPEG on each epoch would cost more CPU than the network itself, so
     the images are prepared once into the cache, as the README recommends for real training.
     """
-    import shutil
     import time
 
     from skinlib.config import TrainConfig
     from skinlib.data import METADATA_CSV
+    from skinlib.files import claim_folder
+    from skinlib.runfolder import open_run_folder
     from skinlib.synth import is_synthetic, make_synthetic
     from skinlib.train import run
 
     started = time.perf_counter()
     out = Path(args.out)
     data, cache_dir, run_dir = out / f"synthetic-{DEMO_IMAGES}", out / "cache", out / "run"
+    parts = {data.name, cache_dir.name, run_dir.name}
+    demo = claim_folder(out, "demo", option="--out", adopt=lambda path: _demo_parts(path, parts))
+    demo.record(*parts)
     if not (is_synthetic(data) and (data / METADATA_CSV).is_file()):  # the CSVs are written last
         print(f"generating {DEMO_IMAGES} SYNTHETIC images (drawn shapes, not medical images) in {data}")
         make_synthetic(data, n=DEMO_IMAGES, seed=0)
     print(cache.prepare(data, cache_dir, progress=not args.quiet).format())
     if (run_dir / "config.json").is_file():
         print(f"replacing the previous demo run in {run_dir}")
-        shutil.rmtree(run_dir)
+        previous = open_run_folder(run_dir)
+        for name in sorted(previous.files):
+            previous.remove(name)
     config = TrainConfig(data=str(data), out=str(run_dir), cache=str(cache_dir), device=args.device,
                          progress=not args.quiet, **DEMO_SETTINGS)
     run(config)
@@ -186,12 +197,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _demo_parts(path: Path, parts: set[str]) -> set[str] | None:
+    """The parts of a demo folder written before markers existed, each with the kit's own file."""
+    own = ("skinlib-folder.json", "SYNTHETIC.txt", "manifest.json", "checkpoint.pt")
+    present = {p.name for p in path.iterdir()}
+    if present <= parts and all(any((path / name / f).exists() for f in own) for name in present):
+        return present
+    return None
+
+
 def register_demo(subparsers) -> None:
     p = subparsers.add_parser(
         "demo", help="train a small SimpleCNN on SYNTHETIC data end to end (no download, a few minutes)")
     p.add_argument("--out", type=Path, default=Path("outputs/demo"),
                    help="folder for the synthetic data and the run (default: %(default)s)")
-    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--device", type=device_name, default=None,
+                   help="cuda, mps or cpu (default: best available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
@@ -202,7 +223,7 @@ COMMANDS = (register_check, register_synth, register_train, register_demo, cache
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m skinlib",
         description="Skin-lesion classification on ISIC 2019: check data, train, evaluate.")
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
@@ -211,31 +232,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def one_line(err: BaseException) -> str:
-    """The message of `err` on one line.
-
-    An error raised in a DataLoader worker comes back with the worker's traceback in its
-    message ("Caught ImageError in DataLoader worker process 0. Original Traceback ...");
-    its last line is the original message.
-    """
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if not lines:
-        return type(err).__name__
-    if "Original Traceback" in str(err):
-        last, marker = lines[-1], f"{type(err).__name__}: "  # "skinlib.data.ImageError: ..."
-        return last.split(marker, 1)[1] if marker in last else last
-    return " ".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    expected = expected_errors()
     try:
         return args.func(args)
-    except SkinlibError as err:  # bad input, a missing file, a diverged run: one line, no traceback
+    except expected as err:  # bad input, a file in the way, a diverged run: one line, no traceback
         print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -72,8 +72,8 @@ class TrainConfig:
                 problems.append(f"{name} must be a positive integer or None, got {value!r}")
         if self.num_workers is not None and (not _is_int(self.num_workers) or self.num_workers < 0):
             problems.append(f"num_workers must be >= 0 or None, got {self.num_workers!r}")
-        if not _is_int(self.seed) or self.seed < 0:
-            problems.append(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed < 2**63:  # torch takes a signed 64-bit seed
+            problems.append(f"seed must be an integer from 0 to 2**63 - 1, got {self.seed!r}")
         if not _is_number(self.lr) or self.lr <= 0:
             problems.append(f"lr must be > 0, got {self.lr!r}")
         if not _is_number(self.weight_decay) or self.weight_decay < 0:

@@ -35,9 +35,20 @@ def read_csv(path: Path, what: str) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype=str, encoding="utf-8-sig", skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: {what} is empty (expected a header line and one row per image)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: {what} is not a readable CSV ({exc})") from None
+    except UnicodeDecodeError as exc:
+        head = path.read_bytes()[:2]
+        encoding = "UTF-16 (a spreadsheet's \"Unicode text\")" if head in (b"\xff\xfe", b"\xfe\xff") \
+            else f"not UTF-8 (byte {exc.object[exc.start:exc.start + 1]!r} at position {exc.start})"
+        raise DataError(f"{path}: {what} is {encoding}; save it as comma-separated CSV in UTF-8") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{path}: {what} is not a readable CSV ({' '.join(str(exc).split())})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: {what} cannot be read ({exc.strerror or exc})") from None
     frame.columns = [str(c).strip() for c in frame.columns]
+    if len(frame.columns) == 1 and frame.columns[0].count(";") + frame.columns[0].count("\t") > 0:
+        separator = "';'" if ";" in frame.columns[0] else "a tab"
+        raise DataError(f"{path}: {what} is separated by {separator}, not by commas (a spreadsheet "
+                        f"saved it that way); save it as comma-separated CSV (UTF-8)")
     return frame
 
 
@@ -94,6 +105,8 @@ def read_ground_truth(path: str | os.PathLike) -> pd.DataFrame:
                 f"{path}: UNK=1 in {row_refs(unknown, images)}; UNK is the test set's 'none of the "
                 f"above' class and has no training images: a training row needs one of {', '.join(CLASSES)}"
             )
+    if len(frame) == 0:
+        raise DataError(f"{path}: ground-truth CSV has a header but no rows (expected one row per image)")
     onehot = values[list(CLASSES)].to_numpy()
     per_row = onehot.sum(axis=1)
     none = np.flatnonzero(per_row == 0).tolist()

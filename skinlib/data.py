@@ -98,7 +98,11 @@ def _read_index(data_dir: Path) -> tuple[pd.DataFrame, list[str]]:
 def _scan_images(frame: pd.DataFrame, images_dir: Path) -> tuple[list[str], list[str]]:
     """(CSV images with no file, .jpg files with no CSV row). Other files (the download's
     LICENSE.txt and ATTRIBUTION.txt) are not images and are not counted."""
-    with os.scandir(images_dir) as entries:
+    try:
+        entries = os.scandir(images_dir)
+    except OSError as exc:
+        raise DataError(f"{images_dir}: cannot list the images ({exc.strerror or exc})") from None
+    with entries:
         on_disk = {e.name[: -len(IMAGE_SUFFIX)] for e in entries if e.name.endswith(IMAGE_SUFFIX)}
     listed = frame["image"]
     missing = listed[~listed.isin(on_disk)].tolist()
@@ -107,9 +111,12 @@ def _scan_images(frame: pd.DataFrame, images_dir: Path) -> tuple[list[str], list
 
 
 def _missing_message(images_dir: Path, missing: list[str]) -> str:
+    upper = [m + ".JPG" for m in missing[:MAX_LISTED] if (images_dir / (m + ".JPG")).exists()]
+    hint = (f"; found {', '.join(upper)}: rename to the lower-case suffix {IMAGE_SUFFIX} of the "
+            f"official download" if upper else "")
     return (
         f"{images_dir}: {len(missing)} image(s) listed in {GROUND_TRUTH_CSV} are missing "
-        f"(first: {', '.join(m + IMAGE_SUFFIX for m in missing[:MAX_LISTED])})"
+        f"(first: {', '.join(m + IMAGE_SUFFIX for m in missing[:MAX_LISTED])}){hint}"
     )
 
 

@@ -27,6 +27,7 @@ import shutil
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 from typing import Mapping
 
 from tqdm.auto import tqdm
@@ -34,7 +35,7 @@ from tqdm.auto import tqdm
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV
 from skinlib.fetch import (BACKOFF, RETRIES, TIMEOUT, DownloadError, Fetcher, flat_message,
                            move_aside, sha256_of)
-from skinlib.files import atomic_write_text
+from skinlib.files import atomic_write_text, claim_folder
 from skinlib.mirror import check_archive, fetch_mirror_manifest, mirror_hashes, saved_mirror_manifest
 
 __all__ = ["BASE_URL", "ARCHIVE", "MANIFEST", "SHA256", "DownloadError", "sha256_of",
@@ -49,6 +50,28 @@ SHA256 = {
     GROUND_TRUTH_CSV: "aa88e9638fe4df9ef330dc4ba22fa4bd475c44af692fffb870c73091ab25cdcd",
     METADATA_CSV: "d93994a8ed201d474de9a7af7e17ec30929cbc4a5220659ecbde17cbe83e9316",
 }
+
+SCRATCH = ".extracting"
+ARCHIVE_ROOT_FILES = ("LICENSE.txt", "ATTRIBUTION.txt")  # what an archive may hold beside its folder
+# Every name a download writes in its folder (the archive's root may add LICENSE/ATTRIBUTION files).
+KIT_NAMES = (GROUND_TRUTH_CSV, METADATA_CSV, IMAGES_DIR, ARCHIVE, MANIFEST, SCRATCH,
+             *(f"{name}{suffix}" for name in (GROUND_TRUTH_CSV, METADATA_CSV, ARCHIVE)
+               for suffix in (".part", ".bad")))
+
+
+def _check_base_url(base_url: str) -> None:
+    """Refuse an address that is not http(s) before any request (a typo in the scheme)."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise DownloadError(f"--base-url {base_url!r} is not an http:// or https:// address; "
+                            f"check its spelling (default {BASE_URL})")
+
+
+def _download_before_markers(path: Path) -> list[str] | None:
+    """The download's files in an unmarked folder (an earlier run, or the files fetched by
+    hand as data/README.md describes); anything else there makes `claim_folder` refuse."""
+    return [p.name for p in path.iterdir() if p.name in KIT_NAMES or p.name in ARCHIVE_ROOT_FILES]
+
 
 def download_isic2019(
     data_dir: str | os.PathLike,
@@ -80,9 +103,9 @@ def download_isic2019(
         what = "SUBSET of ISIC 2019" if mirror is not None else "ISIC 2019 download"
         print(f"{data_dir} already holds the verified {what} ({n:,} images); nothing to do.")
         return data_dir
-    if data_dir.exists() and not data_dir.is_dir():
-        raise DownloadError(f"{data_dir} exists and is not a folder")
-    data_dir.mkdir(parents=True, exist_ok=True)
+    _check_base_url(base_url)
+    folder = claim_folder(data_dir, "download", option="folder", adopt=_download_before_markers)
+    folder.record(*KIT_NAMES)  # before anything is written: every name this download may use
 
     fetch = Fetcher(base_url, progress=progress, retries=retries, backoff=backoff, timeout=timeout)
     with fetch:
@@ -199,8 +222,8 @@ def _extract(archive: Path, data_dir: Path, images: list[str], *, progress: bool
                 f"{len(listed):,} ({detail})"
             )
 
-        scratch = data_dir / ".extracting"
-        shutil.rmtree(scratch, ignore_errors=True)  # leftovers of a run that was cut off
+        scratch = data_dir / SCRATCH
+        shutil.rmtree(scratch, ignore_errors=True)  # the kit's leftovers of a run that was cut off
         scratch.mkdir()
         try:
             with tqdm(total=len(members), unit="file", desc=f"unpack {archive.name}",

@@ -211,8 +211,8 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
         optimizer: torch.optim.Optimizer, device: torch.device, *, epochs: int,
         scheduler: Any = None, config: Any = None, checkpoint_path: str | os.PathLike | None = None,
-        resume: bool = False, max_batches: int | None = None,
-        progress: bool = True) -> list[dict[str, Any]]:
+        resume: bool = False, max_batches: int | None = None, progress: bool = True,
+        checkpoint_extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Train for `epochs` epochs, evaluating on `val_loader` after each; return the history.
 
     The history is a list with one dict per epoch: epoch, train_loss, train_accuracy,
@@ -224,7 +224,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
     precision, channels_last and the seed of the data order, and is saved in the checkpoint;
     without it there is no clipping, mixed precision and channels_last are on where the
     device supports them, and the data order is the loader's own. With `checkpoint_path` the
-    run is saved after every epoch; `resume=True` continues from it (if it exists yet).
+    run is saved after every epoch, with `checkpoint_extra` (say, a record of the data) added;
+    `resume=True` continues from it (if it exists yet).
     A NaN or infinite loss raises NonFiniteLoss."""
     device = torch.device(device)
     amp_dtype = autocast_dtype(device) if getattr(config, "amp", True) else None
@@ -253,9 +254,9 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
             raise
         history.append(_row(epoch, train, val, time.perf_counter() - epoch_start))
         if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, training_state(
+            save_checkpoint(checkpoint_path, {**training_state(
                 model, optimizer, scheduler, scaler, history, config,
-                train["confusion"].num_classes))
+                train["confusion"].num_classes), **(checkpoint_extra or {})})
         print(format_epoch(history[-1], epochs))
     return history
 

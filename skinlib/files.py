@@ -13,8 +13,9 @@ folder ("cache", "run", "synthetic", ...) and every file the kit wrote there. A 
 anything else is refused with a `FolderError` that names it and says what to do.
 
 Locks. `KitFolder.lock()` holds an exclusive `fcntl.flock` on `.skinlib-lock` while a command
-writes the folder; a second command is refused with the first one's pid. The kernel drops the
-lock when its process dies, however it dies, so a lock can never be stale.
+writes the folder; a second command is refused. The kernel drops the lock when its process
+dies, however it dies, so a lock can never be stale (no pid to check, nothing to clean up). The
+lock file is never written, so a command that finds nothing to do changes nothing on disk.
 """
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ import contextlib
 import json
 import os
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator
+
+from skinlib.layout import DataError
 
 KIT = "skinlib"
 MARKER = "skinlib-folder.json"
@@ -101,8 +103,10 @@ def _fsync_folder(folder: Path) -> None:
 
 
 # ---------------------------------------------------------------- folder ownership
-class FolderError(RuntimeError):
-    """A folder the kit must not or cannot write to; the message names it and what to do."""
+class FolderError(DataError):
+    """A folder the kit must not or cannot write to; the message names it and what to do.
+
+    A DataError, like every other unusable input, so callers that catch bad data catch it too."""
 
 
 @dataclass
@@ -154,6 +158,19 @@ class KitFolder:
             self.files.discard(name)
         self._save()
         return True
+
+    def remove_all(self) -> None:
+        """Delete every file the kit recorded here, deepest first; a recorded folder goes only
+        when nothing else is left in it. The marker is written once, at the end."""
+        for name in sorted(self.files, key=lambda n: n.count("/"), reverse=True):
+            target = self.path / name
+            if target.is_dir() and not target.is_symlink():
+                with contextlib.suppress(OSError):
+                    target.rmdir()
+            else:
+                target.unlink(missing_ok=True)
+        self.files = {name for name in self.files if os.path.lexists(self.path / name)}
+        self._save()
 
     def unrecorded(self) -> list[str]:
         """Entries at the top of the folder the kit did not write (and that are not ignored)."""
@@ -231,9 +248,9 @@ def _read_marker(path: Path, kind: str, option: str) -> KitFolder:
 
 def _not_ours(path: Path, names: list[str], option: str) -> str:
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    return (f"{path} holds files {KIT} did not write ({shown}); it writes only into a new or "
-            f"empty folder, or one it marked with {MARKER}: choose another {option}, or move "
-            f"those files away")
+    return (f"{path} holds files {KIT} did not write ({shown}), so it is not writing into it "
+            f"(only into a new or empty folder, or one it marked with {MARKER}): choose another "
+            f"{option}, or move those files away")
 
 
 def _relative(name: str) -> str:
@@ -258,18 +275,14 @@ def hold_lock(lock_path: Path, folder: Path, what: str) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown"
-            raise FolderError(f"{folder} is in use by {what} ({holder}); wait for it to finish, "
-                              f"or choose another folder") from None
+            raise FolderError(f"{folder} is in use by {what} (it holds {lock_path.name}); wait for "
+                              f"it to finish, or choose another folder") from None
         except OSError:  # ENOLCK, EOPNOTSUPP: no locks on this file system
             yield
             return
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}, since {time.strftime('%H:%M:%S')}".encode(), 0)
         try:
             yield
         finally:
-            os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

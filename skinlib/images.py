@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from skinlib.layout import ImageError
+from skinlib.layout import JPEG_FORMATS, ImageError
 
 # Side of the stored form: Resize(256) + CenterCrop(224), the evaluation view, lies inside it.
 STORED_SIZE = 256
@@ -35,7 +35,7 @@ def decode(path: Path, reduced: bool) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                if path.suffix.lower() in (".jpg", ".jpeg") and image.format != "JPEG":
+                if path.suffix.lower() in (".jpg", ".jpeg") and image.format not in JPEG_FORMATS:
                     raise ImageError(
                         f"{path}: is a {image.format} image named {path.suffix}; the dataset's images "
                         "must be JPEG files (re-save it as JPEG)"
@@ -101,7 +101,7 @@ def load_resized(path: str | os.PathLike, size: int = STORED_SIZE) -> np.ndarray
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as source:
-                if source.format == "JPEG" and source.mode in ("RGB", "YCbCr"):
+                if source.format in JPEG_FORMATS and source.mode in ("RGB", "YCbCr"):
                     w, h = source.size
                     scale = size / min(w, h)
                     source.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))

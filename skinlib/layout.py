@@ -31,6 +31,8 @@ GROUND_TRUTH_CSV = "ISIC_2019_Training_GroundTruth.csv"
 METADATA_CSV = "ISIC_2019_Training_Metadata.csv"
 METADATA_COLUMNS = ("image", "age_approx", "anatom_site_general", "lesion_id", "sex")
 IMAGE_SUFFIX = ".jpg"
+# Pillow names a camera's multi-picture JPEG "MPO": its first frame is an ordinary JPEG.
+JPEG_FORMATS = ("JPEG", "MPO")
 
 EXPECTED_LAYOUT = f"""an ISIC 2019 folder laid out like the official download:
     DATA/{GROUND_TRUTH_CSV}

@@ -33,6 +33,7 @@ from skinlib.data import (
     CLASSES, GROUND_TRUTH_CSV, IMAGE_SUFFIX, IMAGES_DIR, METADATA_COLUMNS, METADATA_CSV, UNKNOWN_CLASS,
     DataError,
 )
+from skinlib.files import claim_folder
 from skinlib.synth_draw import Lesion, draw_view, make_lesion
 
 MARKER = "SYNTHETIC.txt"
@@ -109,23 +110,23 @@ def is_synthetic(data_dir: str | os.PathLike) -> bool:
 def make_synthetic(out_dir: str | os.PathLike, n: int = 800, seed: int = 0) -> Path:
     """Write n synthetic images in the ISIC 2019 layout (both CSVs, JPEGs, SYNTHETIC.txt).
 
-    The same (n, seed) gives the same files. An existing folder is replaced only if it is an
-    earlier synthetic set; any other non-empty folder is refused. Returns the folder.
+    The same (n, seed) gives the same files. In a folder that holds an earlier synthetic set,
+    only that set's files are replaced; a folder holding anything else is refused (FolderError,
+    see `files.claim_folder`). Returns the folder.
     """
     if n < 8 * MIN_IMAGES_PER_CLASS + 16:
         raise ValueError(f"n must be at least {8 * MIN_IMAGES_PER_CLASS + 16} (every class needs a few lesions)")
     out = Path(out_dir)
-    if out.exists():
-        if is_synthetic(out):
-            shutil.rmtree(out)
-        elif not out.is_dir() or any(out.iterdir()):
-            raise DataError(f"{out}: exists and is not an empty folder or a synthetic set; not writing into it")
+    folder = claim_folder(out, "synthetic", option="output folder", adopt=_synthetic_before_markers)
+    folder.remove_all()  # an earlier synthetic set: its files only, never the user's
+    table, lesions, rng = _plan(n, seed)
+    folder.record(MARKER, GROUND_TRUTH_CSV, METADATA_CSV, IMAGES_DIR,
+                  *(f"{IMAGES_DIR}/{image}{IMAGE_SUFFIX}" for image in table["image"]))
     images_dir = out / IMAGES_DIR
     images_dir.mkdir(parents=True, exist_ok=True)
     # The marker comes first, so that even a half-written folder says what it is.
     (out / MARKER).write_text(MARKER_TEXT.format(n=n, seed=seed))
 
-    table, lesions, rng = _plan(n, seed)
     for image, lesion in zip(table["image"], table["lesion"]):
         draw_view(lesions[lesion], rng).save(images_dir / f"{image}{IMAGE_SUFFIX}", quality=88)
 
@@ -136,6 +137,17 @@ def make_synthetic(out_dir: str | os.PathLike, n: int = 800, seed: int = 0) -> P
     truth.to_csv(out / GROUND_TRUTH_CSV, index=False, float_format="%.1f")
     table[list(METADATA_COLUMNS)].to_csv(out / METADATA_CSV, index=False)
     return out
+
+
+def _synthetic_before_markers(path: Path) -> list[str] | None:
+    """The kit's files in an unmarked synthetic set (written before markers existed), else None."""
+    if not is_synthetic(path):
+        return None
+    names = [name for name in (MARKER, GROUND_TRUTH_CSV, METADATA_CSV) if (path / name).exists()]
+    if (path / IMAGES_DIR).is_dir():
+        names.append(IMAGES_DIR)
+        names += [f"{IMAGES_DIR}/{p.name}" for p in (path / IMAGES_DIR).glob("ISIC_*" + IMAGE_SUFFIX)]
+    return names
 
 
 def default_data_dir(*, n: int = 800, seed: int = 0) -> Path:

@@ -36,22 +36,23 @@ import torchvision
 
 import skinlib
 from skinlib import engine
-from skinlib.device import autocast_dtype, describe_device, select_device
 from skinlib.checkpoint import CheckpointError
 from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
+from skinlib.device import autocast_dtype, describe_device, select_device
 from skinlib.export import MODEL_FILE, data_fingerprint, export_model
-from skinlib.files import atomic_write_text
+from skinlib.files import KitFolder, atomic_write_text
+from skinlib.freshness import check_cache_matches
 from skinlib.loaders import make_loaders
 from skinlib.metrics import json_safe, roc_auc_ovr, summarize
 from skinlib.models import build_model
 from skinlib.optim import make_optimizer, make_scheduler
 from skinlib.plots import plot_confusion, plot_curves
+from skinlib.runfolder import (CHECKPOINT, CONFIG_JSON, CONFUSION_PNG, CURVES_PNG, METRICS_JSON,
+                              SPLIT_CSV, check_checkpoint_data, check_saved_split, check_settings,
+                              open_run_folder, remove_leftovers)
 from skinlib.sampling import seed_everything
 from skinlib.splits import SPLITS, grouped_split, load_split, save_split
 from skinlib.synth import is_synthetic
-
-CONFIG_JSON, SPLIT_CSV, CHECKPOINT = "config.json", "split.csv", "checkpoint.pt"
-METRICS_JSON, CURVES_PNG, CONFUSION_PNG = "metrics.json", "curves.png", "confusion.png"
 
 
 def run(config, *, resume: bool = False) -> dict[str, Any]:
@@ -61,22 +62,35 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
     model under the key "model" (not written to the file). With `resume=True` an interrupted
     run continues from RUN/checkpoint.pt with its saved split, and a finished run is only
     evaluated again. Without it, a folder that already holds a checkpoint is refused rather
-    than overwritten.
+    than overwritten. The folder must be new, empty or the kit's own run folder, and is locked
+    while the run writes it (see `skinlib.runfolder`).
     """
-    out = Path(config.out)
+    folder = open_run_folder(config.out)
+    with folder.lock("another run"):
+        return _run(config, folder, resume)
+
+
+def _run(config, folder: KitFolder, resume: bool) -> dict[str, Any]:
+    out = folder.path
     checkpoint = out / CHECKPOINT
+    remove_leftovers(folder)
     if checkpoint.exists() and not resume:
         raise CheckpointError(
             f"{out} already holds a run ({checkpoint}); resume it (--resume / resume=True) "
             f"or choose another output folder")
-    out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        check_saved_split(folder, config)
     device = select_device(config.device)
     seed_everything(config.seed)
 
-    frame, split = _frame_and_split(config, out / SPLIT_CSV, reuse=resume)
+    frame, split = _frame_and_split(config, folder, reuse=resume)
+    check_settings(config, frame, split)
+    data = {"fingerprint": data_fingerprint(frame, split), "pretrained": config.pretrained}
+    if resume and checkpoint.exists():
+        check_checkpoint_data(checkpoint, data, out / SPLIT_CSV)
     loaders = make_loaders(frame, split, config, device=device)
     if not resume:  # a resumed run's settings are only known to be valid once fit accepts them
-        _write_json(out / CONFIG_JSON, config.to_dict())
+        _write_json(folder.file(CONFIG_JSON), config.to_dict())
 
     model = build_model(config.model, num_classes=NUM_CLASSES, pretrained=config.pretrained,
                         weights_path=config.weights_path).to(device)
@@ -85,11 +99,16 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
     if config.max_batches is not None:
         steps = min(steps, config.max_batches)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=steps)
-    history = engine.fit(model, loaders["train"], loaders["val"], optimizer, device,
-                         epochs=config.epochs, scheduler=scheduler, config=config,
-                         checkpoint_path=checkpoint, resume=resume,
-                         max_batches=config.max_batches, progress=config.progress)
-    _write_json(out / CONFIG_JSON, config.to_dict())
+    try:
+        history = engine.fit(model, loaders["train"], loaders["val"], optimizer, device,
+                             epochs=config.epochs, scheduler=scheduler, config=config,
+                             checkpoint_path=folder.file(CHECKPOINT), resume=resume,
+                             max_batches=config.max_batches, progress=config.progress,
+                             checkpoint_extra={"data": data})
+    except engine.NonFiniteLoss as err:  # the checkpoint keeps the last good epoch; say what finished
+        _write_json(folder.file(METRICS_JSON), stopped_record(config, err.history, split, device, err))
+        raise
+    _write_json(folder.file(CONFIG_JSON), config.to_dict())
 
     amp_dtype = autocast_dtype(device) if config.amp else None
     test = engine.evaluate(model, loaders["test"], device, amp_dtype=amp_dtype,
@@ -97,12 +116,12 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
                            progress=config.progress, max_batches=config.max_batches,
                            return_probs=True)
     record = metrics_record(config, history, test, split, device)
-    _write_json(out / METRICS_JSON, record)
-    _save_figure(plot_curves(history), out / CURVES_PNG)
-    _save_figure(plot_confusion(test["confusion"], classes=CLASSES), out / CONFUSION_PNG)
+    _write_json(folder.file(METRICS_JSON), record)
+    _save_figure(plot_curves(history), folder.file(CURVES_PNG))
+    _save_figure(plot_confusion(test["confusion"], classes=CLASSES), folder.file(CONFUSION_PNG))
     t = record["test"]
-    export_model(out / MODEL_FILE, model, config.model,
-                 data={"fingerprint": data_fingerprint(frame, split), "images": len(frame),
+    export_model(folder.file(MODEL_FILE), model, config.model,
+                 data={"fingerprint": data["fingerprint"], "images": len(frame),
                        "synthetic": record["synthetic"], "folder": Path(config.data).name},
                  metrics={k: t[k] for k in ("accuracy", "balanced_accuracy")})
     print(f"test accuracy {t['accuracy']:.3f}, balanced accuracy {t['balanced_accuracy']:.3f} "
@@ -132,16 +151,22 @@ def stratified_sample(frame: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFram
     return frame.loc[frame.index.isin(chosen)]
 
 
-def _frame_and_split(config, split_csv: Path, *, reuse: bool) -> tuple[pd.DataFrame, pd.Series]:
-    """The images of the run and their split: read back from `split_csv` when `reuse` and it
-    exists, else drawn (limit, then grouped split) and saved there."""
+def _frame_and_split(config, folder: KitFolder, *, reuse: bool) -> tuple[pd.DataFrame, pd.Series]:
+    """The images of the run and their split: read back from RUN/split.csv when `reuse` and it
+    exists, else drawn (limit, then grouped split) and saved there. A prepared cache must hold
+    exactly the data folder's images, unchanged (`freshness.check_cache_matches`)."""
     frame = load_index(config.data)
+    if config.cache is not None:
+        from skinlib.cache import open_cache  # lazily, as loaders does: the cache is optional
+
+        check_cache_matches(open_cache(config.cache), frame, config.data)
+    split_csv = folder.path / SPLIT_CSV
     if reuse and split_csv.exists():
         return _saved_split(frame, split_csv)
     if config.limit is not None:
         frame = stratified_sample(frame, config.limit, seed=config.seed)
     split = grouped_split(frame, fractions=config.fractions, seed=config.seed)
-    save_split(frame, split, split_csv)
+    save_split(frame, split, folder.file(SPLIT_CSV))
     return frame, split
 
 
@@ -180,6 +205,21 @@ def metrics_record(config, history: list[dict], test: dict, split: pd.Series,
             "roc_auc": {"per_class": dict(zip(CLASSES, auc["per_class"])), "macro": auc["macro"]},
         },
         "classes": list(CLASSES),
+        "split_sizes": {name: int(counts.get(name, 0)) for name in SPLITS},
+        "device": describe_device(device),
+        "versions": {"skinlib": skinlib.__version__, "torch": torch.__version__,
+                     "torchvision": torchvision.__version__, "python": platform.python_version()},
+        "synthetic": bool(is_synthetic(config.data)),
+    })
+
+
+def stopped_record(config, history: list[dict], split: pd.Series, device: torch.device,
+                   reason: BaseException) -> dict[str, Any]:
+    """metrics.json of a run that stopped early: the epochs that finished, no test results."""
+    counts = split.value_counts()
+    return json_safe({
+        "config": config.to_dict(), "history": history, "test": None,
+        "stopped": str(reason), "classes": list(CLASSES),
         "split_sizes": {name: int(counts.get(name, 0)) for name in SPLITS},
         "device": describe_device(device),
         "versions": {"skinlib": skinlib.__version__, "torch": torch.__version__,

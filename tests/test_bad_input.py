@@ -254,3 +254,12 @@ def test_folder_without_images_folder_says_so(data):
     with pytest.raises(DataError, match=rf"no {IMAGES_DIR}/ folder"):
         load_index(data)
     assert len(load_index(data, check_files=False)) == 160  # the CSVs alone still read
+
+
+def test_a_multi_picture_jpeg_is_read_as_a_jpeg(data):
+    path = image_path(data, 10)
+    original = Image.open(path).convert("RGB")
+    original.save(path, format="MPO", save_all=True, append_images=[original])  # as some cameras write
+    assert Image.open(path).format == "MPO"
+    assert open_image(path).size == original.size
+    assert check_dataset(data, progress=False).ok

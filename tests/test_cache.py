@@ -22,6 +22,7 @@ from torchvision.transforms.v2 import functional as F
 import skinlib.cache_prepare as cache_module
 from skinlib.cache import (MANIFEST, CacheError, CachedDataset, cache_bytes, open_cache, prepare)
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, ImageError, load_index, open_image
+from skinlib.files import LOCK, MARKER
 
 
 def index_of(data_dir: Path) -> pd.DataFrame:
@@ -148,7 +149,8 @@ def test_a_changed_dataset_decodes_only_the_new_images(synthetic_copy, synthetic
     report = prepare(synthetic_copy, tmp_path / "cache", size=256, workers=1, progress=False)
     assert (report.n_decoded, report.n_reused) == (10, len(full) - 10)
     assert np.array_equal(open_cache(tmp_path / "cache").images(), open_cache(synthetic_cache).images())
-    assert not old_files & {p.name for p in (tmp_path / "cache").iterdir()} - {MANIFEST}
+    # the old key's files are gone; what stays is the manifest and the folder's marker and lock
+    assert not old_files & {p.name for p in (tmp_path / "cache").iterdir()} - {MANIFEST, MARKER, LOCK}
 
 
 def test_prepare_from_the_command_line(synthetic_dir, tmp_path, capsys):

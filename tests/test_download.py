@@ -461,3 +461,6 @@ def test_every_test_named_in_the_data_readme_exists():
         tree = ast.parse((root / file).read_text())
         defined[file] = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
     assert sorted(f"{f}::{t}" for f, t in named if t not in defined[f]) == []
+    # a case of a table-driven test, `test_x[case]`, names a function of that file too
+    cases = set(re.findall(r"(tests/test_\w+\.py)::test_\w+\[(\w+)\]", (root / "data" / "README.md").read_text()))
+    assert sorted(f"{f}[{c}]" for f, c in cases if c not in defined[f]) == []

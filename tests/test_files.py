@@ -165,15 +165,14 @@ def test_a_second_process_is_refused_while_the_first_holds_the_lock(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(FolderError, match=rf"{tmp_path} is in use by another run \(pid {holder.pid}, since"):
+        with pytest.raises(FolderError, match=rf"{tmp_path} is in use by another run \(it holds {LOCK}\)"):
             with folder.lock("another run"):
                 pass
     finally:
         holder.kill()
         holder.wait()
     with folder.lock():  # the kernel released the dead holder's lock: nothing stale to clear
-        assert f"pid {os.getpid()}" in (tmp_path / LOCK).read_text()
-    assert (tmp_path / LOCK).read_text() == ""
+        pass
 
 
 HOLD_LOCK = """

@@ -1,0 +1,84 @@
+"""How the command line turns every expected failure into one line, `error: ...`.
+
+A usage error (a value argparse or TrainConfig refuses) exits with status 2, any other expected
+failure (bad data, a folder that is not the kit's, a stale cache, a checkpoint of another run,
+a file the system will not let us read or write) with status 1. Both name the option, file,
+row or address at fault. A traceback means a bug in the kit.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+
+# Options of `train` whose TrainConfig field has another name.
+OPTION_OF_FIELD = {"weights_path": "--weights", "num_workers": "--workers", "batch_size": "--batch-size",
+                   "max_batches": "--max-batches"}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (argparse prints the usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def int_at_least(minimum: int):
+    """argparse type: an integer >= `minimum`."""
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {number}")
+        return number
+    parse.__name__ = "integer"
+    return parse
+
+
+def device_name(value: str) -> str:
+    """argparse type: a device torch understands ("cuda", "cuda:1", "mps", "cpu")."""
+    import torch
+
+    try:
+        torch.device(value)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a device: use cuda, cuda:1, mps or cpu") from None
+    return value
+
+
+def option_names(message: str) -> str:
+    """A TrainConfig message in the command line's words: field names become option names."""
+    message = message.removeprefix("invalid TrainConfig: ")
+    return re.sub(r"\b([a-z_]+)(?= must )",
+                  lambda m: OPTION_OF_FIELD.get(m.group(1), "--" + m.group(1).replace("_", "-")), message)
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input, a file in the way or a missing one: one line, exit status 1.
+
+    Every skinlib error derives from SkinlibError; an OSError is the system refusing a file
+    (permissions, a full disk, a name that is a folder) and is reported with that file's name.
+    """
+    from skinlib.errors import SkinlibError
+
+    return (SkinlibError, OSError)
+
+
+def one_line(err: BaseException) -> str:
+    """The message of `err` on one line.
+
+    An error raised in a DataLoader worker comes back with the worker's traceback in its
+    message ("Caught ImageError in DataLoader worker process 0. Original Traceback ...");
+    its last line is the original message. An OSError names its file and the system's reason.
+    """
+    if isinstance(err, OSError) and getattr(err, "filename", None) is not None and err.strerror:
+        return f"{err.filename}: {err.strerror}"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if "Original Traceback" in str(err):
+        last, marker = lines[-1], f"{type(err).__name__}: "  # "skinlib.data.ImageError: ..."
+        return last.split(marker, 1)[1] if marker in last else last
+    return " ".join(lines)
