@@ -294,7 +294,7 @@ def test_no_command_prints_help_and_exits_2(capsys):
 # ---------------------------------------------------------------- commands
 def test_every_command_is_on_the_command_line():
     commands = cli.get_args_parser()._subparsers._group_actions[0].choices
-    assert set(commands) == {"check", "synth", "train", "demo", "prepare", "download", "predict"}
+    assert set(commands) == {"check", "synth", "train", "demo", "prepare", "download", "predict", "subset"}
 
 
 # ---------------------------------------------------------------- demo
