@@ -143,3 +143,14 @@ def write_json(result: dict, name: str, out: str | os.PathLike | None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def with_one_torch_thread(run, args) -> int:
+    """`run(args)` with torch limited to one thread: a loop that does no maths stays off the cores
+    its DataLoader workers use."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run(args)
+    finally:
+        torch.set_num_threads(threads)

@@ -32,7 +32,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from benchmarks.common import format_table, machine_info, mean_file_bytes, write_dataset, write_json
+from benchmarks.common import (format_table, machine_info, mean_file_bytes, with_one_torch_thread, write_dataset,
+                               write_json)
 from skinlib.augment import TrainAugment
 from skinlib.cache import CachedDataset, cache_bytes, open_cache, prepare
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD, load_index
@@ -192,13 +193,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the loop does no maths; keep the main process off the workers' cores
-    try:
-        return run(args)
-    finally:
-        torch.set_num_threads(threads)
+    return with_one_torch_thread(run, parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:

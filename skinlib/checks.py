@@ -262,7 +262,8 @@ def check_dataset(dataset_class: Callable, data_dir) -> bool:
             raise _Wrong(f"the image is a {image.dtype} tensor of shape {tuple(image.shape)}, not "
                          "float (3, 224, 224): open it as RGB and apply self.transform.")
         expected = [int(label) for label in frame["label"].iloc[:4]]
-        labels = [_call(lambda i=i: dataset[i][1], f"dataset[{i}]") for i in range(len(expected))]
+        raw = [_call(lambda i=i: dataset[i][1], f"dataset[{i}]") for i in range(len(expected))]
+        labels = [getattr(value, "item", lambda v=value: v)() for value in raw]  # numpy/tensor ints too
         if not all(isinstance(value, int) for value in labels) or labels != expected:
             raise _Wrong(f"labels {labels} differ from the CSV's {expected}: a label is the class "
                          "index 0-7, the position of the column that holds 1.0.")

@@ -3,8 +3,8 @@
 Laid out like torchvision's reference scripts: `get_args_parser()` builds the parser and
 `main(argv)` parses and calls the same functions the notebooks call. Every command is a
 `register(subparsers)` function that adds its subparser and `set_defaults(func=...)`, where
-`func(args) -> int` is the exit status; `prepare`, `download` and `predict` are registered by
-their modules (`cache`, `download`, `predict`), next to the code they run.
+`func(args) -> int` is the exit status; `prepare`, `download`, `predict` and `subset` are
+registered by their modules (`cache`, `download`, `predict`, `subset`), next to the code they run.
 
 Expected failures (a broken dataset, missing pretrained weights, a bad checkpoint) end as one
 line on stderr and exit status 1, not a traceback.
@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from skinlib import cache, download, predict
+from skinlib import cache, download, predict, subset
 from skinlib.cli_errors import (OneLineParser, device_name, expected_errors, int_at_least,  # noqa: F401
                                 one_line, option_names)
 from skinlib.errors import SkinlibError
@@ -31,8 +31,10 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 # ---------------------------------------------------------------- check
 def cmd_check(args: argparse.Namespace) -> int:
+    from skinlib.bundle import check_provenance
     from skinlib.data import check_dataset
 
+    check_provenance(args.data)  # restored from a course bundle: where it came from; refused if its CSVs changed
     report = check_dataset(args.data, verify_images=not args.no_verify, progress=not args.quiet)
     print(report.format())
     return EXIT_OK if report.ok else EXIT_ERROR
@@ -219,7 +221,7 @@ def register_demo(subparsers) -> None:
 
 # ---------------------------------------------------------------- parser and main
 COMMANDS = (register_check, register_synth, register_train, register_demo, cache.register,
-            download.register, predict.register)
+            download.register, predict.register, subset.register)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

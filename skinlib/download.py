@@ -36,6 +36,7 @@ from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV
 from skinlib.fetch import (BACKOFF, RETRIES, TIMEOUT, DownloadError, Fetcher, flat_message,
                            move_aside, sha256_of)
 from skinlib.files import atomic_write_text, claim_folder
+from skinlib.mirror import check_archive, fetch_mirror_manifest, mirror_hashes, saved_mirror_manifest
 
 __all__ = ["BASE_URL", "ARCHIVE", "MANIFEST", "SHA256", "DownloadError", "sha256_of",
            "download_isic2019", "register"]
@@ -92,9 +93,15 @@ def download_isic2019(
     """
     data_dir = Path(data_dir).expanduser()
     hashes = dict(SHA256 if expected_sha256 is None else expected_sha256)
+    # A subset mirror's own manifest (skinlib.mirror); never at the official address.
+    use_mirror_manifest = expected_sha256 is None and base_url.rstrip("/") != BASE_URL.rstrip("/")
+    mirror = saved_mirror_manifest(data_dir, MANIFEST, base_url) if use_mirror_manifest else None
+    if mirror is not None:
+        hashes = mirror_hashes(mirror)
     if _already_done(data_dir, hashes):
         n = json.loads((data_dir / MANIFEST).read_text())["images"]
-        print(f"{data_dir} already holds the verified ISIC 2019 download ({n:,} images); nothing to do.")
+        what = "SUBSET of ISIC 2019" if mirror is not None else "ISIC 2019 download"
+        print(f"{data_dir} already holds the verified {what} ({n:,} images); nothing to do.")
         return data_dir
     _check_base_url(base_url)
     folder = claim_folder(data_dir, "download", option="folder", adopt=_download_before_markers)
@@ -102,6 +109,9 @@ def download_isic2019(
 
     fetch = Fetcher(base_url, progress=progress, retries=retries, backoff=backoff, timeout=timeout)
     with fetch:
+        mirror = fetch_mirror_manifest(fetch, data_dir) if use_mirror_manifest else None
+        if mirror is not None:
+            hashes = mirror_hashes(mirror)
         for name in (GROUND_TRUTH_CSV, METADATA_CSV):
             _get_csv(fetch, data_dir / name, hashes.get(name))
         images = _read_image_ids(data_dir / GROUND_TRUTH_CSV)
@@ -110,12 +120,15 @@ def download_isic2019(
             if not archive.exists():
                 # The zip and its extracted copy sit side by side for a moment.
                 fetch.get(archive, space_factor=2.0)
+            if ARCHIVE in hashes:  # a mirror's manifest lists it; the official archive has no checksum
+                check_archive(archive, hashes[ARCHIVE], fetch.base_url)
             _extract(archive, data_dir, images, progress=progress)
             if not keep_archive:
                 archive.unlink()
 
-    _write_manifest(data_dir, hashes, len(images), base_url)
-    print(f"ISIC 2019 is ready in {data_dir}: {len(images):,} images, both CSVs verified.")
+    _write_manifest(data_dir, hashes, len(images), base_url, subset=mirror is not None)
+    what = "a SUBSET of ISIC 2019" if mirror is not None else "ISIC 2019"
+    print(f"{what} is ready in {data_dir}: {len(images):,} images, both CSVs verified.")
     return data_dir
 
 
@@ -239,12 +252,14 @@ def _extract(archive: Path, data_dir: Path, images: list[str], *, progress: bool
 # --------------------------------------------------------------------------- manifest
 
 
-def _write_manifest(data_dir: Path, hashes: Mapping[str, str], n_images: int, base_url: str) -> None:
+def _write_manifest(data_dir: Path, hashes: Mapping[str, str], n_images: int, base_url: str, *,
+                    subset: bool = False) -> None:
     files = {}
     for name in (GROUND_TRUTH_CSV, METADATA_CSV):
         path = data_dir / name
         files[name] = {"bytes": path.stat().st_size, "sha256": hashes.get(name) or sha256_of(path)}
-    manifest = {"source": base_url, "files": files, "images_dir": IMAGES_DIR, "images": n_images}
+    manifest = {"source": base_url, "files": files, "images_dir": IMAGES_DIR, "images": n_images,
+                "subset": subset}
     atomic_write_text(data_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
 
 

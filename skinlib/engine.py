@@ -297,4 +297,5 @@ def format_epoch(row: dict[str, Any], epochs: int) -> str:
             f"bal {row['train_balanced_accuracy']:.3f}  |  "
             f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f} "
             f"bal {row['val_balanced_accuracy']:.3f}  |  "
-            f"lr {row['lr']:.2e}  {row['seconds']:.0f}s  {row['images_per_s']:.0f} img/s")
+            f"lr {row['lr']:.2e}  {row['seconds']:.0f}s  "
+            f"{row['images_per_s']:.{0 if row['images_per_s'] >= 10 else 1}f} img/s")

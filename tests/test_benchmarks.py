@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `benchmarks` is a folder of the repository, not of the package
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import input_pipeline, train_step  # noqa: E402
+from benchmarks import bundle, input_pipeline, train_step  # noqa: E402
 
 
 def positive(value) -> bool:
@@ -53,6 +53,31 @@ def test_train_step_smoke_writes_its_table_as_json(tmp_path, capsys):
         assert positive(row[key]), key
     assert len(row["e2e_cores"]) == 1
     assert "skinlib/seed" in capsys.readouterr().out
+
+
+def test_bundle_smoke_writes_its_table_as_json(tmp_path, capsys):
+    out = tmp_path / "bundle.json"
+    assert bundle.main(["--smoke", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["benchmark"] == "bundle" and result["synthetic"] is True
+    assert [row["set"] for row in result["sets"]] == list(bundle.SMOKE_SETS)
+    for row in result["sets"]:
+        for key in ("bundle_kb_per_image", "bundle_s", "restore_s", "open_s", "restore_ms_per_image"):
+            assert positive(row[key]), key
+        assert ("stock_images_per_s" in row) == (row["set"] not in bundle.NO_PIPELINE)
+    expected = sum(row["bundle_kb_per_image"] * 1e3 * bundle.ISIC_2019_MIX[row["set"]] for row in result["sets"])
+    assert result["full_isic2019_bundle_bytes"] == pytest.approx(expected)
+    assert sum(bundle.ISIC_2019_MIX.values()) == 25_331
+    assert "full ISIC 2019 bundle" in capsys.readouterr().out
+
+
+def test_bundle_size_mix_counts_the_real_archives(real_csv_dir):
+    import pandas as pd
+
+    lesion = pd.read_csv(real_csv_dir / "ISIC_2019_Training_Metadata.csv")["lesion_id"].fillna("")
+    assert bundle.ISIC_2019_MIX == {"600x450": int(lesion.str.startswith("HAM_").sum()),
+                                    "1024x1024": int(lesion.str.startswith("BCN_").sum()),
+                                    "4000x3000": int((~lesion.str.startswith(("HAM_", "BCN_"))).sum())}
 
 
 @pytest.mark.slow

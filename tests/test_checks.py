@@ -6,6 +6,7 @@ import ast
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -233,12 +234,28 @@ def wrong_datasets(right):
             image, label = super().__getitem__(index)
             return image, CLASSES[label]
 
-    return {"NoTransform": NoTransform, "OffByOneLength": OffByOneLength, "ClassNameLabels": ClassNameLabels}
+    class FloatLabels(right):
+        def __getitem__(self, index):
+            image, label = super().__getitem__(index)
+            return image, float(label)
+
+    return {"NoTransform": NoTransform, "OffByOneLength": OffByOneLength, "ClassNameLabels": ClassNameLabels,
+            "FloatLabels": FloatLabels}
 
 
 def test_the_notebook_solution_of_the_dataset_passes(lesion_dataset, synthetic_dir, capsys):
     assert checks.check_dataset(lesion_dataset, synthetic_dir) is True
     assert said(capsys).startswith(f"✓ Dataset: {len(load_index(synthetic_dir))} items of (float (3, 224, 224), int)")
+
+
+def test_numpy_and_tensor_integer_labels_pass(lesion_dataset, synthetic_dir, capsys):
+    # `argmax(axis=1)` without `.tolist()` gives numpy integers: the same labels, so the check accepts them
+    class NumpyLabels(lesion_dataset):
+        def __getitem__(self, index):
+            image, label = super().__getitem__(index)
+            return image, np.int64(label) if index % 2 else torch.tensor(label)
+
+    assert checks.check_dataset(NumpyLabels, synthetic_dir) is True, said(capsys)
 
 
 def test_the_reference_dataset_passes_too(synthetic_dir, capsys):
@@ -249,6 +266,7 @@ def test_the_reference_dataset_passes_too(synthetic_dir, capsys):
     ("NoTransform", "the image is a Image, not a tensor: apply self.transform"),
     ("OffByOneLength", "len(dataset) is 159, but the CSV lists 160 images"),
     ("ClassNameLabels", "differ from the CSV's"),
+    ("FloatLabels", "differ from the CSV's"),
 ])
 def test_dataset_check_names_the_mistake(wrong, message, lesion_dataset, synthetic_dir, capsys):
     assert checks.check_dataset(wrong_datasets(lesion_dataset)[wrong], synthetic_dir) is False

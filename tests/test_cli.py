@@ -213,7 +213,7 @@ def test_unavailable_pretrained_weights_are_one_error_line(real_sample_dir, tmp_
     # a closed local port: the download fails at once, as on a machine without network
     monkeypatch.setitem(models.WEIGHT_URLS, models.DEFAULT_WEIGHTS, "http://127.0.0.1:9/resnet50-0676ba61.pth")
     rc, err = run_cli(["train", "--data", str(real_sample_dir), "--model", "resnet50", "--epochs", "1",
-                       "--out", str(tmp_path / "run"), "--workers", "0", "--quiet"], capsys)
+                       "--out", str(tmp_path / "run"), "--batch-size", "4", "--workers", "0", "--quiet"], capsys)
     assert rc == 1
     assert_one_line_error(err, "--no-pretrained", "--weights")
 
@@ -294,7 +294,7 @@ def test_no_command_prints_help_and_exits_2(capsys):
 # ---------------------------------------------------------------- commands
 def test_every_command_is_on_the_command_line():
     commands = cli.get_args_parser()._subparsers._group_actions[0].choices
-    assert set(commands) == {"check", "synth", "train", "demo", "prepare", "download", "predict"}
+    assert set(commands) == {"check", "synth", "train", "demo", "prepare", "download", "predict", "subset"}
 
 
 # ---------------------------------------------------------------- demo

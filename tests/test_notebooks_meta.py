@@ -133,7 +133,7 @@ def test_one_setup_cell_installs_skinlib_from_the_repository_in_colab(path, repo
     assert len(setup) == 1 and setup[0] is cells[0], "the first code cell, and only it, is the set-up"
     source = setup[0].source
     assert re.search(r'^REPO_URL = "(.*)"$', source, re.M).group(1) == repo_url
-    assert '"-m", "pip", "install", "-q", f"skinlib @ git+{REPO_URL}"' in source
+    assert '"-m", "pip", "install", "-q", f"skinlib @ git+{REPO_URL}@v{KIT_VERSION}"' in source
     assert 'IN_COLAB = "google.colab" in sys.modules' in source and "if IN_COLAB:" in source
 
 

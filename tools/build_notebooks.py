@@ -60,18 +60,26 @@ KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python
 COLAB_METADATA = {"accelerator": "GPU", "colab": {"provenance": [], "gpuType": "T4"}}
 
 SETUP_CELL = '''\
-# Set-up. In Colab: install skinlib from the kit's repository and check that a GPU is on.
+# Set-up. In Colab: install skinlib at the version this notebook was built for, and check that a GPU is on.
 # Anywhere else this cell does nothing (install the kit with `make venv` or `pip install -e .`).
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 IN_COLAB = "google.colab" in sys.modules
 REPO_URL = "{repo_url}"
+KIT_VERSION = "{kit_version}"  # the notebooks and skinlib are released together, as the tag v{kit_version}
 
 if IN_COLAB:
     import subprocess
 
-    # Colab's torch and numpy stay: skinlib asks only for versions at least as old as Colab's.
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"skinlib @ git+{{REPO_URL}}"], check=True)
+    try:
+        installed = version("skinlib")
+    except PackageNotFoundError:
+        installed = None
+    if installed != KIT_VERSION:  # a fresh runtime: install; running the cell again installs nothing
+        # Colab's torch and numpy stay: skinlib asks only for versions at least as old as Colab's.
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"skinlib @ git+{{REPO_URL}}@v{{KIT_VERSION}}"],
+                       check=True)
     import torch
 
     if not torch.cuda.is_available():
@@ -87,14 +95,24 @@ class SourceError(ValueError):
     """A notebook source the builder cannot turn into notebooks (names the file and line)."""
 
 
+def _pyproject_value(pyproject: Path, section: str, key: str) -> str:
+    """The string `key = "..."` under `[section]` of pyproject.toml."""
+    text = pyproject.read_text(encoding="utf-8")
+    found = re.search(rf"^\[{re.escape(section)}\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    match = found and re.search(rf'^{key}\s*=\s*"([^"]+)"', found.group(1), re.M)
+    if not match:
+        raise SystemExit(f"error: {pyproject}: no `{key} = \"...\"` under [{section}]")
+    return match.group(1)
+
+
 def repository_url(pyproject: Path = ROOT / "pyproject.toml") -> str:
     """`[project.urls] Repository` of pyproject.toml, the one place the kit's address is written."""
-    text = pyproject.read_text(encoding="utf-8")
-    section = re.search(r"^\[project\.urls\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
-    match = section and re.search(r'^Repository\s*=\s*"([^"]+)"', section.group(1), re.M)
-    if not match:
-        raise SystemExit(f"error: {pyproject}: no `Repository = \"...\"` under [project.urls]")
-    return match.group(1).rstrip("/")
+    return _pyproject_value(pyproject, "project.urls", "Repository").rstrip("/")
+
+
+def package_version(pyproject: Path = ROOT / "pyproject.toml") -> str:
+    """`version` under [project] in pyproject.toml: the set-up cell installs the tag v<version>."""
+    return _pyproject_value(pyproject, "project", "version")
 
 
 def colab_url(repo_url: str, notebook_name: str, folder: str = "notebooks") -> str:
@@ -145,7 +163,7 @@ def build(source: Path, repo_url: str, version: str = "student") -> nbformat.Not
         if cell.cell_type == "markdown":
             cells.append(nbformat.v4.new_markdown_cell(cell.source.replace("{{BADGE}}", badge)))
         elif cell.metadata.get("title") == "[setup]":  # jupytext reads `# %% [setup]` as a title
-            cells.append(nbformat.v4.new_code_cell(SETUP_CELL.format(repo_url=repo_url)))
+            cells.append(nbformat.v4.new_code_cell(SETUP_CELL.format(repo_url=repo_url, kit_version=package_version())))
         elif version == "student" and has_exercise(cell.source):
             code = nbformat.v4.new_code_cell(student_code(cell.source, where))
             code.metadata = {"tags": [RAISES]}

@@ -35,12 +35,12 @@ import torchvision
 from PIL import Image
 
 import skinlib
+from skinlib.course import get_data
 from skinlib.data import (CLASS_NAMES, CLASSES, METADATA_CSV, ISICDataset, check_dataset,
                           eval_transform, load_index)
 from skinlib.device import select_device
 from skinlib.plots import plot_class_distribution, plot_image_grid
 from skinlib.splits import grouped_split, leakage, random_split
-from skinlib.synth import default_data_dir, is_synthetic
 
 print(f"Python {platform.python_version()}, torch {torch.__version__}, "
       f"torchvision {torchvision.__version__}, skinlib {skinlib.__version__}")
@@ -49,24 +49,27 @@ device = select_device()
 # %% [markdown]
 # ## Parameters: which data?
 #
-# Every notebook finds its data the same way: the folder named by the environment variable `SKINLIB_DATA`, laid out
-# like the official ISIC 2019 download (two CSV files and a folder of JPEGs).
+# Every notebook gets its data from one call, `skinlib.course.get_data()`, in the same cell:
 #
-# > **When `SKINLIB_DATA` is not set, the notebooks use the course's embedded SYNTHETIC dataset.** It is generated
-# > on first use: made-up images in exactly the layout of ISIC 2019, with its class imbalance and several images
-# > per lesion, so every cell runs anywhere in minutes. It is not medical data. Numbers computed on it describe the
-# > synthetic set, not skin lesions: the notebooks say so wherever it matters.
+# - **In Colab** it asks to mount your Google Drive (Colab asks your consent once per runtime), where the course
+#   keeps what must outlive a runtime in one folder, `MyDrive/skin-lesion-kit`. The first notebook you run
+#   downloads ISIC 2019 to the runtime's local disk (about 9 GB, checked file by file), prepares the images once
+#   (decoded and resized to 256x256) and saves a **course bundle** to Drive: the two CSVs and the prepared images,
+#   about 0.3 GB. Every later notebook, on its fresh runtime, copies the bundle back to local disk instead of
+#   downloading again. Each step prints its size and time. Results that later notebooks need (02's SimpleCNN,
+#   03's checkpoints) go to the same Drive folder. An instructor's mirror goes in `MIRROR`.
+# - **Anywhere else** the data is the folder named by the environment variable `SKINLIB_DATA`, laid out like the
+#   official ISIC 2019 download (two CSV files and a folder of JPEGs).
 #
-# To use the real data in Colab, download it once to the runtime's local disk (about 9 GB, 10-20 minutes), then
-# uncomment the `os.environ` line below:
-# ```
-# !python -m skinlib download /content/isic2019
-# ```
+# > **Outside Colab, when `SKINLIB_DATA` is not set, the notebooks use the course's embedded SYNTHETIC dataset.**
+# > It is generated on first use: made-up images in exactly the layout of ISIC 2019, with its class imbalance and
+# > several images per lesion, so every cell runs anywhere in minutes. It is not medical data. Numbers computed
+# > on it describe the synthetic set, not skin lesions: the notebooks say so wherever it matters.
 
 # %%
-# os.environ["SKINLIB_DATA"] = "/content/isic2019"
-DATA_DIR = default_data_dir()  # $SKINLIB_DATA, else the SYNTHETIC set (generated on first use)
-SYNTHETIC = is_synthetic(DATA_DIR)
+MIRROR = None  # an instructor's mirror address (made with `python -m skinlib subset`), else the official one
+data = get_data(mirror=os.environ.get("SKINLIB_MIRROR") or MIRROR)
+DATA_DIR, SYNTHETIC = data.data_dir, data.synthetic
 print(f"data: {DATA_DIR.name}: {'SYNTHETIC images' if SYNTHETIC else 'the ISIC 2019 layout'}")
 
 # %% [markdown]
@@ -150,7 +153,8 @@ plot_image_grid(images, examples["label"].tolist(), ncols=8)
 # ISIC 2019 gathers images from three archives, each with its own image size: HAM10000 (600x450), BCN_20000
 # (1024x1024) and MSK (up to about 6000x4000). The networks need one size, so every image is resized on the way in. Decoding a 6000x4000 JPEG
 # takes far longer than the network's work on it; that is why notebook 03 prepares the images once into a cache.
-# (Reading only the file headers, as below, is fast.)
+# (Reading only the file headers, as below, is fast. In a runtime that restored the course bundle from Drive,
+# every image is already the prepared 256x256 copy.)
 
 # %%
 def image_size(path):

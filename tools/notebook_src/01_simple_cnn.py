@@ -39,10 +39,10 @@ from torch import nn
 import skinlib
 from skinlib import models
 from skinlib.checks import check_fc1_inputs, check_simple_cnn, use_yours_or
+from skinlib.course import get_data
 from skinlib.data import CLASSES, ISICDataset, eval_transform, load_index
 from skinlib.device import select_device
 from skinlib.models import count_parameters
-from skinlib.synth import default_data_dir, is_synthetic
 
 print(f"Python {platform.python_version()}, torch {torch.__version__}, "
       f"torchvision {torchvision.__version__}, skinlib {skinlib.__version__}")
@@ -50,15 +50,15 @@ device = select_device()
 
 # %% [markdown]
 # ## Parameters
-# The data folder comes from the environment variable `SKINLIB_DATA`. When it is not set, the notebook uses the
-# course's **embedded synthetic dataset** (generated on first use): made-up images in the layout of ISIC 2019,
-# fine for following the code, meaningless as medicine. Notebook 00 explains both.
+# The data comes from `get_data()`, as in notebook 00: in Colab, the course bundle restored from your Google Drive
+# (or downloaded, if notebook 00 has not saved one yet); elsewhere the folder in `SKINLIB_DATA`, else the course's
+# **embedded synthetic dataset**: made-up images in the layout of ISIC 2019, fine for following the code,
+# meaningless as medicine. Notebook 00 explains both.
 
 # %%
-# To use the real data in Colab, after `!python -m skinlib download /content/isic2019`:
-# os.environ["SKINLIB_DATA"] = "/content/isic2019"
-DATA_DIR = default_data_dir()  # $SKINLIB_DATA, else the SYNTHETIC set
-SYNTHETIC = is_synthetic(DATA_DIR)
+MIRROR = None  # an instructor's mirror address, else the official one (see notebook 00)
+data = get_data(mirror=os.environ.get("SKINLIB_MIRROR") or MIRROR)  # in Colab: restored from Drive
+DATA_DIR, SYNTHETIC = data.data_dir, data.synthetic
 torch.manual_seed(0)  # the same random initial weights on every run
 print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}")
 

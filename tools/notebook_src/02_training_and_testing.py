@@ -31,7 +31,6 @@
 import json
 import os
 import platform
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -45,6 +44,7 @@ import skinlib
 from skinlib.checks import (check_dataset, check_evaluate, check_initial_loss, check_train_one_epoch,
                             reference_dataset, use_yours_or)
 from skinlib.config import TrainConfig
+from skinlib.course import get_data
 from skinlib.data import CLASSES, GROUND_TRUTH_CSV, IMAGES_DIR, eval_transform, load_index, train_transform
 from skinlib.device import select_device
 from skinlib.engine import evaluate, fit, to_device_batch, train_one_epoch
@@ -54,9 +54,7 @@ from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy, per_cl
 from skinlib.models import SimpleCNN
 from skinlib.plots import plot_confusion, plot_curves, plot_image_grid
 from skinlib.splits import grouped_split
-from skinlib.synth import default_data_dir, is_synthetic
 
-IN_COLAB = "google.colab" in sys.modules  # as in the set-up cell, so that skipping it does no harm
 print(f"Python {platform.python_version()}, torch {torch.__version__}, "
       f"torchvision {torchvision.__version__}, skinlib {skinlib.__version__}")
 device = select_device()
@@ -68,9 +66,9 @@ device = select_device()
 # real thing.
 
 # %%
-# os.environ["SKINLIB_DATA"] = "/content/isic2019"  # real data (see notebook 00)
-DATA_DIR = default_data_dir()  # $SKINLIB_DATA, else the SYNTHETIC set
-SYNTHETIC = is_synthetic(DATA_DIR)
+MIRROR = None  # an instructor's mirror address, else the official one (see notebook 00)
+data = get_data(mirror=os.environ.get("SKINLIB_MIRROR") or MIRROR)  # in Colab: restored from Drive
+DATA_DIR, SYNTHETIC = data.data_dir, data.synthetic
 SMOKE = os.environ.get("SKINLIB_SMOKE") == "1"
 
 EPOCHS = 2 if SMOKE else 10  # epochs for the fit() run
@@ -78,7 +76,7 @@ HAND_EPOCHS = 1 if SMOKE else 2  # epochs for the hand-written loop (it is there
 BATCH_SIZE = 4 if SMOKE else 64
 MAX_BATCHES = 2 if SMOKE else None  # None: whole epochs
 LR = 1e-4  # Adam's learning rate
-RUNS = Path("runs")  # where results are saved (notebook 03 reads them)
+RUNS = data.results_dir  # where results are saved (notebook 03 reads them): on Drive in Colab
 torch.manual_seed(0)
 RUN_NAME = f"SimpleCNN, {'SYNTHETIC data' if SYNTHETIC else DATA_DIR.name}{', SMOKE run' if SMOKE else ''}"
 print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}, "
@@ -179,20 +177,14 @@ print(f"{len(loader)} batches; one batch: images {tuple(images.shape)} {images.d
 # epoch shows each lesion a little differently, which makes memorising harder), the others resized and centre-cropped,
 # always the same way.
 #
-# On the real data, the images are first *prepared*: decoded once and stored at 256x256 in a cache on the runtime's
-# local disk (never on Drive: far too slow for this). Decoding the large JPEGs every epoch would leave the GPU
-# waiting on Colab's 2 CPUs. The first time takes several minutes; after that it is found up to date at once.
+# On the real data, `get_data` has already *prepared* the images: decoded once and stored at 256x256 in a cache on
+# the runtime's local disk (never on Drive: far too slow for this), `data.cache_dir`. Decoding the large JPEGs
+# every epoch would leave the GPU waiting on Colab's 2 CPUs.
 
 # %%
 frame = load_index(DATA_DIR)
 split = grouped_split(frame, seed=0)
-cache_dir = None
-if not SYNTHETIC:  # the synthetic images are small: decoding them each time is fast enough
-    from skinlib.cache import prepare
-
-    base = Path("/content") if IN_COLAB else Path(os.environ.get("SKINLIB_CACHE", Path.home() / ".cache" / "skinlib"))
-    cache_dir = base / "skinlib-prepared"
-    print(prepare(DATA_DIR, cache_dir).format())
+cache_dir = data.cache_dir  # None for the small synthetic images: decoding them each time is fast enough
 config = TrainConfig(data=str(DATA_DIR), out=str(RUNS / "02_simple_cnn"), model="simplecnn",
                      batch_size=BATCH_SIZE, num_workers=0 if SMOKE else None,  # smoke: no worker processes to start
                      cache=None if cache_dir is None else str(cache_dir))
@@ -450,7 +442,8 @@ pd.DataFrame({key: scores[key] for key in ("precision", "recall", "f1", "support
 # Notebook 03 compares ResNet-50 with these numbers.
 
 # %%
-results = {"model": "SimpleCNN", "data": str(DATA_DIR), "synthetic": SYNTHETIC, "smoke": SMOKE,
+results = {"model": "SimpleCNN", "data": str(DATA_DIR), "data_id": data.data_id, "synthetic": SYNTHETIC,
+           "smoke": SMOKE,
            "history": history, "test": summarize(test["confusion"], classes=CLASSES)}
 (RUNS / "02_simple_cnn").mkdir(parents=True, exist_ok=True)
 (RUNS / "02_simple_cnn" / "results.json").write_text(json.dumps(results, indent=2))

@@ -34,8 +34,6 @@ import json
 import math
 import os
 import platform
-import sys
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -46,19 +44,18 @@ from torch import nn
 import skinlib
 from skinlib.checks import check_resnet_head, use_yours_or
 from skinlib.config import TrainConfig
+from skinlib.course import get_data
 from skinlib.data import CLASSES, load_index
 from skinlib.device import select_device
 from skinlib.engine import evaluate, fit
 from skinlib.export import data_fingerprint, export_model
 from skinlib.loaders import make_loaders
-from skinlib.metrics import per_class
+from skinlib.metrics import per_class, summarize
 from skinlib.models import count_parameters, imagenet_state_dict, new_head
 from skinlib.models import resnet50 as skinlib_resnet50
 from skinlib.plots import plot_confusion, plot_curves
 from skinlib.splits import grouped_split
-from skinlib.synth import default_data_dir, is_synthetic
 
-IN_COLAB = "google.colab" in sys.modules  # as in the set-up cell, so that skipping it does no harm
 print(f"Python {platform.python_version()}, torch {torch.__version__}, "
       f"torchvision {torchvision.__version__}, skinlib {skinlib.__version__}")
 device = select_device()
@@ -71,18 +68,17 @@ device = select_device()
 # course's tests do this), which is no longer transfer learning.
 
 # %%
-# os.environ["SKINLIB_DATA"] = "/content/isic2019"  # real data (see notebook 00)
-DATA_DIR = default_data_dir()  # $SKINLIB_DATA, else the SYNTHETIC set
-SYNTHETIC = is_synthetic(DATA_DIR)
+MIRROR = None  # an instructor's mirror address, else the official one (see notebook 00)
+data = get_data(mirror=os.environ.get("SKINLIB_MIRROR") or MIRROR)  # in Colab: restored from Drive
+DATA_DIR, SYNTHETIC = data.data_dir, data.synthetic
 SMOKE = os.environ.get("SKINLIB_SMOKE") == "1"
 PRETRAINED = os.environ.get("SKINLIB_PRETRAINED", "1") != "0"
 
-EPOCHS = 1 if SMOKE else 25  # fine-tuning, the report's recipe
+EPOCHS = 2 if SMOKE else 25  # fine-tuning, the report's recipe
 FROZEN_EPOCHS = 1 if SMOKE else 5  # feature extraction: trains only the head, so it settles quickly
 BATCH_SIZE = 4 if SMOKE else 64
 MAX_BATCHES = 2 if SMOKE else None
-SAVE_TO_DRIVE = False  # Colab only: True keeps the fine-tuning checkpoint on Google Drive (see below)
-RUNS = Path("runs")
+RUNS = data.results_dir  # on Drive in Colab: notebook 02's results, this notebook's checkpoints
 torch.manual_seed(0)
 print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}, "
       f"{'SMOKE mode: ' + str(MAX_BATCHES) + ' batches per epoch' if SMOKE else 'full mode'}")
@@ -93,19 +89,12 @@ if not PRETRAINED:
 # %% [markdown]
 # ## Data
 # The same lesion-grouped split as notebooks 00 and 02 (same seed, same split). On the real data the images are
-# read from the prepared cache on local disk (notebook 02 explains why; if 02 already prepared it, this finds it up
-# to date at once). `TrainConfig` holds the recipe: its defaults are the report's settings.
+# read from the prepared cache on local disk that `get_data` made (notebook 02 explains why). `TrainConfig` holds the recipe: its defaults are the report's settings.
 
 # %%
 frame = load_index(DATA_DIR)
 split = grouped_split(frame, seed=0)
-cache_dir = None
-if not SYNTHETIC:
-    from skinlib.cache import prepare
-
-    base = Path("/content") if IN_COLAB else Path(os.environ.get("SKINLIB_CACHE", Path.home() / ".cache" / "skinlib"))
-    cache_dir = base / "skinlib-prepared"
-    print(prepare(DATA_DIR, cache_dir).format())
+cache_dir = data.cache_dir
 config = TrainConfig(data=str(DATA_DIR), out=str(RUNS / "03_resnet50"), model="resnet50", epochs=EPOCHS,
                      batch_size=BATCH_SIZE, pretrained=PRETRAINED, max_batches=MAX_BATCHES,
                      num_workers=0 if SMOKE else None,  # smoke: no worker processes to start
@@ -306,24 +295,20 @@ frozen_test = evaluate(frozen, loaders["test"], device, max_batches=MAX_BATCHES)
 # A Colab runtime can disconnect (idle, time limit, lost connection) and its disk goes with it. `fit` writes a
 # checkpoint after every epoch: weights, optimizer, schedule, random states and history. Put it on Google Drive and
 # a lost runtime costs at most the epoch in progress: reconnect, run the notebook again from the top with the same
-# settings, and training resumes where the checkpoint stopped. Set `SAVE_TO_DRIVE = True` in the parameters cell
-# to do it (Colab asks you once to allow access to your Drive). Only the checkpoint goes to Drive; the prepared
-# images stay on the runtime's fast local disk.
+# settings, and training resumes after the last finished epoch. In Colab the checkpoint goes to the course's Drive
+# folder (`data.results_dir`), in a folder named after the data, so a checkpoint of other data is never resumed.
+# Only the checkpoint goes to Drive; the prepared images stay on the runtime's fast local disk. To start over,
+# delete the checkpoint.
 
 # %%
 checkpoint = RUNS / "03_resnet50" / "checkpoint.pt"
-if IN_COLAB and SAVE_TO_DRIVE:
-    from google.colab import drive
-
-    drive.mount("/content/drive")
-    checkpoint = Path("/content/drive/MyDrive/skin-lesion-kit/resnet50_checkpoint.pt")
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+RESUME = data.drive_dir is not None  # on Drive: a run of the notebook continues the last one
 print(f"checkpoint after every epoch: {checkpoint}"
-      f"{' (resumed if it exists; delete it to start over)' if SAVE_TO_DRIVE else ''}")
+      f"{' (resumed if it exists; delete it to start over)' if RESUME else ''}")
 
 # %%
 finetuned = skinlib_resnet50(num_classes=len(CLASSES), pretrained=PRETRAINED)
-history = train_with_recipe(finetuned, config, checkpoint=checkpoint, resume=IN_COLAB and SAVE_TO_DRIVE)
+history = train_with_recipe(finetuned, config, checkpoint=checkpoint, resume=RESUME)
 test = evaluate(finetuned, loaders["test"], device, max_batches=MAX_BATCHES)
 export_model(RUNS / "03_resnet50" / "model.pt", finetuned, "resnet50",  # notebooks 04 and 05 load it
              data={"fingerprint": data_fingerprint(frame, split)})
@@ -363,23 +348,34 @@ recall.round(3)
 # %% [markdown]
 # ## SimpleCNN against ResNet-50
 # The report's test accuracies were 65.8 % for SimpleCNN and 83.22 % for ResNet-50. Ours are measured on the
-# lesion-grouped test split, with balanced accuracy beside accuracy. (SimpleCNN's row comes from notebook 02, when
-# it was run in this runtime on the same data.)
+# lesion-grouped test split, with balanced accuracy beside accuracy. (SimpleCNN's row comes from notebook 02's
+# results on the same data: on Drive in Colab, from any earlier runtime; elsewhere from `runs/`.)
 
 # %%
 rows = {}
 saved = RUNS / "02_simple_cnn" / "results.json"
-if saved.is_file() and json.loads(saved.read_text())["data"] == str(DATA_DIR):
+if saved.is_file() and json.loads(saved.read_text()).get("data_id") == data.data_id:
     simple = json.loads(saved.read_text())["test"]
     rows["SimpleCNN (notebook 02)"] = [100 * simple["accuracy"], 100 * simple["balanced_accuracy"], "65.8 %"]
 else:
-    print("SimpleCNN: no results of notebook 02 on this data in this runtime; run it to fill its row")
+    print(f"SimpleCNN: no results of notebook 02 on this data in {RUNS}; run it to fill its row")
 rows["ResNet-50, feature extraction"] = [100 * frozen_test["accuracy"], 100 * frozen_test["balanced_accuracy"], "-"]
 rows["ResNet-50, fine-tuned"] = [100 * test["accuracy"], 100 * test["balanced_accuracy"], "83.22 %"]
 table = pd.DataFrame.from_dict(rows, orient="index", columns=["accuracy %", "balanced accuracy %", "report"])
 print(("SYNTHETIC data, " if SYNTHETIC else "") + ("SMOKE run, " if SMOKE else "") + "test split grouped by lesion; "
       "report: accuracy on a random split by image")
 table.round(1)
+
+# %% [markdown]
+# ## Save the results
+# Beside the checkpoint, for later notebooks (in Colab: on Drive, so a fresh runtime finds them).
+
+# %%
+results = {"model": "ResNet-50 fine-tuned", "data": str(DATA_DIR), "data_id": data.data_id, "synthetic": SYNTHETIC,
+           "smoke": SMOKE, "pretrained": PRETRAINED, "history": history,
+           "test": summarize(test["confusion"], classes=CLASSES)}
+(RUNS / "03_resnet50" / "results.json").write_text(json.dumps(results, indent=2))
+print(f"saved to {RUNS / '03_resnet50'}")
 
 # %% [markdown]
 # How to read it:

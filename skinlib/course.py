@@ -1,0 +1,153 @@
+"""The course's data cell in one call: `get_data()` finds, fetches or restores the data.
+
+In Colab every notebook runs on a fresh runtime whose local disk starts empty, so what a later
+notebook needs is kept on Google Drive, in one folder (`MyDrive/skin-lesion-kit`):
+
+    isic2019-bundle.zip          the course bundle (skinlib.bundle): both CSVs and the prepared
+                                 256-pixel images, written once by the first notebook that runs
+    runs/isic2019-<id>/...       results later notebooks read (02's SimpleCNN, 03's checkpoints),
+                                 in a folder named after the data they were computed on
+
+`get_data()` in Colab: mounts Drive (Colab asks the student's consent), then restores the
+bundle to local disk if Drive has one; else downloads ISIC 2019 (`skinlib.download`, from an
+instructor's mirror if one is given), prepares the images and saves the bundle to Drive.
+Everything is read from local disk afterwards: training straight from Drive would be far too
+slow. Outside Colab nothing changes: the folder in $SKINLIB_DATA, else the embedded SYNTHETIC
+set, and results in `runs/`.
+
+$SKINLIB_LOCAL_DISK names the runtime's local disk (default /content, Colab's); Drive is mounted
+at its `drive/` folder. $SKINLIB_DATASET picks what a Colab runtime fetches: isic2019 (default)
+or synthetic.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from skinlib.bundle import (check_provenance, make_bundle, provenance_lines, read_manifest, restore_bundle,
+                            sha256_bytes)
+from skinlib.cache import prepare
+from skinlib.data import GROUND_TRUTH_CSV, DataError
+from skinlib.synth import default_data_dir, is_synthetic, make_synthetic
+
+DRIVE_FOLDER = "skin-lesion-kit"
+DATASETS = ("isic2019", "synthetic")
+PREPARED = "skinlib-prepared"
+
+
+@dataclass
+class CourseData:
+    """Where a notebook's data and results are. `cache_dir` is None when images are decoded
+    on the fly (the small synthetic set outside Colab); `drive_dir` is None without Drive."""
+
+    data_dir: Path
+    cache_dir: Path | None
+    results_dir: Path
+    synthetic: bool
+    drive_dir: Path | None
+    data_id: str  # "<name>-<first 12 hex digits of the ground truth's SHA-256>"
+
+
+def in_colab() -> bool:
+    return "google.colab" in sys.modules
+
+
+def local_disk() -> Path:
+    return Path(os.environ.get("SKINLIB_LOCAL_DISK") or "/content")
+
+
+def mount_drive() -> Path:
+    """Mount Google Drive (Colab asks for consent the first time); return the course's folder."""
+    from google.colab import drive
+
+    mountpoint = local_disk() / "drive"
+    drive.mount(str(mountpoint))
+    folder = mountpoint / "MyDrive" / DRIVE_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@contextmanager
+def step(what: str):
+    """Print how long the step in the `with` block took."""
+    started = time.perf_counter()
+    yield
+    print(f"  {what}: {time.perf_counter() - started:.1f} s", flush=True)
+
+
+def get_data(dataset: str | None = None, *, mirror: str | None = None, use_drive: bool = True) -> CourseData:
+    """The data of the course for this runtime, fetched or restored as needed (module docstring).
+
+    `dataset` is isic2019 or synthetic (default: $SKINLIB_DATASET, else isic2019); it only
+    matters in Colab without $SKINLIB_DATA. `mirror` is a base address for `download` (an
+    instructor's subset mirror); `use_drive=False` keeps everything on the runtime's disk.
+    """
+    drive_dir = mount_drive() if in_colab() and use_drive else None
+    if drive_dir is not None:
+        print(f"Google Drive: course files in {drive_dir}")
+    if os.environ.get("SKINLIB_DATA") or not in_colab():
+        data_dir = default_data_dir()  # $SKINLIB_DATA, else the embedded SYNTHETIC set
+        synthetic = is_synthetic(data_dir)
+        cache_dir = None if synthetic else _prepare(data_dir, _cache_root() / PREPARED)
+        return _course_data(data_dir, cache_dir, drive_dir, synthetic, data_dir.name)
+
+    name = dataset or os.environ.get("SKINLIB_DATASET") or "isic2019"
+    if name not in DATASETS:
+        raise DataError(f"dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    data_dir, cache_dir = local_disk() / name, local_disk() / PREPARED
+    bundle = drive_dir / f"{name}-bundle.zip" if drive_dir is not None else None
+    if bundle is not None and bundle.is_file():
+        print(f"restoring the course bundle from Drive: {bundle}")
+        print("\n".join(provenance_lines(read_manifest(bundle))))
+        with step("restored to local disk"):
+            restore_bundle(bundle, data_dir)
+        _prepare(data_dir, cache_dir)
+    else:
+        print(f"no course bundle on Drive{'' if bundle is not None else ' (Drive not used)'}: "
+              f"fetching {name} to local disk")
+        _fetch(name, data_dir, mirror)
+        _prepare(data_dir, cache_dir)
+        if bundle is not None:
+            with step("course bundle saved to Drive"):
+                print(make_bundle(data_dir, cache_dir, bundle, dataset=name).format())
+    return _course_data(data_dir, cache_dir, drive_dir, name == "synthetic", name)
+
+
+def _fetch(name: str, data_dir: Path, mirror: str | None) -> None:
+    with step("download and verify" if name == "isic2019" else "generate"):
+        if name == "isic2019":
+            from skinlib.download import BASE_URL, download_isic2019
+
+            download_isic2019(data_dir, base_url=mirror or BASE_URL)
+        elif not (is_synthetic(data_dir) and (data_dir / GROUND_TRUTH_CSV).is_file()):
+            make_synthetic(data_dir, n=800, seed=0)
+    size = sum(f.stat().st_size for f in data_dir.rglob("*") if f.is_file())
+    print(f"  {data_dir}: {size / 1e9:.2f} GB on local disk")
+
+
+def _prepare(data_dir: Path, cache_dir: Path) -> Path:
+    with step("prepare (decode once into the image cache)"):
+        print(prepare(data_dir, cache_dir).format())
+    return cache_dir
+
+
+def _cache_root() -> Path:
+    if in_colab():
+        return local_disk()
+    return Path(os.environ.get("SKINLIB_CACHE") or Path.home() / ".cache" / "skinlib").expanduser()
+
+
+def _course_data(data_dir: Path, cache_dir: Path | None, drive_dir: Path | None, synthetic: bool,
+                 name: str) -> CourseData:
+    manifest = check_provenance(data_dir)  # prints it; refuses CSVs that do not match
+    truth = (manifest["files"][GROUND_TRUTH_CSV]["sha256"] if manifest
+             else sha256_bytes((data_dir / GROUND_TRUTH_CSV).read_bytes()))
+    data_id = f"{name}-{truth[:12]}"
+    results = drive_dir / "runs" / data_id if drive_dir is not None else Path("runs")
+    print(f"data: {data_dir}{' (SYNTHETIC)' if synthetic else ''}; results: {results}")
+    return CourseData(data_dir, cache_dir, results, synthetic, drive_dir, data_id)
+

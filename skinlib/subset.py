@@ -1,0 +1,112 @@
+"""A smaller copy of ISIC 2019 that an instructor can host for a class: `python -m skinlib subset`.
+
+    python -m skinlib subset DATA OUT --fraction 0.2
+
+writes, in OUT, a mirror in the official download's own layout, so that
+`python -m skinlib download DEST --base-url URL-OF-OUT` (or the notebooks' MIRROR setting)
+fetches it as it fetches the official files:
+
+    ISIC_2019_Training_Input.zip          the chosen images, byte for byte, under
+                                          ISIC_2019_Training_Input/
+    ISIC_2019_Training_GroundTruth.csv    the official CSVs cut to those rows, lines unchanged
+    ISIC_2019_Training_Metadata.csv
+    skinlib-mirror.json                   a checksum manifest: SHA-256 and bytes of every file,
+                                          and that this is a SUBSET (how many images, of what)
+    LICENSE.txt                           the CC BY-NC 4.0 licence notice and the three citations
+
+The images are chosen whole lesions at a time (all photos of a lesion, or none) and
+stratified by class, with `skinlib.splits.grouped_split`, so the subset keeps ISIC 2019's class
+shares and a split of it is still grouped by lesion.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import zipfile
+from pathlib import Path
+
+from skinlib.data import GROUND_TRUTH_CSV, IMAGE_SUFFIX, IMAGES_DIR, METADATA_CSV, DataError, load_index
+from skinlib.download import ARCHIVE
+from skinlib.fetch import sha256_of
+from skinlib.files import atomic_write_text
+from skinlib.mirror import FORMAT, MIRROR_MANIFEST
+from skinlib.splits import grouped_split
+
+LICENSE = "LICENSE.txt"
+
+LICENSE_TEXT = """\
+A subset of the ISIC 2019 training data: {n:,} of its {total:,} images, chosen by
+`python -m skinlib subset --fraction {fraction:g} --seed {seed}` (whole lesions, stratified by class).
+It is NOT the official release: the official files are at
+https://isic-challenge-data.s3.amazonaws.com/2019/
+
+The ISIC 2019 data is licensed CC BY-NC 4.0 (https://creativecommons.org/licenses/by-nc/4.0/) by the
+International Skin Imaging Collaboration. Any use must cite:
+
+- BCN_20000: Combalia M, et al. "BCN20000: Dermoscopic Lesions in the Wild", arXiv:1908.02288, 2019.
+- HAM10000: Tschandl P, Rosendahl C, Kittler H. "The HAM10000 dataset, a large collection of
+  multi-source dermatoscopic images of common pigmented skin lesions", Sci. Data 5, 180161, 2018.
+- MSK: Codella N, et al. "Skin Lesion Analysis Toward Melanoma Detection: A Challenge at the 2017 ISBI",
+  arXiv:1710.05006, 2017.
+"""
+
+
+def make_subset(data_dir: str | os.PathLike, out_dir: str | os.PathLike, fraction: float,
+                seed: int = 0) -> dict:
+    """Write the subset mirror of `data_dir` into `out_dir` (new or empty); return its manifest."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"--fraction must be in (0, 1], got {fraction}")
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise DataError(f"{out_dir}: exists and is not an empty folder; not writing into it")
+    frame = load_index(data_dir)
+    chosen = frame if fraction == 1 else frame[grouped_split(frame, (fraction, 0.0, 1 - fraction), seed) == "train"]
+    names = set(chosen["image"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for csv_name in (GROUND_TRUTH_CSV, METADATA_CSV):
+        lines = (data_dir / csv_name).read_text(encoding="utf-8-sig").splitlines(keepends=True)
+        kept = [lines[0]] + [line for line in lines[1:] if line.split(",", 1)[0].strip() in names]
+        (out_dir / csv_name).write_text("".join(kept), encoding="utf-8")
+    with zipfile.ZipFile(out_dir / ARCHIVE, "w", compression=zipfile.ZIP_STORED) as zf:
+        for image, path in zip(chosen["image"], chosen["path"]):
+            zf.write(path, f"{IMAGES_DIR}/{image}{IMAGE_SUFFIX}")
+    (out_dir / LICENSE).write_text(LICENSE_TEXT.format(n=len(chosen), total=len(frame), fraction=fraction,
+                                                       seed=seed), encoding="utf-8")
+    files = {name: _entry(out_dir / name) for name in (GROUND_TRUTH_CSV, METADATA_CSV, ARCHIVE, LICENSE)}
+    manifest = {"format": FORMAT, "version": 1, "subset": True, "of": "ISIC 2019 training data",
+                "images": len(chosen), "source_images": len(frame), "fraction": fraction, "seed": seed,
+                "lesion_groups": int(chosen["group"].nunique()), "files": files}
+    atomic_write_text(out_dir / MIRROR_MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _entry(path: Path) -> dict:
+    return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
+
+
+def cmd_subset(args: argparse.Namespace) -> int:
+    manifest = make_subset(args.data, args.out, args.fraction, seed=args.seed)
+    size = sum(entry["bytes"] for entry in manifest["files"].values())
+    print(f"wrote a SUBSET mirror of ISIC 2019 to {args.out}: {manifest['images']:,} of "
+          f"{manifest['source_images']:,} images ({manifest['lesion_groups']:,} lesion groups), "
+          f"{size / 1e6:,.1f} MB, with {MIRROR_MANIFEST} and {LICENSE}.\n"
+          f"Serve the folder over HTTP(S); students run `python -m skinlib download DATA --base-url URL`.")
+    return 0
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0 < number <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return number
+
+
+def register(subparsers) -> None:
+    """Add `subset` to the `python -m skinlib` command line."""
+    p = subparsers.add_parser("subset", help="write a smaller, lesion-grouped copy of ISIC 2019 to host as a mirror")
+    p.add_argument("data", type=Path, help="the full download (ISIC 2019 layout)")
+    p.add_argument("out", type=Path, help="new or empty folder for the mirror")
+    p.add_argument("--fraction", type=_fraction, required=True, help="share of the images to keep, in (0, 1]")
+    p.add_argument("--seed", type=int, default=0, help="which lesions are drawn (default: %(default)s)")
+    p.set_defaults(func=cmd_subset)

@@ -1,0 +1,86 @@
+"""`download --base-url` from a subset mirror made by `skinlib subset`: checked against the
+mirror's own manifest, announced as a subset; the official address keeps the official hashes."""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import threading
+
+import pytest
+
+import skinlib.download as dl
+from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, load_index
+from skinlib.subset import ARCHIVE, MIRROR_MANIFEST, make_subset
+
+
+@pytest.fixture(scope="module")
+def subset_folder(real_sample_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mirror") / "files"
+    make_subset(real_sample_dir, folder, 0.5, seed=0)
+    return folder
+
+
+@pytest.fixture
+def served(subset_folder):
+    """The mirror folder served at http://127.0.0.1:PORT/; yields (url, requested paths)."""
+    requests: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path.lstrip("/"))
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=subset_folder))
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/", requests
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_subset_mirror_is_verified_against_its_manifest_and_called_a_subset(served, subset_folder, tmp_path,
+                                                                           capsys):
+    url, requests = served
+    data = dl.download_isic2019(tmp_path / "data", base_url=url, progress=False)
+    out = capsys.readouterr().out
+    manifest = json.loads((subset_folder / MIRROR_MANIFEST).read_text())
+    assert f"a SUBSET of ISIC 2019 ({manifest['images']} of {manifest['source_images']:,} images" in out
+    assert "not the official release" in out
+    assert len(load_index(data)) == manifest["images"]
+    recorded = json.loads((data / dl.MANIFEST).read_text())
+    assert recorded["subset"] is True and recorded["source"] == url
+    assert requests.count(ARCHIVE) == 1
+
+
+def test_a_finished_subset_download_is_rechecked_without_a_request(served, tmp_path):
+    url, requests = served
+    dl.download_isic2019(tmp_path / "data", base_url=url, progress=False)
+    before = len(requests)
+    dl.download_isic2019(tmp_path / "data", base_url=url, progress=False)
+    assert len(requests) == before
+
+
+def test_an_archive_that_is_not_the_one_in_the_mirrors_manifest_is_refused(served, subset_folder, tmp_path):
+    url, _ = served
+    manifest_path = subset_folder / MIRROR_MANIFEST
+    original = manifest_path.read_text()
+    manifest = json.loads(original)
+    manifest["files"][ARCHIVE]["sha256"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    try:
+        with pytest.raises(dl.DownloadError, match=rf"{ARCHIVE}: SHA-256 .* does not match .*{MIRROR_MANIFEST}"):
+            dl.download_isic2019(tmp_path / "data", base_url=url, progress=False)
+    finally:
+        manifest_path.write_text(original)
+    assert not (tmp_path / "data" / IMAGES_DIR).exists()
+
+
+def test_the_official_address_ignores_a_mirror_manifest(served, tmp_path, monkeypatch):
+    url, requests = served
+    monkeypatch.setattr(dl, "BASE_URL", url)  # the server plays the official bucket
+    with pytest.raises(dl.DownloadError, match=f"{GROUND_TRUTH_CSV}: SHA-256 .* does not match the published"):
+        dl.download_isic2019(tmp_path / "data", base_url=url, progress=False)
+    assert MIRROR_MANIFEST not in requests
