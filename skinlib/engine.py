@@ -227,8 +227,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
     without it there is no clipping, mixed precision and channels_last are on where the
     device supports them, and the data order is the loader's own. With `checkpoint_path` the
     run is saved after every epoch, with `checkpoint_extra` (say, a record of the data) added;
-    `resume=True` continues from it (if it exists yet).
-    A NaN or infinite loss raises NonFiniteLoss."""
+    `resume=True` continues from it (if it exists yet). A NaN or infinite loss raises NonFiniteLoss."""
     device = torch.device(device)
     amp_dtype = autocast_dtype(device) if getattr(config, "amp", True) else None
     scaler = make_scaler(device, amp_dtype)
