@@ -248,14 +248,15 @@ def test_the_notebook_solution_of_the_dataset_passes(lesion_dataset, synthetic_d
     assert said(capsys).startswith(f"✓ Dataset: {len(load_index(synthetic_dir))} items of (float (3, 224, 224), int)")
 
 
-def test_numpy_and_tensor_integer_labels_pass(lesion_dataset, synthetic_dir, capsys):
+@pytest.mark.parametrize("as_label", [np.int64, torch.tensor], ids=["numpy", "tensor"])
+def test_numpy_and_tensor_integer_labels_pass(as_label, lesion_dataset, synthetic_dir, capsys):
     # `argmax(axis=1)` without `.tolist()` gives numpy integers: the same labels, so the check accepts them
-    class NumpyLabels(lesion_dataset):
+    class IntegerLabels(lesion_dataset):
         def __getitem__(self, index):
             image, label = super().__getitem__(index)
-            return image, np.int64(label) if index % 2 else torch.tensor(label)
+            return image, as_label(label)
 
-    assert checks.check_dataset(NumpyLabels, synthetic_dir) is True, said(capsys)
+    assert checks.check_dataset(IntegerLabels, synthetic_dir) is True, said(capsys)
 
 
 def test_the_reference_dataset_passes_too(synthetic_dir, capsys):
