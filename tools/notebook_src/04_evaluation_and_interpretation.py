@@ -69,7 +69,7 @@ SMOKE = os.environ.get("SKINLIB_SMOKE") == "1"
 PRETRAINED = os.environ.get("SKINLIB_PRETRAINED", "1") != "0"
 
 BATCH_SIZE = 4 if SMOKE else 64
-MAX_BATCHES = 1 if SMOKE else None  # training batches per epoch of the imbalance runs
+MAX_BATCHES = 1 if SMOKE else None  # the imbalance runs: batches per epoch, and per evaluation
 EVAL_BATCHES = 2 if SMOKE else None  # test batches evaluated
 IMBALANCE_EPOCHS = 1 if SMOKE else 5
 torch.manual_seed(0)
@@ -212,7 +212,8 @@ plot_gradcam(images, heatmap(cams, images.shape[-2:]), titles, colours)
 #
 # We train ResNet-50's head twice from the same start (the backbone frozen, as in notebook 03's feature
 # extraction), once with each sampler, and compare balanced accuracy and per-class recall on the test split.
-# (In smoke mode each run is a single step on one batch, enough to show that the cell works, not what it finds.)
+# (In smoke mode each run is a single step on one batch, evaluated on one batch: enough to show that the cell
+# works, not what it finds.)
 
 # %%
 def train_head(train_loader):
@@ -223,7 +224,7 @@ def train_head(train_loader):
     optimizer = make_optimizer(model.to(device), config)
     fit(model, train_loader, loaders["val"], optimizer, device, epochs=IMBALANCE_EPOCHS, config=config,
         max_batches=MAX_BATCHES, progress=not SMOKE)
-    return predict_probs(model, loaders["test"], device, max_batches=EVAL_BATCHES)
+    return predict_probs(model, loaders["test"], device, max_batches=MAX_BATCHES)
 
 
 results = {}

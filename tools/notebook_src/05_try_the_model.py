@@ -84,7 +84,7 @@ print(f"models: {', '.join(models)}")
 # %%
 test_rows = frame[split == "test"].head(60)
 test_images = {f"{row.image} (true {CLASSES[row.label]})": row.path for row in test_rows.itertuples()}
-try_model_app(models, test_images)
+try_model_app({name: models[name] for name in ("ResNet-50", "SimpleCNN")}, test_images)  # ResNet-50 first
 
 # %% [markdown]
 # ## 2. The melanoma threshold: the clinical question
