@@ -108,6 +108,8 @@ class LesionDataset(Dataset):
     def __init__(self, data_dir, transform):
         table = pd.read_csv(Path(data_dir) / GROUND_TRUTH_CSV)  # image, MEL, NV, ... one 1.0 per row
         self.paths = [Path(data_dir) / IMAGES_DIR / f"{name}.jpg" for name in table["image"]]
+        # table[list(CLASSES)] picks the 8 class columns in CLASSES' order (the CSV also has an UNK column);
+        # numpy's argmax(axis=1) gives each row's position of the 1.0, and .tolist() makes them Python ints.
         # TODO: self.labels: one int per row, the position in CLASSES of the column that holds 1.0
         ### BEGIN SOLUTION
         self.labels = table[list(CLASSES)].to_numpy().argmax(axis=1).tolist()
@@ -192,7 +194,7 @@ loaders = make_loaders(frame, split, config, device=device)
 print({name: f"{len(loader.dataset)} images, {len(loader)} batches" for name, loader in loaders.items()})
 
 # %%
-images, labels = next(iter(loaders["train"]))
+images, labels = next(iter(loaders["train"]))  # on the real data: uint8 from the prepared cache (see below)
 print(f"one batch: images {tuple(images.shape)} {images.dtype}, labels {tuple(labels.shape)}: {labels.tolist()}")
 
 # %% [markdown]
@@ -257,6 +259,7 @@ def train_one_epoch_by_hand(model, loader, optimizer, criterion):
         if step == MAX_BATCHES:
             break
         images, labels = to_device_batch(images, labels, device)
+        # Name them `outputs` and `loss`: the two lines after the exercise use them.
         # TODO: steps 1-5: zero the gradients, outputs, loss, backward, optimizer step
         ### BEGIN SOLUTION
         optimizer.zero_grad()
@@ -367,7 +370,7 @@ history = fit(model, loaders["train"], loaders["val"], optimizer, device, epochs
 # Accuracy and loss per epoch, on the training and validation parts. What to look for:
 # - both improving: the network is learning; more epochs may help;
 # - training accuracy climbing towards 100 % while validation stalls or its loss rises: **over-fitting**, the
-#   network memorises the training images. fc1's 108 M weights make SimpleCNN quick to do this;
+#   network memorises the training images. SimpleCNN's 108.9 M weights, 99 % of them in fc1, make it quick to do this;
 # - validation accuracy stuck at the share of NV: the network has learned to answer NV (see below).
 
 # %%
@@ -429,11 +432,13 @@ comparison.round(3)
 # %% [markdown]
 # If SimpleCNN's accuracy is near the "always NV" column while its balanced accuracy is well above 12.5 %, it has
 # learned something beyond the majority class. Per class, precision is "when it says MEL, how often is it MEL" and
-# recall is "of the MELs, how many did it find":
+# recall is "of the MELs, how many did it find". A dash is a score with nothing to divide by: no recall for a class
+# with no test image (support 0), no precision for a class never predicted, as in the confusion matrix.
 
 # %%
-scores = per_class(test["confusion"])
-pd.DataFrame({key: scores[key] for key in ("precision", "recall", "f1", "support")}, index=CLASSES).round(3)
+scores = per_class(test["confusion"])  # NaN where a score is undefined, shown as a dash
+table = pd.DataFrame({key: scores[key] for key in ("precision", "recall", "f1", "support")}, index=CLASSES)
+table.style.format(precision=3, na_rep="–")
 
 # %% [markdown]
 # ## Save the results
