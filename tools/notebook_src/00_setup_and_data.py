@@ -195,7 +195,7 @@ if images_per_lesion.iloc[0] > 1:
                              title=f"All images of lesion {biggest}{' (SYNTHETIC)' if SYNTHETIC else ''}")
 else:
     print(f"no lesion of {DATA_DIR.name} has several images, so a split by image cannot leak here: the leak\n"
-          "measured below is a property of the full ISIC 2019 metadata, where 5,059 lesions have several.")
+          "discussed below (about 60 %) is a property of the full ISIC 2019 metadata, where 5,059 lesions have several.")
 figure
 
 # %% [markdown]
