@@ -13,7 +13,8 @@
 #   "recognise" a test lesion it has already seen in training;
 # - how to split by lesion instead, and how much that changes.
 #
-# Runs in about a minute on a CPU with the synthetic set; on the full ISIC 2019 the image check takes a few minutes.
+# On the synthetic set it ran in under a minute (41 s, measured on a 2-core CPU shared with other jobs; README lists
+# every notebook's time); on the full ISIC 2019 the image check takes a few minutes.
 # Nothing is trained here.
 
 # %% [markdown]
