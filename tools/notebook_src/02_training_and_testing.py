@@ -165,7 +165,7 @@ plot_image_grid(torch.stack([image for image, _ in views]), [label for _, label 
 
 # %%
 loader = DataLoader(LesionDataset(DATA_DIR, transform=train_transform()), batch_size=BATCH_SIZE, shuffle=True)
-images, labels = next(iter(loader))
+images, labels = next(iter(loader))  # training images stay uint8 0-255 here: see the training loop
 print(f"{len(loader)} batches; one batch: images {tuple(images.shape)} {images.dtype}, labels {labels.tolist()}")
 
 # %% [markdown]
@@ -195,7 +195,7 @@ loaders = make_loaders(frame, split, config, device=device)
 print({name: f"{len(loader.dataset)} images, {len(loader)} batches" for name, loader in loaders.items()})
 
 # %%
-images, labels = next(iter(loaders["train"]))  # on the real data: uint8 from the prepared cache (see below)
+images, labels = next(iter(loaders["train"]))  # uint8 0-255: normalised later, on the GPU (see the training loop)
 print(f"one batch: images {tuple(images.shape)} {images.dtype}, labels {tuple(labels.shape)}: {labels.tolist()}")
 
 # %% [markdown]
@@ -244,8 +244,9 @@ passed = check_initial_loss(initial_loss)
 # 7. `cm.update(...)`: count (true, predicted) pairs in a confusion matrix, from which every score follows.
 #
 # Before the loop, `model.train()` puts layers that behave differently in training (dropout, batch norm) in their
-# training behaviour. `to_device_batch` moves the batch to the GPU (and turns the prepared cache's 0-255 bytes
-# into normalised numbers there, where it is cheap).
+# training behaviour. `to_device_batch` moves the batch to the GPU and there turns uint8 images (0-255: what the
+# training transform and the prepared cache give, a quarter of the bytes of floats to move) into normalised
+# floats, where it is cheap.
 #
 # **Exercise 2.** Write the two missing pieces: the training mode, and steps 1-5.
 
