@@ -574,6 +574,51 @@ def base_url_empty(k):
     return ["download", k.tmp / "d", "--base-url", "", "--no-progress"], "--base-url", None
 
 
+@case()
+def learning_rate_that_diverges(k):
+    # Adam moves every weight by about the learning rate: 1e30 overflows the next forward pass.
+    argv = k.train("--cache", k.cache, "--epochs", "2", "--lr", "1e30")  # the later --epochs wins
+    run = k.tmp / "run"
+
+    def kept_what_finished():
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert [row["epoch"] for row in metrics["history"]] == [1] and metrics["test"] is None
+        assert "epoch 2, batch 1" in metrics["stopped"]
+        assert torch.load(run / "checkpoint.pt", weights_only=True, mmap=True)["epoch"] == 1
+    return argv, "at epoch 2, batch 1", kept_what_finished
+
+
+
+class NaNFrom(torch.nn.Module):
+    """`network`, whose outputs are NaN from its `bad`-th training forward pass on."""
+
+    def __init__(self, network, bad):
+        super().__init__()
+        self.network, self.bad, self.passes = network, bad, 0
+
+    def forward(self, x):
+        self.passes += self.training
+        out = self.network(x)
+        return out * float("nan") if self.training and self.passes >= self.bad else out
+
+
+@case()
+def loss_that_turns_nan_at_a_known_batch(k):
+    # Three batches per epoch: the 5th training pass is epoch 2, batch 2.
+    k.patch.setattr("skinlib.train.build_model", lambda *a, **kw: NaNFrom(tiny_network(*a, **kw), 5))
+    argv = k.train("--cache", k.cache, "--epochs", "3", "--max-batches", "3")
+    run = k.tmp / "run"
+
+    def stopped_there_keeping_epoch_1():
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert [row["epoch"] for row in metrics["history"]] == [1] and metrics["test"] is None
+        assert "epoch 2, batch 2:" in metrics["stopped"] and "learning rate" in metrics["stopped"]
+        checkpoint = torch.load(run / "checkpoint.pt", weights_only=True, mmap=True)
+        assert checkpoint["epoch"] == 1
+        assert all(torch.isfinite(w).all() for w in checkpoint["model"].values())
+        assert not (run / "model.pt").exists()
+    return argv, "at epoch 2, batch 2: training diverged", stopped_there_keeping_epoch_1
+
 # ---------------------------------------------------------------- the test
 def test_there_are_at_least_40_bad_invocations():
     assert len(CASES) >= 40
@@ -598,20 +643,6 @@ def test_a_bad_invocation_ends_as_one_error_line(hostile, name, monkeypatch):
     assert status == CASES[name].status
     if check is not None:
         check()
-
-
-@case()
-def learning_rate_that_diverges(k):
-    # Adam moves every weight by about the learning rate: 1e30 overflows the next forward pass.
-    argv = k.train("--cache", k.cache, "--epochs", "2", "--lr", "1e30")  # the later --epochs wins
-    run = k.tmp / "run"
-
-    def kept_what_finished():
-        metrics = json.loads((run / "metrics.json").read_text())
-        assert [row["epoch"] for row in metrics["history"]] == [1] and metrics["test"] is None
-        assert "epoch 2, batch 1" in metrics["stopped"]
-        assert torch.load(run / "checkpoint.pt", weights_only=True, mmap=True)["epoch"] == 1
-    return argv, "at epoch 2, batch 1", kept_what_finished
 
 
 # ---------------------------------------------------------------- files of the user's in the kit's folders
