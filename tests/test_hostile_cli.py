@@ -383,6 +383,16 @@ def synth_too_few_images(k):
     return ["synth", k.tmp / "s", "--n", "5"], "--n", None
 
 
+@case(status=2)
+def predict_device_gpu(k):
+    return ["predict", k.data, "--model", k.run / "model.pt", "--device", "gpu"], "--device", None
+
+
+@case(status=2)
+def predict_top_k_zero(k):
+    return ["predict", k.data, "--model", k.run / "model.pt", "--top-k", "0"], "--top-k", None
+
+
 @case()
 def weights_file_that_is_not_weights(k):
     weights = k.tmp / "weights.pth"
