@@ -22,13 +22,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def eval_transform(size: int = 224, resize: int = 256) -> v2.Compose:
-    """Evaluation, for a PIL image: shorter side to `resize`, centre crop `size`, ImageNet normalisation.
+    """Evaluation, for an image (PIL, or a C x H x W tensor): shorter side to `resize`, centre crop `size`, ImageNet normalisation.
 
     The resize and crop are `augment.CenterCrop`'s: the centre `resize` square of the image
     resized to `resize` (the stored form), then its centre `size`, so a JPEG gives the pixels
     its row of a prepared cache gives in training and evaluation.
     """
     return v2.Compose([
+        v2.ToPILImage(),  # a tensor or array image too (a PIL image passes as it is)
         CenterCrop(size, fraction=size / resize),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
