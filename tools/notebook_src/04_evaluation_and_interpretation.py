@@ -18,7 +18,7 @@
 #
 # Run notebooks 02 and 03 first: this notebook starts from the models they saved.
 #
-# Time: about a minute in smoke mode on a CPU. In full mode, with the models of notebooks 02 and 03 saved, the
+# Time: a minute or two in smoke mode on a CPU. In full mode, with the models of notebooks 02 and 03 saved, the
 # evaluation takes a few minutes on Colab's T4 and the imbalance comparison (two 5-epoch trainings of ResNet-50's
 # head) in the order of 10-20 minutes: estimates, not measurements; every step prints its own time.
 
