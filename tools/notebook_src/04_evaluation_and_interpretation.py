@@ -59,7 +59,7 @@ device = select_device()
 # The data comes from `get_data()`, as in every notebook: in Colab, the course bundle restored from your Google
 # Drive, and the results folder on Drive where notebooks 02 and 03 saved their models. `SKINLIB_SMOKE=1` is smoke
 # mode: a few test batches, and one short imbalance run of each kind on a single batch, so every cell runs anywhere
-# in a minute or so; its numbers mean nothing.
+# in a minute or two; its numbers mean nothing.
 
 # %%
 MIRROR = None  # an instructor's mirror address, else the official one (see notebook 00)
