@@ -102,8 +102,9 @@ def resnet50(
       seed's `pretrained=True` loaded, so its results can be reproduced; "IMAGENET1K_V2"
       (80.9 %, a longer training recipe) is the other choice.
     - `pretrained=False`: random initialisation.
-    Raises PretrainedWeightsUnavailable when the weights cannot be had, within `timeout` seconds
-    of network silence (default DOWNLOAD_TIMEOUT).
+    Raises PretrainedWeightsUnavailable when the weights cannot be had: no wait for the network
+    lasts longer than `timeout` seconds (default DOWNLOAD_TIMEOUT), and a failed try is retried
+    only DOWNLOAD_RETRIES times (see `download_weights`).
     """
     model = _torchvision_resnet50(weights=None)
     if weights_path is not None:
