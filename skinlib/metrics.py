@@ -101,9 +101,9 @@ def as_array(cm) -> np.ndarray:
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den, 0 where den is 0 (scikit-learn's zero_division=0)."""
+    """num / den, NaN where den is 0 (scikit-learn's zero_division=np.nan)."""
     num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
-    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+    return np.divide(num, den, out=np.full_like(num, np.nan), where=den > 0)
 
 
 def accuracy(cm) -> float:
@@ -128,7 +128,12 @@ def balanced_accuracy(cm) -> float:
 
 
 def per_class(cm) -> dict[str, np.ndarray]:
-    """Per-class precision, recall, F1 (0 where undefined, as sklearn's zero_division=0) and support."""
+    """Per-class precision, recall, F1 and support, as scikit-learn's with zero_division=np.nan.
+
+    A score that is undefined is NaN, not 0 (a 0 would read as a class always missed): the
+    recall of a class with no image (support 0), the precision of a class never predicted, the
+    F1 of a class neither present nor predicted.
+    """
     m = as_array(cm)
     tp = np.diag(m)
     predicted, support = m.sum(axis=0), m.sum(axis=1)
@@ -186,9 +191,9 @@ def summarize(cm, classes=CLASSES) -> dict:
         "balanced_accuracy": json_safe(balanced_accuracy(m)),
         "per_class": {
             name: {
-                "precision": float(scores["precision"][k]),
-                "recall": float(scores["recall"][k]),
-                "f1": float(scores["f1"][k]),
+                "precision": json_safe(float(scores["precision"][k])),  # None where undefined
+                "recall": json_safe(float(scores["recall"][k])),
+                "f1": json_safe(float(scores["f1"][k])),
                 "support": int(scores["support"][k]),
             }
             for k, name in enumerate(classes)

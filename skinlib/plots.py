@@ -1,4 +1,5 @@
-"""The figures of the course: learning curves, confusion matrix, image grid, class distribution.
+"""The figures of the course: learning curves, confusion matrix, image grid, class distribution,
+the one-cycle learning-rate schedule.
 
 Every function returns the matplotlib Figure, so a notebook shows it (as the cell's last value)
 and the CLI saves it (`fig.savefig(path)`). The figure is closed in pyplot before it is
@@ -16,6 +17,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from skinlib.config import TrainConfig
 from skinlib.data import CLASSES, IMAGENET_MEAN, IMAGENET_STD
 from skinlib.metrics import as_array
 
@@ -61,7 +63,8 @@ def plot_curves(history: list[dict], metrics=("accuracy", "loss"), title: str | 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_ylabel(metric.replace("_", " "))
         ax.grid(alpha=0.3)
-        ax.legend()
+        # below the axes, in one row: inside them, it would hide part of a curve
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=4, frameon=False)
     return _done(fig, title)
 
 
@@ -94,6 +97,7 @@ def plot_confusion(cm, classes=CLASSES, normalize="both", title: str | None = No
         ax.set_title(f"Confusion matrix ({what})")
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
+        ax.tick_params(axis="y", labelrotation=0)  # class names read across, like the x axis
     return _done(fig, title)
 
 
@@ -109,10 +113,12 @@ def _to_display(images) -> np.ndarray:
 
 def plot_image_grid(
     images, labels, preds=None, classes=CLASSES, ncols: int = 8, denormalize: bool = True,
-    captions=None, title: str | None = None,
+    captions=None, title: str | None = None, row_per_label: bool = False,
 ) -> Figure:
     """A grid of images titled by their class, and by the prediction when given (green right, red wrong);
     `captions` (one string per image) add a line under the class; `title` heads the figure.
+    `row_per_label=True` starts a row for each label (in order of first appearance), up to `ncols`
+    images each, blank where a class has fewer: a short class does not shift the others.
 
     uint8 images are shown as they are; float images are assumed ImageNet-normalised (as the
     transforms leave them) and are mapped back to colours unless `denormalize=False`.
@@ -132,13 +138,13 @@ def plot_image_grid(
             f"need at least one image and as many labels (and preds) as images: {n} images, "
             f"{len(labels)} labels, {'no' if preds is None else len(preds)} preds"
         )
-    ncols = min(ncols, n)
-    nrows = math.ceil(n / ncols)
+    slots = _grid_slots(labels, ncols, row_per_label)
+    nrows, ncols = max(row for row, _ in slots) + 1, max(col for _, col in slots) + 1
     fig, axes = plt.subplots(nrows, ncols, figsize=(2 * ncols, 2.6 * nrows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
+    for ax in axes.flat:
         ax.axis("off")
-        if i >= n:
-            continue
+    for i, (row, col) in enumerate(slots):
+        ax = axes[row, col]
         ax.imshow(pixels[i])
         if preds is None:
             caption = f"\n{captions[i]}" if captions is not None else ""
@@ -152,8 +158,24 @@ def plot_image_grid(
     return _done(fig, title)
 
 
-def plot_class_distribution(counts: dict[str, int]) -> Figure:
-    """Bar chart of images per class, each bar labelled with its count and share of the total."""
+def _grid_slots(labels: list[int], ncols: int, row_per_label: bool) -> list[tuple[int, int]]:
+    """(row, column) of each image: in reading order, or a row per label (its first `ncols` images)."""
+    if not row_per_label:
+        return [divmod(i, ncols) for i in range(len(labels))]
+    rows = {label: row for row, label in enumerate(dict.fromkeys(labels))}
+    seen: dict[int, int] = {}
+    slots = []
+    for label in labels:
+        seen[label] = seen.get(label, -1) + 1
+        if seen[label] >= ncols:
+            raise ValueError(f"more than ncols={ncols} images of label {label} for one row each")
+        slots.append((rows[label], seen[label]))
+    return slots
+
+
+def plot_class_distribution(counts: dict[str, int], title: str | None = None) -> Figure:
+    """Bar chart of images per class, each bar labelled with its count and share of the total,
+    under `title` (say which data, and SYNTHETIC when it is)."""
     names, values = list(counts), [int(v) for v in counts.values()]
     total = sum(values)
     if total == 0:
@@ -165,4 +187,38 @@ def plot_class_distribution(counts: dict[str, int]) -> Figure:
     ax.set_xlabel("class")
     ax.set_ylabel("images")
     ax.margins(y=0.2)  # room for the labels above the tallest bar
-    return _done(fig)
+    return _done(fig, title)
+
+
+def plot_one_cycle(config: TrainConfig, train_images: int, smoke: bool = False,
+                   synthetic: bool = False) -> Figure:
+    """The learning rate of every step of a one-cycle run of `config` (its lr as the peak, its epochs
+    and batch size) over `train_images` training images: torch's OneCycleLR on a throw-away
+    optimizer, stepped once per batch as `fit` steps it.
+
+    A smoke run takes a few steps only, so with `smoke=True` the figure shows the full run on
+    this data instead (TrainConfig's default epochs and batch size) and says so in its title.
+    """
+    def steps_per_epoch(batch: int) -> int:  # as make_loaders: a last training batch of 1 is dropped
+        return train_images // batch + (train_images % batch > 1)
+
+    run = TrainConfig(data=config.data, out=config.out, lr=config.lr) if smoke else config
+    steps = steps_per_epoch(run.batch_size)
+    total = run.epochs * steps
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total)
+    rates = []
+    for _ in range(total):
+        rates.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.plot(np.arange(total) / steps, rates)
+    ax.set(xlabel="epoch", ylabel="learning rate")
+    data = " (SYNTHETIC)" if synthetic else ""
+    if smoke:
+        smoke_steps = config.epochs * min(steps_per_epoch(config.batch_size), config.max_batches or total)
+        what = f"the full run on this data{data}; this SMOKE run takes {smoke_steps} steps"
+    else:
+        what = f"this run{data}"
+    return _done(fig, f"OneCycleLR, peak {config.lr:g}: {run.epochs} epochs of {steps} steps ({what})")

@@ -67,6 +67,18 @@ class NoFc2(nn.Module):
         self.fc1, self.fc3 = nn.Linear(32 * 53 * 53, 840), nn.Linear(840, num_classes)
 
 
+class FlattenWithoutBatch(SimpleCNN):  # torch.flatten(x) instead of torch.flatten(x, 1)
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv2(self.pool(F.relu(self.conv1(x))))))
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(torch.flatten(x))))))
+
+
+class ReturnForgotten(SimpleCNN):
+    def forward(self, x):
+        self.fc3(F.relu(self.fc2(F.relu(self.fc1(torch.flatten(self.pool(F.relu(self.conv2(
+            self.pool(F.relu(self.conv1(x)))))), 1))))))
+
+
 class NotWritten(nn.Module):
     def __init__(self, num_classes=8):
         raise NotImplementedError("conv1, ...")
@@ -84,10 +96,19 @@ def test_the_notebook_solution_of_simple_cnn_passes(capsys):
     (SoftmaxAtTheEnd, "is not fc3's logits"),
     (WrongFc1, "fc1's weight has shape (1200, 93312), not (1200, 89888)"),
     (NoFc2, "__init__ defines no fc2"),
+    (FlattenWithoutBatch, "self.fc1 receives shape (179776,), not (2, 89888): the flatten must keep the batch "
+                          "dimension: torch.flatten(x, 1)"),
+    (ReturnForgotten, "forward returned None: end it with `return self.fc3(x)`"),
 ], ids=lambda v: getattr(v, "__name__", "")[:20])
 def test_simple_cnn_check_names_the_mistake(wrong, message, capsys):
     assert checks.check_simple_cnn(wrong) is False
     assert message in said(capsys)
+
+
+def test_simple_cnn_built_before_exercise_1_says_to_do_it_first(capsys):
+    answer = solution("01_simple_cnn", "SimpleCNN", {"FC1_INPUTS": None})  # Exercise 1 skipped
+    assert checks.check_simple_cnn(answer) is False
+    assert "FC1_INPUTS is still None, so do Exercise 1 first" in said(capsys)
 
 
 def test_an_exercise_not_written_yet_is_reported_not_raised(capsys):
@@ -142,6 +163,24 @@ def no_step(model, loader, optimizer, criterion):
     return {}
 
 
+def no_backward(model, loader, optimizer, criterion):
+    model.train()
+    for images, labels in loader:
+        optimizer.zero_grad()
+        criterion(model(images), labels)
+        optimizer.step()
+    return {}
+
+
+def step_after_the_loop(model, loader, optimizer, criterion):
+    model.train()
+    for images, labels in loader:
+        optimizer.zero_grad()
+        criterion(model(images), labels).backward()
+    optimizer.step()
+    return {}
+
+
 def test_the_notebook_solution_of_the_training_loop_passes(capsys):
     answer = solution("02_training_and_testing", "train_one_epoch_by_hand", loop_namespace())
     assert checks.check_train_one_epoch(answer) is True
@@ -151,7 +190,9 @@ def test_the_notebook_solution_of_the_training_loop_passes(capsys):
 @pytest.mark.parametrize("wrong, message", [
     (no_zero_grad, "gradients pile up; call optimizer.zero_grad()"),
     (no_train_mode, "evaluation mode while training: call model.train()"),
-    (no_step, "optimizer.step() ran 0 time(s) for 2 batches"),
+    (no_step, "optimizer.step() is never called"),
+    (no_backward, "optimizer.step() is called without a gradient: is loss.backward() missing"),
+    (step_after_the_loop, "optimizer.step() ran 1 time for 2 batches: call it once per batch"),
 ], ids=lambda v: getattr(v, "__name__", ""))
 def test_training_check_names_the_mistake(wrong, message, capsys):
     assert checks.check_train_one_epoch(wrong) is False
@@ -313,7 +354,7 @@ def test_skinlib_new_head_passes_too(capsys):
     (head_with_1000_outputs, "2048 features to 1000 outputs; it needs 2048 -> 8"),
     (backbone_left_trainable, "backbone parameters still learn"),
     (head_frozen_too, "the new head is frozen too"),
-    (head_not_returned, "model.fc is NoneType, not an nn.Linear"),
+    (head_not_returned, "your function returned None: end it with `return model`"),
 ], ids=lambda v: getattr(v, "__name__", ""))
 def test_head_check_names_the_mistake(wrong, message, capsys):
     assert checks.check_resnet_head(wrong) is False

@@ -10,6 +10,7 @@ import torch
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
+    classification_report,
     confusion_matrix,
     precision_recall_fscore_support,
     roc_auc_score,
@@ -132,17 +133,28 @@ def test_balanced_accuracy_leaves_out_classes_absent_from_targets_as_sklearn_doe
     assert balanced_accuracy(matrix_of(targets, preds)) == pytest.approx(expected)
 
 
+def assert_per_class_equals_classification_report(targets, preds):
+    report = classification_report(targets, preds, labels=LABELS, zero_division=np.nan, output_dict=True)
+    ours = per_class(matrix_of(targets, preds))
+    for key, theirs in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score"), ("support", "support")):
+        np.testing.assert_allclose(ours[key], [report[str(k)][theirs] for k in LABELS], err_msg=key)  # NaN == NaN
+    return ours
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_per_class_scores_equal_sklearn(seed):
     targets, preds, _ = random_batch(seed, n=60)  # small: some classes never predicted -> zero division
-    precision, recall, f1, support = precision_recall_fscore_support(
-        targets, preds, labels=LABELS, zero_division=0
-    )
-    ours = per_class(matrix_of(targets, preds))
-    np.testing.assert_allclose(ours["precision"], precision)
-    np.testing.assert_allclose(ours["recall"], recall)
-    np.testing.assert_allclose(ours["f1"], f1)
-    np.testing.assert_array_equal(ours["support"], support)
+    assert_per_class_equals_classification_report(targets, preds)
+
+
+def test_undefined_per_class_scores_are_nan_as_in_sklearn_not_zero():
+    # a tiny test split: AK (3) and DF (5) have no image, DF is never predicted, AK is predicted once
+    targets = np.array([0, 0, 1, 1, 1, 2, 4, 6, 7])
+    preds = np.array([0, 1, 1, 1, 3, 2, 4, 1, 7])
+    ours = assert_per_class_equals_classification_report(targets, preds)
+    assert math.isnan(ours["recall"][3]) and math.isnan(ours["recall"][5])  # support 0: no recall
+    assert math.isnan(ours["f1"][5]) and ours["f1"][3] == 0  # AK's one prediction is wrong: F1 0
+    assert math.isnan(ours["precision"][6]) and ours["recall"][6] == 0  # VASC present, never predicted
 
 
 def test_empty_matrix_has_undefined_accuracy():
@@ -179,6 +191,14 @@ def test_summarize_is_json_serialisable_and_matches_sklearn():
     _, recall, _, support = precision_recall_fscore_support(targets, preds, labels=LABELS, zero_division=0)
     assert summary["per_class"]["MEL"]["recall"] == pytest.approx(recall[0])
     assert summary["per_class"]["SCC"]["support"] == support[7]
+
+
+def test_summarize_writes_null_for_a_recall_without_images():
+    targets, preds = np.array([0, 0, 1, 2]), np.array([0, 1, 1, 3])
+    summary = summarize(matrix_of(targets, preds), CLASSES)
+    json.dumps(summary, allow_nan=False)
+    assert summary["per_class"]["AK"]["recall"] is None and summary["per_class"]["AK"]["precision"] == 0
+    assert summary["per_class"]["MEL"]["recall"] == 0.5
 
 
 def test_summarize_of_an_empty_matrix_writes_null_not_nan():

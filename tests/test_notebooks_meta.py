@@ -3,8 +3,9 @@
 Stored: each source in tools/notebook_src is built (tools/build_notebooks.py) into a student
 notebook (notebooks/, exercises replaced by `raise NotImplementedError`) and a solution notebook
 (solutions/); kernel python3, an "Open in Colab" badge and one set-up cell that agree with
-`[project.urls] Repository` in pyproject.toml, no outputs except those of `# NBVAL_CHECK_OUTPUT`
-cells, no absolute paths, nothing that waits for input, and no solution code in a student notebook.
+`[project.urls] Repository` in pyproject.toml, no outputs except those of the cells tagged
+`nbval-check-output`, no absolute paths, nothing that waits for input, unique cell ids, and no
+solution code in a student notebook.
 
 Run: every solution notebook is executed under nbval in smoke mode on CPU, once on the embedded
 SYNTHETIC data and once on the 70 real sample images ($SKINLIB_TEST_DATA/isic2019-sample); every
@@ -106,7 +107,40 @@ def test_only_checked_cells_carry_outputs_and_execution_counts(path):
         else:
             assert cell.execution_count is None, f"{path.name} code cell {index} has an execution count"
             assert not cell.outputs, f"{path.name} code cell {index} carries a stale output"
-    assert checked, f"{path.name} has no NBVAL_CHECK_OUTPUT cell"
+    assert checked, f"{path.name} has no cell tagged nbval-check-output"
+
+
+def test_the_check_marker_is_a_tag_students_do_not_see():
+    for path in NOTEBOOKS + SOURCES:
+        assert "NBVAL_CHECK_OUTPUT" not in path.read_text(encoding="utf-8"), path.name
+
+
+def test_only_cells_tagged_for_checking_keep_their_outputs(tmp_path, monkeypatch):
+    monkeypatch.setattr(build_notebooks, "ROOT", tmp_path)
+    source = tmp_path / "98_tags.py"
+    source.write_text('# %% tags=["nbval-check-output"]\nprint(1)\n\n# %%\nprint(2)\n', encoding="utf-8")
+    notebook = build_notebooks.build(source, "https://github.com/o/r")
+    for cell in notebook.cells:
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=cell.source[6:7] + "\n")]
+    build_notebooks.keep_checked_outputs(notebook)
+    checked, plain = notebook.cells
+    assert checked.metadata == {"tags": ["nbval-check-output"]} and checked.source == "print(1)"
+    assert [out.text for out in checked.outputs] == ["1\n"] and checked.execution_count == 1
+    assert plain.metadata == {} and plain.outputs == [] and plain.execution_count is None
+
+
+@pytest.mark.filterwarnings("ignore::nbformat.warnings.DuplicateCellId")  # nbformat renumbers as it reads
+def test_check_catches_two_cells_with_one_id(tmp_path, monkeypatch, capsys):
+    versions = {version: tmp_path / folder.name for version, folder in build_notebooks.VERSIONS.items()}
+    for version, folder in build_notebooks.VERSIONS.items():
+        shutil.copytree(folder, versions[version])
+    monkeypatch.setattr(build_notebooks, "VERSIONS", versions)
+    stored = versions["student"] / EXPECTED[1]
+    text = stored.read_text(encoding="utf-8")
+    first, second = (cell["id"] for cell in read(stored).cells[2:4])
+    stored.write_text(text.replace(f'"id": "{second}"', f'"id": "{first}"'), encoding="utf-8")  # as a merge can
+    assert build_notebooks.main(["--check"]) == 1
+    assert f"notebooks/{EXPECTED[1]} (two cells with the id {first})" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=name_of)
@@ -325,6 +359,59 @@ def test_run_notebooks_keeps_an_executed_copy_with_outputs(tmp_path, notebook_sc
     assert "SimpleCNN: not done yet" in printed and "use skinlib's SimpleCNN" in printed
     assert "108,896,416" in printed and "same outputs on the batch: True" in printed
     assert (tmp_path / "01_simple_cnn.html").stat().st_size > 0
+
+
+def tqdm_bar_widgets(model_id: str, left: str, value: float, total: float, right: str) -> dict:
+    """The widget state nbclient saves for one tqdm.notebook bar: a box of (HTML, progress, HTML)."""
+    ids = [f"{model_id}-{part}" for part in ("left", "bar", "right")]
+    return {model_id: {"model_name": "HBoxModel", "state": {"children": [f"IPY_MODEL_{i}" for i in ids]}},
+            ids[0]: {"model_name": "HTMLModel", "state": {"value": left}},
+            ids[1]: {"model_name": "FloatProgressModel", "state": {"value": value, "max": total}},
+            ids[2]: {"model_name": "HTMLModel", "state": {"value": right}}}
+
+
+def test_saved_progress_bars_show_their_last_state_not_zero(tmp_path):
+    import run_notebooks
+
+    def view(model_id, first_frame):
+        return nbformat.v4.new_output("display_data", data={
+            run_notebooks.WIDGET_VIEW: {"model_id": model_id, "version_major": 2, "version_minor": 0},
+            "text/plain": first_frame})
+
+    cell = nbformat.v4.new_code_cell("fit(...)")
+    cell.outputs = [view("bar", "train:   0%|          | 0/2 [00:00<?, ?it/s]"), view("slider", "IntSlider(value=3)")]
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    state = {**tqdm_bar_widgets("bar", "train:\u2007100%", 2.0, 2.0, "\u20072/2\u2007[00:22&lt;00:00,\u200710.96s/it]"),
+             "slider": {"model_name": "IntSliderModel", "state": {"value": 3}}}
+    notebook.metadata["widgets"] = {run_notebooks.WIDGET_STATE: {"state": state}}
+    run_notebooks.settle_progress_bars(notebook)
+    bar, slider = cell.outputs
+    assert bar.data == {"text/plain": "train: 100%|██████████| 2/2 [00:22<00:00, 10.96s/it]"}
+    assert run_notebooks.WIDGET_VIEW in slider.data  # other widgets (notebook 05's) stay as they are
+
+
+def test_run_notebooks_keeps_the_ipynb_when_nbconvert_cannot_render_html(tmp_path, monkeypatch, capsys):
+    import nbconvert
+    import run_notebooks
+
+    class NoTemplates:
+        def from_notebook_node(self, notebook):
+            raise ValueError("No template sub-directory with name 'lab' found in the following paths")
+
+    class Ran:  # stands in for the kernel: the notebook "runs" without executing anything
+        def __init__(self, notebook, **options):
+            pass
+
+        def execute(self, env):
+            pass
+
+    monkeypatch.setattr(nbconvert, "HTMLExporter", NoTemplates)
+    monkeypatch.setattr(run_notebooks, "NotebookClient", Ran)
+    assert run_notebooks.main(["--out", str(tmp_path), "--smoke", EXPECTED[0], EXPECTED[1]]) == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == EXPECTED[:2]
+    printed = capsys.readouterr().out
+    assert f"warning: no {Path(EXPECTED[1]).with_suffix('.html')}: nbconvert could not render HTML (ValueError: " \
+        "No template sub-directory" in printed and "the executed .ipynb is kept" in printed
 
 
 def test_smoke_mode_never_downloads_weights_unless_told(monkeypatch):

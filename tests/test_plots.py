@@ -19,6 +19,7 @@ from skinlib.plots import (  # noqa: E402
     plot_confusion,
     plot_curves,
     plot_image_grid,
+    plot_one_cycle,
 )
 
 HISTORY = [
@@ -169,3 +170,63 @@ def test_curve_axes_show_whole_epochs_only():
 def test_plot_image_grid_adds_captions_under_the_class():
     fig = plot_image_grid(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), [0, 1], captions=["lesion A", "lesion B"])
     assert [ax.get_title() for ax in fig.axes] == ["MEL\nlesion A", "NV\nlesion B"]
+
+
+def test_curve_legend_sits_below_the_axes_not_on_the_curves():
+    fig = plot_curves(HISTORY)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+        assert legend.y1 <= axes_box.y0, "the legend overlaps the plotting area"
+
+
+def test_confusion_class_names_read_horizontally_on_both_axes():
+    for ax in plot_confusion(random_confusion()[0]).axes[:2]:  # the heatmaps, not their colour bars
+        assert tick_texts(ax.get_yticklabels()) == list(CLASSES)
+        assert all(label.get_rotation() == 0 for label in ax.get_yticklabels())
+
+
+def test_plot_image_grid_gives_each_label_its_own_row():
+    labels = [0, 0, 0, 0, 3, 3, 3, 4, 4, 4, 4]  # AK (3) has only 3 images
+    fig = plot_image_grid(torch.zeros(len(labels), 3, 8, 8, dtype=torch.uint8), labels, ncols=4, row_per_label=True)
+    grid = [[ax.get_title() for ax in fig.axes[row * 4:(row + 1) * 4]] for row in range(3)]
+    assert grid == [["MEL"] * 4, ["AK"] * 3 + [""], ["BKL"] * 4]
+    with pytest.raises(ValueError, match="more than ncols=2 images of label 0"):
+        plot_image_grid(torch.zeros(3, 3, 8, 8, dtype=torch.uint8), [0, 0, 0], ncols=2, row_per_label=True)
+
+
+def test_plot_class_distribution_carries_its_title():
+    fig = plot_class_distribution({"MEL": 3, "NV": 5}, title="Images per class: synthetic-800-0 (SYNTHETIC)")
+    assert fig._suptitle.get_text() == "Images per class: synthetic-800-0 (SYNTHETIC)"
+
+
+def one_cycle_reference(max_lr, total):
+    optimizer = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=max_lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total)
+    rates = []
+    for _ in range(total):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return rates
+
+
+def test_plot_one_cycle_draws_torchs_schedule_of_the_run():
+    from skinlib.config import TrainConfig
+
+    config = TrainConfig(data="d", out="o", epochs=3, batch_size=10, lr=1e-3)
+    fig = plot_one_cycle(config, train_images=41)  # 4 full batches and one of 1, dropped: 4 steps
+    line = fig.axes[0].get_lines()[0]
+    np.testing.assert_allclose(line.get_ydata(), one_cycle_reference(1e-3, 12))
+    np.testing.assert_allclose(line.get_xdata(), np.arange(12) / 4)
+    assert fig._suptitle.get_text() == "OneCycleLR, peak 0.001: 3 epochs of 4 steps (this run)"
+
+
+def test_plot_one_cycle_of_a_smoke_run_shows_the_full_run_and_says_so():
+    from skinlib.config import TrainConfig
+
+    smoke = TrainConfig(data="d", out="o", epochs=2, batch_size=4, max_batches=2)
+    fig = plot_one_cycle(smoke, train_images=560, smoke=True, synthetic=True)
+    assert len(fig.axes[0].get_lines()[0].get_ydata()) == 25 * 9  # 560 images in batches of 64
+    assert fig._suptitle.get_text() == ("OneCycleLR, peak 0.0007: 25 epochs of 9 steps (the full run on this data "
+                                        "(SYNTHETIC); this SMOKE run takes 4 steps)")

@@ -25,19 +25,23 @@ jupytext turns a source into cells; this script adds only what is the kit's own:
   **student** notebook (notebooks/NAME.ipynb, what the badges open) by a line that raises
   NotImplementedError with the TODO's text. A student cell holding an exercise carries nbval's
   and nbclient's `raises-exception` tag: it is expected to fail until the student writes it.
-- Stored outputs: only cells marked `# NBVAL_CHECK_OUTPUT` keep outputs (and an execution
-  count, which nbval needs to compare them). nbval compares them on every test run, so they
-  must print facts that depend neither on the data, the machine, the mode nor the exercises.
+- Stored outputs: only cells tagged `nbval-check-output` keep outputs (and an execution count,
+  which nbval needs to compare them). The tag is written in the source's cell header,
+  `# %% tags=["nbval-check-output"]`, and read by nbval, so the student sees no test marker.
+  nbval compares these outputs on every test run, so they must print facts that depend
+  neither on the data, the machine, the mode nor the exercises.
 
 Usage:
     python tools/build_notebooks.py            # write both versions, keeping checked outputs
     python tools/build_notebooks.py --execute  # also run them (smoke mode, SYNTHETIC data, CPU) and store
-                                               # the outputs of the `# NBVAL_CHECK_OUTPUT` cells
-    python tools/build_notebooks.py --check    # exit 1 if a notebook differs from its source
+                                               # the outputs of the `nbval-check-output` cells
+    python tools/build_notebooks.py --check    # exit 1 if a notebook differs from its source, or
+                                               # holds two cells with one id (a merge can do that)
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -50,7 +54,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "tools" / "notebook_src"
 VERSIONS = {"student": ROOT / "notebooks", "solution": ROOT / "solutions"}
-CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+CHECK_TAG = "nbval-check-output"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 TODO = "# TODO: "
 RAISES = "raises-exception"
@@ -166,11 +170,14 @@ def build(source: Path, repo_url: str, version: str = "student") -> nbformat.Not
             cells.append(nbformat.v4.new_code_cell(SETUP_CELL.format(repo_url=repo_url, kit_version=package_version())))
         elif version == "student" and has_exercise(cell.source):
             code = nbformat.v4.new_code_cell(student_code(cell.source, where))
-            code.metadata = {"tags": [RAISES]}
+            code.metadata = {"tags": [RAISES, *_source_tags(cell)]}
             cells.append(code)
         else:
             student_code(cell.source, where)  # the same errors in both versions
-            cells.append(nbformat.v4.new_code_cell(cell.source))
+            code = nbformat.v4.new_code_cell(cell.source)
+            if _source_tags(cell):
+                code.metadata = {"tags": _source_tags(cell)}
+            cells.append(code)
     notebook = nbformat.v4.new_notebook(cells=cells)
     notebook.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"},
                          **COLAB_METADATA}
@@ -179,22 +186,28 @@ def build(source: Path, repo_url: str, version: str = "student") -> nbformat.Not
     return notebook
 
 
+def _source_tags(cell) -> list[str]:
+    """The tags written in a source cell's header that the builder keeps (only nbval's check tag)."""
+    return [tag for tag in cell.metadata.get("tags", []) if tag == CHECK_TAG]
+
+
 def is_checked(cell) -> bool:
-    return cell.cell_type == "code" and cell.source.lstrip().startswith(CHECK_MARK)
+    return cell.cell_type == "code" and CHECK_TAG in cell.metadata.get("tags", [])
 
 
 def keep_checked_outputs(notebook) -> None:
-    """Drop every output except those of NBVAL_CHECK_OUTPUT cells.
+    """Drop every output except those of cells tagged nbval-check-output.
 
     nbval compares only cells that were run in the stored notebook, so checked cells get an
     execution count: 1, 2, 3 ... in order, the same on every rebuild. Other cells get none.
-    Cell metadata is the builder's own (the exercise tag), not what a kernel added.
+    Cell metadata is the builder's own (the exercise and check tags), not what a kernel added.
     """
     count = 0
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
-        cell.metadata = {"tags": [RAISES]} if RAISES in cell.metadata.get("tags", []) else {}
+        tags = [tag for tag in cell.metadata.get("tags", []) if tag in (RAISES, CHECK_TAG)]
+        cell.metadata = {"tags": tags} if tags else {}
         if not is_checked(cell):
             cell.execution_count = None
             cell.outputs = []
@@ -288,9 +301,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
             if args.check:
-                if not target.exists() or _without_outputs(target.read_text(encoding="utf-8")) != \
-                        _without_outputs(text):
+                stored = target.read_text(encoding="utf-8") if target.exists() else None
+                if stored is None or _without_outputs(stored) != _without_outputs(text):
                     stale.append(f"{folder.name}/{target.name}")
+                elif duplicate_ids(stored):
+                    stale.append(f"{folder.name}/{target.name} (two cells with the id "
+                                 f"{', '.join(duplicate_ids(stored))})")
                 continue
             folder.mkdir(exist_ok=True)
             target.write_text(text, encoding="utf-8")
@@ -309,6 +325,13 @@ def orphans(sources: list[Path]) -> list[Path]:
     names = {source.with_suffix(".ipynb").name for source in sources}
     return sorted(path for folder in VERSIONS.values() for path in folder.glob("*.ipynb")
                   if path.name not in names)
+
+
+def duplicate_ids(text: str) -> list[str]:
+    """Cell ids that more than one cell of a notebook carries (a line-based merge of two versions
+    can leave both copies of a cell): Jupyter then refuses or renumbers them."""
+    ids = [cell.get("id") for cell in json.loads(text).get("cells", [])]
+    return sorted({cell_id for cell_id in ids if cell_id is not None and ids.count(cell_id) > 1})
 
 
 def _without_outputs(text: str) -> list[tuple[str, str]]:

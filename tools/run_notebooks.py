@@ -11,11 +11,14 @@ outputs and as OUT/<name>.html for reading in a browser. The data is $SKINLIB_DA
 embedded SYNTHETIC set. Smoke mode also sets SKINLIB_PRETRAINED=0 (no download: random
 ResNet-50 weights) unless SKINLIB_PRETRAINED is already set. In the student notebooks the
 exercise cells (tagged `raises-exception`) may raise; any other failing cell stops its notebook,
-which is still written up to that cell, and the exit status is then 1.
+which is still written up to that cell, and the exit status is then 1. Progress bars are saved
+as their last state (a saved copy cannot replay a live bar). Without nbconvert's HTML templates
+a notebook gets no .html, with a warning; its .ipynb is kept.
 """
 from __future__ import annotations
 
 import argparse
+import html
 import os
 import sys
 import time
@@ -27,6 +30,8 @@ from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS, SOLUTIONS = ROOT / "notebooks", ROOT / "solutions"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
 def gpu_available() -> bool:
@@ -64,15 +69,50 @@ def run_notebook(source: Path, out: Path, timeout: int | None,
         error = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     seconds = time.perf_counter() - start
     target = out / source.name
+    settle_progress_bars(notebook)
     nbformat.write(notebook, target)
     _write_html(notebook, target.with_suffix(".html"))
     return target, seconds, error
 
 
+def settle_progress_bars(notebook) -> None:
+    """Replace each tqdm bar in the outputs by a line of text: the bar's last state.
+
+    In a notebook, tqdm draws an ipywidgets box (text, bar, text) whose saved text form is its
+    first frame ("train:   0%| 0/2"): a saved copy would show every run stalled at 0 %. The
+    widget state that nbclient stores with the notebook holds the last frame.
+    """
+    state = notebook.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            view = output.get("data", {}).get(WIDGET_VIEW)
+            text = _progress_bar_text(state, view["model_id"]) if isinstance(view, dict) else None
+            if text is not None:
+                output["data"] = {"text/plain": text}
+
+
+def _progress_bar_text(state: dict, model_id: str) -> str | None:
+    """The last frame of tqdm's box (HTML, FloatProgress, HTML) as text; None for other widgets."""
+    box = state.get(model_id, {})
+    children = [state.get(child.removeprefix("IPY_MODEL_"), {}) for child in box.get("state", {}).get("children", [])]
+    if box.get("model_name") != "HBoxModel" or [child.get("model_name") for child in children] != \
+            ["HTMLModel", "FloatProgressModel", "HTMLModel"]:
+        return None
+    left, right = (html.unescape(children[i]["state"].get("value", "")) for i in (0, 2))
+    progress = children[1]["state"]
+    filled = round(10 * progress.get("value", 0) / progress["max"]) if progress.get("max") else 0
+    return f"{left}|{'█' * filled:<10}|{right}".replace("\u2007", " ")  # tqdm pads with figure spaces
+
+
 def _write_html(notebook, path: Path) -> None:
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(notebook)
+    try:
+        body, _ = HTMLExporter().from_notebook_node(notebook)
+    except Exception as error:  # missing templates (ValueError), a Jinja error...: the .ipynb is enough
+        print(f"\n    warning: no {path.name}: nbconvert could not render HTML ({type(error).__name__}: "
+              f"{error}); the executed .ipynb is kept", flush=True)
+        return
     path.write_text(body, encoding="utf-8")
 
 

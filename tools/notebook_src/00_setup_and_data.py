@@ -77,8 +77,7 @@ print(f"data: {DATA_DIR.name}: {'SYNTHETIC images' if SYNTHETIC else 'the ISIC 2
 # Each image has exactly one diagnosis. The network will answer with a number from 0 to 7, the class's position in
 # `CLASSES`; this order is the column order of the official ground-truth CSV and is used everywhere in the course.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 for index, name in enumerate(CLASSES):
     print(f"{index}  {name:<5} {CLASS_NAMES[name]}")
 

@@ -151,8 +151,7 @@ model = SimpleCNN(num_classes=len(CLASSES))
 # %% [markdown]
 # The cell below does the side arithmetic, then checks it by sending a blank image through the layers.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 side = 224
 for step, (name, rule) in enumerate([("conv1 5x5", lambda s: s - 5 + 1), ("max-pool 2", lambda s: s // 2),
                                      ("conv2 5x5", lambda s: s - 5 + 1), ("max-pool 2", lambda s: s // 2)]):
@@ -181,8 +180,7 @@ with torch.no_grad():
 # %%
 MY_GUESS = None  # your guess for SimpleCNN's number of parameters
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 total = count_parameters(model)
 for name, layer in model.named_children():
     n = sum(p.numel() for p in layer.parameters())
@@ -214,8 +212,7 @@ images = torch.stack([dataset[i][0] for i in range(4)])
 labels = [dataset[i][1] for i in range(4)]
 print(f"labels of these 4 images: {[CLASSES[label] for label in labels]}")
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"images: {tuple(images.shape)}, {images.dtype}")
 model.eval()  # no dropout or batch-norm here, but it is the habit to have before inference
 with torch.no_grad():
@@ -239,8 +236,7 @@ for label, row in zip(labels, probabilities):
 # really the same network? Same parameter names and shapes, and, once it holds the same weights, the same outputs
 # (until your SimpleCNN passes its check, `model` is skinlib's own, so this compares it with itself):
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 from skinlib.models import SimpleCNN as LibrarySimpleCNN
 
 library_model = LibrarySimpleCNN(num_classes=len(CLASSES)).eval()

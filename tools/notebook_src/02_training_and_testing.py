@@ -205,8 +205,7 @@ print(f"one batch: images {tuple(images.shape)} {images.dtype}, labels {tuple(la
 # averaged over the batch: 0 for a confident right answer, large for a confident wrong one. A network that knows
 # nothing and gives every class the same score pays $-\log(1/8) = \ln 8$ on every image.
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 criterion = nn.CrossEntropyLoss()
 equal_scores = torch.zeros(1, len(CLASSES))  # the same logit for all 8 classes
 print(f"loss of equal scores: {criterion(equal_scores, torch.tensor([3])).item():.4f} (ln 8 = 2.0794)")
@@ -409,8 +408,7 @@ plot_confusion(test["confusion"], classes=CLASSES, title=f"Test set: {RUN_NAME}"
 # "Always NV" recalls NV perfectly and every other class not at all: 1/8 = 12.5 % when all 8 classes are present.
 # On the real ISIC 2019 class counts:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 REAL_COUNTS = {"MEL": 4522, "NV": 12875, "BCC": 3323, "AK": 867, "BKL": 2624, "DF": 239, "VASC": 253, "SCC": 628}
 truth = torch.cat([torch.full((n,), CLASSES.index(name)) for name, n in REAL_COUNTS.items()])
 always_nv = ConfusionMatrix(len(CLASSES)).update(torch.full_like(truth, CLASSES.index("NV")), truth)

@@ -137,8 +137,7 @@ print(f"ImageNet weights: {'loaded' if PRETRAINED else 'NOT loaded (random initi
 # %%
 print(model.layer1[0])
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 x = torch.zeros(1, 3, 224, 224)
 with torch.no_grad():
     for name in ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"]:
@@ -199,8 +198,7 @@ replace_head_and_freeze = use_yours_or(skinlib_replace_head_and_freeze, replace_
 # %% [markdown]
 # The ImageNet model above, given the new head and frozen (the training below starts from fresh copies):
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"ImageNet head: {model.fc}")
 print(f"parameters with the 1000-class head: {count_parameters(model):>11,}")
 model = replace_head_and_freeze(model)
@@ -274,8 +272,7 @@ figure
 # %%
 frozen = replace_head_and_freeze(skinlib_resnet50(num_classes=1000, pretrained=PRETRAINED))
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 print(f"trainable: {count_parameters(frozen, trainable_only=True):,} of {count_parameters(frozen):,} parameters")
 
 # %%

@@ -188,8 +188,7 @@ for wrong, title in [(True, "most confident mistakes"), (False, "recognised with
 #
 # The layer's output, for one image:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 backbone = torch.nn.Sequential(*list(resnet.model.cpu().children())[:-2])  # everything up to layer4
 with torch.no_grad():
     print(f"layer4 activations for one 224x224 image: {tuple(backbone(torch.zeros(1, 3, 224, 224)).shape)}")

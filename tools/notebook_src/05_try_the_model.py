@@ -109,8 +109,7 @@ try_model_app(models, test_images)
 # is chosen from what each mistake costs, and in screening a high sensitivity is usually required. A small check
 # of the arithmetic first, on six made-up lesions:
 
-# %%
-# NBVAL_CHECK_OUTPUT
+# %% tags=["nbval-check-output"]
 toy = melanoma_decision(targets=[MEL, MEL, MEL, 1, 2, 3], mel_probs=[0.9, 0.6, 0.2, 0.7, 0.1, 0.3], threshold=0.5)
 print(f"found {toy['tp']}, missed {toy['fn']}, false alarms {toy['fp']}, spared {toy['tn']}: "
       f"sensitivity {toy['sensitivity']:.3f}, specificity {toy['specificity']:.3f}")
