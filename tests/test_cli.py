@@ -212,6 +212,7 @@ def test_unavailable_pretrained_weights_are_one_error_line(real_sample_dir, tmp_
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache
     # a closed local port: the download fails at once, as on a machine without network
     monkeypatch.setitem(models.WEIGHT_URLS, models.DEFAULT_WEIGHTS, "http://127.0.0.1:9/resnet50-0676ba61.pth")
+    monkeypatch.setattr(models, "DOWNLOAD_BACKOFF", 0.0)  # the retries, without their waits
     rc, err = run_cli(["train", "--data", str(real_sample_dir), "--model", "resnet50", "--epochs", "1",
                        "--out", str(tmp_path / "run"), "--batch-size", "4", "--workers", "0", "--quiet"], capsys)
     assert rc == 1
