@@ -1,6 +1,7 @@
 """Writing a prepared-image cache: decode every image once, resumably, in parallel processes."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -104,8 +105,8 @@ def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, size: int
 
 def _prepare(data_dir: Path, folder: KitFolder, frame: pd.DataFrame, size: int,
              workers: int | None, progress: bool, force: bool) -> PrepareReport:
-    """`prepare` into a claimed and locked cache folder (see `prepare`; over 50 lines because
-    its steps share many values: up to date, resume, copy, decode, publish)."""
+    """`prepare` into a claimed and locked cache folder (see `prepare`): up to date, or resume
+    or start the images file (copying from an older cache), decode the rest, publish."""
     started = time.perf_counter()
     cache_dir = folder.path
     paths = frame["path"].tolist()
@@ -113,7 +114,6 @@ def _prepare(data_dir: Path, folder: KitFolder, frame: pd.DataFrame, size: int,
     # A replaced image of the same size gets a new key through its modification time.
     key = cache_key(frame["image"].tolist(), [f"{b} {t}" for b, t in zip(sizes, mtimes)], size)
     n = len(frame)
-    shape = (n, size, size, 3)
 
     previous = open_valid(cache_dir)
     if previous is not None and previous.manifest["key"] == key:
@@ -125,62 +125,78 @@ def _prepare(data_dir: Path, folder: KitFolder, frame: pd.DataFrame, size: int,
 
     images_name, index_name = f"images-{key}.npy", f"index-{key}.csv"
     progress_path = cache_dir / f"progress-{key}.npy"
-    images_path = cache_dir / images_name
     keep = {images_name, progress_path.name}
     if previous is not None:
         keep |= {previous.manifest["images_file"], previous.manifest["index_file"]}
     remove_stale(folder, keep)  # an abandoned partial run of other data: free its disk
     folder.record(images_name, progress_path.name, index_name, MANIFEST)
 
-    images, done = None, None
-    if progress_path.is_file() and images_path.is_file() and not force:
-        try:
-            done = np.load(progress_path)
-            images = np.lib.format.open_memmap(images_path, mode="r+")
-        except (OSError, ValueError):
-            images, done = None, None
-        if images is not None and (images.shape != shape or done.shape != (n,)):
-            images, done = None, None
+    images, done = _resumed(cache_dir / images_name, progress_path, (n, size, size, 3), force)
     n_resumed = int(done.sum()) if done is not None else 0
     n_reused = 0
     if images is None:
-        needed = cache_bytes(n, size)
-        free = shutil.disk_usage(cache_dir).free
-        if needed > free:
-            raise CacheError(f"{cache_dir}: the cache needs {needed / 1e9:.2f} GB, only "
-                             f"{free / 1e9:.2f} GB free (try a smaller --size)")
-        progress_path.unlink(missing_ok=True)
-        images = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=shape)
-        reserve(images_path, images.offset + images.nbytes)
-        done = np.zeros(n, dtype=bool)
+        images, done = _started(cache_dir / images_name, progress_path, (n, size, size, 3))
         if previous is not None and not force:
             n_reused = _copy_from_previous(previous, frame, sizes, mtimes, size, images, done)
         images.flush()
         atomic_write(progress_path, lambda f: np.save(f, done))
 
-    todo = np.flatnonzero(~done)
-    n_decoded = _decode_into(images, done, todo, paths, size, progress_path,
+    n_decoded = _decode_into(images, done, np.flatnonzero(~done), paths, size, progress_path,
                              workers or available_cpus(), progress)
     images.flush()
-    with open(images_path, "rb+") as f:
+    with open(cache_dir / images_name, "rb+") as f:
         os.fsync(f.fileno())
     del images
+    manifest = _publish(data_dir, cache_dir, frame, sizes, mtimes, key, size)
+    remove_stale(folder, {images_name, index_name, MANIFEST})  # also the progress file
+    return PrepareReport(cache_dir, size, n, n_decoded, n_reused, n_resumed,
+                         time.perf_counter() - started, manifest["images_bytes"], up_to_date=False)
 
+
+def _resumed(images_path: Path, progress_path: Path, shape: tuple, force: bool):
+    """The images file and the rows done of an interrupted run of the same key, or (None, None)."""
+    if force or not (progress_path.is_file() and images_path.is_file()):
+        return None, None
+    try:
+        done = np.load(progress_path)
+        images = np.lib.format.open_memmap(images_path, mode="r+")
+    except (OSError, ValueError):
+        return None, None
+    if images.shape != shape or done.shape != shape[:1]:
+        return None, None
+    return images, done
+
+
+def _started(images_path: Path, progress_path: Path, shape: tuple) -> tuple[np.memmap, np.ndarray]:
+    """A new images file with all its blocks reserved (no SIGBUS on a full disk), and no row done."""
+    needed, free = cache_bytes(shape[0], shape[1]), shutil.disk_usage(images_path.parent).free
+    if needed > free:
+        raise CacheError(f"{images_path.parent}: the cache needs {needed / 1e9:.2f} GB, only "
+                         f"{free / 1e9:.2f} GB free (try a smaller --size)")
+    progress_path.unlink(missing_ok=True)
+    images = np.lib.format.open_memmap(images_path, mode="w+", dtype=np.uint8, shape=shape)
+    reserve(images_path, images.offset + images.nbytes)
+    return images, np.zeros(shape[0], dtype=bool)
+
+
+def _publish(data_dir: Path, cache_dir: Path, frame: pd.DataFrame, sizes: np.ndarray,
+             mtimes: np.ndarray, key: str, size: int) -> dict:
+    """Write the index, then the manifest that makes the finished cache valid; return the manifest."""
+    n = len(frame)
+    images_name, index_name = f"images-{key}.npy", f"index-{key}.csv"
     index = pd.DataFrame({"row": np.arange(n), "image": frame["image"], "label": frame["label"],
                           "bytes": sizes, "mtime_ns": mtimes})
     atomic_write_text(cache_dir / index_name, index.to_csv(index=False))
     manifest = {
-        "format": FORMAT, "version": VERSION, "key": key, "size": size, "shape": list(shape),
+        "format": FORMAT, "version": VERSION, "key": key, "size": size, "shape": [n, size, size, 3],
         "dtype": "uint8", "layout": "NHWC RGB; short side resized to size, centre square",
         "images_file": images_name, "index_file": index_name,
-        "images_bytes": images_path.stat().st_size, "source": str(data_dir.resolve()),
+        "images_bytes": (cache_dir / images_name).stat().st_size, "source": str(data_dir.resolve()),
         "ground_truth_sha256": sha256_file(data_dir / GROUND_TRUTH_CSV),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     atomic_write_text(cache_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
-    remove_stale(folder, {images_name, index_name, MANIFEST})  # also the progress file
-    return PrepareReport(cache_dir, size, n, n_decoded, n_reused, n_resumed,
-                         time.perf_counter() - started, manifest["images_bytes"], up_to_date=False)
+    return manifest
 
 
 def _decode_into(images: np.memmap, done: np.ndarray, todo: np.ndarray, paths: list[str],
@@ -210,29 +226,34 @@ def _decode_into(images: np.memmap, done: np.ndarray, todo: np.ndarray, paths: l
             for rows in chunks:
                 store(*_decode_chunk(rows, [paths[r] for r in rows], size))
         else:
-            with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent,
-                                     initargs=(os.getpid(),)) as pool:
-                pending = set()
-                chunk_iter = iter(chunks)
-                try:
-                    # keep a bounded number of chunks in flight: bounded memory, and an
-                    # error stops the run without decoding everything queued behind it
-                    for rows in chunk_iter:
-                        pending.add(pool.submit(_decode_chunk, rows, [paths[r] for r in rows], size))
-                        if len(pending) >= 2 * workers:
-                            break
-                    while pending:
-                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        for future in finished:
-                            store(*future.result())
-                            rows = next(chunk_iter, None)
-                            if rows is not None:
-                                pending.add(pool.submit(_decode_chunk, rows,
-                                                        [paths[r] for r in rows], size))
-                finally:
-                    for future in pending:
-                        future.cancel()
+            _decode_in_pool(chunks, paths, size, workers, store)
     finally:
         checkpoint()
         bar.close()
     return n_decoded
+
+
+def _decode_in_pool(chunks: list[list[int]], paths: list[str], size: int, workers: int, store) -> None:
+    """Decode `chunks` in `workers` processes (which end if this one dies), `store`-ing each result.
+
+    A bounded number of chunks is in flight: bounded memory, and an error stops the run
+    without decoding everything queued behind it.
+    """
+    with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
+        def submit(rows):
+            return pool.submit(_decode_chunk, rows, [paths[r] for r in rows], size)
+
+        chunk_iter = iter(chunks)
+        pending = {submit(rows) for rows in itertools.islice(chunk_iter, 2 * workers)}
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    store(*future.result())
+                    rows = next(chunk_iter, None)
+                    if rows is not None:
+                        pending.add(submit(rows))
+        finally:
+            for future in pending:
+                future.cancel()

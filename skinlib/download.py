@@ -22,21 +22,15 @@ import argparse
 import csv
 import json
 import os
-import re
-import shutil
-import zipfile
-import zlib
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Mapping
 
-from tqdm.auto import tqdm
-
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV
-from skinlib.fetch import (BACKOFF, RETRIES, TIMEOUT, DownloadError, Fetcher, flat_message,
-                           move_aside, sha256_of)
+from skinlib.fetch import BACKOFF, RETRIES, TIMEOUT, DownloadError, Fetcher, move_aside, sha256_of
 from skinlib.files import atomic_write_text, claim_folder
 from skinlib.mirror import check_archive, fetch_mirror_manifest, mirror_hashes, saved_mirror_manifest
+from skinlib.unpack import SCRATCH, extract
 
 __all__ = ["BASE_URL", "ARCHIVE", "MANIFEST", "SHA256", "DownloadError", "sha256_of",
            "download_isic2019", "register"]
@@ -51,7 +45,6 @@ SHA256 = {
     METADATA_CSV: "d93994a8ed201d474de9a7af7e17ec30929cbc4a5220659ecbde17cbe83e9316",
 }
 
-SCRATCH = ".extracting"
 ARCHIVE_ROOT_FILES = ("LICENSE.txt", "ATTRIBUTION.txt")  # what an archive may hold beside its folder
 # Every name a download writes in its folder (the archive's root may add LICENSE/ATTRIBUTION files).
 KIT_NAMES = (GROUND_TRUTH_CSV, METADATA_CSV, IMAGES_DIR, ARCHIVE, MANIFEST, SCRATCH,
@@ -112,24 +105,31 @@ def download_isic2019(
         mirror = fetch_mirror_manifest(fetch, data_dir) if use_mirror_manifest else None
         if mirror is not None:
             hashes = mirror_hashes(mirror)
-        for name in (GROUND_TRUTH_CSV, METADATA_CSV):
-            _get_csv(fetch, data_dir / name, hashes.get(name))
-        images = _read_image_ids(data_dir / GROUND_TRUTH_CSV)
-        if not _images_in_place(data_dir / IMAGES_DIR, images):
-            archive = data_dir / ARCHIVE
-            if not archive.exists():
-                # The zip and its extracted copy sit side by side for a moment.
-                fetch.get(archive, space_factor=2.0)
-            if ARCHIVE in hashes:  # a mirror's manifest lists it; the official archive has no checksum
-                check_archive(archive, hashes[ARCHIVE], fetch.base_url)
-            _extract(archive, data_dir, images, progress=progress)
-            if not keep_archive:
-                archive.unlink()
+        images = _fetch_files(fetch, data_dir, hashes, keep_archive=keep_archive, progress=progress)
 
     _write_manifest(data_dir, hashes, len(images), base_url, subset=mirror is not None)
     what = "a SUBSET of ISIC 2019" if mirror is not None else "ISIC 2019"
     print(f"{what} is ready in {data_dir}: {len(images):,} images, both CSVs verified.")
     return data_dir
+
+
+def _fetch_files(fetch: Fetcher, data_dir: Path, hashes: Mapping[str, str], *, keep_archive: bool,
+                 progress: bool) -> list[str]:
+    """Both CSVs checked, then the images unpacked unless already in place; the image ids."""
+    for name in (GROUND_TRUTH_CSV, METADATA_CSV):
+        _get_csv(fetch, data_dir / name, hashes.get(name))
+    images = _read_image_ids(data_dir / GROUND_TRUTH_CSV)
+    if not _images_in_place(data_dir / IMAGES_DIR, images):
+        archive = data_dir / ARCHIVE
+        if not archive.exists():
+            # The zip and its extracted copy sit side by side for a moment.
+            fetch.get(archive, space_factor=2.0)
+        if ARCHIVE in hashes:  # a mirror's manifest lists it; the official archive has no checksum
+            check_archive(archive, hashes[ARCHIVE], fetch.base_url)
+        extract(archive, data_dir, images, progress=progress)
+        if not keep_archive:
+            archive.unlink()
+    return images
 
 
 # --------------------------------------------------------------------------- checks
@@ -174,79 +174,6 @@ def _images_in_place(folder: Path, images: list[str]) -> bool:
         f"{folder} exists but holds {len(present & listed):,} of the {len(listed):,} images the "
         f"ground truth lists and {len(present - listed):,} it does not; move it away, then re-run"
     )
-
-
-def _safe_member_path(name: str) -> PurePosixPath | None:
-    """The member's relative path, or None when it would land outside the target folder."""
-    path = PurePosixPath(name.replace("\\", "/"))
-    if path.is_absolute() or re.match(r"^[A-Za-z]:", name) or ".." in path.parts:
-        return None
-    return path
-
-
-def _extract(archive: Path, data_dir: Path, images: list[str], *, progress: bool) -> None:
-    """Check the archive's members, then extract into a scratch folder and rename into place.
-
-    Any failure moves the archive aside as `.bad` and leaves `data_dir/IMAGES_DIR` absent, so a
-    re-run downloads a fresh copy instead of unpacking the same broken one again.
-    """
-    def fail(reason: str):
-        bad = move_aside(archive)
-        return DownloadError(f"{archive}: {reason}; moved aside to {bad.name}, nothing extracted")
-
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise fail(f"not a readable zip archive ({flat_message(exc)})") from None
-    with zf:
-        members = zf.infolist()
-        for info in members:
-            if _safe_member_path(info.filename) is None:
-                raise fail(f"member {info.filename!r} would be written outside the target folder")
-        prefix = IMAGES_DIR + "/"
-        in_zip = {
-            info.filename[len(prefix):-4]
-            for info in members
-            if info.filename.startswith(prefix) and info.filename.lower().endswith(".jpg")
-            and "/" not in info.filename[len(prefix):]
-        }
-        listed = set(images)
-        if in_zip != listed:
-            missing, extra = sorted(listed - in_zip), sorted(in_zip - listed)
-            detail = "; ".join(
-                f"{what}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
-                for what, names in (("missing", missing), ("not in the CSV", extra)) if names
-            )
-            raise fail(
-                f"holds {len(in_zip):,} images under {prefix} but {GROUND_TRUTH_CSV} lists "
-                f"{len(listed):,} ({detail})"
-            )
-
-        scratch = data_dir / SCRATCH
-        shutil.rmtree(scratch, ignore_errors=True)  # the kit's leftovers of a run that was cut off
-        scratch.mkdir()
-        try:
-            with tqdm(total=len(members), unit="file", desc=f"unpack {archive.name}",
-                      disable=not progress) as bar:
-                for info in members:
-                    # ZipFile.extract reads through ZipExtFile, which raises BadZipFile on a
-                    # CRC-32 mismatch at the end of each member: the integrity check is free.
-                    zf.extract(info, scratch)
-                    bar.update(1)
-        except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
-            shutil.rmtree(scratch, ignore_errors=True)
-            raise fail(f"corrupt member ({flat_message(exc)})") from None
-        except OSError as exc:  # disk full, permissions: the archive itself may be fine
-            shutil.rmtree(scratch, ignore_errors=True)
-            raise DownloadError(f"{archive}: extracting into {data_dir} failed ({flat_message(exc)})") from None
-
-    # One rename publishes the folder, so a run cut off here never leaves half a folder behind.
-    os.replace(scratch / IMAGES_DIR, data_dir / IMAGES_DIR)
-    for leftover in scratch.iterdir():  # LICENSE / ATTRIBUTION at the archive's root, if any
-        target = data_dir / leftover.name
-        if not target.exists():
-            os.replace(leftover, target)
-    shutil.rmtree(scratch, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- manifest

@@ -13,7 +13,6 @@ and scheduler it is given (it never builds or re-initialises any of them), and w
 from __future__ import annotations
 
 import functools
-import math
 import time
 from typing import Any, Iterable
 
@@ -24,31 +23,11 @@ from tqdm.auto import tqdm
 from skinlib import distributed
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD
 from skinlib.device import autocast_dtype, make_scaler
-from skinlib.errors import SkinlibError
+from skinlib.divergence import LossWatch, NonFiniteLoss
 from skinlib.history import epoch_row, format_epoch
 from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy
 from skinlib.resume import CheckpointPlan
 from skinlib.sampling import set_loader_epoch
-
-
-class NonFiniteLoss(SkinlibError):
-    """The training loss became NaN or infinite: the run diverged and cannot go on.
-
-    Attributes: `epoch` (1-based; None when raised by `train_one_epoch` on its own), `batch`
-    (1-based, the first batch of that epoch whose loss was not finite) and `history` (the
-    rows of the epochs finished before it, whose weights the checkpoint holds). The loss is
-    checked where the loop waits for the GPU anyway, at the end of the epoch.
-    """
-
-    def __init__(self, epoch: int | None, batch: int, lr: float,
-                 history: list[dict[str, Any]] | None = None):
-        self.epoch, self.batch, self.lr = epoch, batch, lr
-        self.history = list(history or [])
-        where = f"epoch {epoch}, batch {batch}" if epoch is not None else f"batch {batch}"
-        super().__init__(
-            f"the training loss became NaN or infinite at {where}: training diverged, most "
-            f"likely because the learning rate ({lr:.2g}) is too high; train again with a "
-            f"lower learning rate (e.g. {lr / 10:.2g})")
 
 
 @functools.lru_cache(maxsize=8)
@@ -125,7 +104,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     the last step). `scheduler` is stepped after every batch (one-cycle). `grad_clip` clips
     each gradient element to [-grad_clip, grad_clip] (`clip_grad_value_`). With
     `amp_dtype=torch.float16` pass an enabled `scaler` (see `make_scaler`). Raises
-    NonFiniteLoss when a batch's loss was NaN or infinite.
+    NonFiniteLoss, naming the first batch whose loss was NaN or infinite, and stops there: at
+    that batch on a CPU, a few batches later on a GPU (`skinlib.divergence`).
     """
     device = torch.device(device)
     scaler = make_scaler(device, None) if scaler is None else scaler
@@ -133,7 +113,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     model.train()
     cm = None
     loss_sum = torch.zeros((), device=device)  # summed on the device: no wait per batch
-    first_bad = torch.full((), -1, device=device)  # first batch with a non-finite loss
+    watch = LossWatch(device)  # stops the epoch at a NaN or infinite loss (see skinlib.divergence)
     images_seen, lr, start = 0, optimizer.param_groups[0]["lr"], time.perf_counter()
     for batch, (images, labels) in enumerate(_batches(loader, max_batches, progress, "train")):
         images, labels = to_device_batch(images, labels, device, channels_last=channels_last)
@@ -141,11 +121,12 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             outputs = model(images)
             loss = criterion(outputs, labels)
+        lr = optimizer.param_groups[0]["lr"]
+        watch.note(loss, batch, lr)
         scaler.scale(loss).backward()
         if grad_clip is not None:
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             nn.utils.clip_grad_value_(model.parameters(), grad_clip)
-        lr = optimizer.param_groups[0]["lr"]
         scaler.step(optimizer)
         scaler.update()
         if scheduler is not None:
@@ -154,13 +135,10 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         if cm is None:
             cm = ConfusionMatrix(outputs.shape[1])
         cm.update(predictions, labels)
-        loss = loss.detach().float()
-        first_bad = torch.where((first_bad < 0) & ~loss.isfinite(), batch, first_bad)
-        loss_sum += loss * labels.shape[0]
+        loss_sum += loss.detach().float() * labels.shape[0]
         images_seen += labels.shape[0]
+    watch.finish()
     result = _results(loss_sum, cm, images_seen, start, "training")
-    if not math.isfinite(result["loss"]):
-        raise NonFiniteLoss(None, int(first_bad.item()) + 1, lr)
     result["lr"] = lr
     return result
 

@@ -44,6 +44,8 @@ def decode(path: Path, reduced: bool) -> Image.Image:
                     image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
                 image.load()  # the pixels stay usable after the file is closed
                 return image
+    except (PermissionError, IsADirectoryError) as exc:  # the file is fine; the system will not let us read it
+        raise ImageError(f"{path}: image cannot be read ({exc.strerror})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(
             f"{path}: larger than Pillow's decompression-bomb limit (PIL.Image.MAX_IMAGE_PIXELS = "

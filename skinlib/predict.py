@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -20,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from skinlib.cli_errors import device_name, int_at_least
 from skinlib.data import DataError, open_image
 from skinlib.export import ExportedModel, load_model
 from skinlib.files import atomic_write_text
@@ -115,11 +115,12 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("predict", help="classify images with a saved model (RUN/model.pt)")
     p.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
     p.add_argument("--model", type=Path, required=True, help="model file written by train (RUN/model.pt)")
-    p.add_argument("--top-k", type=int, default=3, help="classes shown per image (default: %(default)s)")
+    p.add_argument("--top-k", type=int_at_least(1), default=3, help="classes shown per image (default: %(default)s)")
     p.add_argument("--cam", type=Path, default=None, metavar="OUT_DIR", help="write Grad-CAM overlays here")
     p.add_argument("--csv", type=Path, default=None, help="write every probability, one row per image")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=16)
+    p.add_argument("--device", type=device_name, default=None,
+                   help="cuda, cuda:1, mps or cpu (default: best available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_command)
 
@@ -127,9 +128,6 @@ def register(subparsers) -> None:
 def run_command(args: argparse.Namespace) -> int:
     from skinlib.device import select_device
 
-    if args.top_k < 1 or args.batch_size < 1:
-        print("error: --top-k and --batch-size must be at least 1", file=sys.stderr)
-        return 2
     if args.csv is not None and args.csv.exists():
         raise DataError(f"{args.csv} already exists; choose another --csv file or move it away")
     paths = image_paths(args.images)

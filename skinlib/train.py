@@ -75,6 +75,7 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
 
 
 def _run(config, folder: KitFolder, resume: bool) -> dict[str, Any]:
+    """`run` in a claimed and locked folder: check, split, train, test, write the results."""
     out = folder.path
     checkpoint = out / CHECKPOINT
     main = distributed.is_main_process()  # under torchrun only process 0 writes
@@ -97,25 +98,7 @@ def _run(config, folder: KitFolder, resume: bool) -> dict[str, Any]:
     loaders = make_loaders(frame, split, config, device=device)
     if not resume and main:  # a resumed run's settings are only known to be valid once fit accepts them
         _write_json(folder.file(CONFIG_JSON), config.to_dict())
-
-    model = build_model(config.model, num_classes=NUM_CLASSES, pretrained=config.pretrained,
-                        weights_path=config.weights_path).to(device)
-    model = distributed.wrap(model, channels_last=config.channels_last and device.type == "cuda")
-    optimizer = make_optimizer(model, config)
-    steps = len(loaders["train"])
-    if config.max_batches is not None:
-        steps = min(steps, config.max_batches)
-    scheduler = make_scheduler(optimizer, config, steps_per_epoch=steps)
-    try:  # every process reads a checkpoint to resume; process 0 alone saves it (engine.fit)
-        plan = CheckpointPlan(folder.file(CHECKPOINT) if main else checkpoint, resume, {"data": data})
-        history = engine.fit(model, loaders["train"], loaders["val"], optimizer, device,
-                             epochs=config.epochs, scheduler=scheduler, config=config, checkpoint=plan,
-                             max_batches=config.max_batches, progress=config.progress and main)
-    except engine.NonFiniteLoss as err:  # the checkpoint keeps the last good epoch; say what finished
-        if main:
-            _write_json(folder.file(METRICS_JSON),
-                        stopped_record(config, err.history, split, device, err))
-        raise
+    model, history = _train(config, folder, loaders, split, device, data, resume)
     if main:
         _write_json(folder.file(CONFIG_JSON), config.to_dict())
 
@@ -126,21 +109,53 @@ def _run(config, folder: KitFolder, resume: bool) -> dict[str, Any]:
                            return_probs=True)
     record = metrics_record(config, history, test, split, device)
     model = distributed.unwrap(model)
-    if not main:
-        return {**record, "model": model}
+    if main:
+        _write_results(config, folder, record, history, test, model, data, len(frame))
+    return {**record, "model": model}
+
+
+def _train(config, folder: KitFolder, loaders: dict, split: pd.Series, device: torch.device,
+           data: dict, resume: bool) -> tuple[torch.nn.Module, list[dict]]:
+    """Build the model, optimizer and schedule and train them (`engine.fit`); return the model
+    and the history. A run that diverges writes metrics.json of the epochs that finished."""
+    main = distributed.is_main_process()
+    model = build_model(config.model, num_classes=NUM_CLASSES, pretrained=config.pretrained,
+                        weights_path=config.weights_path).to(device)
+    model = distributed.wrap(model, channels_last=config.channels_last and device.type == "cuda")
+    optimizer = make_optimizer(model, config)
+    steps = len(loaders["train"])
+    if config.max_batches is not None:
+        steps = min(steps, config.max_batches)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch=steps)
+    try:  # every process reads a checkpoint to resume; process 0 alone saves it (engine.fit)
+        plan = CheckpointPlan(folder.file(CHECKPOINT) if main else folder.path / CHECKPOINT, resume,
+                              {"data": data})
+        history = engine.fit(model, loaders["train"], loaders["val"], optimizer, device,
+                             epochs=config.epochs, scheduler=scheduler, config=config, checkpoint=plan,
+                             max_batches=config.max_batches, progress=config.progress and main)
+    except engine.NonFiniteLoss as err:  # the checkpoint keeps the last good epoch; say what finished
+        if main:
+            _write_json(folder.file(METRICS_JSON),
+                        stopped_record(config, err.history, split, device, err))
+        raise
+    return model, history
+
+
+def _write_results(config, folder: KitFolder, record: dict, history: list[dict], test: dict,
+                   model: torch.nn.Module, data: dict, n_images: int) -> None:
+    """metrics.json, the two figures and model.pt; then the one line that says where they are."""
     _write_json(folder.file(METRICS_JSON), record)
     _save_figure(plot_curves(history), folder.file(CURVES_PNG))
     _save_figure(plot_confusion(test["confusion"], classes=CLASSES), folder.file(CONFUSION_PNG))
     t = record["test"]
     export_model(folder.file(MODEL_FILE), model, config.model,
-                 data={"fingerprint": data["fingerprint"], "images": len(frame),
+                 data={"fingerprint": data["fingerprint"], "images": n_images,
                        "synthetic": record["synthetic"], "folder": Path(config.data).name},
                  metrics={k: t[k] for k in ("accuracy", "balanced_accuracy")})
     print(f"test accuracy {t['accuracy']:.3f}, balanced accuracy {t['balanced_accuracy']:.3f} "
           f"(chance {1 / NUM_CLASSES:.3f}) on {t['n']} images"
-          f"{' of SYNTHETIC data' if record['synthetic'] else ''}; results in {out}/: "
+          f"{' of SYNTHETIC data' if record['synthetic'] else ''}; results in {folder.path}/: "
           f"{METRICS_JSON}, {CURVES_PNG}, {CONFUSION_PNG}, {CHECKPOINT}, {MODEL_FILE}")
-    return {**record, "model": model}
 
 
 # ---------------------------------------------------------------- data and split

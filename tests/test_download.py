@@ -12,6 +12,7 @@ import ast
 import hashlib
 import io
 import re
+import shutil
 import threading
 import time
 import zipfile
@@ -301,13 +302,13 @@ def test_stale_csv_on_disk_is_replaced_by_a_verified_copy(mirror, tmp_path):
 
 
 def test_too_little_disk_space_is_reported_before_writing(mirror, tmp_path, monkeypatch):
-    real_usage = dl.shutil.disk_usage
+    real_usage = shutil.disk_usage
 
     def almost_full(path):
         total, used, _ = real_usage(path)
         return type(real_usage(path))(total, used, len(DATA[ARCHIVE]))  # room for the zip, not for both
 
-    monkeypatch.setattr(dl.shutil, "disk_usage", almost_full)
+    monkeypatch.setattr(shutil, "disk_usage", almost_full)
 
     with pytest.raises(DownloadError, match=r"ISIC_2019_Training_Input.zip: needs about .* GB free in"):
         _download(mirror, tmp_path)

@@ -11,6 +11,7 @@ import pytest
 
 from skinlib.files import (LOCK, MARKER, FolderError, atomic_write, atomic_write_text, claim_folder,
                            remove_stale_temporaries)
+from unprivileged import as_user, give_to_user, user_folder  # noqa: F401 (user_folder: a fixture)
 
 
 def test_atomic_write_text_replaces_the_file(tmp_path):
@@ -145,12 +146,16 @@ def test_an_old_unmarked_folder_is_adopted_only_when_everything_in_it_is_the_kit
         claim_folder(other, "cache", adopt=lambda path: None)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into any folder")
-def test_a_folder_without_write_permission_is_refused_in_one_line(tmp_path):
-    locked = tmp_path / "ro"
+def test_a_folder_without_write_permission_is_refused_in_one_line(user_folder):
+    locked = user_folder / "ro"
     locked.mkdir(mode=0o555)
-    with pytest.raises(FolderError, match=r"cannot write to this folder \(Permission denied\)"):
-        claim_folder(locked, "run")
+    give_to_user(locked)  # its owner, who is not root, may still not write into it
+    claim = "import sys; from skinlib.files import claim_folder; claim_folder(sys.argv[1], 'run')"
+    done = as_user(["-c", claim, locked], user_folder)
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        f"skinlib.files.FolderError: {locked}: cannot write to this folder (Permission denied); "
+        f"choose a folder you can write to")
 
 
 def test_a_folder_that_cannot_be_created_is_refused_in_one_line(tmp_path):
