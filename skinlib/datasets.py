@@ -1,6 +1,8 @@
 """The JPEG dataset and its transforms: an index frame in, (image tensor, label) out.
 
-The training augmentation, `train_transform`, is `augment`'s (the one for every image source)."""
+Both transforms are `augment`'s, the ones for every image source: `train_transform` is its
+training augmentation, `eval_transform` its evaluation view (`augment.CenterCrop`) turned into
+normalised floats."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -9,7 +11,7 @@ import pandas as pd
 import torch
 from torchvision.transforms import v2
 
-from skinlib.augment import train_transform
+from skinlib.augment import CenterCrop, train_transform
 from skinlib.images import open_image
 from skinlib.layout import DataError
 
@@ -20,11 +22,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def eval_transform(size: int = 224, resize: int = 256) -> v2.Compose:
-    """Evaluation: shorter side to `resize`, centre crop `size`, ImageNet normalisation."""
+    """Evaluation, for an image (PIL, or a C x H x W tensor): shorter side to `resize`, centre crop `size`, ImageNet normalisation.
+
+    The resize and crop are `augment.CenterCrop`'s: the centre `resize` square of the image
+    resized to `resize` (the stored form), then its centre `size`, so a JPEG gives the pixels
+    its row of a prepared cache gives in training and evaluation.
+    """
     return v2.Compose([
-        v2.ToImage(),
-        v2.Resize(resize, antialias=True),
-        v2.CenterCrop(size),
+        v2.ToPILImage(),  # a tensor or array image too (a PIL image passes as it is)
+        CenterCrop(size, fraction=size / resize),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])

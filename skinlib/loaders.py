@@ -20,7 +20,8 @@
 Images come either from the JPEGs (`data.ISICDataset`) or, when `config.cache` is set, from
 the prepared-image cache (`cache.CachedDataset`). Either way a training image is the same
 uint8 tensor for the same seed (`augment` says how); the training loop converts and
-normalises it on the device. Validation and test images are the centre view.
+normalises it on the device. Validation and test images are the centre view
+(`augment.CenterCrop`), the same uint8 pixels from either source.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from skinlib.augment import TrainAugment
+from skinlib.augment import CenterCrop, TrainAugment
 from skinlib.device import available_cpus
 from skinlib.images import load_resized
 from skinlib import distributed
@@ -69,10 +70,11 @@ def make_datasets(frame: pd.DataFrame, split: pd.Series, config) -> dict[str, Da
 
         return {name: CachedDataset(config.cache, part, train=(name == "train"), size=size)
                 for name, part in parts.items()}
-    from skinlib.data import ISICDataset, eval_transform
+    from skinlib.data import ISICDataset
 
-    return {name: ISICDataset(part, transform=TrainAugment(size), loader=load_resized)
-            if name == "train" else ISICDataset(part, transform=eval_transform(size))
+    # the stored form of every JPEG, then the transform the cache's rows get
+    return {name: ISICDataset(part, transform=TrainAugment(size) if name == "train" else CenterCrop(size),
+                              loader=load_resized)
             for name, part in parts.items()}
 
 

@@ -379,13 +379,17 @@ def test_saved_progress_bars_show_their_last_state_not_zero(tmp_path):
             "text/plain": first_frame})
 
     cell = nbformat.v4.new_code_cell("fit(...)")
-    cell.outputs = [view("bar", "train:   0%|          | 0/2 [00:00<?, ?it/s]"), view("slider", "IntSlider(value=3)")]
+    cell.outputs = [view("bar", "train:   0%|          | 0/2 [00:00<?, ?it/s]"), view("slider", "IntSlider(value=3)"),
+                    view("hidden", "eval:   0%|          | 0/2 [00:00<?, ?it/s]")]
     notebook = nbformat.v4.new_notebook(cells=[cell])
     state = {**tqdm_bar_widgets("bar", "train:\u2007100%", 2.0, 2.0, "\u20072/2\u2007[00:22&lt;00:00,\u200710.96s/it]"),
-             "slider": {"model_name": "IntSliderModel", "state": {"value": 3}}}
+             **tqdm_bar_widgets("hidden", "eval:\u2007100%", 2.0, 2.0, "\u20072/2"),
+             "slider": {"model_name": "IntSliderModel", "state": {"value": 3}},
+             "hidden-layout": {"model_name": "LayoutModel", "state": {"visibility": "hidden"}}}
+    state["hidden"]["state"]["layout"] = "IPY_MODEL_hidden-layout"  # tqdm hides a leave=False bar when done
     notebook.metadata["widgets"] = {run_notebooks.WIDGET_STATE: {"state": state}}
     run_notebooks.settle_progress_bars(notebook)
-    bar, slider = cell.outputs
+    bar, slider = cell.outputs  # the hidden bar is gone
     assert bar.data == {"text/plain": "train: 100%|██████████| 2/2 [00:22<00:00, 10.96s/it]"}
     assert run_notebooks.WIDGET_VIEW in slider.data  # other widgets (notebook 05's) stay as they are
 

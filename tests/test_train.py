@@ -13,6 +13,7 @@ import torch
 from skinlib import loaders
 from skinlib.config import TrainConfig
 from skinlib.data import CLASSES, DataError, ISICDataset, eval_transform, load_index, open_image, read_ground_truth
+from skinlib.engine import to_device_batch
 from skinlib.loaders import make_loaders
 from skinlib.sampling import ShuffleWithSeeds
 from skinlib.splits import grouped_split, save_split
@@ -85,7 +86,10 @@ def test_eval_images_are_the_eval_transform_of_the_jpeg(sample_frame, sample_spl
     test_rows = sample_frame[sample_split == "test"]
     image, label = built["test"].dataset[0]
     reference = eval_transform(224)(open_image(test_rows["path"].iloc[0]))
-    assert torch.equal(image, reference)
+    # uint8, normalised on the device like every batch: the eval transform's floats
+    assert image.dtype == torch.uint8
+    normalised, _ = to_device_batch(image[None], torch.tensor([label]), torch.device("cpu"))
+    assert torch.allclose(normalised[0], reference, atol=1e-5)
     assert label == test_rows["label"].iloc[0]
 
 
