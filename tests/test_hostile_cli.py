@@ -571,12 +571,17 @@ def truncated_checkpoint(k):
     return k.train("--resume", "--cache", k.cache, out=run), "checkpoint.pt", None
 
 
+def resume_with_a_folder_of_the_users_as(k, name: str, named: str):
+    """A finished run whose kit file `name` the user replaced by a folder of theirs, resumed."""
+    run = link_copy(k.run, k.tmp / "run")
+    (run / name).unlink()
+    check = planted(run, f"{name}/mine.txt")
+    return k.train("--resume", "--cache", k.cache, out=run), named, check
+
+
 @case()
 def kit_file_replaced_by_a_folder_of_the_users(k):
-    run = link_copy(k.run, k.tmp / "run")
-    (run / "metrics.json").unlink()
-    check = planted(run, "metrics.json/mine.txt")
-    return k.train("--resume", "--cache", k.cache, out=run), "metrics.json: Is a directory", check
+    return resume_with_a_folder_of_the_users_as(k, "metrics.json", "metrics.json: Is a directory")
 
 
 @case()
@@ -589,10 +594,7 @@ def folder_marker_that_is_json_but_not_a_marker(k):
 
 @case()
 def checkpoint_that_is_a_folder(k):
-    run = link_copy(k.run, k.tmp / "run")
-    (run / "checkpoint.pt").unlink()
-    check = planted(run, "checkpoint.pt/mine.txt")
-    return k.train("--resume", "--cache", k.cache, out=run), "checkpoint.pt is a folder", check
+    return resume_with_a_folder_of_the_users_as(k, "checkpoint.pt", "checkpoint.pt is a folder")
 
 
 @case()
