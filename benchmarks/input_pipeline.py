@@ -42,6 +42,7 @@ from benchmarks.common import (format_table, machine_info, mean_file_bytes, with
 from skinlib.augment import TrainAugment
 from skinlib.cache import CachedDataset, cache_bytes, open_cache, prepare
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD, load_index
+from skinlib.loaders import loader_options
 from skinlib.sampling import SeededItems, ShuffleWithSeeds
 
 ISIC_2019_IMAGES = 25_331
@@ -139,14 +140,16 @@ def cpu_seconds(pids: list[int]) -> float | None:
 
 
 def make_loader(dataset: Dataset, batch_size: int, workers: int, *, seeded: bool = False) -> DataLoader:
-    """`seeded`: the order and a seed per image from ShuffleWithSeeds, as skinlib trains."""
-    options = dict(persistent_workers=True, prefetch_factor=4) if workers > 0 else {}
+    """A shuffling loader with training's DataLoader options (`loaders.loader_options`: persistent
+    workers, prefetching, no pinned memory on a CPU). `seeded`: the order and a seed per image
+    from ShuffleWithSeeds, as skinlib trains."""
+    options = loader_options(workers, device="cpu")
     if seeded:
         options["sampler"] = ShuffleWithSeeds(len(dataset), torch.Generator().manual_seed(0))
         dataset = SeededItems(dataset)
     else:
         options["shuffle"] = True
-    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, drop_last=True, **options)
+    return DataLoader(dataset, batch_size=batch_size, drop_last=True, **options)
 
 
 def run_set(name: str, width: int, height: int, args, work: Path) -> dict:
