@@ -228,7 +228,7 @@ def main(argv=None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    sets = SMOKE_SETS if args.smoke else SETS
+    sets, load_before = SMOKE_SETS if args.smoke else SETS, os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="skinlib-bench-") as tmp:
         work = args.work or Path(tmp)
         rows = []
@@ -242,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "sets": rows,
         "full_isic2019_cache_bytes": cache_bytes(ISIC_2019_IMAGES, args.cache_size),
+        # other processes on the machine slow every figure: the 1-minute load before and after
+        "load_average": [load_before[0], os.getloadavg()[0]],
         "synthetic": True,
     }
     print(format_table(rows, COLUMNS))
@@ -249,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{m['cpus_available']} CPUs ({m['cpu_model']}), {args.workers} DataLoader workers, "
           f"batch {args.batch_size}, crop {args.size}, cache S={args.cache_size}, "
           f"{args.n} SYNTHETIC images per set")
+    print(f"load average (1 min) {result['load_average'][0]:.1f} before, {result['load_average'][1]:.1f} after")
     print(f"full ISIC 2019 cache at S={args.cache_size}: {ISIC_2019_IMAGES:,} x {args.cache_size}^2 x 3 "
           f"= {result['full_isic2019_cache_bytes'] / 1e9:.2f} GB")
     print(f"wrote {write_json(result, 'input_pipeline', args.out)}")
