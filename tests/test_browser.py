@@ -92,16 +92,19 @@ def jupyterlab(tmp_path, real_sample_dir):
 
 
 def _saved_model(root: Path, data: Path) -> None:
-    """An (untrained) ResNet-50 saved as notebook 03 saves its model, for this data and split: the
-    notebook then loads it instead of training one, and the test is about the page, not training."""
+    """Untrained models saved as notebooks 02 and 03 save theirs, for this data and split: the notebook
+    then loads them instead of training stand-ins, and the test is about the page, not training."""
     from skinlib.data import load_index
     from skinlib.export import MODEL_FILE, data_fingerprint, export_model
+    from skinlib.interpret import COURSE_MODELS
     from skinlib.models import build_model
     from skinlib.splits import grouped_split
 
     frame = load_index(data)
-    export_model(root / "runs" / "03_resnet50" / MODEL_FILE, build_model("resnet50", pretrained=False),
-                 "resnet50", data={"fingerprint": data_fingerprint(frame, grouped_split(frame, seed=0))})
+    fingerprint = data_fingerprint(frame, grouped_split(frame, seed=0))
+    for architecture, folder, _ in COURSE_MODELS.values():
+        export_model(root / "runs" / folder / MODEL_FILE, build_model(architecture, pretrained=False), architecture,
+                     data={"fingerprint": fingerprint})
 
 
 def _wait_for_server(url: str, token: str, server: subprocess.Popen, log: Path, timeout: float = 60) -> None:

@@ -22,6 +22,7 @@ from skinlib.checkpoint import load_checkpoint
 from skinlib.config import TrainConfig
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD
 from skinlib.errors import SkinlibError
+from skinlib.resume import CheckpointPlan
 from skinlib.metrics import ConfusionMatrix
 
 CPU = torch.device("cpu")
@@ -232,7 +233,7 @@ def test_fit_stops_on_a_non_finite_loss_keeping_the_finished_epochs(tmp_path):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(engine.NonFiniteLoss) as caught:
         engine.fit(model, spoiled, loader(x, y), opt, CPU, epochs=3, progress=False,
-                   checkpoint_path=tmp_path / "checkpoint.pt")
+                   checkpoint=CheckpointPlan(tmp_path / "checkpoint.pt"))
     error = caught.value
     assert isinstance(error, SkinlibError) and "\n" not in str(error)
     assert (error.epoch, error.batch) == (2, 2) and "epoch 2, batch 2" in str(error)

@@ -11,9 +11,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from skinlib.config import TrainConfig
 from skinlib.data import CLASSES
-from skinlib.export import data_fingerprint, export_model
-from skinlib.interpret import (MEL, balanced_loader, flips, melanoma_decision, most_confident, per_class_report,
-                               predict_probs, saved_or_trained)
+from skinlib import interpret
+from skinlib.export import ModelFileError, data_fingerprint, export_model
+from skinlib.data import load_index
+from skinlib.splits import grouped_split
+from skinlib.interpret import (MEL, balanced_loader, course_models, find_saved, flips, melanoma_decision,
+                               most_confident, per_class_report, predict_probs)
 from skinlib.models import build_model
 
 rng = np.random.default_rng(0)
@@ -84,7 +87,33 @@ def test_a_saved_model_of_other_data_is_passed_over_for_one_of_this_data(tmp_pat
     export_model(tmp_path / "other" / "model.pt", model, "resnet50", data={"fingerprint": "0" * 64})
     export_model(tmp_path / "mine" / "model.pt", model, "resnet50",
                  data={"fingerprint": data_fingerprint(frame, split)})
-    config = TrainConfig(data="d", out=str(tmp_path / "mine"), model="resnet50")
-    found = saved_or_trained([tmp_path / "other"], frame, split, config)
+    found = find_saved([tmp_path / "other", tmp_path / "mine"], data_fingerprint(frame, split))
     assert found.path == str(tmp_path / "mine" / "model.pt")
     assert "other data" in capsys.readouterr().out
+    assert find_saved([tmp_path / "other", tmp_path / "none"], data_fingerprint(frame, split)) is None
+
+
+def test_a_missing_course_model_in_full_mode_names_the_notebook_that_makes_it(tmp_path):
+    frame = pd.DataFrame({"image": [f"i{k}" for k in range(8)], "label": list(range(8))})
+    split = pd.Series(["train"] * 4 + ["val"] * 2 + ["test"] * 2)
+    config = TrainConfig(data="d", out=str(tmp_path / "x"), model="resnet50")
+    with pytest.raises(ModelFileError, match=r"no SimpleCNN .*02_simple_cnn.*: run notebook 02 first"):
+        course_models(tmp_path, frame, split, config, smoke=False)
+    assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+
+
+@pytest.mark.slow
+def test_in_smoke_mode_a_missing_model_gets_a_stand_in_that_the_next_notebook_finds(synthetic_dir, tmp_path,
+                                                                                       monkeypatch, capsys):
+    monkeypatch.setattr(interpret, "COURSE_MODELS", {"ResNet-50": interpret.COURSE_MODELS["ResNet-50"]})
+    frame = load_index(synthetic_dir)
+    split = grouped_split(frame, seed=0)
+    config = TrainConfig(data=str(synthetic_dir), out=str(tmp_path / "x"), model="simplecnn", epochs=1,
+                         batch_size=2, max_batches=1, pretrained=False, num_workers=0, progress=False)
+    first = course_models(tmp_path, frame, split, config, smoke=True)["ResNet-50"]
+    said = capsys.readouterr().out
+    assert "no ResNet-50 of notebook 03" in said and "(run notebook 03 to make it)" in said
+    assert "SMOKE mode: training a short stand-in" in said
+    assert first.architecture == "resnet50" and first.path == str(tmp_path / "stand-in-resnet50" / "model.pt")
+    again = course_models(tmp_path, frame, split, config, smoke=True)["ResNet-50"]
+    assert again.path == first.path and "training" not in capsys.readouterr().out

@@ -1,17 +1,20 @@
 """The course as a student plays it in Colab: a chain of fresh runtimes that share one Google Drive.
 
-Every notebook runs in its own fresh runtime: a new kernel with a new home folder, a new working
-folder and an empty local disk ($SKINLIB_LOCAL_DISK, Colab's /content). `tests/fake_colab`
-stands in for Colab's `google.colab` package: the kernel imports it at start (as Colab's does),
-so the notebooks take their Colab branch, and its `drive.mount` links the mount point to one
-folder that stands in for the student's Drive for the whole course.
+Every notebook (the solutions: the course as a student who did the exercises runs it) runs under
+nbval, as CI runs notebooks, in its own fresh runtime: a new kernel with a new home folder, a new
+working folder and an empty local disk ($SKINLIB_LOCAL_DISK, Colab's /content). `tests/fake_colab`
+stands in for Colab's `google.colab` package: the kernel imports it at start (as Colab's does), so
+the notebooks take their Colab branch, and its `drive.mount` links the mount point to one folder
+that stands in for the student's Drive for the whole course. What the student would see (printed
+text and each cell's result) is also kept in a file, for the asserts.
 
 On the real data, a local HTTP server on 127.0.0.1 serves a subset mirror made by
 `skinlib subset` from the 70 real sample images; notebook 00 downloads it once, and every later
-notebook must restore the course bundle from Drive without a single request. Notebook 03 is also
-killed during training and run again from the top: it must resume after its last finished epoch
-and end with the test metrics of a run that was never interrupted. The same chain on the
-embedded SYNTHETIC set needs no server.
+notebook must restore the course bundle from Drive without a single request, and notebooks 04 and
+05 must load the models that 02 and 03 saved on Drive. Notebook 03 is also killed during training
+(SIGKILL to its nbval run and kernel: a runtime that disconnects) and run again from the top: it
+must resume after its last finished epoch and end with the test metrics of a run that was never
+interrupted. The same chain on the embedded SYNTHETIC set needs no server (and no second kill).
 """
 from __future__ import annotations
 
@@ -20,30 +23,54 @@ import http.server
 import json
 import os
 import shutil
-import signal
 import sys
 import threading
-import time
 from importlib.metadata import version
 from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
-from nbclient.exceptions import DeadKernelError
 
 import skinlib
+from nbval_runs import run_under_nbval
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import build_notebooks  # noqa: E402  (tools/ is not a package)
 
 FAKE_COLAB = Path(__file__).resolve().parent / "fake_colab"
-COURSE = sorted((ROOT / "notebooks").glob("0[0-3]_*.ipynb"))  # 04 and 05 do not take their data from get_data yet
-RUN_LIMIT_S = 300
+COURSE = sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
 RESTORED = "restoring the course bundle from Drive"
 FETCHING = "no course bundle on Drive"
 SIMPLE_CNN_ROW = "SimpleCNN (notebook 02)"
+SAVED_MODELS = ("02_simple_cnn/model.pt: simplecnn, trained on this data and split",
+                "03_resnet50/model.pt: resnet50, trained on this data and split")
+# Run by the kernel at start, as Colab's kernel imports google.colab. The screen: what the notebook
+# prints, and the text form of each cell's result (a table shown by its last line), also kept in a file.
+STARTUP = """\
+import os
+import sys
+
+import google.colab
+
+
+class Screen:
+    def __init__(self, stream, path):
+        self.stream, self.file = stream, open(path, "a", encoding="utf-8")
+
+    def write(self, text):
+        self.file.write(text)
+        self.file.flush()
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+sys.stdout = Screen(sys.stdout, os.environ["JOURNEY_SCREEN"])
+get_ipython().events.register(
+    "post_run_cell", lambda result: result.result is None or sys.stdout.write(repr(result.result) + "\\n"))
+"""
 
 
 def test_setup_cell_installs_the_version_the_notebooks_were_built_for():
@@ -91,54 +118,28 @@ class Course:
         self.env = env
 
     def run(self, notebook: Path, *, kill_when=None) -> tuple[str, bool]:
-        """Run `notebook` in a fresh runtime; return (its text output, whether it was killed)."""
+        """Run `notebook` under nbval in a fresh runtime; return (its screen, whether it was killed)."""
         self.runtimes += 1
         runtime = self.root / f"runtime-{self.runtimes}-{notebook.stem[:2]}"
         home, content = runtime / "home", runtime / "content"
         startup = home / ".ipython" / "profile_default" / "startup"
         startup.mkdir(parents=True)
-        (startup / "00-colab.py").write_text("import google.colab\n")  # Colab's kernel imports it at start
+        (startup / "00-colab.py").write_text(STARTUP)
         content.mkdir()
         env = {key: value for key, value in os.environ.items()
                if key not in ("SKINLIB_DATA", "SKINLIB_CACHE", "SKINLIB_MIRROR", "SKINLIB_DATASET")}
         env.update(self.env, HOME=str(home), SKINLIB_LOCAL_DISK=str(content), FAKE_DRIVE=str(self.drive),
+                   JOURNEY_SCREEN=str(runtime / "screen.txt"),
                    PYTHONPATH=os.pathsep.join([str(FAKE_COLAB), *filter(None, [os.environ.get("PYTHONPATH")])]),
                    SKINLIB_SMOKE="1", SKINLIB_PRETRAINED="0", CUDA_VISIBLE_DEVICES="",
                    # Colab's image has its font cache built; a fresh home would rebuild it every runtime
                    MPLCONFIGDIR=str(self.root / "matplotlib"))
-        executed = nbformat.read(notebook, as_version=4)
-        client = NotebookClient(executed, timeout=RUN_LIMIT_S, kernel_name="python3",
-                                resources={"metadata": {"path": str(content)}},
-                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
-        killed = threading.Event()
-        done = threading.Event()
-
-        def watch():
-            while not done.is_set():
-                if kill_when():
-                    killed.set()
-                    os.kill(client.km.provisioner.pid, signal.SIGKILL)  # a runtime that disconnects
-                    return
-                time.sleep(0.02)
-
-        if kill_when is not None:
-            threading.Thread(target=watch, daemon=True).start()
-        try:
-            client.execute(env=env)
-        except DeadKernelError:
-            assert killed.is_set(), f"{notebook.name}: the kernel died by itself"
-        finally:
-            done.set()
-        return _text(executed), killed.is_set()
-
-
-def _text(notebook) -> str:
-    parts = []
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            parts.append(output.get("text", "") or output.get("data", {}).get("text/plain", "")
-                         or "\n".join(output.get("traceback", [])))
-    return "\n".join(parts)
+        run = run_under_nbval(notebook, content, env, kill_when=kill_when)
+        print(f"{runtime.name}: {run.seconds:.0f} s under nbval{' (killed)' if run.killed else ''}")
+        if not run.killed:
+            assert run.code == 0, f"{notebook.name} failed under nbval in runtime {runtime}:\n{run.output[-6000:]}"
+        screen = runtime / "screen.txt"
+        return (screen.read_text(encoding="utf-8") if screen.is_file() else ""), run.killed
 
 
 def _checkpoint_epoch(path: Path) -> int:
@@ -147,20 +148,20 @@ def _checkpoint_epoch(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
 
 
-def _play(course: Course, results: Path) -> dict:
-    """Notebooks 00 to 03 in order, then 03 again killed during training and run once more."""
+def _play(course: Course) -> dict:
+    """The course in order; then 03 again, killed during training, and once more from the top."""
     outputs = {}
     for notebook in COURSE:
         outputs[notebook.stem[:2]], _ = course.run(notebook)
     drive_results = json.loads(next(course.drive.rglob("03_resnet50/results.json")).read_text())
-    # Notebook 03 again from scratch on a copy of the Drive as it was before 03 ran ...
+    # Notebook 03 again from scratch (its run folder removed from Drive) ...
     notebook_03 = next(p for p in COURSE if p.stem.startswith("03"))
     for run_dir in course.drive.rglob("03_resnet50"):
         shutil.rmtree(run_dir)
     checkpoint = lambda: next(course.drive.rglob("03_resnet50/checkpoint.pt"), None)  # noqa: E731
     outputs["03-killed"], killed = course.run(notebook_03, kill_when=lambda: checkpoint() is not None)
     killed_at = _checkpoint_epoch(checkpoint())
-    outputs["03-again"], _ = course.run(notebook_03)
+    outputs["03-again"], _ = course.run(notebook_03)  # ... and run again from the top: it resumes
     resumed = json.loads(next(course.drive.rglob("03_resnet50/results.json")).read_text())
     return {"outputs": outputs, "uninterrupted": drive_results, "resumed": resumed, "killed": killed,
             "killed_at": killed_at}
@@ -176,7 +177,7 @@ def real_course(real_sample_dir, tmp_path_factory):
     server = MirrorServer(root / "mirror")
     try:
         course = Course(root / "student", {"SKINLIB_MIRROR": server.url})
-        played = _play(course, root)
+        played = _play(course)
         played["requests"] = list(server.requests)
         played["drive"] = course.drive
         yield played
@@ -210,6 +211,16 @@ def test_notebook_03_compares_with_notebook_02s_row(real_course):
 
 @pytest.mark.slow
 @pytest.mark.real_data
+def test_notebooks_04_and_05_load_the_models_that_02_and_03_saved_on_drive(real_course):
+    data_id = next(real_course["drive"].rglob("02_simple_cnn")).parent.name
+    for name in ("04", "05"):
+        for saved in SAVED_MODELS:  # read through the Drive mount point, from this data's results folder
+            assert f"/drive/MyDrive/skin-lesion-kit/runs/{data_id}/{saved}" in real_course["outputs"][name], name
+        assert "stand-in" not in real_course["outputs"][name], name
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_killed_notebook_03_resumes_after_its_last_finished_epoch(real_course):
     assert real_course["killed"]
     done = real_course["killed_at"]
@@ -237,4 +248,6 @@ def test_the_synthetic_course_runs_as_a_chain_of_fresh_runtimes(tmp_path):
         if name != "00":
             assert RESTORED in text and FETCHING not in text, name
     assert SIMPLE_CNN_ROW in outputs["03"]
+    for name in ("04", "05"):
+        assert all(saved in outputs[name] for saved in SAVED_MODELS) and "stand-in" not in outputs[name], name
     assert len(list(course.drive.rglob("*-bundle.zip"))) == 1

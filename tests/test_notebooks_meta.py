@@ -7,20 +7,19 @@ notebook (notebooks/, exercises replaced by `raise NotImplementedError`) and a s
 `nbval-check-output`, no absolute paths, nothing that waits for input, unique cell ids, and no
 solution code in a student notebook.
 
-Run: every solution notebook is executed under nbval in smoke mode on CPU, once on the embedded
-SYNTHETIC data and once on the 70 real sample images ($SKINLIB_TEST_DATA/isic2019-sample); every
-student notebook once on the SYNTHETIC data, its exercise cells expected to raise. nbval compares
-the outputs of the checked cells with the stored ones, so those facts (parameter counts, shapes,
-class indices) hold on both datasets and in both versions.
+Run: every student notebook with exercises is executed under nbval in smoke mode on CPU, on the
+embedded SYNTHETIC data, its exercise cells expected to raise. The solution notebooks run under
+nbval in tests/test_journey.py, as the chain of fresh Colab runtimes a student plays, once on the
+SYNTHETIC data and once on a mirror of the 70 real sample images. nbval compares the outputs of
+the checked cells with the stored ones, so those facts (parameter counts, shapes, class indices)
+hold on both datasets and in both versions.
 """
 from __future__ import annotations
 
 import os
 import re
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nbformat
@@ -29,6 +28,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import build_notebooks  # noqa: E402  (tools/ is not a package)
+from nbval_runs import RUN_LIMIT_S, run_under_nbval  # noqa: E402
 
 NOTEBOOK_DIR, SOLUTION_DIR = ROOT / "notebooks", ROOT / "solutions"
 SOURCES = sorted((ROOT / "tools" / "notebook_src").glob("[0-9][0-9]_*.py"))
@@ -40,7 +40,6 @@ NOTEBOOKS = STUDENT + SOLUTIONS
 
 def name_of(path: Path) -> str:
     return f"{path.parent.name}/{path.stem}"
-RUN_LIMIT_S = 300  # each notebook's smoke run; they take about a minute on 2 CPU cores
 
 
 def read(path: Path):
@@ -292,20 +291,6 @@ def notebook_scratch(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("notebook-runs")
 
 
-def run_under_nbval(notebook: Path, workdir: Path, env_changes: dict, remove=()) -> tuple[int, str, float]:
-    """Copy `notebook` into `workdir` (its working folder, so runs/ lands there) and run nbval on it."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    copy = workdir / notebook.name
-    shutil.copy(notebook, copy)
-    env = {key: value for key, value in os.environ.items() if key not in remove}
-    env.update(env_changes)
-    command = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
-               "--nbval-cell-timeout", str(RUN_LIMIT_S), "-q", copy.name]
-    start = time.perf_counter()
-    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=RUN_LIMIT_S + 60)
-    return result.returncode, result.stdout + result.stderr, time.perf_counter() - start
-
-
 SMOKE_ENV = {"SKINLIB_SMOKE": "1", "SKINLIB_PRETRAINED": "0", "CUDA_VISIBLE_DEVICES": ""}
 
 
@@ -316,29 +301,20 @@ def _same_cells(student: Path) -> bool:
         [c.source for c in code_cells(read(solution))]
 
 
-# A student notebook identical to its solution (no exercises) would only repeat the solution's run.
-RUN_ON_SYNTHETIC = [path for path in NOTEBOOKS if path.parent != NOTEBOOK_DIR or not _same_cells(path)]
+# The solutions run in tests/test_journey.py; a student notebook identical to its solution (no exercises)
+# would only repeat that run.
+RUN_ON_SYNTHETIC = [path for path in STUDENT if not _same_cells(path)]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", RUN_ON_SYNTHETIC, ids=name_of)
 def test_notebook_runs_on_the_synthetic_data(path, notebook_scratch):
-    """Both versions; in a student notebook nbval lets the exercise cells (tagged) raise."""
-    env = {**SMOKE_ENV, "SKINLIB_CACHE": str(notebook_scratch / "cache")}
-    workdir = notebook_scratch / f"synthetic-{path.parent.name}"
-    code, output, seconds = run_under_nbval(path, workdir, env, remove=("SKINLIB_DATA",))
-    assert code == 0, f"{name_of(path)} failed under nbval on the synthetic data:\n{output[-6000:]}"
-    assert seconds < RUN_LIMIT_S, f"{name_of(path)} took {seconds:.0f} s"
-
-
-@pytest.mark.slow
-@pytest.mark.real_data
-@pytest.mark.parametrize("path", SOLUTIONS, ids=name_of)
-def test_notebook_runs_on_the_real_sample(path, real_sample_dir, notebook_scratch):
-    env = {**SMOKE_ENV, "SKINLIB_CACHE": str(notebook_scratch / "cache"), "SKINLIB_DATA": str(real_sample_dir)}
-    code, output, seconds = run_under_nbval(path, notebook_scratch / "real-sample", env)
-    assert code == 0, f"{name_of(path)} failed under nbval on the real sample:\n{output[-6000:]}"
-    assert seconds < RUN_LIMIT_S, f"{name_of(path)} took {seconds:.0f} s"
+    """nbval lets the exercise cells (tagged) raise."""
+    env = {key: value for key, value in os.environ.items() if key != "SKINLIB_DATA"}
+    env.update(SMOKE_ENV, SKINLIB_CACHE=str(notebook_scratch / "cache"))
+    run = run_under_nbval(path, notebook_scratch / f"synthetic-{path.parent.name}", env)
+    assert run.code == 0, f"{name_of(path)} failed under nbval on the synthetic data:\n{run.output[-6000:]}"
+    assert run.seconds < RUN_LIMIT_S, f"{name_of(path)} took {run.seconds:.0f} s"
 
 
 @pytest.mark.slow
@@ -379,13 +355,17 @@ def test_saved_progress_bars_show_their_last_state_not_zero(tmp_path):
             "text/plain": first_frame})
 
     cell = nbformat.v4.new_code_cell("fit(...)")
-    cell.outputs = [view("bar", "train:   0%|          | 0/2 [00:00<?, ?it/s]"), view("slider", "IntSlider(value=3)")]
+    cell.outputs = [view("bar", "train:   0%|          | 0/2 [00:00<?, ?it/s]"), view("slider", "IntSlider(value=3)"),
+                    view("hidden", "eval:   0%|          | 0/2 [00:00<?, ?it/s]")]
     notebook = nbformat.v4.new_notebook(cells=[cell])
     state = {**tqdm_bar_widgets("bar", "train:\u2007100%", 2.0, 2.0, "\u20072/2\u2007[00:22&lt;00:00,\u200710.96s/it]"),
-             "slider": {"model_name": "IntSliderModel", "state": {"value": 3}}}
+             **tqdm_bar_widgets("hidden", "eval:\u2007100%", 2.0, 2.0, "\u20072/2"),
+             "slider": {"model_name": "IntSliderModel", "state": {"value": 3}},
+             "hidden-layout": {"model_name": "LayoutModel", "state": {"visibility": "hidden"}}}
+    state["hidden"]["state"]["layout"] = "IPY_MODEL_hidden-layout"  # tqdm hides a leave=False bar when done
     notebook.metadata["widgets"] = {run_notebooks.WIDGET_STATE: {"state": state}}
     run_notebooks.settle_progress_bars(notebook)
-    bar, slider = cell.outputs
+    bar, slider = cell.outputs  # the hidden bar is gone
     assert bar.data == {"text/plain": "train: 100%|██████████| 2/2 [00:22<00:00, 10.96s/it]"}
     assert run_notebooks.WIDGET_VIEW in slider.data  # other widgets (notebook 05's) stay as they are
 

@@ -84,20 +84,31 @@ def settle_progress_bars(notebook) -> None:
     """
     state = notebook.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
     for cell in notebook.cells:
+        kept = []
         for output in cell.get("outputs", []):
             view = output.get("data", {}).get(WIDGET_VIEW)
             text = _progress_bar_text(state, view["model_id"]) if isinstance(view, dict) else None
             if text is not None:
                 output["data"] = {"text/plain": text}
+            if text != "":
+                kept.append(output)
+        if "outputs" in cell:
+            cell.outputs = kept
 
 
 def _progress_bar_text(state: dict, model_id: str) -> str | None:
-    """The last frame of tqdm's box (HTML, FloatProgress, HTML) as text; None for other widgets."""
-    box = state.get(model_id, {})
-    children = [state.get(child.removeprefix("IPY_MODEL_"), {}) for child in box.get("state", {}).get("children", [])]
+    """The last frame of tqdm's box (HTML, FloatProgress, HTML) as text, "" for a bar that hid itself
+    when done (leave=False); None for other widgets."""
+    def model(reference: str) -> dict:
+        return state.get(reference.removeprefix("IPY_MODEL_"), {})
+
+    box = model(model_id)
+    children = [model(child) for child in box.get("state", {}).get("children", [])]
     if box.get("model_name") != "HBoxModel" or [child.get("model_name") for child in children] != \
             ["HTMLModel", "FloatProgressModel", "HTMLModel"]:
         return None
+    if model(box["state"].get("layout", "")).get("state", {}).get("visibility") == "hidden":
+        return ""
     left, right = (html.unescape(children[i]["state"].get("value", "")) for i in (0, 2))
     progress = children[1]["state"]
     filled = round(10 * progress.get("value", 0) / progress["max"]) if progress.get("max") else 0

@@ -13,7 +13,8 @@
 #   "recognise" a test lesion it has already seen in training;
 # - how to split by lesion instead, and how much that changes.
 #
-# Runs in about a minute on a CPU with the synthetic set; on the full ISIC 2019 the image check takes a few minutes.
+# On the synthetic set it ran in under a minute (41 s, measured on a 2-core CPU shared with other jobs; README lists
+# every notebook's time); on the full ISIC 2019 the image check takes a few minutes.
 # Nothing is trained here.
 
 # %% [markdown]
@@ -104,18 +105,19 @@ print(report.format())
 # %%
 frame = load_index(DATA_DIR)
 print(f"{len(frame):,} images")
-frame.head()
+frame.drop(columns="path").head()  # without the JPEG's full path: too long to read
 
 # %% [markdown]
 # ## How many images of each class?
 
 # %%
 counts = {name: int((frame["label"] == index).sum()) for index, name in enumerate(CLASSES)}
-plot_class_distribution(counts)
+plot_class_distribution(counts, title=f"Images per class: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}")
 
 # %% [markdown]
 # On the real ISIC 2019 training set, **NV is 50.8 % of the images and DF only 0.9 %** (239 images). The cell below
-# computes the shares from the data folder's CSVs when it holds real data, and otherwise quotes the published ones.
+# computes the shares from the data folder's CSVs when it holds the whole of ISIC 2019, and otherwise quotes the
+# published ones.
 #
 # What this means for training: a network that answers "NV" for every image is right half the time without looking.
 # Accuracy alone cannot tell that network from a useful one, which is why notebook 02 also reports **balanced
@@ -123,35 +125,40 @@ plot_class_distribution(counts)
 
 # %%
 REAL_SHARES = {"MEL": 17.9, "NV": 50.8, "BCC": 13.1, "AK": 3.4, "BKL": 10.4, "DF": 0.9, "VASC": 1.0, "SCC": 2.5}
-
+ISIC_2019_IMAGES = 25_331
 
 REAL_CSVS = None if SYNTHETIC or not (DATA_DIR / METADATA_CSV).is_file() else DATA_DIR
-if REAL_CSVS is not None:
-    real = load_index(REAL_CSVS, check_files=False)
+real = None if REAL_CSVS is None else load_index(REAL_CSVS, check_files=False)
+if real is not None and len(real) == ISIC_2019_IMAGES:
     real_shares = (100 * real["label"].value_counts(normalize=True)).rename(dict(enumerate(CLASSES)))
     print(f"computed from the CSVs of {REAL_CSVS.name} ({len(real):,} images):")
     print(real_shares.reindex(CLASSES).round(1).rename_axis(None).to_string())
 else:
-    print("real CSVs not found here; the published shares (%) of the 25,331 ISIC 2019 training images:")
+    print(f"the published shares (%) of the {ISIC_2019_IMAGES:,} ISIC 2019 training images:")
     print(pd.Series(REAL_SHARES).to_string())
+    if real is not None:
+        print(f"({REAL_CSVS.name} holds {len(real):,} of them, a sample: its own shares are not ISIC 2019's)")
 
 # %% [markdown]
 # ## What do the images look like?
-# Four images of each class (fewer where the class has fewer), resized and centre-cropped to 224x224 the way the
-# networks will see them. Look at the variety *within* a class and the resemblance *between* MEL, NV and BKL:
-# dermatologists find those hard too. (The synthetic classes are drawn to be easy to tell apart: real ones are not.)
+# Four images of each class, one row per class (fewer where the class has fewer), resized and centre-cropped to
+# 224x224 the way the networks will see them. Look at the variety *within* a class and the resemblance *between*
+# MEL, NV and BKL: dermatologists find those hard too. (The synthetic classes are drawn to be easy to tell apart:
+# real ones are not.)
 
 # %%
 examples = frame.groupby("label", group_keys=False).head(4).sort_values("label").reset_index(drop=True)
 dataset = ISICDataset(examples, transform=eval_transform())
 images = torch.stack([dataset[i][0] for i in range(len(dataset))])
-plot_image_grid(images, examples["label"].tolist(), ncols=8)
+plot_image_grid(images, examples["label"].tolist(), ncols=4, row_per_label=True,
+                title=f"Four images per class: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}")
 
 # %% [markdown]
 # ## Image sizes
 # ISIC 2019 gathers images from three archives, each with its own image size: HAM10000 (600x450), BCN_20000
-# (1024x1024) and MSK (up to about 6000x4000). The networks need one size, so every image is resized on the way in. Decoding a 6000x4000 JPEG
-# takes far longer than the network's work on it; that is why notebook 03 prepares the images once into a cache.
+# (1024x1024) and MSK (up to about 6000x4000). The networks need one size, so every image is resized on the way
+# in. Decoding a 6000x4000 JPEG takes far longer than the network's work on it; that is why notebooks 02 and 03
+# train from images prepared once into a cache (notebook 02 shows it).
 # (Reading only the file headers, as below, is fast. In a runtime that restored the course bundle from Drive,
 # every image is already the prepared 256x256 copy.)
 
@@ -180,12 +187,17 @@ print(f"{len(images_per_lesion):,} lesion ids; {(images_per_lesion > 1).sum():,}
 print(images_per_lesion.value_counts().sort_index().rename("lesions").rename_axis("images per lesion").to_string())
 
 # %%
-biggest = images_per_lesion.index[0]
-same_lesion = frame[frame["lesion_id"] == biggest].head(8).reset_index(drop=True)
-lesion_images = ISICDataset(same_lesion, transform=eval_transform())
-plot_image_grid(torch.stack([lesion_images[i][0] for i in range(len(same_lesion))]),
-                same_lesion["label"].tolist(), ncols=8, captions=same_lesion["lesion_id"].tolist(),
-                title=f"All images of lesion {biggest}{' (SYNTHETIC)' if SYNTHETIC else ''}")
+biggest, figure = images_per_lesion.index[0], None
+if images_per_lesion.iloc[0] > 1:
+    same_lesion = frame[frame["lesion_id"] == biggest].head(8).reset_index(drop=True)
+    lesion_images = ISICDataset(same_lesion, transform=eval_transform())
+    figure = plot_image_grid(torch.stack([lesion_images[i][0] for i in range(len(same_lesion))]),
+                             same_lesion["label"].tolist(), ncols=8, captions=same_lesion["lesion_id"].tolist(),
+                             title=f"All images of lesion {biggest}{' (SYNTHETIC)' if SYNTHETIC else ''}")
+else:
+    print(f"no lesion of {DATA_DIR.name} has several images, so a split by image cannot leak here: the leak\n"
+          "discussed below (about 60 %) is a property of the full ISIC 2019 metadata, where 5,059 lesions have several.")
+figure
 
 # %% [markdown]
 # ## Splitting: by image or by lesion?
@@ -208,8 +220,9 @@ pd.crosstab(split_by_lesion, frame["label"].map(dict(enumerate(CLASSES)))).reind
     index=["train", "val", "test"], columns=list(CLASSES))
 
 # %% [markdown]
-# The table counts the images of each class in each part of the lesion-grouped split: every class is present in
-# every part, in about the same proportions.
+# The table counts the images of each class in each part of the lesion-grouped split: each part keeps about the
+# class proportions of the whole. (A class with only a handful of images, as in a small sample, can be missing
+# from a part: a 15 % part of 3 images holds at most one.)
 #
 # On the **real** ISIC 2019 metadata, a random split by image leaks badly: about 60 % of the test images have a
 # photograph of the same lesion in the training set. The cell below measures it on the data folder's metadata
@@ -223,14 +236,15 @@ pd.crosstab(split_by_lesion, frame["label"].map(dict(enumerate(CLASSES)))).reind
 MY_GUESS = None  # your guess, in % of the test images
 
 # %%
-if REAL_CSVS is not None:
+if real is not None and (real["lesion_id"].value_counts() > 1).any():
     leak_by_image = leakage(real, random_split(real, seed=0))
     leak_by_lesion = leakage(real, grouped_split(real, seed=0))
     print(f"metadata of {REAL_CSVS.name} ({len(real):,} images): test images whose lesion is also in train:\n"
           f"  split by image  {100 * leak_by_image:5.1f} %\n  split by lesion {100 * leak_by_lesion:5.1f} %")
 else:
-    print("no real metadata here: on the real ISIC 2019 metadata about 60 % of the test images of a random split by\n"
-          "image have the same lesion in the training set; a split by lesion has none.")
+    print(f"{'no real metadata here' if real is None else 'no lesion with several images here'}: on the real "
+          "ISIC 2019 metadata\nabout 60 % of the test images of a random split by image have the same lesion in "
+          "the training set;\na split by lesion has none.")
 if MY_GUESS is not None:
     print(f"your guess: {MY_GUESS} %")
 

@@ -16,7 +16,9 @@
 # - the class imbalance: plain training against a class-balanced sampler, compared on balanced accuracy and recall;
 # - test-time augmentation: averaging the predictions over flipped copies of each image.
 #
-# Time: about a minute in smoke mode on a CPU. In full mode, with the models of notebooks 02 and 03 saved, the
+# Run notebooks 02 and 03 first: this notebook starts from the models they saved.
+#
+# Time: a minute or two in smoke mode on a CPU. In full mode, with the models of notebooks 02 and 03 saved, the
 # evaluation takes a few minutes on Colab's T4 and the imbalance comparison (two 5-epoch trainings of ResNet-50's
 # head) in the order of 10-20 minutes: estimates, not measurements; every step prints its own time.
 
@@ -29,7 +31,6 @@
 import os
 import platform
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -37,20 +38,17 @@ import torchvision
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix
 
 import skinlib
-from skinlib.config import TrainConfig
-from skinlib.data import CLASSES, load_index
+from skinlib.course import get_data
+from skinlib.data import CLASSES
 from skinlib.device import select_device
 from skinlib.engine import fit
 from skinlib.gradcam import grad_cam, heatmap
-from skinlib.interpret import (balanced_loader, most_confident, normalised_images, per_class_report,
-                               predict_probs, saved_or_trained)
+from skinlib.interpret import (balanced_loader, load_for_evaluation, most_confident, normalised_images,
+                               per_class_report, predict_probs)
 from skinlib.interpret_plots import plot_examples, plot_gradcam, plot_reliability, plot_roc_ovr
-from skinlib.loaders import make_loaders
 from skinlib.models import resnet50
 from skinlib.optim import make_optimizer
 from skinlib.plots import plot_confusion
-from skinlib.splits import grouped_split
-from skinlib.synth import default_data_dir, is_synthetic
 
 print(f"Python {platform.python_version()}, torch {torch.__version__}, "
       f"torchvision {torchvision.__version__}, skinlib {skinlib.__version__}")
@@ -58,61 +56,58 @@ device = select_device()
 
 # %% [markdown]
 # ## Parameters
-# `SKINLIB_SMOKE=1` is smoke mode: tiny models trained here in seconds and a few test batches, so every cell runs
-# anywhere; its numbers mean nothing. In full mode the models are those that notebooks 02 and 03 saved.
+# The data comes from `get_data()`, as in every notebook: in Colab, the course bundle restored from your Google
+# Drive, and the results folder on Drive where notebooks 02 and 03 saved their models. `SKINLIB_SMOKE=1` is smoke
+# mode: a few test batches, and one short imbalance run of each kind on a single batch, so every cell runs anywhere
+# in a minute or so; its numbers mean nothing.
 
 # %%
-# os.environ["SKINLIB_DATA"] = "/content/isic2019"  # real data (see notebook 00)
-DATA_DIR = default_data_dir()  # $SKINLIB_DATA, else the SYNTHETIC set
-SYNTHETIC = is_synthetic(DATA_DIR)
+MIRROR = None  # an instructor's mirror address, else the official one (see notebook 00)
+data = get_data(mirror=os.environ.get("SKINLIB_MIRROR") or MIRROR)  # in Colab: restored from Drive
+SYNTHETIC = data.synthetic
 SMOKE = os.environ.get("SKINLIB_SMOKE") == "1"
 PRETRAINED = os.environ.get("SKINLIB_PRETRAINED", "1") != "0"
 
 BATCH_SIZE = 4 if SMOKE else 64
-MAX_BATCHES = 1 if SMOKE else None  # training batches per epoch
+MAX_BATCHES = 1 if SMOKE else None  # the imbalance runs: batches per epoch, and per evaluation
 EVAL_BATCHES = 2 if SMOKE else None  # test batches evaluated
 IMBALANCE_EPOCHS = 1 if SMOKE else 5
-RUNS = Path("runs")  # where notebooks 02 and 03 saved their models
 torch.manual_seed(0)
-print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}, "
-      f"{'SMOKE mode: tiny models, ' + str(EVAL_BATCHES) + ' test batches' if SMOKE else 'full mode'}")
+print(f"{'SMOKE mode: ' + str(EVAL_BATCHES) + ' test batches' if SMOKE else 'full mode'}")
 
 # %% [markdown]
 # ## Data and the saved models
-# The same lesion-grouped split as every notebook. Each model file records a fingerprint of the images, labels and
-# split it was trained on; a file made on other data is not used. If notebook 03's ResNet-50 is not found, a
-# small one is trained here (in full mode that is the long run of notebook 03: better run 03 first).
+# The same lesion-grouped split as every notebook, and the models of notebooks 02 (SimpleCNN) and 03 (ResNet-50)
+# from the results folder (`data.results_dir`: on Drive in Colab, so a fresh runtime finds them). Each model file
+# records a fingerprint of the images, labels and split it was trained on; a file made on other data is not used.
+# A missing model is named with the notebook that makes it: run that notebook first. (In smoke mode a short
+# stand-in is trained instead, and the notebook says so.)
 
 # %%
-frame = load_index(DATA_DIR)
-split = grouped_split(frame, seed=0)
-cache_dir = None
-if not SYNTHETIC:
-    from skinlib.cache import prepare
-
-    base = Path("/content") if IN_COLAB else Path(os.environ.get("SKINLIB_CACHE", Path.home() / ".cache" / "skinlib"))
-    cache_dir = base / "skinlib-prepared"
-    print(prepare(DATA_DIR, cache_dir).format())
-config = TrainConfig(data=str(DATA_DIR), out=str(RUNS / "04_resnet50"), model="resnet50", batch_size=BATCH_SIZE,
-                     epochs=1 if SMOKE else 25, max_batches=MAX_BATCHES, pretrained=PRETRAINED,
-                     num_workers=0 if SMOKE else None, cache=None if cache_dir is None else str(cache_dir))
-loaders = make_loaders(frame, split, config, device=device)
 start = time.perf_counter()
-resnet = saved_or_trained([RUNS / "03_resnet50"], frame, split, config)
-print(f"ResNet-50 ready in {time.perf_counter() - start:.0f} s")
+course = load_for_evaluation(data, device, smoke=SMOKE, pretrained=PRETRAINED, batch_size=BATCH_SIZE)
+loaders, models, config = course.loaders, course.models, course.config
+resnet = models["ResNet-50"]
+print(f"models ready in {time.perf_counter() - start:.0f} s: {', '.join(models)}")
 
 # %% [markdown]
 # ## Probabilities on the test split
-# Everything below starts from one table: for every test image, the probability the model gives each class.
+# Everything below starts from one table: for every test image, the probability a model gives each class. First
+# both models side by side, on accuracy and balanced accuracy; then ResNet-50, the stronger one, looked at closely.
 
 # %%
 start = time.perf_counter()
-probs, targets = predict_probs(resnet.model.to(device), loaders["test"], device, max_batches=EVAL_BATCHES)
+tables = {name: predict_probs(saved.model.to(device), loaders["test"], device, max_batches=EVAL_BATCHES)
+          for name, saved in models.items()}
+LOOK_AT = "ResNet-50"  # the model looked at closely below
+probs, targets = tables[LOOK_AT]
 predicted = probs.argmax(1)
-print(f"{len(targets)} test images in {time.perf_counter() - start:.1f} s"
-      f"{' (SYNTHETIC)' if SYNTHETIC else ''}{' (SMOKE run: the numbers mean nothing)' if SMOKE else ''}")
-print(f"accuracy {accuracy_score(targets, predicted):.3f}, "
-      f"balanced accuracy {balanced_accuracy_score(targets, predicted):.3f} (chance: {1 / len(CLASSES):.3f})")
+print(f"{len(targets)} test images, {len(models)} models, in {time.perf_counter() - start:.1f} s"
+      f"{' (SYNTHETIC)' if SYNTHETIC else ''}{' (SMOKE run: the numbers mean nothing)' if SMOKE else ''}; "
+      f"chance balanced accuracy {1 / len(CLASSES):.3f}")
+pd.DataFrame({"accuracy": [accuracy_score(t, p.argmax(1)) for p, t in tables.values()],
+              "balanced accuracy": [balanced_accuracy_score(t, p.argmax(1)) for p, t in tables.values()]},
+             index=list(tables)).round(3)
 
 # %% [markdown]
 # ## Per class: precision, recall, F1, support
@@ -202,7 +197,7 @@ with torch.no_grad():
 N_CAM = 2 if SMOKE else 4  # of each kind
 show = [*most_confident(probs, targets, N_CAM, wrong=False), *most_confident(probs, targets, N_CAM, wrong=True)]
 images = normalised_images(test_set, show)
-cams, _ = grad_cam(resnet.model.cpu(), images, target=torch.as_tensor(predicted[show]))
+cams, _ = grad_cam(models[LOOK_AT].model.cpu(), images, target=torch.as_tensor(predicted[show]))
 titles = [f"true {CLASSES[targets[i]]}\npred {CLASSES[predicted[i]]} {probs[i, predicted[i]]:.2f}" for i in show]
 colours = ["tab:green" if targets[i] == predicted[i] else "tab:red" for i in show]
 plot_gradcam(images, heatmap(cams, images.shape[-2:]), titles, colours)
@@ -217,6 +212,8 @@ plot_gradcam(images, heatmap(cams, images.shape[-2:]), titles, colours)
 #
 # We train ResNet-50's head twice from the same start (the backbone frozen, as in notebook 03's feature
 # extraction), once with each sampler, and compare balanced accuracy and per-class recall on the test split.
+# (In smoke mode each run is a single step on one batch, evaluated on one batch: enough to show that the cell
+# works, not what it finds.)
 
 # %%
 def train_head(train_loader):
@@ -227,7 +224,7 @@ def train_head(train_loader):
     optimizer = make_optimizer(model.to(device), config)
     fit(model, train_loader, loaders["val"], optimizer, device, epochs=IMBALANCE_EPOCHS, config=config,
         max_batches=MAX_BATCHES, progress=not SMOKE)
-    return predict_probs(model, loaders["test"], device, max_batches=EVAL_BATCHES)
+    return predict_probs(model, loaders["test"], device, max_batches=MAX_BATCHES)
 
 
 results = {}
@@ -251,7 +248,7 @@ pd.DataFrame(results).rename_axis("recall per class").round(3)
 
 # %%
 start = time.perf_counter()
-tta_probs, tta_targets = predict_probs(resnet.model.to(device), loaders["test"], device, tta=True,
+tta_probs, tta_targets = predict_probs(models[LOOK_AT].model.to(device), loaders["test"], device, tta=True,
                                        max_batches=EVAL_BATCHES)
 print(f"test-time augmentation: {time.perf_counter() - start:.1f} s for {len(tta_targets)} images (4 views each)")
 pd.DataFrame({
@@ -264,8 +261,8 @@ pd.DataFrame({
 # The gain, if any, is usually a point or two; on a small test split it can be within the noise of a few images.
 #
 # ## What to try next
-# 1. **SimpleCNN under the same lens.** Load notebook 02's model (`saved_or_trained([RUNS / "02_simple_cnn"],
-#    ...)` with a SimpleCNN config) and rerun the cells above: where does it look?
+# 1. **SimpleCNN under the same lens.** Set `LOOK_AT = "SimpleCNN"` (notebook 02's model) and rerun the cells
+#    from there (Grad-CAM then looks at its last convolution, `conv2`): where does it look?
 # 2. **Class-weighted loss.** Write a training loop (notebook 02's) with `nn.CrossEntropyLoss(weight=...)`, weights
 #    1 / class frequency, and compare with the balanced sampler.
 # 3. **Calibrate.** Divide the logits by a temperature T fitted on the validation split (temperature scaling): does

@@ -17,6 +17,8 @@
 # - sensitivity (melanomas found) and specificity (other lesions spared), and why no threshold gives both;
 # - that the threshold is a choice made from the cost of each mistake, not something the model decides.
 #
+# Run notebooks 02 and 03 first: this notebook starts from the models they saved.
+#
 # Time: under a minute in smoke mode on a CPU; in full mode, a minute or two on Colab's T4 to score the test split.
 # The widgets need a live kernel: run the notebook, then play.
 
@@ -28,20 +30,15 @@
 # %%
 import os
 import platform
-from pathlib import Path
 
 import torch
 import torchvision
 
 import skinlib
-from skinlib.config import TrainConfig
-from skinlib.data import CLASSES, load_index
+from skinlib.course import get_data
+from skinlib.data import CLASSES
 from skinlib.device import select_device
-from skinlib.export import MODEL_FILE, load_model
-from skinlib.interpret import MEL, melanoma_decision, predict_probs, saved_or_trained
-from skinlib.loaders import make_loaders
-from skinlib.splits import grouped_split
-from skinlib.synth import default_data_dir, is_synthetic
+from skinlib.interpret import MEL, load_for_evaluation, melanoma_decision, predict_probs
 from skinlib.widgets import threshold_app, try_model_app
 
 print(f"Python {platform.python_version()}, torch {torch.__version__}, "
@@ -50,36 +47,29 @@ device = select_device()
 
 # %% [markdown]
 # ## Parameters
-# `SKINLIB_SMOKE=1` is smoke mode: a tiny model trained here in seconds if notebook 03's is not found, and a few
-# test batches; the widgets work the same, the numbers mean nothing.
+# The data comes from `get_data()`, as in every notebook (in Colab: restored from your Google Drive).
+# `SKINLIB_SMOKE=1` is smoke mode: a few test batches; the widgets work the same, the numbers mean nothing.
 
 # %%
-# os.environ["SKINLIB_DATA"] = "/content/isic2019"  # real data (see notebook 00)
-DATA_DIR = default_data_dir()  # $SKINLIB_DATA, else the SYNTHETIC set
-SYNTHETIC = is_synthetic(DATA_DIR)
+MIRROR = None  # an instructor's mirror address, else the official one (see notebook 00)
+data = get_data(mirror=os.environ.get("SKINLIB_MIRROR") or MIRROR)  # in Colab: restored from Drive
+SYNTHETIC = data.synthetic
 SMOKE = os.environ.get("SKINLIB_SMOKE") == "1"
 PRETRAINED = os.environ.get("SKINLIB_PRETRAINED", "1") != "0"
 
 BATCH_SIZE = 4 if SMOKE else 64
 EVAL_BATCHES = 4 if SMOKE else None  # test batches scored for the threshold
-RUNS = Path("runs")  # where notebooks 02, 03 and 04 saved their models
-print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}, {'SMOKE mode' if SMOKE else 'full mode'}")
+print(f"{'SMOKE mode' if SMOKE else 'full mode'}")
 
 # %% [markdown]
 # ## The saved models
-# Notebook 03's ResNet-50 (or the one notebook 04 trained), and notebook 02's SimpleCNN when its file is here. A
-# file trained on other data or another split is not used.
+# Notebook 02's SimpleCNN and notebook 03's ResNet-50, from the results folder where they saved them (on Drive in
+# Colab). A file trained on other data or another split is not used; a missing model is named with the notebook
+# that makes it: run that notebook first. (In smoke mode a short stand-in is trained instead, and it says so.)
 
 # %%
-frame = load_index(DATA_DIR)
-split = grouped_split(frame, seed=0)
-config = TrainConfig(data=str(DATA_DIR), out=str(RUNS / "04_resnet50"), model="resnet50", batch_size=BATCH_SIZE,
-                     epochs=1 if SMOKE else 25, max_batches=1 if SMOKE else None, pretrained=PRETRAINED,
-                     num_workers=0)
-models = {"ResNet-50": saved_or_trained([RUNS / "03_resnet50"], frame, split, config)}
-simple = RUNS / "02_simple_cnn" / MODEL_FILE
-if simple.is_file() and load_model(simple).data["fingerprint"] == models["ResNet-50"].data["fingerprint"]:
-    models["SimpleCNN"] = load_model(simple)
+course = load_for_evaluation(data, device, smoke=SMOKE, pretrained=PRETRAINED, batch_size=BATCH_SIZE)
+frame, split, loaders, models = course.frame, course.split, course.loaders, course.models
 print(f"models: {', '.join(models)}")
 
 # %% [markdown]
@@ -94,7 +84,7 @@ print(f"models: {', '.join(models)}")
 # %%
 test_rows = frame[split == "test"].head(60)
 test_images = {f"{row.image} (true {CLASSES[row.label]})": row.path for row in test_rows.itertuples()}
-try_model_app(models, test_images)
+try_model_app({name: models[name] for name in ("ResNet-50", "SimpleCNN")}, test_images)  # ResNet-50 first
 
 # %% [markdown]
 # ## 2. The melanoma threshold: the clinical question
@@ -118,7 +108,6 @@ print(f"found {toy['tp']}, missed {toy['fn']}, false alarms {toy['fp']}, spared 
 # Now on the test split, with the ResNet-50 (in smoke mode, or on the synthetic set, the numbers mean nothing):
 
 # %%
-loaders = make_loaders(frame, split, config, device=device)
 probs, targets = predict_probs(models["ResNet-50"].model.to(device), loaders["test"], device,
                                max_batches=EVAL_BATCHES)
 print(f"{len(targets)} test images, {int((targets == MEL).sum())} melanomas"
