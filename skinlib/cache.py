@@ -108,7 +108,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add `prepare` to the skinlib command line."""
-    from skinlib.cli import int_at_least
+    from skinlib.cli_errors import int_at_least
 
     p = subparsers.add_parser(
         "prepare", help="decode every image once into a fast uint8 cache for training")

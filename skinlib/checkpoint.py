@@ -51,6 +51,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint` (tensors and plain containers only)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file; move it away")
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     size = path.stat().st_size

@@ -68,7 +68,7 @@ def register_synth(subparsers) -> None:
     p = subparsers.add_parser("synth", help="write a synthetic dataset in the ISIC 2019 layout")
     p.add_argument("out", type=Path, help="output folder")
     p.add_argument("--n", type=int, default=800, help="number of images (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="random seed (default: %(default)s)")
     p.set_defaults(func=cmd_synth)
 
 

@@ -41,10 +41,11 @@ def device_name(value: str) -> str:
     import torch
 
     try:
-        torch.device(value)
+        kind = torch.device(value).type
     except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a device: use cuda, cuda:1, mps or cpu") from None
+        kind = None
+    if kind not in ("cuda", "mps", "cpu"):  # torch also names "meta", "xla", ...: nothing trains there
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device: use cuda, cuda:1, mps or cpu")
     return value
 
 

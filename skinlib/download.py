@@ -54,8 +54,11 @@ KIT_NAMES = (GROUND_TRUTH_CSV, METADATA_CSV, IMAGES_DIR, ARCHIVE, MANIFEST, SCRA
 
 def _check_base_url(base_url: str) -> None:
     """Refuse an address that is not http(s) before any request (a typo in the scheme)."""
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(base_url)
+    except ValueError:  # "http://[::1": an unclosed IPv6 bracket
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         raise DownloadError(f"--base-url {base_url!r} is not an http:// or https:// address; "
                             f"check its spelling (default {BASE_URL})")
 

@@ -8,12 +8,12 @@ asynchronous host-to-device copies, and no wait for the GPU inside the loop.
 
 `fit` repeats train-then-evaluate for a number of epochs with the model, loaders, optimizer
 and scheduler it is given (it never builds or re-initialises any of them), and with a
-checkpoint path it saves the run after every epoch and can resume it (see `resume`).
+`CheckpointPlan` it saves the run after every epoch and can resume it (see `resume`).
 """
 from __future__ import annotations
 
 import functools
-import os
+import itertools
 import time
 from typing import Any, Iterable
 
@@ -22,12 +22,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from skinlib import distributed
-from skinlib.checkpoint import save_checkpoint
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD
 from skinlib.device import autocast_dtype, make_scaler
 from skinlib.divergence import LossWatch, NonFiniteLoss
+from skinlib.history import epoch_row, format_epoch
 from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy
-from skinlib.resume import resume_training, training_state
+from skinlib.resume import CheckpointPlan
 from skinlib.sampling import set_loader_epoch
 
 
@@ -66,12 +66,12 @@ def _batches(loader: Iterable, max_batches: int | None, progress: bool, desc: st
     total = len(loader) if hasattr(loader, "__len__") else None
     if max_batches is not None:
         total = max_batches if total is None else min(total, max_batches)
-    bar = tqdm(loader, total=total, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    batches = loader if max_batches is None else itertools.islice(loader, max_batches)
+    # islice, not a break: the bar then ends as complete and hides itself, instead of
+    # staying on screen in red as an interrupted one (and no batch is loaded for nothing)
+    bar = tqdm(batches, total=total, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     try:
-        for index, batch in enumerate(bar):
-            if max_batches is not None and index >= max_batches:
-                break
-            yield batch
+        yield from bar
     finally:
         bar.close()
 
@@ -101,8 +101,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     """Train `model` for one pass over `loader`; return the epoch's results.
 
     Returns a dict: loss (mean cross-entropy per image), accuracy, balanced_accuracy,
-    confusion (a ConfusionMatrix), images, seconds, images_per_s, lr (the learning rate of
-    the last step). `scheduler` is stepped after every batch (one-cycle). `grad_clip` clips
+    confusion (a ConfusionMatrix), images, seconds, images_per_s, lr, lr_first and lr_peak (the
+    learning rate of the last step, the first and the highest). `scheduler` is stepped after every batch (one-cycle). `grad_clip` clips
     each gradient element to [-grad_clip, grad_clip] (`clip_grad_value_`). With
     `amp_dtype=torch.float16` pass an enabled `scaler` (see `make_scaler`). Raises
     NonFiniteLoss, naming the first batch whose loss was NaN or infinite, and stops there: at
@@ -116,6 +116,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     loss_sum = torch.zeros((), device=device)  # summed on the device: no wait per batch
     watch = LossWatch(device)  # stops the epoch at a NaN or infinite loss (see skinlib.divergence)
     images_seen, lr, start = 0, optimizer.param_groups[0]["lr"], time.perf_counter()
+    first_lr, peak_lr = lr, lr  # the epoch's line shows them: a one-cycle epoch ends near 0
     for batch, (images, labels) in enumerate(_batches(loader, max_batches, progress, "train")):
         images, labels = to_device_batch(images, labels, device, channels_last=channels_last)
         optimizer.zero_grad(set_to_none=True)
@@ -123,6 +124,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
             outputs = model(images)
             loss = criterion(outputs, labels)
         lr = optimizer.param_groups[0]["lr"]
+        peak_lr = max(peak_lr, lr)
         watch.note(loss, batch, lr)
         scaler.scale(loss).backward()
         if grad_clip is not None:
@@ -140,7 +142,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         images_seen += labels.shape[0]
     watch.finish()
     result = _results(loss_sum, cm, images_seen, start, "training")
-    result["lr"] = lr
+    result.update(lr=lr, lr_first=first_lr, lr_peak=peak_lr)
     return result
 
 
@@ -190,29 +192,29 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
 
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
         optimizer: torch.optim.Optimizer, device: torch.device, *, epochs: int,
-        scheduler: Any = None, config: Any = None, checkpoint_path: str | os.PathLike | None = None,
-        resume: bool = False, max_batches: int | None = None, progress: bool = True,
-        checkpoint_extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        scheduler: Any = None, config: Any = None, checkpoint: CheckpointPlan | None = None,
+        max_batches: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
     """Train for `epochs` epochs, evaluating on `val_loader` after each; return the history.
 
-    The history is a list with one dict per epoch: epoch, train_loss, train_accuracy,
-    train_balanced_accuracy, val_loss, val_accuracy, val_balanced_accuracy, lr, seconds,
-    images_per_s. One summary line is printed per epoch; `progress` adds tqdm bars.
+    The history has one dict per epoch (see `history.epoch_row`): epoch, train_loss,
+    train_accuracy, train_balanced_accuracy, val_loss, val_accuracy, val_balanced_accuracy,
+    lr (the last step's), lr_first, lr_peak, seconds, images_per_s. One summary line is printed
+    per epoch; `progress` adds tqdm bars.
 
     The model should already be on `device`; the optimizer and scheduler (stepped after every
     batch) are used as given. `config` (a TrainConfig) brings gradient clipping, mixed
     precision, channels_last and the seed of the data order, and is saved in the checkpoint;
     without it there is no clipping, mixed precision and channels_last are on where the
-    device supports them, and the data order is the loader's own. With `checkpoint_path` the
-    run is saved after every epoch, with `checkpoint_extra` (say, a record of the data) added;
-    `resume=True` continues from it (if it exists yet). A NaN or infinite loss raises NonFiniteLoss."""
+    device supports them, and the data order is the loader's own. `checkpoint` (a
+    CheckpointPlan) saves the run after every epoch and can continue it. A NaN or infinite
+    loss raises NonFiniteLoss."""
     device = torch.device(device)
     amp_dtype = autocast_dtype(device) if getattr(config, "amp", True) else None
     scaler = make_scaler(device, amp_dtype)
     channels_last = getattr(config, "channels_last", True) and device.type == "cuda"
     if channels_last:
         model.to(memory_format=torch.channels_last)  # same Parameter objects: optimizer unaffected
-    history = _start(checkpoint_path, resume, model, optimizer, scheduler, scaler, config)
+    history = checkpoint.start(model, optimizer, scheduler, scaler, config) if checkpoint else []
     options = dict(channels_last=channels_last, progress=progress, max_batches=max_batches,
                    amp_dtype=amp_dtype)
     for epoch in range(len(history) + 1, epochs + 1):
@@ -227,52 +229,13 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
         except NonFiniteLoss as err:
             raise NonFiniteLoss(epoch, err.batch, err.lr, history) from None
         except KeyboardInterrupt:
-            saved = (f"the checkpoint {checkpoint_path} holds {len(history)} epoch(s); "
-                     f"resume=True continues from there" if checkpoint_path else "no checkpoint")
+            saved = (f"the checkpoint {checkpoint.path} holds {len(history)} epoch(s); "
+                     "resume=True continues from there" if checkpoint else "no checkpoint")
             print(f"Interrupted during epoch {epoch}: {saved}")
             raise
-        history.append(_row(epoch, train, val, time.perf_counter() - epoch_start))
-        if checkpoint_path is not None and distributed.is_main_process():
-            save_checkpoint(checkpoint_path, {**training_state(
-                model, optimizer, scheduler, scaler, history, config,
-                train["confusion"].num_classes), **(checkpoint_extra or {})})
+        history.append(epoch_row(epoch, train, val, time.perf_counter() - epoch_start))
+        if checkpoint is not None:
+            checkpoint.save(model, optimizer, scheduler, scaler, history, config,
+                            train["confusion"].num_classes)
         print(format_epoch(history[-1], epochs))
     return history
-
-
-def _start(checkpoint_path, resume, model, optimizer, scheduler, scaler, config) -> list[dict]:
-    """The history to continue from: a resumed checkpoint's, or none."""
-    if not resume:
-        return []
-    if checkpoint_path is None:
-        raise ValueError("resume=True needs a checkpoint_path")
-    if not os.path.exists(checkpoint_path):
-        print(f"No checkpoint at {checkpoint_path} yet: starting at epoch 1")
-        return []
-    history = resume_training(checkpoint_path, model, optimizer, scheduler, scaler, config)
-    print(f"Resuming from {checkpoint_path}: {len(history)} epoch(s) done")
-    return history
-
-
-def _row(epoch: int, train: dict[str, Any], val: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """One epoch's line of the history."""
-    return {
-        "epoch": epoch,
-        "train_loss": train["loss"], "train_accuracy": train["accuracy"],
-        "train_balanced_accuracy": train["balanced_accuracy"],
-        "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-        "val_balanced_accuracy": val["balanced_accuracy"],
-        "lr": train["lr"], "seconds": seconds, "images_per_s": train["images_per_s"],
-    }
-
-
-def format_epoch(row: dict[str, Any], epochs: int) -> str:
-    """The one summary line printed per epoch."""
-    width = len(str(epochs))
-    return (f"epoch {row['epoch']:>{width}}/{epochs}  "
-            f"train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f} "
-            f"bal {row['train_balanced_accuracy']:.3f}  |  "
-            f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f} "
-            f"bal {row['val_balanced_accuracy']:.3f}  |  "
-            f"lr {row['lr']:.2e}  {row['seconds']:.0f}s  "
-            f"{row['images_per_s']:.{0 if row['images_per_s'] >= 10 else 1}f} img/s")

@@ -1,11 +1,12 @@
 """Fetching a file over HTTP(S) so that a bad connection costs time, never a broken file.
 
 `Fetcher(base_url).get(dest)` streams `base_url + dest.name` into `dest.name + ".part"` and
-renames it into place only when the length matches what the server announced. A dropped
-connection or a transient server error is retried with backoff, resuming with an HTTP Range
-request from the last byte written; a later run resumes the same `.part` file. Every failure
-ends as a `DownloadError` with a one-line message naming the URL. `sha256_of` checks a file
-against a published hash.
+renames it into place only when the length matches what the server announced (and, when given,
+its SHA-256 starts with the published prefix). A dropped connection or a transient server
+error is retried with backoff, resuming with an HTTP Range request from the last byte written;
+a later run resumes the same `.part` file. Every failure ends as a `DownloadError` with a
+one-line message naming the URL. The dataset (`download`) and the ImageNet weights (`models`)
+both come through here. `sha256_of` checks a file against a published hash.
 """
 from __future__ import annotations
 
@@ -38,17 +39,33 @@ class DownloadError(DataError):
     """
 
 
+class DownloadTimeout(DownloadError):
+    """The last try got no answer within `seconds` (the connect or the read timeout)."""
+
+    def __init__(self, message: str, seconds: float):
+        super().__init__(message)
+        self.seconds = seconds
+
+
 class _Dropped(Exception):
     """The connection ended early or the server had a transient failure: retry, resuming."""
 
 
-
 class Fetcher:
-    """Streams one URL into a `.part` file, resuming with Range after a dropped connection."""
+    """Streams one URL into a `.part` file, resuming with Range after a dropped connection.
 
-    def __init__(self, base_url, *, progress, retries, backoff, timeout):
-        self.base_url = base_url.rstrip("/") + "/"
+    With `keep_partial=False` the partial file is private to this process (several processes
+    of one torchrun may fetch the same file at once) and removed unless the fetch succeeds, so
+    only the retries within one call resume it. `address_hint` ends the message of an HTTP
+    error such as 404.
+    """
+
+    def __init__(self, base_url: str = "", *, progress: bool = True, retries: int = RETRIES,
+                 backoff: float = BACKOFF, timeout: tuple[float, float] = TIMEOUT,
+                 keep_partial: bool = True, address_hint: str = "check the address or --base-url"):
+        self.base_url = base_url.rstrip("/") + "/" if base_url else ""
         self.progress, self.retries, self.backoff, self.timeout = progress, retries, backoff, timeout
+        self.keep_partial, self.address_hint = keep_partial, address_hint
         self.session = requests.Session()
         # Byte offsets only mean something on the identity encoding.
         self.session.headers["Accept-Encoding"] = "identity"
@@ -60,60 +77,63 @@ class Fetcher:
         self.session.close()
 
     def get(self, dest: Path, space_factor: float = 1.0) -> None:
-        """Download `dest.name` into `dest`; its length must match what the server announced."""
-        url = self.base_url + dest.name
-        part = dest.with_name(dest.name + ".part")
-        for attempt in range(self.retries + 1):
-            try:
-                self._get_once(url, part, space_factor)
-                break
-            except (_Dropped, requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
-                if attempt == self.retries:
-                    kept = part.stat().st_size if part.exists() else 0
-                    tries = f"{attempt + 1} tr{'y' if attempt == 0 else 'ies'}"
-                    then = (f"{kept:,} bytes are kept in {part}: re-running the command resumes "
-                            "from there" if kept else "re-running the command tries again")
-                    raise DownloadError(f"{url}: {self._reason(exc)}; gave up after {tries}; {then}") from None
-                time.sleep(self.backoff * 2**attempt)
-        os.replace(part, dest)
+        """Download `dest.name` (below the base URL) into `dest`."""
+        self.download(self.base_url + dest.name, dest, space_factor)
+
+    def download(self, url: str, dest: Path, space_factor: float = 1.0, *,
+                 sha256_prefix: str | None = None) -> None:
+        """Download `url` into `dest`; its length must match what the server announced and,
+        with `sha256_prefix`, its SHA-256 must start with it (else it is deleted)."""
+        dest = Path(dest)
+        private = "" if self.keep_partial else f".{os.getpid()}"
+        part = dest.with_name(f"{dest.name}{private}.part")
+        try:
+            for attempt in range(self.retries + 1):
+                try:
+                    self._get_once(url, part, space_factor)
+                    break
+                except (_Dropped, requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
+                    if attempt == self.retries:
+                        raise self._give_up(url, part, attempt + 1, exc) from None
+                    time.sleep(self.backoff * 2**attempt)
+            if sha256_prefix and not sha256_of(part).startswith(sha256_prefix):
+                part.unlink()
+                raise DownloadError(f"{url}: the file received is corrupt (its SHA-256 does not start with "
+                                    f"{sha256_prefix}, the published hash); re-running the command downloads it again")
+            os.replace(part, dest)
+        finally:
+            if not self.keep_partial:
+                part.unlink(missing_ok=True)
+
+    def _give_up(self, url: str, part: Path, tries: int, exc: BaseException) -> DownloadError:
+        """The error that ends a fetch after its last try failed with `exc`."""
+        kept = part.stat().st_size if self.keep_partial and part.exists() else 0
+        then = (f"{kept:,} bytes are kept in {part}: re-running the command resumes from there"
+                if kept else "re-running the command tries again")
+        message = f"{url}: {self._reason(exc)}; gave up after {tries} tr{'y' if tries == 1 else 'ies'}; {then}"
+        if isinstance(exc, requests.ConnectTimeout):
+            return DownloadTimeout(message, self.timeout[0])
+        if isinstance(exc, (requests.Timeout, urllib3.exceptions.ReadTimeoutError)):
+            return DownloadTimeout(message, self.timeout[1])
+        return DownloadError(message)
 
     def _get_once(self, url: str, part: Path, space_factor: float) -> None:
-        """One request, resumed from `part`'s length. Long because every HTTP answer (200, 206,
-        416, transient 5xx, other) needs its own handling, and splitting it would scatter them."""
+        """One request, resumed from `part`'s length."""
         have = part.stat().st_size if part.exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else {}
         with self.session.get(url, headers=headers, stream=True, timeout=self.timeout) as response:
-            status = response.status_code
-            if status == 416:  # nothing left after `have`: complete, or longer than the file
-                total = _range_total(response.headers.get("Content-Range", ""))
-                if total is None:  # not every server says the size in a 416: ask for it
-                    total = self._length(url)
-                if total == have:
-                    return
-                part.unlink()
-                raise _Dropped(f"HTTP 416: the partial file ({have:,} bytes) does not fit; restarting")
-            if status in TRANSIENT_STATUS:
-                raise _Dropped(f"HTTP {status} {response.reason}")
-            if status == 206:
-                start, total = _parse_content_range(url, response.headers.get("Content-Range", ""))
-                if start != have:  # the server resumed elsewhere: start over rather than guess
-                    part.unlink()
-                    raise _Dropped(f"server resumed at byte {start:,}, not {have:,}; restarting")
-                mode = "ab"
-            elif status == 200:  # no Range support (or first request): from byte zero
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                have, mode = 0, "wb"
-            else:
-                raise DownloadError(f"{url}: HTTP {status} {response.reason} (check the address or --base-url)")
+            start = self._where_to_start(url, response, part, have)
+            if start is None:  # the partial file is already the whole file
+                return
+            have, total = start
             encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
             if encoding not in ("", "identity"):
                 raise DownloadError(f"{url}: the server sent it {encoding}-encoded; use a plain mirror")
             if total is not None:
                 _check_space(part.parent, (total - have) + total * (space_factor - 1.0), url)
-            with open(part, mode) as out, tqdm(
+            with open(part, "ab" if have else "wb") as out, tqdm(
                 total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=part.name.removesuffix(".part"), disable=not self.progress,
+                desc=url.rsplit("/", 1)[-1], disable=not self.progress,
             ) as bar:
                 # Raw bytes, not iter_content: with decoding on, urllib3 drops the bytes it
                 # buffered when the connection breaks, and a resume must start at the last
@@ -131,6 +151,31 @@ class Fetcher:
                 f"moved aside to {bad.name}, re-run to download it again"
             )
 
+    def _where_to_start(self, url: str, response: requests.Response, part: Path,
+                        have: int) -> tuple[int, int | None] | None:
+        """(byte the body starts at, total size or None) from the server's answer to a request
+        for bytes `have`-; None when `part` is already complete. Raises for any other answer."""
+        status = response.status_code
+        if status == 416:  # nothing left after `have`: complete, or longer than the file
+            total = _range_total(response.headers.get("Content-Range", ""))
+            if total is None:  # not every server says the size in a 416: ask for it
+                total = self._length(url)
+            if total == have:
+                return None
+            part.unlink()
+            raise _Dropped(f"HTTP 416: the partial file ({have:,} bytes) does not fit; restarting")
+        if status in TRANSIENT_STATUS:
+            raise _Dropped(f"HTTP {status} {response.reason}")
+        if status == 206:
+            start, total = _parse_content_range(url, response.headers.get("Content-Range", ""))
+            if start != have:  # the server resumed elsewhere: start over rather than guess
+                part.unlink()
+                raise _Dropped(f"server resumed at byte {start:,}, not {have:,}; restarting")
+            return have, total
+        if status == 200:  # no Range support (or first request): from byte zero
+            length = response.headers.get("Content-Length")
+            return 0, (int(length) if length and length.isdigit() else None)
+        raise DownloadError(f"{url}: HTTP {status} {response.reason} ({self.address_hint})")
 
     def _reason(self, exc: BaseException) -> str:
         """A short human reason for a failed try (the library messages run to several lines)."""

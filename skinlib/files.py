@@ -47,7 +47,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], *, binary
     its temporary file, named `temporary_name_pattern(path)`: `remove_stale_temporaries` clears it.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _naming(err, path, err.filename) from None
     try:
         os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600: give the user's usual mode
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
@@ -55,11 +58,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], *, binary
             f.flush()
             os.fsync(f.fileno())  # the bytes are on disk before the rename makes them current
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _naming(err, path, tmp) from None
         raise
     _fsync_folder(path.parent)
     return path
+
+
+def _naming(err: OSError, path: Path, tmp: str | None) -> OSError:
+    """`err` naming `path`, the file the user knows, where it named the temporary file or nothing."""
+    named = err.errno is not None and err.filename in (None, tmp)
+    return type(err)(err.errno, err.strerror, str(path)) if named else err
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -233,7 +244,7 @@ def _read_marker(path: Path, kind: str, option: str) -> KitFolder:
     marker = path / MARKER
     try:
         record = json.loads(marker.read_text(encoding="utf-8"))
-        if record.get("kit") != KIT or not isinstance(record.get("files"), list):
+        if not isinstance(record, dict) or record.get("kit") != KIT or not isinstance(record.get("files"), list):
             raise ValueError("not the kit's marker")
         found_kind = str(record["kind"])
         files = {_relative(str(name)) for name in record["files"]}

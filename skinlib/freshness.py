@@ -36,7 +36,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 def check_cache_matches(cache, frame: pd.DataFrame, data_dir: str | os.PathLike) -> None:
     """Raise CacheError unless `cache` (a `cache.Cache`) holds exactly the images of `frame`
     (the whole index of `data_dir`, before any --limit), unchanged since it was prepared."""
-    from skinlib.cache import CacheError
+    from skinlib.cache_files import CacheError
 
     data_dir = Path(data_dir)
     again = (f"run `python -m skinlib prepare --data {data_dir} --cache {cache.cache_dir}` "

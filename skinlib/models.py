@@ -2,30 +2,29 @@
 
 `build_model("simplecnn")` / `build_model("resnet50")` pick one by name (the CLI's --model).
 
-ImageNet weights are fetched by this module rather than by torchvision, for one reason:
-torchvision's download has no timeout, so on a machine whose network silently drops packets
-`resnet50(weights=...)` waits forever. Here every network read is bounded by
-`DOWNLOAD_TIMEOUT` and any failure becomes one `PretrainedWeightsUnavailable` line that says
-how to go on without the network. The file lands in the same torch hub cache torchvision uses
-(`$TORCH_HOME/hub/checkpoints`), so a file either of them downloaded is reused by both.
+ImageNet weights are fetched with the dataset's own fetching code (`fetch.Fetcher`) rather than
+by torchvision, whose download has no timeout: on a machine whose network silently drops
+packets `resnet50(weights=...)` would wait forever. Here every network wait is bounded by
+`DOWNLOAD_TIMEOUT`, a dropped connection is resumed, the file is checked against the hash that
+torchvision publishes in its name, and any failure becomes one `PretrainedWeightsUnavailable`
+line that says how to go on without the network. The file lands in the same torch hub cache
+torchvision uses (`$TORCH_HOME/hub/checkpoints`), so a file either of them downloaded is reused
+by both.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Callable
 
-import requests
 import torch
 from torch import nn
 from torchvision.models import ResNet50_Weights
 from torchvision.models import resnet50 as _torchvision_resnet50
-from tqdm.auto import tqdm
 
 from skinlib.errors import SkinlibError
+from skinlib.fetch import DownloadError, DownloadTimeout, Fetcher
 
 # The seed fine-tuned torchvision's `pretrained=True` ResNet-50, i.e. IMAGENET1K_V1.
 WEIGHT_URLS: dict[str, str] = {
@@ -36,6 +35,10 @@ DEFAULT_WEIGHTS = "IMAGENET1K_V1"
 # Seconds to wait for the connection and for each chunk of data (not for the whole ~100 MB file,
 # which may take minutes on a slow link).
 DOWNLOAD_TIMEOUT = 30.0
+DOWNLOAD_RETRIES = 3  # resumes after a dropped connection before giving up
+DOWNLOAD_BACKOFF = 2.0  # seconds before the first retry, doubled each time
+# torchvision names its weight files NAME-<first hex digits of their SHA-256>.pth (torch.hub's check_hash).
+HASH_IN_NAME = re.compile(r"-([0-9a-f]{6,})\.")
 
 
 class PretrainedWeightsUnavailable(SkinlibError, RuntimeError):
@@ -99,8 +102,9 @@ def resnet50(
       seed's `pretrained=True` loaded, so its results can be reproduced; "IMAGENET1K_V2"
       (80.9 %, a longer training recipe) is the other choice.
     - `pretrained=False`: random initialisation.
-    Raises PretrainedWeightsUnavailable when the weights cannot be had, within `timeout` seconds
-    of network silence (default DOWNLOAD_TIMEOUT).
+    Raises PretrainedWeightsUnavailable when the weights cannot be had: no wait for the network
+    lasts longer than `timeout` seconds (default DOWNLOAD_TIMEOUT), and a failed try is retried
+    only DOWNLOAD_RETRIES times (see `download_weights`).
     """
     model = _torchvision_resnet50(weights=None)
     if weights_path is not None:
@@ -140,41 +144,33 @@ def imagenet_state_dict(
 
 
 def download_weights(
-    url: str, dest: str | os.PathLike, *, timeout: float | None = None, progress: bool = True
+    url: str, dest: str | os.PathLike, *, timeout: float | None = None, progress: bool = True,
+    retries: int | None = None, backoff: float | None = None,
 ) -> Path:
-    """Download `url` to `dest` atomically, bounding every network wait by `timeout` seconds.
+    """Download `url` to `dest` with `fetch.Fetcher`; return `dest`.
 
-    If the file name carries a hash prefix (torchvision's `name-<sha256 prefix>.pth`), the
-    download is checked against it. Any failure raises PretrainedWeightsUnavailable.
+    Every network wait is bounded by `timeout` seconds (default DOWNLOAD_TIMEOUT), a dropped
+    connection is resumed up to `retries` times (DOWNLOAD_RETRIES) after `backoff` seconds
+    (DOWNLOAD_BACKOFF, doubled each time), and the file is renamed into place only when it is
+    complete and its SHA-256 starts with the hash in the URL's file name (torchvision's
+    `name-<sha256 prefix>.pth`). Any failure raises PretrainedWeightsUnavailable and leaves no
+    partial file behind.
     """
     timeout = DOWNLOAD_TIMEOUT if timeout is None else timeout
+    retries = DOWNLOAD_RETRIES if retries is None else retries
+    backoff = DOWNLOAD_BACKOFF if backoff is None else backoff
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    expected = re.search(r"-([0-9a-f]{6,})\.", dest.name)
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".partial")
+    published = HASH_IN_NAME.search(url.rsplit("/", 1)[-1])
     try:
-        with os.fdopen(fd, "wb") as out, requests.get(url, stream=True, timeout=timeout) as response:
-            response.raise_for_status()
-            total = int(response.headers.get("Content-Length", 0)) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
-                for chunk in response.iter_content(chunk_size=1 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-        if expected and not digest.hexdigest().startswith(expected.group(1)):
-            raise PretrainedWeightsUnavailable(
-                f"the file downloaded from {url} is corrupt (SHA-256 does not start with {expected.group(1)}); "
-                + _WAYS_OUT
-            )
-        os.replace(tmp, dest)
-    except requests.RequestException as error:
+        with Fetcher(progress=progress, retries=retries, backoff=backoff, timeout=(timeout, timeout),
+                     keep_partial=False, address_hint="check the address") as fetch:
+            fetch.download(url, dest, sha256_prefix=published.group(1) if published else None)
+    except DownloadError as error:
+        timed_out = isinstance(error, DownloadTimeout)
+        reason = f"no answer within {error.seconds:g} s" if timed_out else str(error).removeprefix(f"{url}: ")
         raise PretrainedWeightsUnavailable(
-            f"could not download ImageNet weights from {url} ({_reason(error, timeout)}); " + _WAYS_OUT
-        ) from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+            f"could not download ImageNet weights from {url}: {reason}; " + _WAYS_OUT) from None
     return dest
 
 
@@ -182,17 +178,6 @@ _WAYS_OUT = (
     "train without them with pretrained=False (CLI --no-pretrained), or use a local copy "
     "with weights_path=<file.pth> (CLI --weights FILE)"
 )
-
-
-def _reason(error: requests.RequestException, timeout: float) -> str:
-    # A stall in the middle of the body surfaces as a ConnectionError wrapping urllib3's ReadTimeoutError.
-    if isinstance(error, requests.Timeout) or "timed out" in str(error).lower():
-        return f"no answer within {timeout:g} s"
-    if isinstance(error, requests.HTTPError):
-        return f"HTTP {error.response.status_code}"
-    if isinstance(error, requests.ConnectionError):
-        return "no connection"
-    return type(error).__name__
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:

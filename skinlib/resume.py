@@ -1,22 +1,54 @@
 """Saving and restoring the whole state of a training run, so a resumed run continues exactly.
 
-`training_state` gathers what `fit` writes after every epoch (weights, optimizer, scheduler,
-scaler, every random generator, the history and the config); `resume_training` checks that a
-checkpoint belongs to this run and loads it back. Writing and reading the file is
-`checkpoint.py`'s job.
+`CheckpointPlan` is what `fit` is told about checkpoints: where to save the run after every
+epoch, whether to continue from what is there, and what else to store with it.
+`training_state` gathers what is saved (weights, optimizer, scheduler, scaler, every random
+generator, the history and the config); `resume_training` checks that a checkpoint belongs to
+this run and loads it back. Writing and reading the file is `checkpoint.py`'s job.
 """
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
 from skinlib import distributed
 from skinlib.checkpoint import (FORMAT_VERSION, CheckpointError, capture_rng_state,
-                                check_compatible, load_checkpoint, restore_rng_state)
+                                check_compatible, load_checkpoint, restore_rng_state,
+                                save_checkpoint)
 
 # Config fields that change the course of training: a checkpoint is only resumed under the
 # same values. Paths, device, worker count and display options may differ between sessions.
 RESUME_MUST_MATCH = ("model", "epochs", "batch_size", "lr", "weight_decay", "grad_clip", "seed",
                      "limit", "image_size", "fractions", "max_batches")
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    """`fit(..., checkpoint=CheckpointPlan(path, resume=True))`: save the run to `path` after
+    every epoch and, with `resume`, continue from the checkpoint there (if there is one yet).
+    `extra` (say, a record of the data) is stored in the checkpoint beside the run's state."""
+
+    path: str | os.PathLike
+    resume: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def start(self, model, optimizer, scheduler, scaler, config) -> list[dict[str, Any]]:
+        """The history to continue from: the checkpoint's when resuming one, else none."""
+        if not self.resume:
+            return []
+        if not os.path.exists(self.path):
+            print(f"No checkpoint at {self.path} yet: starting at epoch 1")
+            return []
+        history = resume_training(self.path, model, optimizer, scheduler, scaler, config)
+        print(f"Resuming from {self.path}: {len(history)} epoch(s) done")
+        return history
+
+    def save(self, model, optimizer, scheduler, scaler, history, config, num_classes) -> None:
+        """Write the run after `len(history)` epochs (process 0 alone, under torchrun)."""
+        if distributed.is_main_process():
+            state = training_state(model, optimizer, scheduler, scaler, history, config, num_classes)
+            save_checkpoint(self.path, {**state, **self.extra})
 
 
 def training_state(model, optimizer, scheduler, scaler, history, config, num_classes) -> dict[str, Any]:

@@ -62,6 +62,9 @@ def make_subset(data_dir: str | os.PathLike, out_dir: str | os.PathLike, fractio
         raise DataError(f"{out_dir}: exists and is not an empty folder; not writing into it")
     frame = load_index(data_dir)
     chosen = frame if fraction == 1 else frame[grouped_split(frame, (fraction, 0.0, 1 - fraction), seed) == "train"]
+    if chosen.empty:
+        raise DataError(f"--fraction {fraction:g} keeps none of the {len(frame):,} images of {data_dir} "
+                        f"(whole lesions are drawn); choose a larger --fraction")
     names = set(chosen["image"])
     out_dir.mkdir(parents=True, exist_ok=True)
     for csv_name in (GROUND_TRUTH_CSV, METADATA_CSV):

@@ -47,6 +47,7 @@ from skinlib.metrics import json_safe, roc_auc_ovr, summarize
 from skinlib.models import build_model
 from skinlib.optim import make_optimizer, make_scheduler
 from skinlib.plots import plot_confusion, plot_curves
+from skinlib.resume import CheckpointPlan
 from skinlib.runfolder import (CHECKPOINT, CONFIG_JSON, CONFUSION_PNG, CURVES_PNG, METRICS_JSON,
                               SPLIT_CSV, check_checkpoint_data, check_saved_split, check_settings,
                               open_run_folder, remove_leftovers)
@@ -127,11 +128,11 @@ def _train(config, folder: KitFolder, loaders: dict, split: pd.Series, device: t
         steps = min(steps, config.max_batches)
     scheduler = make_scheduler(optimizer, config, steps_per_epoch=steps)
     try:  # every process reads a checkpoint to resume; process 0 alone saves it (engine.fit)
+        plan = CheckpointPlan(folder.file(CHECKPOINT) if main else folder.path / CHECKPOINT, resume,
+                              {"data": data})
         history = engine.fit(model, loaders["train"], loaders["val"], optimizer, device,
-                             epochs=config.epochs, scheduler=scheduler, config=config,
-                             checkpoint_path=folder.file(CHECKPOINT) if main else folder.path / CHECKPOINT,
-                             resume=resume, max_batches=config.max_batches,
-                             progress=config.progress and main, checkpoint_extra={"data": data})
+                             epochs=config.epochs, scheduler=scheduler, config=config, checkpoint=plan,
+                             max_batches=config.max_batches, progress=config.progress and main)
     except engine.NonFiniteLoss as err:  # the checkpoint keeps the last good epoch; say what finished
         if main:
             _write_json(folder.file(METRICS_JSON),

@@ -212,6 +212,7 @@ def test_unavailable_pretrained_weights_are_one_error_line(real_sample_dir, tmp_
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # an empty hub cache
     # a closed local port: the download fails at once, as on a machine without network
     monkeypatch.setitem(models.WEIGHT_URLS, models.DEFAULT_WEIGHTS, "http://127.0.0.1:9/resnet50-0676ba61.pth")
+    monkeypatch.setattr(models, "DOWNLOAD_BACKOFF", 0.0)  # the retries, without their waits
     rc, err = run_cli(["train", "--data", str(real_sample_dir), "--model", "resnet50", "--epochs", "1",
                        "--out", str(tmp_path / "run"), "--batch-size", "4", "--workers", "0", "--quiet"], capsys)
     assert rc == 1
@@ -271,6 +272,51 @@ def test_a_diverged_run_is_one_line_naming_the_epoch_batch_and_learning_rate(tmp
     rc, err = run_cli(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")], capsys)
     assert rc == 1
     assert_one_line_error(err, "epoch 2, batch 3", "learning rate (0.7)")
+
+
+def kit_error_classes() -> list[type[Exception]]:
+    """Every public exception class that a skinlib module defines (warnings are not errors)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import skinlib
+
+    classes = []
+    for info in pkgutil.iter_modules(skinlib.__path__):
+        if info.name == "__main__":  # importing it would run the command line
+            continue
+        module = importlib.import_module(f"skinlib.{info.name}")
+        classes += [value for name, value in vars(module).items()
+                    if inspect.isclass(value) and issubclass(value, Exception)
+                    and not issubclass(value, Warning) and value.__module__ == module.__name__ and not name.startswith("_")]
+    return classes
+
+
+def test_every_error_class_of_the_kit_derives_from_skinlib_error():
+    from skinlib.distributed import DistributedError, PeerLost
+    from skinlib.errors import SkinlibError
+    from skinlib.files import FolderError
+
+    classes = kit_error_classes()
+    assert {FolderError, DistributedError, PeerLost, models.PretrainedWeightsUnavailable} <= set(classes)
+    assert [c.__qualname__ for c in classes if not issubclass(c, SkinlibError)] == []
+
+
+def test_the_command_line_reports_every_kit_error_as_one_line(tmp_path, monkeypatch, capsys):
+    from skinlib import train
+
+    for error_class in kit_error_classes():
+        error = error_class.__new__(error_class)  # skips a custom __init__ (NonFiniteLoss's)
+        Exception.__init__(error, f"{error_class.__name__} about {tmp_path / 'x.csv'}")
+
+        def fails(config, resume=False):
+            raise error
+
+        monkeypatch.setattr(train, "run", fails)
+        rc, err = run_cli(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")], capsys)
+        assert rc == 1, error_class
+        assert_one_line_error(err, f"{error_class.__name__} about {tmp_path / 'x.csv'}")
 
 
 def test_an_invalid_setting_is_a_usage_error(tmp_path, capsys):

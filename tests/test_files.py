@@ -38,6 +38,18 @@ def test_a_write_that_fails_half_way_leaves_the_old_file_and_no_leftover(tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
 
 
+def test_a_failed_atomic_write_names_the_file_not_its_temporary(tmp_path):
+    missing = tmp_path / "missing" / "metrics.json"
+    with pytest.raises(FileNotFoundError) as caught:
+        atomic_write_text(missing, "{}")
+    assert caught.value.filename == str(missing)
+    (tmp_path / "metrics.json").mkdir()  # the user's folder where the kit's file belongs
+    with pytest.raises(IsADirectoryError) as caught:
+        atomic_write_text(tmp_path / "metrics.json", "{}")
+    assert caught.value.filename == str(tmp_path / "metrics.json")
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temporary file left
+
+
 def test_atomic_write_gives_the_file_the_users_usual_permissions(tmp_path):
     old = os.umask(0o022)
     try:

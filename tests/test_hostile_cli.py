@@ -59,15 +59,14 @@ def tiny_network(name, num_classes, **_):
 
 
 @pytest.fixture(scope="module")
-def kit(synthetic_dir, tmp_path_factory) -> Kit:
+def kit(synthetic_dir, synthetic_cache, tmp_path_factory) -> Kit:
+    """The session's synthetic set and its cache (which no case writes into), and a run on them."""
     root = tmp_path_factory.mktemp("hostile")
-    cache, run = root / "cache", root / "run"
+    run = root / "run"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("skinlib.train.build_model", tiny_network)
-        assert run_cli(["prepare", "--data", synthetic_dir, "--cache", cache, "--quiet",
-                        "--workers", "1"])[0] == 0
-        assert run_cli(["train", "--data", synthetic_dir, "--cache", cache, "--out", run, *QUICK])[0] == 0
-    return Kit(synthetic_dir, cache, run, root)
+        assert run_cli(["train", "--data", synthetic_dir, "--cache", synthetic_cache, "--out", run, *QUICK])[0] == 0
+    return Kit(synthetic_dir, synthetic_cache, run, root)
 
 
 @pytest.fixture
@@ -394,6 +393,24 @@ def predict_top_k_zero(k):
     return ["predict", k.data, "--model", k.run / "model.pt", "--top-k", "0"], "--top-k", None
 
 
+@case(status=2)
+def device_that_torch_names_but_nothing_trains_on(k):
+    return k.train("--device", "meta"), "--device", None
+
+
+@case(status=2)
+def synth_seed_negative(k):
+    return ["synth", k.tmp / "s", "--n", "80", "--seed", "-1"], "--seed", None
+
+
+@case()
+def subset_fraction_that_keeps_no_image(k):
+    def nothing_written():
+        assert not (k.tmp / "mirror").exists()
+    return ["subset", k.data, k.tmp / "mirror", "--fraction", "0.0001"], "--fraction 0.0001 keeps none", \
+        nothing_written
+
+
 @case()
 def weights_file_that_is_not_weights(k):
     weights = k.tmp / "weights.pth"
@@ -554,6 +571,32 @@ def truncated_checkpoint(k):
     return k.train("--resume", "--cache", k.cache, out=run), "checkpoint.pt", None
 
 
+def resume_with_a_folder_of_the_users_as(k, name: str, named: str):
+    """A finished run whose kit file `name` the user replaced by a folder of theirs, resumed."""
+    run = link_copy(k.run, k.tmp / "run")
+    (run / name).unlink()
+    check = planted(run, f"{name}/mine.txt")
+    return k.train("--resume", "--cache", k.cache, out=run), named, check
+
+
+@case()
+def kit_file_replaced_by_a_folder_of_the_users(k):
+    return resume_with_a_folder_of_the_users_as(k, "metrics.json", "metrics.json: Is a directory")
+
+
+@case()
+def folder_marker_that_is_json_but_not_a_marker(k):
+    folder = k.tmp / "mine"
+    check = planted(folder, "thesis.docx")
+    (folder / "skinlib-folder.json").write_text("[]")
+    return ["prepare", "--data", k.data, "--cache", folder, "--quiet"], "skinlib-folder.json", check
+
+
+@case()
+def checkpoint_that_is_a_folder(k):
+    return resume_with_a_folder_of_the_users_as(k, "checkpoint.pt", "checkpoint.pt is a folder")
+
+
 @case()
 def damaged_folder_marker(k):
     run = link_copy(k.run, k.tmp / "run")
@@ -566,6 +609,11 @@ def damaged_folder_marker(k):
 def base_url_with_a_typo_in_its_scheme(k):
     return ["download", k.tmp / "d", "--base-url", "htps://example.org/isic/", "--no-progress"], \
         "htps://example.org/isic/", None
+
+
+@case()
+def base_url_that_does_not_parse(k):
+    return ["download", k.tmp / "d", "--base-url", "http://[::1", "--no-progress"], "--base-url", None
 
 
 @case()

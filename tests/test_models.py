@@ -234,7 +234,8 @@ def stalling_server():
 def test_download_that_stalls_midway_times_out(stalling_server, tmp_path):
     start = time.monotonic()
     with pytest.raises(PretrainedWeightsUnavailable, match=r"no answer within 0.5 s"):
-        download_weights(f"{stalling_server}/w.pth", tmp_path / "w.pth", timeout=0.5, progress=False)
+        download_weights(f"{stalling_server}/w.pth", tmp_path / "w.pth", timeout=0.5, progress=False,
+                         retries=1, backoff=0)  # the retry resumes, and stalls again
     assert time.monotonic() - start < 3
     assert list(tmp_path.glob("w.pth*")) == []
 
@@ -242,13 +243,16 @@ def test_download_that_stalls_midway_times_out(stalling_server, tmp_path):
 def test_download_from_a_silent_server_times_out(silent_server, tmp_path):
     start = time.monotonic()
     with pytest.raises(PretrainedWeightsUnavailable, match=r"no answer within 0.5 s"):
-        download_weights(f"{silent_server}/w.pth", tmp_path / "w.pth", timeout=0.5, progress=False)
+        download_weights(f"{silent_server}/w.pth", tmp_path / "w.pth", timeout=0.5, progress=False,
+                         retries=0)
     assert time.monotonic() - start < 3
+    assert list(tmp_path.glob("w.pth*")) == []
 
 
 def test_resnet50_without_network_raises_instead_of_hanging(silent_server, monkeypatch):
     monkeypatch.setitem(models.WEIGHT_URLS, "IMAGENET1K_V1", f"{silent_server}/resnet50-0676ba61.pth")
     monkeypatch.setattr(models, "DOWNLOAD_TIMEOUT", 0.5)
+    monkeypatch.setattr(models, "DOWNLOAD_RETRIES", 0)
     start = time.monotonic()
     with pytest.raises(PretrainedWeightsUnavailable, match="resnet50-0676ba61.pth"):
         resnet50(progress=False)
@@ -278,6 +282,45 @@ def test_resnet50_downloads_once_then_uses_the_hub_cache(file_server, imagenet_f
     reference = torch.load(imagenet_file, weights_only=True)
     assert torch.equal(first.conv1.weight, reference["conv1.weight"])
     assert torch.equal(second.conv1.weight, reference["conv1.weight"])
+
+
+class _CutOnce(http.server.BaseHTTPRequestHandler):
+    """Serves `body`: the first answer stops half-way, later ones honour Range (as S3 does)."""
+
+    body, ranges = b"", []
+
+    def do_GET(self):
+        rng = self.headers.get("Range")
+        type(self).ranges.append(rng)
+        start = int(rng.removeprefix("bytes=").rstrip("-")) if rng else 0
+        self.send_response(206 if rng else 200)
+        if rng:
+            self.send_header("Content-Range", f"bytes {start}-{len(self.body) - 1}/{len(self.body)}")
+        self.send_header("Content-Length", str(len(self.body) - start))
+        self.end_headers()
+        end = len(self.body) if len(type(self).ranges) > 1 else len(self.body) // 2
+        self.wfile.write(self.body[start:end])
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_dropped_download_of_the_weights_resumes_where_it_stopped(imagenet_file, monkeypatch, tmp_path):
+    data = imagenet_file.read_bytes()
+    name = f"resnet50-{hashlib.sha256(data).hexdigest()[:8]}.pth"
+    handler = type("Handler", (_CutOnce,), {"body": data, "ranges": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        dest = download_weights(f"http://127.0.0.1:{server.server_address[1]}/{name}", tmp_path / name,
+                                progress=False, retries=1, backoff=0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert handler.ranges == [None, f"bytes={len(data) // 2}-"]  # the second request asked for the rest
+    assert dest.read_bytes() == data
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no partial file left
 
 
 def test_simplecnn_with_pretrained_weights_is_an_error_not_random_weights():

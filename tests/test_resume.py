@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from skinlib import engine, optim, sampling
 from skinlib.checkpoint import CheckpointError, load_checkpoint
 from skinlib.config import TrainConfig
+from skinlib.resume import CheckpointPlan
 
 CPU = torch.device("cpu")
 SEED = 7
@@ -73,8 +74,8 @@ def build(checkpoint_path, **config_changes):
 def run(parts, checkpoint_path, resume=False):
     return engine.fit(parts["model"], parts["train_loader"], parts["val_loader"],
                       parts["optimizer"], CPU, epochs=parts["config"].epochs,
-                      scheduler=parts["scheduler"], checkpoint_path=checkpoint_path,
-                      resume=resume, config=parts["config"], progress=False)
+                      scheduler=parts["scheduler"], checkpoint=CheckpointPlan(checkpoint_path, resume),
+                      config=parts["config"], progress=False)
 
 
 def without_timing(history):

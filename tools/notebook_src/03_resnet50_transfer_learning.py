@@ -45,7 +45,7 @@ from skinlib.config import TrainConfig
 from skinlib.course import get_data
 from skinlib.data import CLASSES, load_index
 from skinlib.device import select_device
-from skinlib.engine import evaluate, fit
+from skinlib.engine import CheckpointPlan, evaluate, fit
 from skinlib.export import data_fingerprint, export_model
 from skinlib.loaders import make_loaders
 from skinlib.metrics import per_class, summarize
@@ -234,7 +234,7 @@ def train_with_recipe(model, config, checkpoint=None, resume=False):
                                                     total_steps=config.epochs * STEPS_PER_EPOCH)
     return fit(model, loaders["train"], loaders["val"], optimizer, device, epochs=config.epochs,
                scheduler=scheduler, max_batches=MAX_BATCHES,
-               checkpoint_path=checkpoint, resume=resume, config=config)
+               checkpoint=CheckpointPlan(checkpoint, resume) if checkpoint else None, config=config)
 
 # %% [markdown]
 # The learning rate of every step of the fine-tuning run below, with the same scheduler on a throw-away optimizer

@@ -1,0 +1,49 @@
+"""The maps of the code stay true: every module listed once, and imports go one way with no cycle."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "skinlib"
+MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__"))
+
+
+def skinlib_imports(module: str) -> set[str]:
+    """The skinlib modules that `module` imports, at its top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse((PACKAGE / f"{module}.py").read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("skinlib."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.ImportFrom) and node.module == "skinlib":
+            found |= {alias.name for alias in node.names if alias.name in MODULES}
+    return found - {module}
+
+
+def table_rows(document: str, start: str, end: str) -> list[list[str]]:
+    """The modules named in each row of the table between two headings of `document`."""
+    text = (ROOT / document).read_text()
+    section = text[text.index(start):text.index(end)]
+    return [re.findall(r"`(?:skinlib/)?([a-z_]+)\.py`", line)
+            for line in section.splitlines() if line.startswith("| `")]
+
+
+@pytest.mark.parametrize("document, start, end", [
+    ("ARCHITECTURE.md", "## The modules", "## From a data folder"),
+    ("README.md", "## What is where", "## Data licence"),
+])
+def test_the_map_lists_every_module_once(document, start, end):
+    listed = [module for row in table_rows(document, start, end) for module in row]
+    assert sorted(listed) == MODULES
+
+
+def test_architecture_lists_each_module_after_every_module_it_imports():
+    # The table goes bottom to top, and so do the modules within a row: each imports only
+    # modules named before it. With an import cycle no order could pass.
+    before: set[str] = set()
+    for module in (m for row in table_rows("ARCHITECTURE.md", "## The modules", "## From a data folder") for m in row):
+        assert skinlib_imports(module) <= before, (module, sorted(skinlib_imports(module) - before))
+        before.add(module)
