@@ -13,7 +13,9 @@ of them, default $SKINLIB_TEST_DATA/isic2019-sample):
 3. in the same run, images/s that a DataLoader with `--workers` processes delivers at 224x224
    with training augmentation: the stock pipeline (Pillow + torchvision per sample on the
    original JPEGs) against CachedDataset on the cache made from the restored bundle
-   (skipped for the 4000x3000 set, where the stock pipeline alone would take minutes).
+   (skipped for the 4000x3000 set, where the stock pipeline alone would take minutes), and the
+   CPU time per image of the loader's processes (workers and main), which other jobs on the
+   machine change far less than the images per second.
 
 Then the size of the full ISIC 2019 bundle: the bytes per image measured for each size,
 weighted by how many of the 25,331 images come from each archive (counted in the real
@@ -65,12 +67,14 @@ def run_set(name: str, data_dir: Path, args, work: Path, *, pipeline: bool) -> d
     row["restore_ms_per_image"] = 1e3 * (row["restore_s"] + row["open_s"]) / len(frame)
     if pipeline:
         stock = make_loader(StockDataset(frame, args.size), args.batch_size, args.workers)
-        row["stock_images_per_s"] = images_per_second(stock, args.min_seconds, args.min_batches)["images_per_s"]
+        timed = images_per_second(stock, args.min_seconds, args.min_batches)
+        row["stock_images_per_s"], row["stock_cpu_ms_per_image"] = timed["images_per_s"], timed["cpu_ms_per_image"]
         del stock
         restored_frame = load_index(restored)
         bundled = make_loader(CachedDataset(restored_cache, restored_frame, train=True, size=args.size),
                               args.batch_size, args.workers, seeded=True)
-        row["bundle_images_per_s"] = images_per_second(bundled, args.min_seconds, args.min_batches)["images_per_s"]
+        timed = images_per_second(bundled, args.min_seconds, args.min_batches)
+        row["bundle_images_per_s"], row["bundle_cpu_ms_per_image"] = timed["images_per_s"], timed["cpu_ms_per_image"]
         del bundled
     return row
 
@@ -88,6 +92,7 @@ COLUMNS = [
     ("restore_s", "restore s", ".2f"), ("open_s", "prepare s", ".2f"),
     ("restore_ms_per_image", "restore+prepare ms/img", ".2f"),
     ("stock_images_per_s", "stock img/s", ".0f"), ("bundle_images_per_s", "from bundle img/s", ".0f"),
+    ("stock_cpu_ms_per_image", "stock CPU ms/img", ".2f"), ("bundle_cpu_ms_per_image", "bundle CPU ms/img", ".2f"),
 ]
 
 
@@ -152,6 +157,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{m['cpus_available']} CPUs ({m['cpu_model']}), {args.workers} DataLoader workers, batch "
           f"{args.batch_size}, crop {args.size}; SYNTHETIC images except the 'real' set")
     print(f"load average (1 min) {result['load_average'][0]:.1f} before, {result['load_average'][1]:.1f} after")
+    for row in rows:
+        if "bundle_images_per_s" in row:
+            rate = row["bundle_images_per_s"]
+            print(f"{row['set']}: training input from the restored bundle {rate:.0f} images/s, stock "
+                  f"{row['stock_images_per_s']:.0f} (target at least {TARGET_IMAGES_PER_S}: "
+                  f"{'met' if rate >= TARGET_IMAGES_PER_S else 'NOT met'} in this run)")
     if real is not None:
         print(f"real 600x450 images: {real['bundle_kb_per_image']:.1f} KB per image in the bundle")
     if full is not None:

@@ -8,17 +8,22 @@ DataLoader with `--workers` processes, the loop only counts the batches (no mode
 
 - stock:   Pillow open + RandomResizedCrop(224) + flips + ToTensor + Normalize per sample
 - cached:  `skinlib.cache.prepare` once, then CachedDataset (memory-mapped uint8 rows,
-           per-sample crop/flip/rotation on uint8, each image's draws seeded by the
-           sampler as in training; normalisation happens on the GPU)
+           the training augmentation `skinlib.augment.TrainAugment` on uint8: crop, flips,
+           rotation by any angle and colour jitter, one OpenCV warp and one colour matrix;
+           each image's draws seeded by the sampler as in training; normalisation happens
+           on the GPU)
 - jpeg256: the alternative cache format: each prepared 256x256 image saved as a small JPEG
            (quality 90), decoded per sample, then the same uint8 augmentation
 
+For each pipeline also the CPU time per image of the loader's processes (workers and
+main), which other jobs on the machine change far less than the images per second.
 It also times `prepare` and reports the cache's size, and the size of a full ISIC 2019
 cache. Prints a table and writes JSON (default benchmarks/results/input_pipeline.json).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -37,6 +42,7 @@ from benchmarks.common import (format_table, machine_info, mean_file_bytes, with
 from skinlib.augment import TrainAugment
 from skinlib.cache import CachedDataset, cache_bytes, open_cache, prepare
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD, load_index
+from skinlib.loaders import loader_options
 from skinlib.sampling import SeededItems, ShuffleWithSeeds
 
 ISIC_2019_IMAGES = 25_331
@@ -97,10 +103,15 @@ def write_small_jpegs(cache_dir: Path, out_dir: Path, quality: int = 90) -> tupl
 def images_per_second(loader: DataLoader, min_seconds: float, min_batches: int) -> dict:
     """Iterate `loader` (epoch after epoch) for at least `min_seconds` and `min_batches`.
 
-    The first batch is not timed: it pays for starting the worker processes.
+    The first batch is not timed: it pays for starting the worker processes. Also measured:
+    the CPU time the loader's processes (its workers and this one) spent per image, which
+    other jobs on the machine change far less than the images per second (None where
+    /proc is not there to read it).
     """
     epoch = iter(loader)
     next(epoch)
+    processes = [os.getpid()] + [worker.pid for worker in getattr(epoch, "_workers", [])]
+    cpu_before = cpu_seconds(processes)
     images = batches = 0
     start = time.perf_counter()
     while True:
@@ -109,19 +120,36 @@ def images_per_second(loader: DataLoader, min_seconds: float, min_batches: int) 
             batches += 1
             if batches >= min_batches and time.perf_counter() - start >= min_seconds:
                 seconds = time.perf_counter() - start
-                return {"images_per_s": images / seconds, "images": images, "seconds": seconds}
+                cpu_after = cpu_seconds(processes)
+                cpu_ms = None if None in (cpu_before, cpu_after) else 1e3 * (cpu_after - cpu_before) / images
+                return {"images_per_s": images / seconds, "images": images, "seconds": seconds,
+                        "cpu_ms_per_image": cpu_ms}
         epoch = iter(loader)  # persistent workers: no new processes
 
 
+def cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU seconds of the processes `pids` so far, from /proc (Linux); else None."""
+    try:
+        total = 0
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+        return total / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 def make_loader(dataset: Dataset, batch_size: int, workers: int, *, seeded: bool = False) -> DataLoader:
-    """`seeded`: the order and a seed per image from ShuffleWithSeeds, as skinlib trains."""
-    options = dict(persistent_workers=True, prefetch_factor=4) if workers > 0 else {}
+    """A shuffling loader with training's DataLoader options (`loaders.loader_options`: persistent
+    workers, prefetching, no pinned memory on a CPU). `seeded`: the order and a seed per image
+    from ShuffleWithSeeds, as skinlib trains."""
+    options = loader_options(workers, device="cpu")
     if seeded:
         options["sampler"] = ShuffleWithSeeds(len(dataset), torch.Generator().manual_seed(0))
         dataset = SeededItems(dataset)
     else:
         options["shuffle"] = True
-    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, drop_last=True, **options)
+    return DataLoader(dataset, batch_size=batch_size, drop_last=True, **options)
 
 
 def run_set(name: str, width: int, height: int, args, work: Path) -> dict:
@@ -134,7 +162,8 @@ def run_set(name: str, width: int, height: int, args, work: Path) -> dict:
            "mean_file_kb": mean_file_bytes(data_dir) / 1024}
 
     stock = make_loader(StockDataset(frame, args.size), args.batch_size, args.workers)
-    row["stock_images_per_s"] = images_per_second(stock, args.min_seconds, args.min_batches)["images_per_s"]
+    timed = images_per_second(stock, args.min_seconds, args.min_batches)
+    row["stock_images_per_s"], row["stock_cpu_ms_per_image"] = timed["images_per_s"], timed["cpu_ms_per_image"]
     del stock
 
     cache_dir = work / name / "cache"
@@ -144,7 +173,8 @@ def run_set(name: str, width: int, height: int, args, work: Path) -> dict:
     row["cache_mb"] = report.nbytes / 1e6
     cached = make_loader(CachedDataset(cache_dir, frame, train=True, size=args.size),
                          args.batch_size, args.workers, seeded=True)
-    row["cached_images_per_s"] = images_per_second(cached, args.min_seconds, args.min_batches)["images_per_s"]
+    timed = images_per_second(cached, args.min_seconds, args.min_batches)
+    row["cached_images_per_s"], row["cached_cpu_ms_per_image"] = timed["images_per_s"], timed["cpu_ms_per_image"]
     del cached
 
     paths, nbytes, seconds = write_small_jpegs(cache_dir, work / name / "jpeg256")
@@ -163,6 +193,7 @@ COLUMNS = [
     ("set", "set", ""), ("mean_file_kb", "JPEG KB", ".0f"),
     ("stock_images_per_s", "stock img/s", ".0f"),
     ("cached_images_per_s", "cached img/s", ".0f"),
+    ("stock_cpu_ms_per_image", "stock CPU ms/img", ".2f"), ("cached_cpu_ms_per_image", "cached CPU ms/img", ".2f"),
     ("speedup", "cached/stock", ".1f"),
     ("jpeg256_images_per_s", "jpeg256 img/s", ".0f"),
     ("prepare_seconds", "prepare s", ".1f"), ("prepare_images_per_s", "prepare img/s", ".0f"),
@@ -197,7 +228,7 @@ def main(argv=None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    sets = SMOKE_SETS if args.smoke else SETS
+    sets, load_before = SMOKE_SETS if args.smoke else SETS, os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="skinlib-bench-") as tmp:
         work = args.work or Path(tmp)
         rows = []
@@ -211,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "sets": rows,
         "full_isic2019_cache_bytes": cache_bytes(ISIC_2019_IMAGES, args.cache_size),
+        # other processes on the machine slow every figure: the 1-minute load before and after
+        "load_average": [load_before[0], os.getloadavg()[0]],
         "synthetic": True,
     }
     print(format_table(rows, COLUMNS))
@@ -218,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{m['cpus_available']} CPUs ({m['cpu_model']}), {args.workers} DataLoader workers, "
           f"batch {args.batch_size}, crop {args.size}, cache S={args.cache_size}, "
           f"{args.n} SYNTHETIC images per set")
+    print(f"load average (1 min) {result['load_average'][0]:.1f} before, {result['load_average'][1]:.1f} after")
     print(f"full ISIC 2019 cache at S={args.cache_size}: {ISIC_2019_IMAGES:,} x {args.cache_size}^2 x 3 "
           f"= {result['full_isic2019_cache_bytes'] / 1e9:.2f} GB")
     print(f"wrote {write_json(result, 'input_pipeline', args.out)}")

@@ -40,6 +40,20 @@ def test_input_pipeline_smoke_writes_its_table_as_json(tmp_path, capsys):
     assert "cached/stock" in capsys.readouterr().out
 
 
+def test_cpu_seconds_counts_this_process_like_process_time():
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("no /proc on this system: cpu_seconds says None")
+    import os
+    import time
+
+    before, reference = input_pipeline.cpu_seconds([os.getpid()]), time.process_time()
+    while time.process_time() - reference < 0.3:  # busy, 0.3 s of this process's CPU time
+        pass
+    grown = input_pipeline.cpu_seconds([os.getpid()]) - before
+    assert 0.25 <= grown <= 0.3 + 0.05  # /proc counts in clock ticks (usually 10 ms)
+    assert input_pipeline.cpu_seconds([2**22 + 1]) is None  # above the largest pid Linux gives
+
+
 def test_train_step_smoke_writes_its_table_as_json(tmp_path, capsys):
     out = tmp_path / "train.json"
     assert train_step.main(["--smoke", "--out", str(out)]) == 0

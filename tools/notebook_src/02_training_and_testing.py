@@ -148,7 +148,12 @@ LesionDataset = use_yours_or(reference_dataset, LesionDataset, passed, "ISICData
 print("training:", train_transform(), "\nevaluation:", eval_transform(), sep="\n")
 
 # %% [markdown]
-# What augmentation does: one image, drawn ten times through the training transform.
+# What augmentation does: one image, drawn ten times through the training transform. Each view is a random crop of
+# half to all of the image, flipped left-right and up-down at random, turned by any angle (the corners it leaves
+# are black), a little brighter or darker and more or less saturated. Dermoscopy has no "up", so none of this
+# changes the diagnosis; the hue stays, since colour is a diagnostic cue. The recipe is the one ISIC 2019's
+# winners used, minus what an introductory course can leave out (`skinlib.augment.TRAIN_RECIPE`; why: the
+# docstring of `skinlib/augment.py`).
 
 # %%
 augmented = LesionDataset(DATA_DIR, transform=train_transform())
