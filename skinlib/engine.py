@@ -13,6 +13,7 @@ and scheduler it is given (it never builds or re-initialises any of them), and w
 from __future__ import annotations
 
 import functools
+import itertools
 import time
 from typing import Any, Iterable
 
@@ -65,12 +66,12 @@ def _batches(loader: Iterable, max_batches: int | None, progress: bool, desc: st
     total = len(loader) if hasattr(loader, "__len__") else None
     if max_batches is not None:
         total = max_batches if total is None else min(total, max_batches)
-    bar = tqdm(loader, total=total, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    batches = loader if max_batches is None else itertools.islice(loader, max_batches)
+    # islice, not a break: the bar then ends as complete and hides itself, instead of
+    # staying on screen in red as an interrupted one (and no batch is loaded for nothing)
+    bar = tqdm(batches, total=total, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     try:
-        for index, batch in enumerate(bar):
-            if max_batches is not None and index >= max_batches:
-                break
-            yield batch
+        yield from bar
     finally:
         bar.close()
 
@@ -100,8 +101,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     """Train `model` for one pass over `loader`; return the epoch's results.
 
     Returns a dict: loss (mean cross-entropy per image), accuracy, balanced_accuracy,
-    confusion (a ConfusionMatrix), images, seconds, images_per_s, lr (the learning rate of
-    the last step). `scheduler` is stepped after every batch (one-cycle). `grad_clip` clips
+    confusion (a ConfusionMatrix), images, seconds, images_per_s, lr, lr_first and lr_peak (the
+    learning rate of the last step, the first and the highest). `scheduler` is stepped after every batch (one-cycle). `grad_clip` clips
     each gradient element to [-grad_clip, grad_clip] (`clip_grad_value_`). With
     `amp_dtype=torch.float16` pass an enabled `scaler` (see `make_scaler`). Raises
     NonFiniteLoss, naming the first batch whose loss was NaN or infinite, and stops there: at
@@ -115,6 +116,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     loss_sum = torch.zeros((), device=device)  # summed on the device: no wait per batch
     watch = LossWatch(device)  # stops the epoch at a NaN or infinite loss (see skinlib.divergence)
     images_seen, lr, start = 0, optimizer.param_groups[0]["lr"], time.perf_counter()
+    first_lr, peak_lr = lr, lr  # the epoch's line shows them: a one-cycle epoch ends near 0
     for batch, (images, labels) in enumerate(_batches(loader, max_batches, progress, "train")):
         images, labels = to_device_batch(images, labels, device, channels_last=channels_last)
         optimizer.zero_grad(set_to_none=True)
@@ -122,6 +124,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
             outputs = model(images)
             loss = criterion(outputs, labels)
         lr = optimizer.param_groups[0]["lr"]
+        peak_lr = max(peak_lr, lr)
         watch.note(loss, batch, lr)
         scaler.scale(loss).backward()
         if grad_clip is not None:
@@ -139,7 +142,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
         images_seen += labels.shape[0]
     watch.finish()
     result = _results(loss_sum, cm, images_seen, start, "training")
-    result["lr"] = lr
+    result.update(lr=lr, lr_first=first_lr, lr_peak=peak_lr)
     return result
 
 
@@ -195,7 +198,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
 
     The history has one dict per epoch (see `history.epoch_row`): epoch, train_loss,
     train_accuracy, train_balanced_accuracy, val_loss, val_accuracy, val_balanced_accuracy,
-    lr, seconds, images_per_s. One summary line is printed per epoch; `progress` adds tqdm bars.
+    lr (the last step's), lr_first, lr_peak, seconds, images_per_s. One summary line is printed
+    per epoch; `progress` adds tqdm bars.
 
     The model should already be on `device`; the optimizer and scheduler (stepped after every
     batch) are used as given. `config` (a TrainConfig) brings gradient clipping, mixed

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms import Normalize
 
-from skinlib import device, engine, optim, sampling
+from skinlib import device, engine, history, optim, sampling
 from skinlib.checkpoint import load_checkpoint
 from skinlib.config import TrainConfig
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD
@@ -349,8 +349,8 @@ def test_fit_history_has_the_documented_keys_per_epoch():
     assert [row["epoch"] for row in history] == [1, 2]
     for row in history:
         assert tuple(row) == ("epoch", "train_loss", "train_accuracy", "train_balanced_accuracy",
-                              "val_loss", "val_accuracy", "val_balanced_accuracy", "lr", "seconds",
-                              "images_per_s")
+                              "val_loss", "val_accuracy", "val_balanced_accuracy", "lr", "lr_first", "lr_peak",
+                              "seconds", "images_per_s")
         assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in row.values())
     json.dumps(history)  # goes into metrics.json as is
 
@@ -452,3 +452,29 @@ def test_config_refuses_the_fractions_the_split_refuses():
         with pytest.raises(ValueError, match="fractions") as config_error:
             TrainConfig(data="d", out="o", fractions=fractions)
         assert str(split_error.value) in str(config_error.value)
+
+
+def test_the_epoch_line_gives_the_epochs_learning_rates_not_only_the_last():
+    # A one-epoch one-cycle run climbs to its peak and falls to almost 0: its last rate alone would
+    # read as if it had trained at 3e-9.
+    x, y = blobs(n=160)
+    model = nn.Linear(4, 3)
+    opt = torch.optim.Adam(model.parameters(), lr=7e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=7e-4, total_steps=10)
+    reference = torch.optim.lr_scheduler.OneCycleLR(
+        torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=7e-4), max_lr=7e-4, total_steps=10)
+    used = []
+    for _ in range(10):
+        used.append(reference.get_last_lr()[0])
+        reference.optimizer.step()
+        reference.step()
+    train = engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU, scheduler=sched, progress=False)
+    assert (train["lr_first"], train["lr_peak"], train["lr"]) == pytest.approx((used[0], max(used), used[-1]))
+    row = history.epoch_row(1, train, dict(train), seconds=3.0)
+    assert f"lr {used[0]:.2e}→{used[-1]:.2e} (peak {max(used):.2e})" in history.format_epoch(row, 1)
+
+    constant = engine.train_one_epoch(model, loader(x, y, batch_size=16), torch.optim.SGD(model.parameters(), lr=1e-4),
+                                      CPU, progress=False)
+    assert "|  lr 1.00e-04  3s" in history.format_epoch(history.epoch_row(1, constant, constant, seconds=3.0), 1)
+    saved_before = {key: value for key, value in row.items() if key not in ("lr_first", "lr_peak")}
+    assert f"|  lr {used[-1]:.2e}  3s" in history.format_epoch(saved_before, 1)  # a history saved by an older kit
