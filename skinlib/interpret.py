@@ -57,9 +57,10 @@ def normalised_images(dataset, indices) -> torch.Tensor:
 
 
 def per_class_report(targets, probs, classes=CLASSES) -> pd.DataFrame:
-    """Precision, recall, F1 and support of every class (scikit-learn), one row per class."""
+    """Precision, recall, F1 and support of every class (scikit-learn), one row per class; NaN
+    where a score is undefined (a class with no test image has no recall), as `metrics.per_class`."""
     p, r, f, s = precision_recall_fscore_support(targets, np.asarray(probs).argmax(1),
-                                                 labels=range(len(classes)), zero_division=0)
+                                                 labels=range(len(classes)), zero_division=np.nan)
     return pd.DataFrame({"precision": p, "recall": r, "F1": f, "support": s}, index=list(classes))
 
 

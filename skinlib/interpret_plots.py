@@ -31,7 +31,7 @@ def to_rgb(images: torch.Tensor) -> np.ndarray:
     return (images * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
-def plot_roc_ovr(targets, probs, classes=CLASSES) -> Figure:
+def plot_roc_ovr(targets, probs, classes=CLASSES, title: str = "ROC, each class against the rest") -> Figure:
     """One-vs-rest ROC curve of every class, its AUC in the legend (scikit-learn's roc_curve, auc).
     A class without positive or negative test images has no curve and is listed as such."""
     targets, probs = np.asarray(targets), np.asarray(probs)
@@ -45,12 +45,12 @@ def plot_roc_ovr(targets, probs, classes=CLASSES) -> Figure:
         ax.plot(fpr, tpr, label=f"{name}: AUC {auc(fpr, tpr):.2f} ({int(positive.sum())})")
     ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
     ax.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",
-           title="ROC, each class against the rest", xlim=(0, 1), ylim=(0, 1.02))
+           title=title, xlim=(0, 1), ylim=(0, 1.02))
     ax.legend(fontsize=8, loc="lower right")
     return _done(fig)
 
 
-def plot_reliability(targets, probs, n_bins: int = 10) -> Figure:
+def plot_reliability(targets, probs, n_bins: int = 10, title: str = "Reliability: is the confidence honest?") -> Figure:
     """Reliability diagram: among images predicted with confidence p (the top probability), the
     share that were right, against p (sklearn.calibration.calibration_curve); a calibrated model
     lies on the diagonal. Below: how many images fall in each confidence bin."""
@@ -60,7 +60,7 @@ def plot_reliability(targets, probs, n_bins: int = 10) -> Figure:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6.5), height_ratios=(3, 1), sharex=True)
     top.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
     top.plot(said, right, "o-", label="this model")
-    top.set(ylabel="share correct", title="Reliability: is the confidence honest?", ylim=(0, 1.02))
+    top.set(ylabel="share correct", title=title, ylim=(0, 1.02))
     top.legend(fontsize=8)
     bottom.hist(confidence, bins=n_bins, range=(0, 1), color="tab:blue", alpha=0.7)
     bottom.set(xlabel="confidence (top probability)", ylabel="images", xlim=(0, 1))
@@ -89,7 +89,7 @@ def plot_examples(images, targets, probs, classes=CLASSES, ncols: int = 6, title
     return _done(fig)
 
 
-def plot_gradcam(images, heats, titles, colours=None) -> Figure:
+def plot_gradcam(images, heats, titles, colours=None, title: str = "") -> Figure:
     """One column per image: the image the model saw above its Grad-CAM overlay."""
     pixels, heats = to_rgb(images), torch.as_tensor(heats).cpu().numpy()
     n = len(pixels)
@@ -102,6 +102,8 @@ def plot_gradcam(images, heats, titles, colours=None) -> Figure:
             ax.axis("off")
     axes[1, 0].text(-0.05, 0.5, "Grad-CAM", transform=axes[1, 0].transAxes, rotation=90,
                     ha="right", va="center")
+    if title:
+        fig.suptitle(title)
     return _done(fig)
 
 

@@ -100,6 +100,7 @@ start = time.perf_counter()
 tables = {name: predict_probs(saved.model.to(device), loaders["test"], device, max_batches=EVAL_BATCHES)
           for name, saved in models.items()}
 LOOK_AT = "ResNet-50"  # the model looked at closely below
+TAG = " (SYNTHETIC)" if SYNTHETIC else ""  # on every figure of synthetic images
 probs, targets = tables[LOOK_AT]
 predicted = probs.argmax(1)
 print(f"{len(targets)} test images, {len(models)} models, in {time.perf_counter() - start:.1f} s"
@@ -116,8 +117,9 @@ pd.DataFrame({"accuracy": [accuracy_score(t, p.argmax(1)) for p, t in tables.val
 # - **F1**: their harmonic mean; **support**: how many test images the class has. A class with a handful of test
 #   images has a recall that can jump by 20 points from one image to the next.
 #
-# Balanced accuracy is the mean of the recall column: every class counts the same, however rare. Accuracy weighs
-# them by support, so NV (half of ISIC 2019) dominates it.
+# Balanced accuracy is the mean of the recall column over the classes that have test images (a class with none has
+# no recall: NaN): every class counts the same, however rare. Accuracy weighs them by support, so NV (half of
+# ISIC 2019) dominates it.
 
 # %%
 per_class_report(targets, probs).round(3)
@@ -129,7 +131,7 @@ per_class_report(targets, probs).round(3)
 
 # %%
 plot_confusion(confusion_matrix(targets, predicted, labels=range(len(CLASSES))), normalize=True,
-               title="ResNet-50, test split")
+               title=f"{LOOK_AT}, test split{TAG}")
 
 # %% [markdown]
 # ## ROC curves, one class against the rest
@@ -140,7 +142,7 @@ plot_confusion(confusion_matrix(targets, predicted, labels=range(len(CLASSES))),
 # threshold: notebook 05 lets you choose one for melanoma.
 
 # %%
-plot_roc_ovr(targets, probs)
+plot_roc_ovr(targets, probs, title=f"{LOOK_AT}: ROC, each class against the rest{TAG}")
 
 # %% [markdown]
 # ## Calibration: can the probabilities be taken at their word?
@@ -150,7 +152,7 @@ plot_roc_ovr(targets, probs)
 # fall in each group: a point made of three images says little.
 
 # %%
-plot_reliability(targets, probs)
+plot_reliability(targets, probs, title=f"{LOOK_AT}: is the confidence honest?{TAG}")
 
 # %% [markdown]
 # ## The most confident mistakes, and the best-recognised images
@@ -162,12 +164,13 @@ test_set = loaders["test"].dataset
 for wrong, title in [(True, "most confident mistakes"), (False, "recognised with the highest probability")]:
     chosen = most_confident(probs, targets, 12, wrong=wrong)
     if len(chosen):
-        display(plot_examples(normalised_images(test_set, chosen), targets[chosen], probs[chosen], title=title))
+        display(plot_examples(normalised_images(test_set, chosen), targets[chosen], probs[chosen],
+                             title=f"{LOOK_AT}: {title}{TAG}"))
     else:
         print(f"{title}: none among these test images")
 
 # %% [markdown]
-# ## Where does ResNet-50 look? Grad-CAM
+# ## Where does the model look? Grad-CAM
 # Grad-CAM (Selvaraju et al., 2017) asks the last convolutional block, `layer4` (2048 feature maps of 7x7 for a
 # 224x224 image), which of its maps pushed the score of the predicted class up:
 #
@@ -200,7 +203,7 @@ images = normalised_images(test_set, show)
 cams, _ = grad_cam(models[LOOK_AT].model.cpu(), images, target=torch.as_tensor(predicted[show]))
 titles = [f"true {CLASSES[targets[i]]}\npred {CLASSES[predicted[i]]} {probs[i, predicted[i]]:.2f}" for i in show]
 colours = ["tab:green" if targets[i] == predicted[i] else "tab:red" for i in show]
-plot_gradcam(images, heatmap(cams, images.shape[-2:]), titles, colours)
+plot_gradcam(images, heatmap(cams, images.shape[-2:]), titles, colours, title=f"{LOOK_AT}: Grad-CAM{TAG}")
 
 # %% [markdown]
 # ## The imbalance: a class-balanced sampler
@@ -211,7 +214,8 @@ plot_gradcam(images, heatmap(cams, images.shape[-2:]), titles, colours)
 # cross-entropy; the sampler needs no change to the loss or the loop.
 #
 # We train ResNet-50's head twice from the same start (the backbone frozen, as in notebook 03's feature
-# extraction), once with each sampler, and compare balanced accuracy and per-class recall on the test split.
+# extraction, but at a constant learning rate, without 03's one-cycle schedule, to keep the comparison plain),
+# once with each sampler, and compare balanced accuracy and per-class recall on the test split.
 # (In smoke mode each run is a single step on one batch, evaluated on one batch: enough to show that the cell
 # works, not what it finds.)
 
@@ -258,7 +262,8 @@ pd.DataFrame({
 }, index=["one view", "mean of 4 flips"]).round(3)
 
 # %% [markdown]
-# The gain, if any, is usually a point or two; on a small test split it can be within the noise of a few images.
+# Whether it gains anything here, the table says; on a small test split a difference can be within the noise of a few
+# images.
 #
 # ## What to try next
 # 1. **SimpleCNN under the same lens.** Set `LOOK_AT = "SimpleCNN"` (notebook 02's model) and rerun the cells
@@ -267,6 +272,8 @@ pd.DataFrame({
 #    1 / class frequency, and compare with the balanced sampler.
 # 3. **Calibrate.** Divide the logits by a temperature T fitted on the validation split (temperature scaling): does
 #    the reliability diagram move onto the diagonal? Does accuracy change?
-# 4. **More flips.** Add 90-degree rotations to `flips` (8 views): does test-time augmentation help more?
+# 4. **More views.** `predict_probs(..., tta=True)` averages the image and its three flips. Write your own loop
+#    over the test batches that also averages `torch.rot90(images, 1, dims=(2, 3))` and its flips (8 views):
+#    does test-time augmentation help more?
 #
 # Next: notebook 05, try the model yourself, and choose where to draw the line for melanoma.

@@ -19,7 +19,8 @@
 #
 # Run notebooks 02 and 03 first: this notebook starts from the models they saved.
 #
-# Time: under a minute in smoke mode on a CPU; in full mode, a minute or two on Colab's T4 to score the test split.
+# Time: under a minute in smoke mode on a CPU; in full mode, a minute or two on Colab's T4 to score the test split
+# (an estimate, not a measurement).
 # The widgets need a live kernel: run the notebook, then play.
 
 # %% [markdown]
@@ -82,8 +83,9 @@ print(f"models: {', '.join(models)}")
 # its 8 classes and has no way to say "this is not a skin lesion".
 
 # %%
-test_rows = frame[split == "test"].head(60)
-test_images = {f"{row.image} (true {CLASSES[row.label]})": row.path for row in test_rows.itertuples()}
+test_rows = frame[split == "test"].groupby("label").head(8)  # up to 8 of each class, rare ones included
+test_images = {f"{row.image} (true {CLASSES[row.label]}){' SYNTHETIC' if SYNTHETIC else ''}": row.path
+               for row in test_rows.itertuples()}
 try_model_app({name: models[name] for name in ("ResNet-50", "SimpleCNN")}, test_images)  # ResNet-50 first
 
 # %% [markdown]
@@ -119,6 +121,8 @@ threshold_app(targets, probs[:, MEL])
 # 1. Which threshold finds 95 % of the melanomas? How many false alarms does it cost per melanoma found?
 # 2. What does the default rule, "refer if MEL is the most probable class", correspond to? (Hint: it is not a
 #    fixed threshold.)
-# 3. The threshold should be chosen on the **validation** split and only then measured on the test split. Why?
+# 3. Here the slider reads the test split, to show the trade-off. In a study the threshold is fixed on the
+#    **validation** split first, and only then measured once on the test split. Why would choosing it while
+#    watching the test split flatter the result?
 #
 # You have reached the end of the course notebooks.
