@@ -10,10 +10,11 @@ STAMP  := $(VENV)/.installed
 
 venv: $(STAMP)
 
+# --no-cache-dir: torch's CUDA build is about 5.5 GB installed; no second copy in pip's cache.
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-cache-dir -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
