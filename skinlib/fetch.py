@@ -110,7 +110,7 @@ class Fetcher:
         kept = part.stat().st_size if self.keep_partial and part.exists() else 0
         then = (f"{kept:,} bytes are kept in {part}: re-running the command resumes from there"
                 if kept else "re-running the command tries again")
-        message = f"{url}: {self._reason(exc)}; gave up after {tries} tr{'y' if tries == 1 else 'ies'}; {then}"
+        message = f"{url}: {self.reason(exc)}; gave up after {tries} tr{'y' if tries == 1 else 'ies'}; {then}"
         if isinstance(exc, requests.ConnectTimeout):
             return DownloadTimeout(message, self.timeout[0])
         if isinstance(exc, (requests.Timeout, urllib3.exceptions.ReadTimeoutError)):
@@ -177,7 +177,7 @@ class Fetcher:
             return 0, (int(length) if length and length.isdigit() else None)
         raise DownloadError(f"{url}: HTTP {status} {response.reason} ({self.address_hint})")
 
-    def _reason(self, exc: BaseException) -> str:
+    def reason(self, exc: BaseException) -> str:
         """A short human reason for a failed try (the library messages run to several lines)."""
         if isinstance(exc, _Dropped):
             return str(exc)
@@ -189,7 +189,8 @@ class Fetcher:
             inner = exc.args[0] if exc.args else exc
             inner = getattr(inner, "reason", inner)  # urllib3's MaxRetryError wraps the cause
             text = re.sub(r"<[^>]*>:?\s*", "", flat_message(inner))  # drop '<...Connection object at 0x..>'
-            return f"cannot reach the server ({text})"
+            errno = re.search(r"\[Errno [^\]]*\][^\"')]*", text)  # '[Errno 111] Connection refused'
+            return f"cannot reach the server ({errno.group(0).strip() if errno else text})"
         return "the connection dropped"
 
     def _length(self, url: str) -> int | None:

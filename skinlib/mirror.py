@@ -35,7 +35,7 @@ def fetch_mirror_manifest(fetch: Fetcher, data_dir: Path) -> dict | None:
     try:
         response = fetch.session.get(url, timeout=fetch.timeout)
     except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-        raise DownloadError(f"{url}: cannot reach the server ({flat_message(exc)})") from None
+        raise DownloadError(f"{url}: {fetch.reason(exc)}") from None
     if response.status_code == 404:
         return None  # a plain copy of the official files: the published checksums apply
     try:

@@ -627,6 +627,20 @@ def base_url_empty(k):
 
 
 @case()
+def base_url_where_nothing_listens(k):
+    # The reason is the system's own short one, not the HTTP library's nested exception text.
+    return ["download", k.tmp / "d", "--base-url", "http://127.0.0.1:9/", "--no-progress"], \
+        "127.0.0.1:9/skinlib-mirror.json: cannot reach the server ([Errno 111] Connection refused)", None
+
+
+@case()
+def base_url_whose_host_has_no_address(k):
+    # '.invalid' never resolves (RFC 2606): the resolver's own error, whether or not DNS is reachable.
+    return ["download", k.tmp / "d", "--base-url", "http://isic.invalid/", "--no-progress"], \
+        "isic.invalid/skinlib-mirror.json: cannot reach the server ([Errno -", None  # -2 or -3 offline
+
+
+@case()
 def learning_rate_that_diverges(k):
     # Adam moves every weight by about the learning rate: 1e30 overflows the next forward pass.
     argv = k.train("--cache", k.cache, "--epochs", "2", "--lr", "1e30")  # the later --epochs wins
