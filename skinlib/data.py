@@ -161,6 +161,7 @@ class CheckReport:
     n_lesions: int = 0
     n_multi_image_lesions: int = 0
     n_without_lesion_id: int = 0
+    synthetic: bool = False
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -170,6 +171,8 @@ class CheckReport:
 
     def format(self) -> str:
         lines = [f"Dataset check of {self.data_dir}"]
+        if self.synthetic:
+            lines.append("  SYNTHETIC data (SYNTHETIC.txt): drawn shapes, not medical images")
         if self.class_counts:
             lines.append(f"  images: {self.n_images:,}")
             for name, count in self.class_counts.items():
@@ -184,7 +187,8 @@ class CheckReport:
             if items:
                 lines.append(f"  {title} ({len(items)}):")
                 lines.extend(f"    - {item}" for item in items)
-        lines.append("  result: OK" if self.ok else f"  result: {len(self.problems)} PROBLEM(S)")
+        label = " (SYNTHETIC data)" if self.synthetic else ""
+        lines.append(f"  result: OK{label}" if self.ok else f"  result: {len(self.problems)} PROBLEM(S){label}")
         return "\n".join(lines)
 
 
@@ -199,7 +203,9 @@ def check_dataset(
     `Image.verify()` alone would not (it does not decode JPEG data, so it misses truncation).
     """
     data_dir = Path(data_dir)
-    report = CheckReport(data_dir=str(data_dir))
+    from skinlib.synth import is_synthetic  # synth imports this module
+
+    report = CheckReport(data_dir=str(data_dir), synthetic=is_synthetic(data_dir))
     try:
         _check_folder(data_dir, need_images=True)
         frame, report.warnings = _read_index(data_dir)

@@ -32,6 +32,7 @@ from skinlib.fetch import sha256_of
 from skinlib.files import atomic_write_text
 from skinlib.mirror import FORMAT, MIRROR_MANIFEST
 from skinlib.splits import grouped_split
+from skinlib.synth import MARKER, is_synthetic
 
 LICENSE = "LICENSE.txt"
 
@@ -58,6 +59,10 @@ def make_subset(data_dir: str | os.PathLike, out_dir: str | os.PathLike, fractio
     if not 0 < fraction <= 1:
         raise ValueError(f"--fraction must be in (0, 1], got {fraction}")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if is_synthetic(data_dir):  # a mirror's manifest and licence describe ISIC 2019, and a download drops the marker
+        raise DataError(f"{data_dir}: is a SYNTHETIC dataset ({MARKER}), not ISIC 2019; `subset` makes "
+                        f"mirrors of the ISIC 2019 download only (to share a synthetic set, share its "
+                        f"`python -m skinlib synth` command)")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise DataError(f"{out_dir}: exists and is not an empty folder; not writing into it")
     frame = load_index(data_dir)

@@ -363,3 +363,17 @@ def test_demo_runs_end_to_end_and_replaces_its_previous_run(tmp_path, monkeypatc
     assert record["config"]["cache"] == str(tmp_path / "demo" / "cache")
     assert load_checkpoint(old_run / "checkpoint.pt")["epoch"] == 1
     assert "SYNTHETIC" in out and "balanced accuracy" in out and str(old_run) in out
+
+
+def test_check_and_prepare_say_that_a_synthetic_set_is_synthetic(synthetic_dir, tmp_path, capsys):
+    assert cli.main(["check", str(synthetic_dir), "--no-verify", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "SYNTHETIC data (SYNTHETIC.txt)" in out and out.splitlines()[-1] == "  result: OK (SYNTHETIC data)"
+    assert cli.main(["prepare", "--data", str(synthetic_dir), "--cache", str(tmp_path / "c"), "--quiet",
+                 "--workers", "0"]) == 0
+    assert "SYNTHETIC" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_check_of_real_data_says_nothing_of_synthetic_data(real_sample_dir, capsys):
+    assert cli.main(["check", str(real_sample_dir), "--no-verify", "--quiet"]) == 0
+    assert "SYNTHETIC" not in capsys.readouterr().out

@@ -405,9 +405,12 @@ def synth_seed_negative(k):
 
 @case()
 def subset_fraction_that_keeps_no_image(k):
+    data = k.copy_data()
+    (data / "SYNTHETIC.txt").unlink()  # an unmarked copy: `subset` refuses a synthetic set first
+
     def nothing_written():
         assert not (k.tmp / "mirror").exists()
-    return ["subset", k.data, k.tmp / "mirror", "--fraction", "0.0001"], "--fraction 0.0001 keeps none", \
+    return ["subset", data, k.tmp / "mirror", "--fraction", "0.0001"], "--fraction 0.0001 keeps none", \
         nothing_written
 
 
@@ -684,6 +687,16 @@ def loss_that_turns_nan_at_a_known_batch(k):
         assert all(torch.isfinite(w).all() for w in checkpoint["model"].values())
         assert not (run / "model.pt").exists()
     return argv, "at epoch 2, batch 2: training diverged", stopped_there_keeping_epoch_1
+
+# -- train, subset, check
+@case()
+def subset_of_a_synthetic_set(k):
+    # A mirror says "ISIC 2019" in its manifest and licence, and a download of it carries no
+    # SYNTHETIC.txt: a synthetic set is refused, so nothing made from it loses its label.
+    def nothing_written():
+        assert not (k.tmp / "mirror").exists()
+    return ["subset", k.data, k.tmp / "mirror", "--fraction", "0.5"], "is a SYNTHETIC dataset", nothing_written
+
 
 # ---------------------------------------------------------------- the test
 def test_there_are_at_least_40_bad_invocations():
