@@ -6,5 +6,5 @@ try:
 
     sys.exit(main())
 except KeyboardInterrupt:  # Ctrl-C while the libraries load, before main() can catch it
-    print("interrupted", file=sys.stderr)
+    print("error: interrupted while starting; nothing was written: run the command again", file=sys.stderr)
     sys.exit(130)

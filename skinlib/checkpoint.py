@@ -43,6 +43,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     try:
         return atomic_write(path, lambda f: torch.save(state, f))
     except Exception as exc:  # KeyboardInterrupt passes through unchanged
+        if isinstance(exc.__context__, KeyboardInterrupt):  # torch's writer fails on a file Ctrl-C cut short
+            raise exc.__context__ from None
         raise CheckpointError(
             f"could not write checkpoint {path}: {exc} "
             f"(the previous checkpoint, if any, is unchanged)") from exc

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from skinlib import cache, download, predict, subset
 from skinlib.cli_errors import (OneLineParser, device_name, expected_errors, int_at_least,  # noqa: F401
-                                one_line, option_names)
+                                interrupted_line, one_line, option_names)
 from skinlib.errors import SkinlibError
 from skinlib.models import MODELS
 
@@ -246,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     except expected as err:  # bad input, a file in the way, a diverged run: one line, no traceback
         print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(interrupted_line(args, err), file=sys.stderr)
         return 130
 
 

@@ -83,3 +83,24 @@ def one_line(err: BaseException) -> str:
         last, marker = lines[-1], f"{type(err).__name__}: "  # "skinlib.data.ImageError: ..."
         return last.split(marker, 1)[1] if marker in last else last
     return " ".join(lines)
+
+
+# What each command keeps when Ctrl-C stops it, and how to go on (fields of its arguments).
+INTERRUPTED = {
+    "check": "check writes nothing; run it again",
+    "synth": "{out} holds a partial SYNTHETIC set (no CSVs yet); run the same command again to write it whole",
+    "prepare": "the images prepared so far are kept in {cache}; run the same command again to continue",
+    "download": "what was fetched is kept in {data}; run the same command again to continue",
+    "subset": "{out} holds a partial mirror; run the same command again to write it whole",
+    "demo": "what finished is kept in {out}; run the same command again to continue (the run starts over)",
+    "train": "{out} keeps what finished; run the same command with --resume to continue",
+}
+
+
+def interrupted_line(args: argparse.Namespace, err: KeyboardInterrupt) -> str:
+    """The one line that Ctrl-C ends a command with: what is kept and how to continue."""
+    describe = getattr(err, "describe", None)  # engine.TrainingInterrupted: the epoch and the checkpoint
+    if describe is not None and args.command == "train":
+        return "error: " + describe("running the same command with --resume").replace("Interrupted", "interrupted", 1)
+    what = INTERRUPTED.get(args.command, "the files written so far are kept; run the command again")
+    return f"error: interrupted; {what.format(**vars(args))}"

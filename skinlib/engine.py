@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import time
 from typing import Any, Iterable
 
@@ -233,13 +234,42 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
         except NonFiniteLoss as err:
             raise NonFiniteLoss(epoch, err.batch, err.lr, history) from None
         except KeyboardInterrupt:
-            saved = (f"the checkpoint {checkpoint.path} holds {len(history)} epoch(s); "
-                     "resume=True continues from there" if checkpoint else "no checkpoint")
-            print(f"Interrupted during epoch {epoch}: {saved}")
-            raise
+            raise _interrupted(epoch, len(history), checkpoint) from None
         history.append(epoch_row(epoch, train, val, time.perf_counter() - epoch_start))
         if checkpoint is not None:
-            checkpoint.save(model, optimizer, scheduler, scaler, history, config,
-                            train["confusion"].num_classes)
+            try:
+                checkpoint.save(model, optimizer, scheduler, scaler, history, config,
+                                train["confusion"].num_classes)
+            except KeyboardInterrupt:
+                raise _interrupted(epoch, len(history) - 1, checkpoint, saving=True) from None
         print(format_epoch(history[-1], epochs))
     return history
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `fit`: in which epoch, and what the checkpoint keeps (`describe`). Its
+    message says how a notebook continues (resume=True); the command line says --resume."""
+
+    def __init__(self, epoch: int, done: int, checkpoint: CheckpointPlan | None, saving: bool = False):
+        self.epoch, self.done, self.saving = epoch, done, saving
+        self.path = None if checkpoint is None else checkpoint.path
+        super().__init__(self.describe("resume=True"))
+
+    def describe(self, resume: str) -> str:
+        """One sentence: when the run stopped, what is kept, and what `resume` does next."""
+        when = (f"while writing the checkpoint after epoch {self.epoch}" if self.saving
+                else f"during epoch {self.epoch}")
+        if self.path is None:
+            return f"Interrupted {when}: nothing is kept (no checkpoint was asked for)"
+        if self.done == 0 or not os.path.exists(self.path):
+            return (f"Interrupted {when}: no epoch had finished, so no checkpoint was written yet; "
+                    f"{resume} starts again at epoch 1 with the same split")
+        kept = "the previous checkpoint is kept, " if self.saving else "the checkpoint "
+        return f"Interrupted {when}: {kept}{self.path} holds {self.done} epoch(s); {resume} continues from there"
+
+
+def _interrupted(epoch: int, done: int, checkpoint: CheckpointPlan | None, saving: bool = False):
+    """The TrainingInterrupted to raise, its sentence printed first (a notebook shows both)."""
+    stop = TrainingInterrupted(epoch, done, checkpoint, saving)
+    print(stop)
+    return stop

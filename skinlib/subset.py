@@ -29,7 +29,7 @@ from pathlib import Path
 from skinlib.data import GROUND_TRUTH_CSV, IMAGE_SUFFIX, IMAGES_DIR, METADATA_CSV, DataError, load_index
 from skinlib.download import ARCHIVE
 from skinlib.fetch import sha256_of
-from skinlib.files import atomic_write_text
+from skinlib.files import atomic_write_text, claim_folder
 from skinlib.mirror import FORMAT, MIRROR_MANIFEST
 from skinlib.splits import grouped_split
 from skinlib.synth import MARKER, is_synthetic
@@ -55,23 +55,28 @@ International Skin Imaging Collaboration. Any use must cite:
 
 def make_subset(data_dir: str | os.PathLike, out_dir: str | os.PathLike, fraction: float,
                 seed: int = 0) -> dict:
-    """Write the subset mirror of `data_dir` into `out_dir` (new or empty); return its manifest."""
+    """Write the subset mirror of `data_dir` into `out_dir`; return its manifest.
+
+    `out_dir` must be new, empty or an earlier mirror (whose files are replaced); nothing is
+    created before the data is read and the fraction keeps some images. A synthetic set is
+    refused: the mirror would call it ISIC 2019, and a download of it would carry no SYNTHETIC.txt.
+    """
     if not 0 < fraction <= 1:
         raise ValueError(f"--fraction must be in (0, 1], got {fraction}")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    if is_synthetic(data_dir):  # a mirror's manifest and licence describe ISIC 2019, and a download drops the marker
+    if is_synthetic(data_dir):
         raise DataError(f"{data_dir}: is a SYNTHETIC dataset ({MARKER}), not ISIC 2019; `subset` makes "
                         f"mirrors of the ISIC 2019 download only (to share a synthetic set, share its "
                         f"`python -m skinlib synth` command)")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise DataError(f"{out_dir}: exists and is not an empty folder; not writing into it")
     frame = load_index(data_dir)
     chosen = frame if fraction == 1 else frame[grouped_split(frame, (fraction, 0.0, 1 - fraction), seed) == "train"]
     if chosen.empty:
         raise DataError(f"--fraction {fraction:g} keeps none of the {len(frame):,} images of {data_dir} "
                         f"(whole lesions are drawn); choose a larger --fraction")
     names = set(chosen["image"])
-    out_dir.mkdir(parents=True, exist_ok=True)
+    folder = claim_folder(out_dir, "mirror", option="output folder")  # new, empty, or an earlier mirror
+    folder.remove_all()  # an earlier mirror's files only, never the user's
+    folder.record(GROUND_TRUTH_CSV, METADATA_CSV, ARCHIVE, LICENSE, MIRROR_MANIFEST)
     for csv_name in (GROUND_TRUTH_CSV, METADATA_CSV):
         lines = (data_dir / csv_name).read_text(encoding="utf-8-sig").splitlines(keepends=True)
         kept = [lines[0]] + [line for line in lines[1:] if line.split(",", 1)[0].strip() in names]
@@ -114,7 +119,7 @@ def register(subparsers) -> None:
     """Add `subset` to the `python -m skinlib` command line."""
     p = subparsers.add_parser("subset", help="write a smaller, lesion-grouped copy of ISIC 2019 to host as a mirror")
     p.add_argument("data", type=Path, help="the full download (ISIC 2019 layout)")
-    p.add_argument("out", type=Path, help="new or empty folder for the mirror")
+    p.add_argument("out", type=Path, help="new or empty folder for the mirror (or an earlier mirror, replaced)")
     p.add_argument("--fraction", type=_fraction, required=True, help="share of the images to keep, in (0, 1]")
     p.add_argument("--seed", type=int, default=0, help="which lesions are drawn (default: %(default)s)")
     p.set_defaults(func=cmd_subset)

@@ -698,6 +698,59 @@ def subset_of_a_synthetic_set(k):
     return ["subset", k.data, k.tmp / "mirror", "--fraction", "0.5"], "is a SYNTHETIC dataset", nothing_written
 
 
+def resumes_to_the_end(k, run: Path, epochs: int):
+    """A check that `--resume` finishes the interrupted run of `epochs` epochs."""
+    def check():
+        k.patch.undo()
+        k.patch.setattr("skinlib.train.build_model", tiny_network)
+        status, out, err = run_cli(k.train("--cache", k.cache, "--epochs", str(epochs), "--resume", out=run))
+        assert status == 0, err
+        assert torch.load(run / "checkpoint.pt", weights_only=True, mmap=True)["epoch"] == epochs
+    return check
+
+
+@case(status=130)
+def ctrl_c_while_the_checkpoint_is_written(k):
+    # What torch does when Ctrl-C cuts torch.save short: its writer fails on closing the file.
+    saves, real_save = [], torch.save
+
+    def cut_short_the_second_time(state, f):
+        saves.append(1)
+        if len(saves) < 2:
+            return real_save(state, f)
+        f.write(b"PK half a checkpoint")
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1 vs 2") from None
+    k.patch.setattr(torch, "save", cut_short_the_second_time)
+    run = k.tmp / "run"
+    return k.train("--cache", k.cache, "--epochs", "2"), \
+        "interrupted while writing the checkpoint after epoch 2: the previous checkpoint is kept, " \
+        f"{run / 'checkpoint.pt'} holds 1 epoch(s); running the same command with --resume continues", \
+        resumes_to_the_end(k, run, 2)
+
+
+@case(status=130)
+def ctrl_c_before_the_first_checkpoint(k):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    k.patch.setattr("skinlib.engine.train_one_epoch", interrupted)
+    return k.train("--cache", k.cache), "interrupted during epoch 1: no epoch had finished, so no checkpoint " \
+        "was written yet; running the same command with --resume starts again at epoch 1", \
+        resumes_to_the_end(k, k.tmp / "run", 1)
+
+
+@case(status=130)
+def ctrl_c_while_preparing(k):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    k.patch.setattr("skinlib.cache_prepare.load_resized", interrupted)
+    cache = k.tmp / "cache"
+    return ["prepare", "--data", k.data, "--cache", cache, "--quiet", "--workers", "0"], \
+        f"interrupted; the images prepared so far are kept in {cache}; run the same command again", None
+
+
 # ---------------------------------------------------------------- the test
 def test_there_are_at_least_40_bad_invocations():
     assert len(CASES) >= 40

@@ -74,8 +74,16 @@ def test_licence_and_the_three_citations_sit_beside_it(mirror):
 
 def test_a_non_empty_output_folder_is_refused(real_sample_dir, tmp_path):
     (tmp_path / "mine.txt").write_text("x")
-    with pytest.raises(DataError, match="not an empty folder"):
+    with pytest.raises(DataError, match="holds files skinlib did not write"):
         make_subset(real_sample_dir, tmp_path, 0.5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
+
+
+def test_a_second_subset_into_the_same_folder_replaces_the_first(real_sample_dir, tmp_path):
+    first = make_subset(real_sample_dir, tmp_path / "m", 0.5, seed=0)
+    second = make_subset(real_sample_dir, tmp_path / "m", 0.3, seed=1)
+    assert second["images"] < first["images"]
+    assert json.loads((tmp_path / "m" / MIRROR_MANIFEST).read_text()) == second
 
 
 def test_command_line(real_sample_dir, tmp_path, capsys):
