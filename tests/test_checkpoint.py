@@ -94,6 +94,26 @@ def test_interrupt_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
+def test_ctrl_c_that_torchs_writer_turns_into_an_error_is_still_an_interrupt(tmp_path, monkeypatch):
+    # torch.save cut short by Ctrl-C fails on closing the archive: a RuntimeError whose context
+    # is the KeyboardInterrupt. It is the user's Ctrl-C, not a write error.
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, make_state(nn.Linear(4, 3), epoch=1))
+
+    def interrupted(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 partial")
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1 vs 2") from None
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, make_state(nn.Linear(4, 3), epoch=2))
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+
+
 def test_truncated_checkpoint_is_reported_with_its_name(tmp_path):
     path = save_checkpoint(tmp_path / "cut.pt", make_state(nn.Linear(4, 3)))
     data = path.read_bytes()
