@@ -161,7 +161,7 @@ class CheckReport:
     n_lesions: int = 0
     n_multi_image_lesions: int = 0
     n_without_lesion_id: int = 0
-    synthetic: bool = False
+    synthetic: bool = False  # set by the caller that knows (`python -m skinlib check`: SYNTHETIC.txt)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -203,9 +203,7 @@ def check_dataset(
     `Image.verify()` alone would not (it does not decode JPEG data, so it misses truncation).
     """
     data_dir = Path(data_dir)
-    from skinlib.synth import is_synthetic  # synth imports this module
-
-    report = CheckReport(data_dir=str(data_dir), synthetic=is_synthetic(data_dir))
+    report = CheckReport(data_dir=str(data_dir))
     try:
         _check_folder(data_dir, need_images=True)
         frame, report.warnings = _read_index(data_dir)
