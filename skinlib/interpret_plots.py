@@ -127,7 +127,7 @@ def plot_top_k(probs, classes=CLASSES, k: int = 3, ax=None) -> Figure:
 def plot_threshold_point(fpr, tpr, point: tuple[float, float], threshold: float,
                          title: str = "Where the threshold puts you") -> Figure:
     """The melanoma-against-rest ROC curve with the operating point of one threshold marked."""
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+    fig, ax = plt.subplots(figsize=(4.8, 4))
     ax.plot(fpr, tpr, label="MEL against the rest")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.plot(*point, "o", color="tab:red", markersize=9, label=f"threshold {threshold:.2f}")

@@ -208,8 +208,7 @@ images = normalised_images(test_set, show)
 cams, _ = grad_cam(models[LOOK_AT].model.cpu(), images, target=torch.as_tensor(predicted[show]))
 titles = [f"true {CLASSES[targets[i]]}\npred {CLASSES[predicted[i]]} {probs[i, predicted[i]]:.2f}" for i in show]
 colours = ["tab:green" if targets[i] == predicted[i] else "tab:red" for i in show]
-plot_gradcam(images, heatmap(cams, images.shape[-2:]), titles, colours, title=f"{LOOK_AT}: Grad-CAM{TAG}",
-             ncols=N_CAM)  # N_CAM to a row (at most 4): the right ones, then the mistakes
+plot_gradcam(images, heatmap(cams, images.shape[-2:]), titles, colours, title=f"{LOOK_AT}: Grad-CAM{TAG}")
 
 # %% [markdown]
 # ## The imbalance: a class-balanced sampler
