@@ -73,7 +73,25 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def open_image(path: str | os.PathLike) -> Image.Image:
     """Decode an image into an RGB PIL image; raise ImageError naming the file if it cannot."""
-    return _to_rgb(decode(Path(path), reduced=False))
+    return _to_rgb(_eight_bit(decode(Path(path), reduced=False), Path(path)))
+
+
+def _eight_bit(image: Image.Image, path: Path) -> Image.Image:
+    """A 16-bit greyscale image (PNG, TIFF) scaled to 8 bits over its whole range, 65535 -> 255.
+
+    Pillow's own conversion clips every value above 255 to white, so a 16-bit picture would
+    turn all white. Mode "I" (32-bit integers, how some Pillow versions and TIFFs hold 16-bit
+    greyscale) is read the same way when its values fit 16 bits; other 32-bit and floating-point
+    pictures have no agreed 8-bit form and are refused. 8-bit images pass through untouched.
+    """
+    if image.mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return image
+    pixels = np.asarray(image)
+    low, high = (pixels.min(), pixels.max()) if pixels.size else (0, 0)
+    if image.mode == "F" or low < 0 or high > 65535:
+        raise ImageError(f"{path}: an image of mode {image.mode} with values from {low} to {high}, which has "
+                         f"no 8-bit form the kit can choose for you; save it as an 8-bit image")
+    return Image.fromarray(np.round(pixels / 257).astype(np.uint8))  # mode L
 
 
 # --------------------------------------------------------------------------- the stored form
