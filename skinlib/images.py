@@ -16,8 +16,11 @@ from skinlib.layout import JPEG_FORMATS, ImageError
 STORED_SIZE = 256
 
 
-def decode(path: Path, reduced: bool) -> Image.Image:
+def decode(path: Path, reduced: bool, any_format: bool = False) -> Image.Image:
     """Open and fully decode an image; every failure becomes an ImageError naming the file.
+
+    A file named .jpg/.jpeg must be a JPEG, as every image of the dataset is, unless `any_format`
+    (a user's own picture, given to predict: a BMP named .JPG is still a picture).
 
     `reduced` decodes a JPEG at 1/8 scale (Pillow's draft mode, DCT scaling): the whole
     compressed stream is still read, so truncation and corruption are found, at a small
@@ -35,7 +38,7 @@ def decode(path: Path, reduced: bool) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                if path.suffix.lower() in (".jpg", ".jpeg") and image.format not in JPEG_FORMATS:
+                if not any_format and path.suffix.lower() in (".jpg", ".jpeg") and image.format not in JPEG_FORMATS:
                     raise ImageError(
                         f"{path}: is a {image.format} image named {path.suffix}; the dataset's images "
                         "must be JPEG files (re-save it as JPEG)"
@@ -71,9 +74,10 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """Decode an image into an RGB PIL image; raise ImageError naming the file if it cannot."""
-    return _to_rgb(_eight_bit(decode(Path(path), reduced=False), Path(path)))
+def open_image(path: str | os.PathLike, any_format: bool = False) -> Image.Image:
+    """Decode an image into an RGB PIL image; raise ImageError naming the file if it cannot.
+    `any_format`: see `decode`."""
+    return _to_rgb(_eight_bit(decode(Path(path), reduced=False, any_format=any_format), Path(path)))
 
 
 def _eight_bit(image: Image.Image, path: Path) -> Image.Image:

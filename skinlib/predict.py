@@ -1,6 +1,6 @@
 """Classify new images with a saved model: `python -m skinlib predict IMAGE [IMAGE ...] --model FILE`.
 
-Images (files, or folders of .jpg/.jpeg/.png files) go through the model's own preprocessing
+Images (files in any format Pillow reads, or folders of image files) go through the model's own preprocessing
 in batches, behind a progress bar. For each image: the probabilities of every class (they
 sum to 1), of which the top k are printed; `--csv FILE` writes them all, one row per image;
 `--cam DIR` writes a Grad-CAM overlay per image (the centre crop the model saw, and where it
@@ -27,23 +27,29 @@ from tqdm.auto import tqdm
 from skinlib.cli_errors import device_name, int_at_least
 from skinlib.data import DataError, open_image
 from skinlib.export import ExportedModel, load_model
-from skinlib.files import FolderError, KitFolder, atomic_write, atomic_write_text, claim_folder
+from skinlib.files import IGNORED, FolderError, KitFolder, atomic_write, atomic_write_text, claim_folder
 from skinlib.gradcam import grad_cam, heatmap
 from skinlib.interpret_plots import plot_gradcam
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")  # what a folder gives
 CAM_KIND = "gradcam"  # the kind of kit folder --cam is (see files.claim_folder)
 SYNTHETIC_NOTE = "SYNTHETIC: this model was trained on synthetic images; its answers say nothing about real lesions"
 
 
 def image_paths(inputs) -> list[Path]:
-    """The image files named by `inputs`: files as given, folders expanded to their images (sorted)."""
+    """The image files named by `inputs`: files as given, folders expanded to their image files
+    (sorted); what a folder holds besides is named in one printed line, never skipped silently."""
     paths = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            entries = sorted(p for p in item.iterdir() if p.name not in IGNORED)
+            found = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
             if not found:
                 raise DataError(f"{item}: folder holds no {'/'.join(IMAGE_SUFFIXES)} image")
+            skipped = [f"{p.name}/" if p.is_dir() else p.name for p in entries if p not in found]
+            if skipped:
+                print(f"{item}: skipped what is not an image file ({len(skipped)}: {', '.join(skipped[:3])}"
+                      f"{', ...' if len(skipped) > 3 else ''}); subfolders are not searched")
             paths += found
         elif item.is_file():
             paths.append(item)
@@ -64,7 +70,7 @@ class _Images(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        return self.transform(open_image(self.paths[index])), index  # ImageError names the file
+        return self.transform(open_image(self.paths[index], any_format=True)), index  # ImageError names the file
 
 
 def predict(exported: ExportedModel, paths: list[Path], *, batch_size: int = 16, cam_dir: KitFolder | None = None,

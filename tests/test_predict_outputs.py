@@ -71,7 +71,7 @@ def top_k(model_file, path, k: int = 3) -> str:
     """The printed line of one image, computed outside predict."""
     exported = load_model(model_file)
     with torch.no_grad():
-        probs = exported.model(exported.transform()(open_image(path))[None]).softmax(1)[0]
+        probs = exported.model(exported.transform()(open_image(path, any_format=True))[None]).softmax(1)[0]
     values, indices = probs.topk(k)
     return f"{path}: " + "  ".join(f"{CLASSES[i]} {v:.3f}" for v, i in zip(values, indices))
 
@@ -196,3 +196,21 @@ def test_8_bit_jpegs_decode_exactly_as_pillow_decodes_them(tmp_path, real_sample
         with Image.open(path) as image:
             expected = np.asarray(image.convert("RGB"))
         assert np.array_equal(np.asarray(open_image(path)), expected), path
+
+
+# ---------------------------------------------------------------- what a folder gives
+def test_a_folder_gives_its_images_of_every_format_and_names_what_it_skips(model, tmp_path, capsys):
+    folder = tmp_path / "mine"
+    picture(folder / "a.jpg")
+    names = ["a.jpg", "B.JPG", *(f"p{suffix}" for suffix in (".bmp", ".gif", ".png", ".tif", ".webp"))]
+    for name in names[1:]:
+        Image.open(folder / "a.jpg").save(folder / name, format="BMP" if name == "B.JPG" else None)
+    (folder / "sub").mkdir()
+    (folder / "notes.txt").write_text("the user's notes")
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    status, out, err = run(capsys, folder, "--model", model)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0] == (f"{folder}: skipped what is not an image file (3: gone.jpg, notes.txt, sub/); "
+                        f"subfolders are not searched")
+    assert lines[1:] == [top_k(model, folder / name) for name in sorted(names)]
