@@ -70,8 +70,9 @@ def _build_simple_cnn(model_class: Callable[..., nn.Module]) -> nn.Module:
 
 
 def check_simple_cnn(model_class: Callable[..., nn.Module]) -> bool:
-    """Output shape, parameter count and layer order of the student's SimpleCNN, against
-    skinlib's (same weights, the input each layer receives)."""
+    """The student's SimpleCNN against skinlib's: first what __init__ built (layer types, kernel,
+    stride, padding, weight shapes, parameter count), then forward with the same weights (the input
+    each layer receives, the output)."""
     from skinlib.models import SimpleCNN
 
     def run() -> str:
