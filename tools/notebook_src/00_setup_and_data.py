@@ -21,8 +21,10 @@
 
 # %% [markdown]
 # ## Set-up
-# In Colab (Runtime > Change runtime type > GPU first) this installs `skinlib`, the course's helper package, and
-# checks that the runtime has a GPU. On your own machine it does nothing: install the kit with `make venv` instead.
+# In Colab, first **File > Save a copy in Drive**, and work in that copy: a notebook opened from its badge is not
+# saved, so your answers would be lost with the runtime. Then switch on a GPU (Runtime > Change runtime type > GPU)
+# and run the cell below: it installs `skinlib`, the course's helper package, and checks that the runtime has a GPU.
+# On your own machine it does nothing: install the kit with `make venv` instead.
 
 # %% [setup]
 

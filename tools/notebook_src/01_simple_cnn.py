@@ -13,18 +13,20 @@
 # - count parameters and see which layers hold them;
 # - run a forward pass on a batch of images and turn the 8 outputs into class probabilities.
 #
-# **This is a lab.** Cells marked *Exercise* hold a `# TODO` and raise `NotImplementedError` until you write
-# the code; the *check* cell after each one tells you in one sentence whether your answer is right, and what to
-# look at if it is not. Until an exercise passes, the cells below it use skinlib's own version, so you can
-# run the notebook top to bottom at any time. (The solutions are in the `solutions/` folder of the kit.)
+# **This is a lab.** Cells marked *Exercise* hold a `# TODO` where your code goes; running one only defines things,
+# so it never stops the notebook. The *check* cell after each one runs your code and tells you in one sentence
+# whether it is right, what to look at if it is not, or that it is "not done yet". Until an exercise passes, the
+# cells below it use skinlib's own version, so you can run the whole notebook at any time, finished or not
+# (Colab: Runtime > Run all). (The solutions are in the `solutions/` folder of the kit.)
 #
 # Runs in under a minute on a CPU as well as a GPU (29 s measured on a 2-core CPU shared with other jobs): nothing
 # is trained here (training is notebook 02).
 
 # %% [markdown]
 # ## Set-up
-# In Colab this installs `skinlib`, the course's helper package, and checks the runtime has a GPU.
-# On your own machine it does nothing.
+# In Colab, first **File > Save a copy in Drive**, and work in that copy: a notebook opened from its badge is not
+# saved, so your answers would be lost with the runtime. The cell below installs `skinlib`, the course's helper
+# package, and checks the runtime has a GPU. On your own machine it does nothing.
 
 # %% [setup]
 
@@ -96,11 +98,10 @@ torch.manual_seed(0)  # the same random initial weights on every run
 
 # %%
 FC1_INPUTS = None
-# TODO: the number of values that reach fc1, as an expression (channels * side * side)
+# TODO: FC1_INPUTS = the number of values that reach fc1, as an expression (channels * side * side)
 ### BEGIN SOLUTION
 FC1_INPUTS = 32 * 53 * 53  # 224 -> conv 220 -> pool 110 -> conv 106 -> pool 53
 ### END SOLUTION
-print(f"fc1 receives {FC1_INPUTS:,} values")
 
 # %%
 passed = check_fc1_inputs(FC1_INPUTS)
@@ -135,9 +136,6 @@ class SimpleCNN(nn.Module):
         return self.fc3(x)  # (batch, 8): one logit per class
         ### END SOLUTION
 
-
-print(SimpleCNN(num_classes=len(CLASSES)))
-
 # %% [markdown]
 # Check it: the check builds your network, compares its output shape and parameter count with the report's, then
 # gives it skinlib's weights and compares what each layer receives, so it can tell which step of `forward` is off.
@@ -147,6 +145,7 @@ passed = check_simple_cnn(SimpleCNN)
 SimpleCNN = use_yours_or(models.SimpleCNN, SimpleCNN, passed, "SimpleCNN")
 torch.manual_seed(0)  # the same random initial weights on every run
 model = SimpleCNN(num_classes=len(CLASSES))
+print(model)
 
 # %% [markdown]
 # The cell below does the side arithmetic, then checks it by sending a blank image through the layers.

@@ -17,8 +17,10 @@
 # - to compare the models fairly, on a lesion-grouped test set, with balanced accuracy beside accuracy;
 # - to keep a long Colab run safe: checkpoints on Google Drive.
 #
-# **A lab.** The cell marked *Exercise* raises `NotImplementedError` until you write it; the check cell after it
-# says whether it is right. Until it passes, the cells below use skinlib's own version.
+# **A lab.** The cell marked *Exercise* only defines a function, so running it never stops the notebook; the check
+# cell after it runs your function and says whether it is right, what to look at, or that it is "not done yet".
+# Until it passes, the cells below use skinlib's own version, so the notebook runs to the end at any time (Colab:
+# Runtime > Run all).
 #
 # Time: a few minutes in smoke mode on a CPU (253 s measured on a 2-core CPU shared with other jobs). The full run
 # on ISIC 2019 (5 epochs frozen, 25 fine-tuning) should take in the order of 30-60 minutes on Colab's T4: an
@@ -26,6 +28,8 @@
 
 # %% [markdown]
 # ## Set-up
+# In Colab, first **File > Save a copy in Drive**, and work in that copy: a notebook opened from its badge is not
+# saved, so your answers would be lost with the runtime.
 
 # %% [setup]
 
@@ -179,9 +183,6 @@ def replace_head_and_freeze(model):
     model.fc = nn.Linear(model.fc.in_features, len(CLASSES))  # new parameters: trainable
     ### END SOLUTION
     return model
-
-
-print(replace_head_and_freeze(torchvision.models.resnet50()).fc)
 
 # %%
 passed = check_resnet_head(replace_head_and_freeze)

@@ -24,6 +24,8 @@
 
 # %% [markdown]
 # ## Set-up
+# In Colab, first **File > Save a copy in Drive**, and work in that copy: a notebook opened from its badge is not
+# saved, so your answers would be lost with the runtime.
 
 # %% [setup]
 
