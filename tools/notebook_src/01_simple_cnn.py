@@ -10,7 +10,7 @@
 # **You will learn to**
 # - write a `nn.Module`: the layers in `__init__`, the order they run in `forward`;
 # - compute a convolutional network's tensor shapes by hand, and check them;
-# - count parameters and see where they live (spoiler: 99 % in one layer);
+# - count parameters and see which layers hold them;
 # - run a forward pass on a batch of images and turn the 8 outputs into class probabilities.
 #
 # **This is a lab.** Cells marked *Exercise* hold a `# TODO` where your code goes; running one only defines things,
@@ -61,9 +61,8 @@ device = select_device()
 # %%
 MIRROR = None  # an instructor's mirror address, else the official one (see notebook 00)
 data = get_data(mirror=os.environ.get("SKINLIB_MIRROR") or MIRROR)  # in Colab: restored from Drive
-DATA_DIR, SYNTHETIC = data.data_dir, data.synthetic
+DATA_DIR = data.data_dir  # get_data printed it, marked SYNTHETIC where it is
 torch.manual_seed(0)  # the same random initial weights on every run
-print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}")
 
 # %% [markdown]
 # ## The network
@@ -222,10 +221,10 @@ print(f"logits: {tuple(logits.shape)}")
 print(f"each row of probabilities sums to 1: {torch.allclose(probabilities.sum(dim=1), torch.ones(4))}")
 
 # %%
+print(f"{'true':5} {'predicted':9} {'p':>5}   " + " ".join(f"{name:>4}" for name in CLASSES))
 for label, row in zip(labels, probabilities):
     guess = row.argmax().item()
-    print(f"true {CLASSES[label]:4}  predicted {CLASSES[guess]:4} (p = {row[guess]:.3f})  "
-          + " ".join(f"{p:.2f}" for p in row.tolist()))
+    print(f"{CLASSES[label]:5} {CLASSES[guess]:9} {row[guess]:5.3f}   " + " ".join(f"{p:4.2f}" for p in row.tolist()))
 
 # %% [markdown]
 # The network is untrained, so its probabilities are all close to 1/8 = 0.125 and the "predictions" are noise.

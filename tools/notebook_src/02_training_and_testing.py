@@ -83,8 +83,7 @@ LR = 1e-4  # Adam's learning rate
 RUNS = data.results_dir  # where results are saved (notebook 03 reads them): on Drive in Colab
 torch.manual_seed(0)
 RUN_NAME = f"SimpleCNN, {'SYNTHETIC data' if SYNTHETIC else DATA_DIR.name}{', SMOKE run' if SMOKE else ''}"
-print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}, "
-      f"{'SMOKE mode: ' + str(MAX_BATCHES) + ' batches per epoch' if SMOKE else 'full mode'}")
+print(f"{'SMOKE mode: ' + str(MAX_BATCHES) + ' batches per epoch' if SMOKE else 'full mode'}")
 
 # %% [markdown]
 # ## The input pipeline, written once by hand
@@ -153,8 +152,8 @@ print("training:", train_transform(), "\nevaluation:", eval_transform(), sep="\n
 # half to all of the image, flipped left-right and up-down at random, turned by any angle (the corners it leaves
 # are black), a little brighter or darker and more or less saturated. Dermoscopy has no "up", so none of this
 # changes the diagnosis; the hue stays, since colour is a diagnostic cue. The recipe is the one ISIC 2019's
-# winners used, minus what an introductory course can leave out (`skinlib.augment.TRAIN_RECIPE`; why: the
-# docstring of `skinlib/augment.py`).
+# winners used, minus what an introductory course can leave out (`skinlib.augment.TRAIN_RECIPE`; why: run
+# `help(skinlib.augment)` in a new cell).
 
 # %%
 augmented = LesionDataset(DATA_DIR, transform=train_transform())
@@ -355,11 +354,11 @@ for epoch in range(1, HAND_EPOCHS + 1):
 
 # %% [markdown]
 # ## The same with `skinlib.engine.fit`
-# `fit` runs exactly these steps (read `train_one_epoch` in `skinlib/engine.py` beside the cell above), plus what a
-# GPU run needs: mixed precision (16-bit arithmetic where it is safe; on a T4 it is often quoted as up to about
-# twice as fast, an estimate that this kit has not measured), no GPU waits
-# inside the loop, a progress bar, one line per epoch, and optionally a checkpoint after every epoch. It uses the
-# model and optimizer it is given; it never builds its own.
+# `fit` runs exactly these steps (run `train_one_epoch??` in a new cell to read its code beside the cell above),
+# plus what a GPU run needs: mixed precision (16-bit arithmetic where it is safe; on a T4 it is often quoted as up
+# to about twice as fast, an estimate that this kit has not measured), no GPU waits inside the loop, a progress
+# bar, one line per epoch, and optionally a checkpoint after every epoch. It uses the model and optimizer it is
+# given; it never builds its own.
 #
 # A fresh network, trained for `EPOCHS` epochs:
 
