@@ -202,7 +202,7 @@ def _publish(data_dir: Path, cache_dir: Path, frame: pd.DataFrame, sizes: np.nda
 def _decode_into(images: np.memmap, done: np.ndarray, todo: np.ndarray, paths: list[str],
                  size: int, progress_path: Path, workers: int, progress: bool) -> int:
     """Decode rows `todo` into `images`, saving `done` durably every few seconds and on exit."""
-    bar = tqdm(total=len(todo), desc="prepare", unit="img", disable=not progress)
+    bar = tqdm(total=len(todo), desc="prepare", unit="img", disable=not progress or len(todo) == 0)  # no empty bar
     last_checkpoint = time.monotonic()
     n_decoded = 0
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from skinlib.checks_core import _call, _one_line, _report, _Wrong, use_yours_or
+from skinlib.checks_core import _a, _call, _one_line, _report, _Wrong, use_yours_or
 from skinlib.checks_training import (INITIAL_LOSS, check_dataset, check_evaluate, check_initial_loss,
                                      check_train_one_epoch, reference_dataset)
 from skinlib.data import CLASSES
@@ -40,22 +40,23 @@ def check_fc1_inputs(value: Any) -> bool:
 
 
 def _module_inputs(model: nn.Module, x: torch.Tensor,
-                   names: list[str]) -> tuple[dict[str, torch.Tensor], Exception | None]:
-    """What each named submodule receives during `model(x)`, and the error `model(x)` raised if any
-    (the inputs seen up to the error tell which step went wrong)."""
+                   names: list[str]) -> tuple[dict[str, torch.Tensor], Any, Exception | None]:
+    """What each named submodule receives during `model(x)`, the output, and the error `model(x)`
+    raised if any (the inputs seen up to the error tell which step went wrong)."""
     seen: dict[str, torch.Tensor] = {}
     hooks = [getattr(model, name).register_forward_pre_hook(
         lambda _m, args, name=name: seen.setdefault(name, args[0].detach())) for name in names]
     try:
-        model(x)
+        with torch.no_grad():
+            output = model(x)
     except NotImplementedError:
         raise
     except Exception as error:  # the student's forward may raise anything: the caller explains it
-        return seen, error
+        return seen, None, error
     finally:
         for hook in hooks:
             hook.remove()
-    return seen, None
+    return seen, output, None
 
 
 def _build_simple_cnn(model_class: Callable[..., nn.Module]) -> nn.Module:
@@ -69,8 +70,9 @@ def _build_simple_cnn(model_class: Callable[..., nn.Module]) -> nn.Module:
 
 
 def check_simple_cnn(model_class: Callable[..., nn.Module]) -> bool:
-    """Output shape, parameter count and layer order of the student's SimpleCNN, against
-    skinlib's (same weights, the input each layer receives)."""
+    """The student's SimpleCNN against skinlib's: first what __init__ built (layer types, kernel,
+    stride, padding, weight shapes, parameter count), then forward with the same weights (the input
+    each layer receives, the output)."""
     from skinlib.models import SimpleCNN
 
     def run() -> str:
@@ -82,35 +84,65 @@ def check_simple_cnn(model_class: Callable[..., nn.Module]) -> bool:
             raise _Wrong(f"__init__ defines no {', '.join(missing)}: name the layers as in the table above.")
         with torch.device("meta"):  # no memory, no initialisation: it will share the student's weights
             ours = SimpleCNN(num_classes=len(CLASSES))
-        for name in names:
-            shape, expected = (tuple(p.shape) for p in (getattr(model, name).weight,
-                                                        getattr(ours, name).weight))
-            if shape != expected:
-                raise _Wrong(f"{name}'s weight has shape {shape}, not {expected}: look at {name} in "
-                             "__init__ (for fc1: its input size, computed above).")
+        _compare_layers(model, ours)
         count = sum(p.numel() for p in model.parameters())
         if count != SIMPLE_CNN_PARAMETERS:
             raise _Wrong(f"{count:,} parameters, not {SIMPLE_CNN_PARAMETERS:,}: __init__ has a layer "
                          "too many or a bias missing.")
         ours.load_state_dict(model.state_dict(), strict=False, assign=True)
         x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-        (mine, error), (right, _) = _module_inputs(model.eval(), x, names), _module_inputs(ours.eval(), x, names)
+        mine, out, error = _module_inputs(model.eval(), x, names)
+        right, expected, _ = _module_inputs(ours.eval(), x, names)
         for name in names:
             if name not in mine and error is not None:
                 break  # forward failed before reaching this layer
             _compare_inputs(name, mine.get(name), right[name])
         if error is not None:
             raise _Wrong(f"forward raised {_one_line(error)}")
-        with torch.no_grad():
-            out = model(x)
-            right = ours(x)
-        if out is None:
-            raise _Wrong("forward returned None: end it with `return self.fc3(x)`.")
-        if tuple(out.shape) != tuple(right.shape) or not torch.allclose(out, right, atol=1e-4):
+        if not isinstance(out, torch.Tensor):
+            raise _Wrong(f"forward returned {'None' if out is None else _a(type(out).__name__)}: end it with "
+                         "`return self.fc3(x)`.")
+        if tuple(out.shape) != tuple(expected.shape) or not torch.allclose(out, expected, atol=1e-4):
             raise _Wrong(f"forward's output (shape {tuple(out.shape)}) is not fc3's logits: end "
                          "forward with `return self.fc3(x)`, with no ReLU or softmax after it.")
         return f"output (2, 8), {count:,} parameters, layers in the right order."
     return _report("SimpleCNN", run)
+
+
+_SETTINGS = {nn.Conv2d: ("kernel_size", "stride", "padding", "dilation", "groups"),
+             nn.MaxPool2d: ("kernel_size", "stride", "padding", "dilation", "ceil_mode")}
+
+
+def _pair(value: Any) -> Any:
+    """One spelling per setting: MaxPool2d(2) keeps 2, MaxPool2d((2, 2)) keeps (2, 2) and
+    Conv2d(..., padding="valid") keeps "valid", though each is the same layer as the table's."""
+    if value == "valid":
+        return (0, 0)
+    return (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _compare_layers(model: nn.Module, ours: nn.Module) -> None:
+    """What __init__ built, layer by layer: type, settings (kernel, stride, padding) and weight shape.
+    Checked before forward runs, so a fault of __init__ is named there, not as a wrong activation."""
+    for name in ["conv1", "pool", "conv2", "fc1", "fc2", "fc3"]:
+        mine, right = getattr(model, name, None), getattr(ours, name)
+        kind = type(right).__name__
+        if name == "pool" and not isinstance(mine, nn.Module):
+            continue  # a pool written as a function (F.max_pool2d) is checked by what conv2 receives
+        if not isinstance(mine, type(right)):
+            raise _Wrong(f"self.{name} is {_a(type(mine).__name__)}, not an nn.{kind}: look at {name} "
+                         "in __init__.")
+        for setting in _SETTINGS.get(type(right), ()):
+            got, expected = _pair(getattr(mine, setting)), _pair(getattr(right, setting))
+            if got != expected:
+                raise _Wrong(f"self.{name} is an nn.{kind} with {setting}={got!r}, not {expected!r}: "
+                             f"look at {name} in __init__ (the table above).")
+        if hasattr(right, "weight"):
+            shape, expected = tuple(mine.weight.shape), tuple(right.weight.shape)
+            if shape != expected:
+                hint = " (its input size, computed above)" if name == "fc1" else ""
+                raise _Wrong(f"{name}'s weight has shape {shape}, not {expected}: look at {name} in "
+                             f"__init__{hint}.")
 
 
 def _compare_inputs(name: str, mine: torch.Tensor | None, right: torch.Tensor) -> None:

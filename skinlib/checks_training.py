@@ -7,10 +7,11 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 
-from skinlib.checks_core import _call, _report, _Wrong
+from skinlib.checks_core import _a, _call, _report, _Wrong
 from skinlib.data import CLASSES
 
 INITIAL_LOSS = math.log(len(CLASSES))  # equal scores for 8 classes: -ln(1/8)
@@ -44,14 +45,26 @@ class _Probe(nn.Module):
         return self.fc(x.flatten(1))
 
 
-class _Spy(torch.optim.SGD):  # keeps a copy of the gradient it is asked to step with
+class _Spy(torch.optim.SGD):
+    """Keeps a copy of the gradient it is asked to step with, and whether loss.backward() ran since
+    the last step (a hook on the first weight counts the gradients computed for it)."""
+
     def __init__(self, params, lr):
+        params = list(params)
         super().__init__(params, lr=lr)
         self.grads: list[torch.Tensor | None] = []
+        self.backward_before: list[bool] = []
+        self._backwards = 0
+        params[0].register_hook(self._count_backward)
+
+    def _count_backward(self, grad):
+        self._backwards += 1
 
     def step(self, closure=None):
         grad = self.param_groups[0]["params"][0].grad
         self.grads.append(None if grad is None else grad.detach().clone())
+        self.backward_before.append(self._backwards > 0)
+        self._backwards = 0
         return super().step(closure)
 
 
@@ -61,20 +74,41 @@ def _batch(device) -> tuple[torch.Tensor, torch.Tensor]:
     return images.to(device), torch.arange(16).remainder(len(CLASSES)).to(device)
 
 
+def _call_loop(loop: Callable[[], Any], where: str) -> Any:
+    """Run the student's loop; a division by zero there is the template's `loss_sum / cm.total`."""
+    def run() -> Any:
+        try:
+            return loop()
+        except ZeroDivisionError:
+            raise _Wrong("cm.total is 0 (a division by zero): call cm.update(...) for every batch.") from None
+    return _call(run, where)
+
+
+def _returned(result: Any, key: str) -> float | None:
+    """result[key] as a float, None if the loop returned no such number."""
+    try:
+        return float(result[key])
+    except (TypeError, KeyError, ValueError, IndexError):
+        return None
+
+
 def check_train_one_epoch(train_one_epoch: Callable, device="cpu") -> bool:
     """train_one_epoch(model, loader, optimizer, criterion): train mode, zeroed gradients, a step
-    per batch, a loss that falls when it overfits one small batch."""
+    per batch, the loss of the raw outputs returned, a loss that falls when it overfits one small batch."""
     def run() -> str:
         batch, criterion = _batch(device), nn.CrossEntropyLoss()
         model = _Probe().to(device).eval()
         spy = _Spy(model.parameters(), lr=0.0)  # lr 0: both steps see the same weights
-        _call(lambda: train_one_epoch(model, [batch, batch], spy, criterion), "train_one_epoch")
+        result = _call_loop(lambda: train_one_epoch(model, [batch, batch], spy, criterion), "train_one_epoch")
         if not model.modes or not model.modes[0][0]:
             raise _Wrong("the model was in evaluation mode while training: call model.train() first.")
         if not spy.grads:
             raise _Wrong("optimizer.step() is never called: each batch needs loss.backward() then "
                          "optimizer.step().")
-        if spy.grads[0] is None:
+        if spy.grads[0] is None or not spy.grads[0].any():
+            if spy.backward_before[0]:
+                raise _Wrong("optimizer.step() finds no gradient although loss.backward() ran: is "
+                             "zero_grad() called between backward() and step()? Call it before backward().")
             raise _Wrong("optimizer.step() is called without a gradient: is loss.backward() missing "
                          "before it?")
         if len(spy.grads) != 2:
@@ -84,6 +118,7 @@ def check_train_one_epoch(train_one_epoch: Callable, device="cpu") -> bool:
         if torch.allclose(spy.grads[1], 2 * spy.grads[0]):
             raise _Wrong("the second step's gradient is twice the first: gradients pile up; call "
                          "optimizer.zero_grad() before loss.backward() in every step.")
+        _check_training_loss(_returned(result, "loss"), model, batch, criterion)
         model = _Probe().to(device)
         before = criterion(model(batch[0]), batch[1]).item()
         optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
@@ -98,6 +133,24 @@ def check_train_one_epoch(train_one_epoch: Callable, device="cpu") -> bool:
     return _report("train_one_epoch", run)
 
 
+def _check_training_loss(returned: float | None, model: nn.Module, batch, criterion) -> None:
+    """With lr 0 every batch's loss is the cross-entropy of the untouched model's logits."""
+    if returned is None:
+        return  # the template returns the loss; a loop that returns none is judged by its steps
+    with torch.no_grad():
+        outputs = model(batch[0])
+    right = criterion(outputs, batch[1]).item()
+    if abs(returned - right) <= 1e-4:
+        return
+    if abs(returned - criterion(outputs.softmax(dim=1), batch[1]).item()) <= 1e-4:
+        raise _Wrong(f"the loss {returned:.4f} is the cross-entropy of softmax(outputs), not of the logits "
+                     f"({right:.4f}): nn.CrossEntropyLoss applies softmax itself, so pass the raw outputs: "
+                     "criterion(outputs, labels).")
+    raise _Wrong(f"it returned loss {returned:.4f}, expected {right:.4f}, the mean cross-entropy of the "
+                 "batches: compute `loss = criterion(outputs, labels)` and keep the template's lines that "
+                 "add it up.")
+
+
 def check_evaluate(evaluate: Callable, device="cpu") -> bool:
     """evaluate(model, loader, criterion): eval mode, no gradients, the right mean loss and accuracy."""
     def run() -> str:
@@ -105,7 +158,7 @@ def check_evaluate(evaluate: Callable, device="cpu") -> bool:
         batches = [(images[:10], labels[:10]), (images[10:], labels[10:])]
         model, criterion = _Probe().to(device).train(), nn.CrossEntropyLoss()
         weights = model.fc.weight.detach().clone()
-        result = _call(lambda: evaluate(model, batches, criterion), "evaluate")
+        result = _call_loop(lambda: evaluate(model, batches, criterion), "evaluate")
         if not model.modes or model.modes[0][0]:
             raise _Wrong("the model was in training mode while testing: call model.eval() first.")
         if model.modes[0][1]:
@@ -116,10 +169,19 @@ def check_evaluate(evaluate: Callable, device="cpu") -> bool:
             outputs = model.fc(images.flatten(1))
         loss = criterion(outputs, labels).item()
         right = (outputs.argmax(dim=1) == labels).float().mean().item()
-        got = {key: float(result[key]) for key in ("loss", "accuracy")} if isinstance(result, dict) else {}
-        if not got or abs(got["loss"] - loss) > 1e-4 or abs(got["accuracy"] - right) > 1e-6:
-            raise _Wrong(f"it returned {got or result!r}, expected loss {loss:.4f} and accuracy "
-                         f"{right:.4f}: weight each batch's mean loss by its size, then divide by all images.")
+        got = {key: _returned(result, key) for key in ("loss", "accuracy")}
+        if None in got.values():
+            raise _Wrong(f"it returned {result!r}, not a dict with the loss and the accuracy: keep the "
+                         "template's `return {...}` line.")
+        if abs(got["loss"] - loss) > 1e-4:
+            raise _Wrong(f"it returned loss {got['loss']:.4f}, expected {loss:.4f}: weight each batch's "
+                         "mean loss by its size, then divide by all images.")
+        if right and abs(got["accuracy"] - 100 * right) <= 1e-4:
+            raise _Wrong(f"it returned accuracy {got['accuracy']:.4g}, a percentage: return the fraction "
+                         f"{right:.4f} (correct predictions / images), as accuracy(cm) gives it.")
+        if abs(got["accuracy"] - right) > 1e-6:
+            raise _Wrong(f"it returned accuracy {got['accuracy']:.4f}, expected {right:.4f}: update cm with "
+                         "every batch's predictions, outputs.argmax(dim=1), and their labels.")
         return "evaluation mode, no gradients, the right loss and accuracy."
     return _report("evaluate", run)
 
@@ -129,6 +191,18 @@ def reference_dataset(data_dir, transform) -> torch.utils.data.Dataset:
     from skinlib.data import ISICDataset, load_index
 
     return ISICDataset(load_index(data_dir), transform=transform)
+
+
+def _is_number(value: Any) -> bool:  # a label: a Python, NumPy or 0-d tensor number
+    return isinstance(value, (int, float, np.number)) or (isinstance(value, torch.Tensor) and value.dim() == 0)
+
+
+def _kind(value: Any) -> str:
+    """'a PIL image', 'an int', 'a dict': what a value is, in words."""
+    kind = type(value)
+    if kind.__module__.startswith("PIL"):
+        return "a PIL image"
+    return "a NumPy array" if isinstance(value, np.ndarray) else _a(kind.__name__)
 
 
 def check_dataset(dataset_class: Callable, data_dir) -> bool:
@@ -143,17 +217,22 @@ def check_dataset(dataset_class: Callable, data_dir) -> bool:
             raise _Wrong(f"len(dataset) is {size}, but the CSV lists {len(frame)} images: look at __len__.")
         item = _call(lambda: dataset[0], "dataset[0]")
         if not isinstance(item, tuple) or len(item) != 2:
-            raise _Wrong(f"dataset[0] is a {type(item).__name__}, not an (image, label) pair: look at __getitem__.")
+            raise _Wrong(f"dataset[0] is {_kind(item)}, not an (image, label) pair: look at __getitem__.")
         image = item[0]
+        if _is_number(image) and not _is_number(item[1]):
+            raise _Wrong("dataset[0] is a (label, image) pair: the order is wrong; __getitem__ must "
+                         "return (image, label).")
         if not isinstance(image, torch.Tensor):
-            raise _Wrong(f"the image is a {type(image).__name__}, not a tensor: apply self.transform "
-                         "in __getitem__.")
+            raise _Wrong(f"the image is {_kind(image)}, not a tensor: apply self.transform in __getitem__.")
         if tuple(image.shape) != (3, 224, 224) or not image.is_floating_point():
             raise _Wrong(f"the image is a {image.dtype} tensor of shape {tuple(image.shape)}, not "
                          "float (3, 224, 224): open it as RGB and apply self.transform.")
         expected = [int(label) for label in frame["label"].iloc[:4]]
         raw = [_call(lambda i=i: dataset[i][1], f"dataset[{i}]") for i in range(len(expected))]
         labels = [getattr(value, "item", lambda v=value: v)() for value in raw]  # numpy/tensor ints too
+        if any(isinstance(value, float) for value in labels):
+            raise _Wrong(f"labels {labels} are floats: labels must be ints, the class index 0-7 "
+                         "(nn.CrossEntropyLoss takes integer classes): convert with int(...).")
         if not all(isinstance(value, int) for value in labels) or labels != expected:
             raise _Wrong(f"labels {labels} differ from the CSV's {expected}: a label is the class "
                          "index 0-7, the position of the column that holds 1.0.")

@@ -106,14 +106,14 @@ def get_data(dataset: str | None = None, *, mirror: str | None = None, use_drive
         with step("restored to local disk"):
             restore_bundle(bundle, data_dir)
         _prepare(data_dir, cache_dir)
-    else:
-        print(f"no course bundle on Drive{'' if bundle is not None else ' (Drive not used)'}: "
-              f"fetching {name} to local disk")
-        _fetch(name, data_dir, mirror)
-        _prepare(data_dir, cache_dir)
-        if bundle is not None:
-            with step("course bundle saved to Drive"):
-                print(make_bundle(data_dir, cache_dir, bundle, dataset=name).format())
+        return _course_data(data_dir, cache_dir, drive_dir, name == "synthetic", name, provenance_shown=True)
+    print(f"no course bundle on Drive{'' if bundle is not None else ' (Drive not used)'}: "
+          f"fetching {name} to local disk")
+    _fetch(name, data_dir, mirror)
+    _prepare(data_dir, cache_dir)
+    if bundle is not None:
+        with step("course bundle saved to Drive"):
+            print(make_bundle(data_dir, cache_dir, bundle, dataset=name).format())
     return _course_data(data_dir, cache_dir, drive_dir, name == "synthetic", name)
 
 
@@ -142,8 +142,9 @@ def _cache_root() -> Path:
 
 
 def _course_data(data_dir: Path, cache_dir: Path | None, drive_dir: Path | None, synthetic: bool,
-                 name: str) -> CourseData:
-    manifest = check_provenance(data_dir)  # prints it; refuses CSVs that do not match
+                 name: str, provenance_shown: bool = False) -> CourseData:
+    # prints the provenance (unless the restore above did); refuses CSVs that do not match
+    manifest = check_provenance(data_dir, quiet=provenance_shown)
     truth = (manifest["files"][GROUND_TRUTH_CSV]["sha256"] if manifest
              else sha256_bytes((data_dir / GROUND_TRUTH_CSV).read_bytes()))
     data_id = f"{name}-{truth[:12]}"

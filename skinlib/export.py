@@ -111,16 +111,44 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> E
                              f"skinlib's transforms use ImageNet's")
     try:
         model = build_model(state["architecture"], num_classes=len(state["classes"]), pretrained=False)
+    except (ValueError, RuntimeError) as err:
+        raise ModelFileError(f"{path}: {err}") from None
+    _check_fit(path, state, model)
+    try:
         model.load_state_dict(state["state_dict"])
     except (ValueError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0]
-        raise ModelFileError(f"{path}: its weights do not fit {state['architecture']!r} ({first})") from None
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+        raise ModelFileError(f"{path}: its weights do not fit {state['architecture']!r} "
+                             f"({lines[1] if len(lines) > 1 else lines[0]})") from None
     return ExportedModel(model=model.to(device).eval(), architecture=state["architecture"],
                          classes=list(state["classes"]), preprocessing=dict(pre), data=dict(state["data"]),
                          metrics=dict(state.get("metrics", {})), path=str(path))
 
 
+def _check_fit(path: Path, state: dict[str, Any], model: nn.Module) -> None:
+    """Refuse a (hand-edited) file whose class names or preprocessing the network cannot use."""
+    last = [key for key in model.state_dict() if key.endswith("weight")][-1]  # the output layer
+    saved = state["state_dict"].get(last) if isinstance(state["state_dict"], dict) else None
+    if isinstance(saved, torch.Tensor) and saved.ndim == 2 and saved.shape[0] != len(state["classes"]):
+        raise ModelFileError(f"{path} lists {len(state['classes'])} class names but its weights give "
+                             f"{saved.shape[0]} outputs ({last}); use the model file as train wrote it")
+    pre = state["preprocessing"]
+    resize, crop = pre.get("resize"), pre.get("crop")
+    sizes_ok = all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (resize, crop))
+    if not sizes_ok or crop > resize:
+        raise ModelFileError(f"{path}: preprocessing resize {resize!r}, crop {crop!r} cannot be used (both "
+                             f"must be whole numbers of pixels, crop at most resize); use the model file "
+                             f"as train wrote it")
+    needs = getattr(model, "input_size", None)  # SimpleCNN takes one image size only
+    if needs is not None and crop != needs[-1]:
+        raise ModelFileError(f"{path}: preprocessing crop {crop} gives {crop}x{crop} images, but "
+                             f"{state['architecture']!r} takes {needs[-1]}x{needs[-1]} only; use the "
+                             f"model file as train wrote it")
+
+
 def _read(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder: pass the model file in it, {path / MODEL_FILE}")
     if not path.is_file():
         raise ModelFileError(f"no model file at {path}")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-short one has no directory

@@ -16,8 +16,11 @@ from skinlib.layout import JPEG_FORMATS, ImageError
 STORED_SIZE = 256
 
 
-def decode(path: Path, reduced: bool) -> Image.Image:
+def decode(path: Path, reduced: bool, any_format: bool = False) -> Image.Image:
     """Open and fully decode an image; every failure becomes an ImageError naming the file.
+
+    A file named .jpg/.jpeg must be a JPEG, as every image of the dataset is, unless `any_format`
+    (a user's own picture, given to predict: a BMP named .JPG is still a picture).
 
     `reduced` decodes a JPEG at 1/8 scale (Pillow's draft mode, DCT scaling): the whole
     compressed stream is still read, so truncation and corruption are found, at a small
@@ -35,7 +38,7 @@ def decode(path: Path, reduced: bool) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                if path.suffix.lower() in (".jpg", ".jpeg") and image.format not in JPEG_FORMATS:
+                if not any_format and path.suffix.lower() in (".jpg", ".jpeg") and image.format not in JPEG_FORMATS:
                     raise ImageError(
                         f"{path}: is a {image.format} image named {path.suffix}; the dataset's images "
                         "must be JPEG files (re-save it as JPEG)"
@@ -71,9 +74,28 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """Decode an image into an RGB PIL image; raise ImageError naming the file if it cannot."""
-    return _to_rgb(decode(Path(path), reduced=False))
+def open_image(path: str | os.PathLike, any_format: bool = False) -> Image.Image:
+    """Decode an image into an RGB PIL image; raise ImageError naming the file if it cannot.
+    `any_format`: see `decode`."""
+    return _to_rgb(_eight_bit(decode(Path(path), reduced=False, any_format=any_format), Path(path)))
+
+
+def _eight_bit(image: Image.Image, path: Path) -> Image.Image:
+    """A 16-bit greyscale image (PNG, TIFF) scaled to 8 bits over its whole range, 65535 -> 255.
+
+    Pillow's own conversion clips every value above 255 to white, so a 16-bit picture would
+    turn all white. Mode "I" (32-bit integers, how some Pillow versions and TIFFs hold 16-bit
+    greyscale) is read the same way when its values fit 16 bits; other 32-bit and floating-point
+    pictures have no agreed 8-bit form and are refused. 8-bit images pass through untouched.
+    """
+    if image.mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return image
+    pixels = np.asarray(image)
+    low, high = (pixels.min(), pixels.max()) if pixels.size else (0, 0)
+    if image.mode == "F" or low < 0 or high > 65535:
+        raise ImageError(f"{path}: an image of mode {image.mode} with values from {low} to {high}, which has "
+                         f"no 8-bit form the kit can choose for you; save it as an 8-bit image")
+    return Image.fromarray(np.round(pixels / 257).astype(np.uint8))  # mode L
 
 
 # --------------------------------------------------------------------------- the stored form

@@ -1,11 +1,16 @@
 """Classify new images with a saved model: `python -m skinlib predict IMAGE [IMAGE ...] --model FILE`.
 
-Images (files, or folders of .jpg/.jpeg/.png files) go through the model's own preprocessing
+Images (files in any format Pillow reads, or folders of image files) go through the model's own preprocessing
 in batches, behind a progress bar. For each image: the probabilities of every class (they
 sum to 1), of which the top k are printed; `--csv FILE` writes them all, one row per image;
 `--cam DIR` writes a Grad-CAM overlay per image (the centre crop the model saw, and where it
 found the evidence for the class it chose). A damaged image stops the run with one line
 naming the file, like everywhere in the kit.
+
+Images are named as they were given, so two of the same name in different folders stay apart.
+The --cam folder is the kit's like every folder it writes (`files.claim_folder`): new, empty or
+marked by an earlier predict, its marker recording every overlay; a file of the user's is never
+overwritten. A model trained on the SYNTHETIC set says so on every output: printout, CSV, overlays.
 """
 from __future__ import annotations
 
@@ -22,25 +27,36 @@ from tqdm.auto import tqdm
 from skinlib.cli_errors import device_name, int_at_least
 from skinlib.data import DataError, open_image
 from skinlib.export import ExportedModel, load_model
-from skinlib.files import atomic_write_text
+from skinlib.files import IGNORED, FolderError, KitFolder, atomic_write, atomic_write_text, claim_folder
 from skinlib.gradcam import grad_cam, heatmap
 from skinlib.interpret_plots import plot_gradcam
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-CAM_MARKER = "GRADCAM.txt"  # marks a folder of overlays written by predict, so a rerun may refresh it
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")  # what a folder gives
+CAM_KIND = "gradcam"  # the kind of kit folder --cam is (see files.claim_folder)
+SYNTHETIC_NOTE = "SYNTHETIC: this model was trained on synthetic images; its answers say nothing about real lesions"
 
 
 def image_paths(inputs) -> list[Path]:
-    """The image files named by `inputs`: files as given, folders expanded to their images (sorted)."""
+    """The image files named by `inputs`: files as given, folders expanded to their image files
+    (sorted); what a folder holds besides is named in one printed line, never skipped silently."""
     paths = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            entries = sorted(p for p in item.iterdir() if p.name not in IGNORED)
+            found = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
             if not found:
                 raise DataError(f"{item}: folder holds no {'/'.join(IMAGE_SUFFIXES)} image")
+            skipped = [f"{p.name}/" if p.is_dir() else p.name for p in entries if p not in found]
+            if skipped:
+                print(f"{item}: skipped what is not an image file ({len(skipped)}: {', '.join(skipped[:3])}"
+                      f"{', ...' if len(skipped) > 3 else ''}); subfolders are not searched")
             paths += found
         elif item.is_file():
             paths.append(item)
+        elif item.exists():
+            raise DataError(f"{item}: not a regular file (a device, pipe or socket); pass an image file")
+        elif item.is_symlink():
+            raise DataError(f"{item}: a link to nothing (its target {os.readlink(item)} is missing)")
         else:
             raise DataError(f"{item}: no such image file or folder")
     return paths
@@ -54,14 +70,16 @@ class _Images(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        return self.transform(open_image(self.paths[index])), index  # ImageError names the file
+        return self.transform(open_image(self.paths[index], any_format=True)), index  # ImageError names the file
 
 
-def predict(exported: ExportedModel, paths: list[Path], *, batch_size: int = 16, cam_dir: Path | None = None,
+def predict(exported: ExportedModel, paths: list[Path], *, batch_size: int = 16, cam_dir: KitFolder | None = None,
             device: torch.device | str = "cpu", progress: bool = True) -> torch.Tensor:
-    """Class probabilities (N, classes) for the images at `paths`, in order; with `cam_dir`, also
-    one Grad-CAM overlay per image, DIR/<image name>_gradcam.png, for its predicted class."""
+    """Class probabilities (N, classes) for the images at `paths`, in order; with `cam_dir` (see
+    `open_cam_folder`), also one Grad-CAM overlay per image for its predicted class, named by
+    `overlay_names`."""
     model = exported.model.to(device).eval()
+    names = None if cam_dir is None else overlay_names(paths)
     loader = DataLoader(_Images(list(paths), exported.transform()), batch_size=batch_size)
     probs = []
     for images, indices in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
@@ -72,28 +90,53 @@ def predict(exported: ExportedModel, paths: list[Path], *, batch_size: int = 16,
         else:
             cams, logits = grad_cam(model, images)
             _write_cams(exported, images, heatmap(cams, images.shape[-2:]), logits.softmax(1),
-                        [paths[i] for i in indices.tolist()], cam_dir)
+                        [paths[i] for i in indices.tolist()], names, cam_dir)
         probs.append(logits.float().softmax(dim=1).cpu())
     return torch.cat(probs)
 
 
-def _write_cams(exported, images, heats, probs, paths, cam_dir: Path) -> None:
+def _write_cams(exported, images, heats, probs, paths, names: dict[Path, str], cam_dir: KitFolder) -> None:
+    synthetic = is_synthetic(exported)
     for image, heat, p, path in zip(images, heats, probs, paths):
         k = int(p.argmax())
-        figure = plot_gradcam(image[None], heat[None], [f"{path.name}\n{exported.classes[k]} {p[k]:.2f}"])
-        figure.savefig(cam_dir / f"{path.stem}_gradcam.png", dpi=100)
+        title = f"{path.name}\n{exported.classes[k]} {p[k]:.2f}" + ("\nSYNTHETIC model" if synthetic else "")
+        figure = plot_gradcam(image[None], heat[None], [title], colours=["firebrick" if synthetic else "black"])
+        atomic_write(cam_dir.file(names[path]), lambda f: figure.savefig(f, format="png", dpi=100))
         plt.close(figure)
 
 
-def prepare_cam_dir(folder: Path) -> Path:
-    """`folder`, created if new; an existing folder must be empty or one that predict wrote before."""
-    if folder.exists() and any(folder.iterdir()) and not (folder / CAM_MARKER).is_file():
-        raise DataError(f"{folder}: folder is not empty and was not written by predict; "
-                        f"choose a new or empty folder for --cam")
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / CAM_MARKER, "Grad-CAM overlays written by `python -m skinlib predict`; "
-                                           "a rerun into this folder replaces those of the same names.\n")
-    return folder
+def overlay_names(paths: list[Path]) -> dict[Path, str]:
+    """The overlay file of each image: NAME_gradcam.png after the image's name without its suffix,
+    or with it where two images share that stem (x.jpg and x.png give x.jpg_gradcam.png and
+    x.png_gradcam.png). Two images of one name in two folders are refused: one overlay would
+    replace the other."""
+    stems = pd.Series([p.stem for p in paths]).value_counts()
+    names, seen = {}, {}
+    for path in paths:
+        name = f"{path.stem if stems[path.stem] == 1 else path.name}_gradcam.png"
+        other = seen.setdefault(name, path)
+        if other.resolve() != path.resolve():
+            raise DataError(f"{other} and {path} would both have the overlay {name}: predict them "
+                            f"with --cam in two runs (two --cam folders), or rename one")
+        names[path] = name
+    return names
+
+
+def open_cam_folder(folder: Path, paths: list[Path]) -> KitFolder:
+    """`folder` as the kit's folder of overlays (new, empty, or marked by an earlier predict),
+    checked before any image is read: no overlay may replace a file the kit did not record writing."""
+    names = overlay_names(paths)  # a clash of names is refused before the folder is made
+    cams = claim_folder(folder, CAM_KIND, option="--cam")
+    in_the_way = [name for name in names.values() if os.path.lexists(cams.path / name) and not cams.owns(name)]
+    if in_the_way:
+        raise FolderError(f"{cams.path / in_the_way[0]} is not an overlay skinlib wrote, so predict will not "
+                          f"replace it: choose another --cam, or move it away")
+    return cams
+
+
+def is_synthetic(exported: ExportedModel) -> bool:
+    """Whether the model was trained on the SYNTHETIC set (as its file records)."""
+    return bool(exported.data.get("synthetic"))
 
 
 def table(paths: list[Path], probs: torch.Tensor, classes: list[str]) -> pd.DataFrame:
@@ -105,19 +148,24 @@ def table(paths: list[Path], probs: torch.Tensor, classes: list[str]) -> pd.Data
     return frame
 
 
+def labelled(frame: pd.DataFrame, exported: ExportedModel) -> pd.DataFrame:
+    """`frame` with a last column `note` saying SYNTHETIC on every row, for a model trained on it."""
+    return frame.assign(note=SYNTHETIC_NOTE) if is_synthetic(exported) else frame
+
+
 def format_top_k(path: Path, probs: torch.Tensor, classes: list[str], k: int) -> str:
     values, indices = probs.topk(min(k, len(classes)))
-    return f"{path.name}: " + "  ".join(f"{classes[i]} {v:.3f}" for v, i in zip(values.tolist(), indices.tolist()))
+    return f"{path}: " + "  ".join(f"{classes[i]} {v:.3f}" for v, i in zip(values.tolist(), indices.tolist()))
 
 
 # ---------------------------------------------------------------- command line
 def register(subparsers) -> None:
     p = subparsers.add_parser("predict", help="classify images with a saved model (RUN/model.pt)")
-    p.add_argument("images", nargs="+", type=Path, help="image files or folders of images")
-    p.add_argument("--model", type=Path, required=True, help="model file written by train (RUN/model.pt)")
+    p.add_argument("images", nargs="+", type=a_path, help="image files or folders of images")
+    p.add_argument("--model", type=a_path, required=True, help="model file written by train (RUN/model.pt)")
     p.add_argument("--top-k", type=int_at_least(1), default=3, help="classes shown per image (default: %(default)s)")
-    p.add_argument("--cam", type=Path, default=None, metavar="OUT_DIR", help="write Grad-CAM overlays here")
-    p.add_argument("--csv", type=Path, default=None, help="write every probability, one row per image")
+    p.add_argument("--cam", type=a_path, default=None, metavar="OUT_DIR", help="write Grad-CAM overlays here")
+    p.add_argument("--csv", type=a_path, default=None, help="write every probability, one row per image")
     p.add_argument("--batch-size", type=int_at_least(1), default=16)
     p.add_argument("--device", type=device_name, default=None,
                    help="cuda, cuda:1, mps or cpu (default: best available)")
@@ -125,24 +173,40 @@ def register(subparsers) -> None:
     p.set_defaults(func=run_command)
 
 
-def run_command(args: argparse.Namespace) -> int:
-    from skinlib.device import select_device
+def a_path(value: str) -> Path:
+    """argparse type: a path; an empty one would mean the current folder, which nobody types on purpose."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty name is not a file or folder")
+    return Path(value)
 
+
+def run_command(args: argparse.Namespace) -> int:
     if args.csv is not None and args.csv.exists():
         raise DataError(f"{args.csv} already exists; choose another --csv file or move it away")
     paths = image_paths(args.images)
     exported = load_model(args.model)
-    cam_dir = None if args.cam is None else prepare_cam_dir(args.cam)
-    device = select_device(args.device, announce=False)
-    probs = predict(exported, paths, batch_size=args.batch_size, cam_dir=cam_dir, device=device,
-                    progress=not args.quiet)
-    if args.csv is None:
-        for path, p in zip(paths, probs):
-            print(format_top_k(path, p, exported.classes, args.top_k))
+    if is_synthetic(exported):
+        print(SYNTHETIC_NOTE)
+    if args.cam is None:
+        probs = _predict_and_print(args, exported, paths, None)
     else:
+        cams = open_cam_folder(args.cam, paths)
+        with cams.lock("another predict"):
+            probs = _predict_and_print(args, exported, paths, cams)
+        print(f"Grad-CAM overlays in {cams.path}{os.sep}")
+    if args.csv is not None:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.csv, table(paths, probs, exported.classes).to_csv(index=False, float_format="%.6f"))
+        frame = labelled(table(paths, probs, exported.classes), exported)
+        atomic_write_text(args.csv, frame.to_csv(index=False, float_format="%.6f"))
         print(f"wrote {len(paths)} rows to {args.csv}")
-    if cam_dir is not None:
-        print(f"Grad-CAM overlays in {cam_dir}{os.sep}")
     return 0
+
+
+def _predict_and_print(args, exported: ExportedModel, paths: list[Path], cams: KitFolder | None) -> torch.Tensor:
+    from skinlib.device import select_device
+
+    probs = predict(exported, paths, batch_size=args.batch_size, cam_dir=cams,
+                    device=select_device(args.device, announce=False), progress=not args.quiet)
+    for path, p in zip(paths, probs):
+        print(format_top_k(path, p, exported.classes, args.top_k))
+    return probs

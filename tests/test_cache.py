@@ -153,6 +153,17 @@ def test_a_changed_dataset_decodes_only_the_new_images(synthetic_copy, synthetic
     assert not old_files & {p.name for p in (tmp_path / "cache").iterdir()} - {MANIFEST, MARKER, LOCK}
 
 
+def test_a_run_with_nothing_to_decode_shows_no_empty_progress_bar(synthetic_copy, tmp_path, capsys):
+    prepare(synthetic_copy, tmp_path / "cache", size=32, workers=1, progress=True)
+    assert "prepare:" in capsys.readouterr().err  # a run that decodes shows its bar
+    csv = synthetic_copy / GROUND_TRUTH_CSV
+    rows = pd.read_csv(csv, dtype=str)
+    rows.iloc[::-1].to_csv(csv, index=False)  # another row order: a new cache, every image copied from the old one
+    report = prepare(synthetic_copy, tmp_path / "cache", size=32, workers=1, progress=True)
+    assert (report.up_to_date, report.n_decoded, report.n_reused) == (False, 0, len(rows))
+    assert "prepare:" not in capsys.readouterr().err
+
+
 def test_prepare_from_the_command_line(synthetic_dir, tmp_path, capsys):
     from skinlib.cli import main
 

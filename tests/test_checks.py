@@ -79,6 +79,36 @@ class ReturnForgotten(SimpleCNN):
             self.pool(F.relu(self.conv1(x)))))), 1))))))
 
 
+class PaddedConvs(SimpleCNN):  # padding=2 keeps 224 at 224: a fault of __init__, not of forward
+    def __init__(self, num_classes=8):
+        super().__init__(num_classes)
+        self.conv1, self.conv2 = nn.Conv2d(3, 16, 5, padding=2), nn.Conv2d(16, 32, 5, padding=2)
+
+
+class Kernel3(SimpleCNN):
+    def __init__(self, num_classes=8):
+        super().__init__(num_classes)
+        self.conv1 = nn.Conv2d(3, 16, 3)
+
+
+class Conv2Stride2(SimpleCNN):
+    def __init__(self, num_classes=8):
+        super().__init__(num_classes)
+        self.conv2 = nn.Conv2d(16, 32, 5, stride=2)
+
+
+class AveragePool(SimpleCNN):
+    def __init__(self, num_classes=8):
+        super().__init__(num_classes)
+        self.pool = nn.AvgPool2d(2)
+
+
+class Conv2With64Channels(SimpleCNN):
+    def __init__(self, num_classes=8):
+        super().__init__(num_classes)
+        self.conv2 = nn.Conv2d(16, 64, 5)
+
+
 class NotWritten(nn.Module):
     def __init__(self, num_classes=8):
         raise NotImplementedError("conv1, ...")
@@ -99,10 +129,23 @@ def test_the_notebook_solution_of_simple_cnn_passes(capsys):
     (FlattenWithoutBatch, "self.fc1 receives shape (179776,), not (2, 89888): the flatten must keep the batch "
                           "dimension: torch.flatten(x, 1)"),
     (ReturnForgotten, "forward returned None: end it with `return self.fc3(x)`"),
+    (PaddedConvs, "self.conv1 is an nn.Conv2d with padding=(2, 2), not (0, 0): look at conv1 in __init__"),
+    (Kernel3, "self.conv1 is an nn.Conv2d with kernel_size=(3, 3), not (5, 5): look at conv1 in __init__"),
+    (Conv2Stride2, "self.conv2 is an nn.Conv2d with stride=(2, 2), not (1, 1): look at conv2 in __init__"),
+    (AveragePool, "self.pool is an AvgPool2d, not an nn.MaxPool2d: look at pool in __init__"),
 ], ids=lambda v: getattr(v, "__name__", "")[:20])
 def test_simple_cnn_check_names_the_mistake(wrong, message, capsys):
     assert checks.check_simple_cnn(wrong) is False
     assert message in said(capsys)
+
+
+def test_only_fc1s_wrong_shape_points_to_the_input_size_computed_above(capsys):
+    assert checks.check_simple_cnn(WrongFc1) is False
+    assert "look at fc1 in __init__ (its input size, computed above)" in said(capsys)
+    assert checks.check_simple_cnn(Conv2With64Channels) is False
+    message = said(capsys)
+    assert "conv2's weight has shape (64, 16, 5, 5), not (32, 16, 5, 5): look at conv2 in __init__." in message
+    assert "computed above" not in message
 
 
 def test_simple_cnn_built_before_exercise_1_says_to_do_it_first(capsys):
@@ -181,6 +224,27 @@ def step_after_the_loop(model, loader, optimizer, criterion):
     return {}
 
 
+def zero_grad_between_backward_and_step(model, loader, optimizer, criterion):
+    model.train()
+    for images, labels in loader:
+        criterion(model(images), labels).backward()
+        optimizer.zero_grad()
+        optimizer.step()
+    return {}
+
+
+def softmax_before_the_loss(model, loader, optimizer, criterion):  # nn.CrossEntropyLoss applies it again
+    model.train()
+    loss_sum, seen = 0.0, 0
+    for images, labels in loader:
+        optimizer.zero_grad()
+        loss = criterion(model(images).softmax(dim=1), labels)
+        loss.backward()
+        optimizer.step()
+        loss_sum, seen = loss_sum + loss.item() * len(labels), seen + len(labels)
+    return {"loss": loss_sum / seen}
+
+
 def test_the_notebook_solution_of_the_training_loop_passes(capsys):
     answer = solution("02_training_and_testing", "train_one_epoch_by_hand", loop_namespace())
     assert checks.check_train_one_epoch(answer) is True
@@ -193,6 +257,10 @@ def test_the_notebook_solution_of_the_training_loop_passes(capsys):
     (no_step, "optimizer.step() is never called"),
     (no_backward, "optimizer.step() is called without a gradient: is loss.backward() missing"),
     (step_after_the_loop, "optimizer.step() ran 1 time for 2 batches: call it once per batch"),
+    (zero_grad_between_backward_and_step, "although loss.backward() ran: is zero_grad() called between "
+                                          "backward() and step()? Call it before backward()"),
+    (softmax_before_the_loss, "is the cross-entropy of softmax(outputs), not of the logits (2.0451): "
+                              "nn.CrossEntropyLoss applies softmax itself, so pass the raw outputs"),
 ], ids=lambda v: getattr(v, "__name__", ""))
 def test_training_check_names_the_mistake(wrong, message, capsys):
     assert checks.check_train_one_epoch(wrong) is False
@@ -221,6 +289,25 @@ def eval_mean_of_batch_means(model, loader, criterion):
     return {"loss": sum(losses) / len(losses), "accuracy": right / sum(len(labels) for _, labels in loader)}
 
 
+def eval_accuracy_in_percent(model, loader, criterion):
+    model.eval()
+    with torch.no_grad():
+        outputs = torch.cat([model(images) for images, _ in loader])
+    labels = torch.cat([labels for _, labels in loader])
+    return {"loss": criterion(outputs, labels).item(), "accuracy": 100 * (outputs.argmax(1) == labels).float().mean().item()}
+
+
+def eval_without_cm_update(model, loader, criterion):  # the template's return line divides by cm.total
+    from skinlib.metrics import ConfusionMatrix, accuracy
+
+    cm, loss_sum = ConfusionMatrix(len(CLASSES)), 0.0
+    model.eval()
+    with torch.no_grad():
+        for images, labels in loader:
+            loss_sum += criterion(model(images), labels).item() * len(labels)
+    return {"loss": loss_sum / cm.total, "accuracy": accuracy(cm)}
+
+
 def test_the_notebook_solution_of_the_test_loop_passes(capsys):
     answer = solution("02_training_and_testing", "evaluate_by_hand", loop_namespace())
     assert checks.check_evaluate(answer) is True
@@ -231,10 +318,20 @@ def test_the_notebook_solution_of_the_test_loop_passes(capsys):
     (eval_in_training_mode, "training mode while testing: call model.eval()"),
     (eval_with_gradients, "gradients were recorded while testing"),
     (eval_mean_of_batch_means, "weight each batch's mean loss by its size"),
+    (eval_without_cm_update, "cm.total is 0 (a division by zero): call cm.update(...) for every batch"),
 ], ids=lambda v: getattr(v, "__name__", ""))
 def test_test_loop_check_names_the_mistake(wrong, message, capsys):
     assert checks.check_evaluate(wrong) is False
     assert message in said(capsys)
+
+
+def test_a_wrong_loss_and_a_wrong_accuracy_get_their_own_messages(capsys):
+    assert checks.check_evaluate(eval_mean_of_batch_means) is False
+    assert "accuracy" not in said(capsys)  # its accuracy is right: the message is about the loss alone
+    assert checks.check_evaluate(eval_accuracy_in_percent) is False
+    message = said(capsys)
+    assert "it returned accuracy 18.75, a percentage: return the fraction 0.1875" in message
+    assert "loss" not in message
 
 
 def test_initial_loss_check(capsys):
@@ -280,8 +377,13 @@ def wrong_datasets(right):
             image, label = super().__getitem__(index)
             return image, float(label)
 
+    class LabelFirst(right):
+        def __getitem__(self, index):
+            image, label = super().__getitem__(index)
+            return label, image
+
     return {"NoTransform": NoTransform, "OffByOneLength": OffByOneLength, "ClassNameLabels": ClassNameLabels,
-            "FloatLabels": FloatLabels}
+            "FloatLabels": FloatLabels, "LabelFirst": LabelFirst}
 
 
 def test_the_notebook_solution_of_the_dataset_passes(lesion_dataset, synthetic_dir, capsys):
@@ -305,10 +407,11 @@ def test_the_reference_dataset_passes_too(synthetic_dir, capsys):
 
 
 @pytest.mark.parametrize("wrong, message", [
-    ("NoTransform", "the image is a Image, not a tensor: apply self.transform"),
+    ("NoTransform", "the image is a PIL image, not a tensor: apply self.transform"),
     ("OffByOneLength", "len(dataset) is 159, but the CSV lists 160 images"),
     ("ClassNameLabels", "differ from the CSV's"),
-    ("FloatLabels", "differ from the CSV's"),
+    ("FloatLabels", "are floats: labels must be ints, the class index 0-7"),
+    ("LabelFirst", "dataset[0] is a (label, image) pair: the order is wrong; __getitem__ must return (image, label)"),
 ])
 def test_dataset_check_names_the_mistake(wrong, message, lesion_dataset, synthetic_dir, capsys):
     assert checks.check_dataset(wrong_datasets(lesion_dataset)[wrong], synthetic_dir) is False

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -749,6 +750,111 @@ def ctrl_c_while_preparing(k):
     cache = k.tmp / "cache"
     return ["prepare", "--data", k.data, "--cache", cache, "--quiet", "--workers", "0"], \
         f"interrupted; the images prepared so far are kept in {cache}; run the same command again", None
+
+
+# -- predict
+def predictable(k) -> Path:
+    """The run's model file, loadable: its weights are those of `tiny_network`."""
+    k.patch.setattr("skinlib.export.build_model", tiny_network)
+    return k.run / "model.pt"
+
+
+def an_image(k) -> Path:
+    return sorted((k.data / IMAGES_DIR).glob("*.jpg"))[0]
+
+
+def edited_model(k, edit) -> Path:
+    """A copy of the run's model file after `edit(state)`, as a user might hand-edit it."""
+    state = torch.load(predictable(k), weights_only=True)
+    edit(state)
+    torch.save(state, k.tmp / "edited.pt")
+    return k.tmp / "edited.pt"
+
+
+@case()
+def predict_cam_into_a_folder_holding_the_users_files_under_the_names_predict_uses(k):
+    image = an_image(k)
+    check = planted(k.tmp / "mine", "GRADCAM.txt", f"{image.stem}_gradcam.png", "thesis.docx")
+    return ["predict", image, "--model", predictable(k), "--cam", k.tmp / "mine", "--quiet"], \
+        str(k.tmp / "mine"), check
+
+
+@case()
+def predict_cam_into_its_own_folder_where_the_user_saved_a_file_under_an_overlays_name(k):
+    image = an_image(k)
+    claim_folder(k.tmp / "cams", "gradcam").record("other_gradcam.png")
+    check = planted(k.tmp / "cams", f"{image.stem}_gradcam.png")
+    return ["predict", image, "--model", predictable(k), "--cam", k.tmp / "cams", "--quiet"], \
+        f"{image.stem}_gradcam.png is not an overlay skinlib wrote", check
+
+
+@case()
+def predict_cam_with_two_images_of_one_name_in_two_folders(k):
+    for folder in ("d1", "d2"):
+        (k.tmp / folder).mkdir()
+        shutil.copy(an_image(k), k.tmp / folder / "x.jpg")
+    return ["predict", k.tmp / "d1" / "x.jpg", k.tmp / "d2", "--model", predictable(k), "--cam",
+            k.tmp / "cams", "--quiet"], f"{k.tmp / 'd1' / 'x.jpg'} and {k.tmp / 'd2' / 'x.jpg'}", None
+
+
+@case()
+def predict_with_a_model_whose_crop_is_zero(k):
+    model = edited_model(k, lambda state: state["preprocessing"].update(crop=0))
+    return ["predict", an_image(k), "--model", model, "--quiet"], "resize 256, crop 0 cannot be used", None
+
+
+@case()
+def predict_with_a_model_whose_crop_is_larger_than_its_resize(k):
+    model = edited_model(k, lambda state: state["preprocessing"].update(crop=5000, resize=10))
+    return ["predict", an_image(k), "--model", model, "--quiet"], "resize 10, crop 5000 cannot be used", None
+
+
+@case()
+def predict_with_a_simplecnn_whose_crop_is_not_224(k):
+    model = edited_model(k, lambda state: state["preprocessing"].update(crop=200))
+
+    def one_size_network(name, num_classes, **_):  # takes one image size only, as SimpleCNN does
+        network = tiny_network(name, num_classes)
+        network.input_size = (3, 224, 224)
+        return network
+    k.patch.setattr("skinlib.export.build_model", one_size_network)
+    return ["predict", an_image(k), "--model", model, "--quiet"], "'simplecnn' takes 224x224 only", None
+
+
+@case()
+def predict_with_a_model_listing_seven_class_names(k):
+    model = edited_model(k, lambda state: state["classes"].pop())
+    return ["predict", an_image(k), "--model", model, "--quiet"], \
+        "lists 7 class names but its weights give 8 outputs", None
+
+
+@case()
+def predict_with_a_run_folder_as_model(k):
+    return ["predict", an_image(k), "--model", k.run, "--quiet"], \
+        f"{k.run} is a folder: pass the model file in it, {k.run / 'model.pt'}", None
+
+
+@case(status=2)
+def predict_csv_with_an_empty_name(k):
+    return ["predict", an_image(k), "--model", predictable(k), "--csv", "", "--quiet"], "--csv", None
+
+
+@case()
+def predict_a_device_file(k):
+    return ["predict", "/dev/zero", "--model", predictable(k), "--quiet"], "/dev/zero: not a regular file", None
+
+
+@case()
+def predict_a_link_to_nothing(k):
+    (k.tmp / "gone.jpg").symlink_to(k.tmp / "nowhere.jpg")
+    return ["predict", k.tmp / "gone.jpg", "--model", predictable(k), "--quiet"], "gone.jpg: a link to nothing", None
+
+
+@case()
+def predict_a_floating_point_tiff(k):
+    from PIL import Image
+    Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32)).save(k.tmp / "float.tif")
+    return ["predict", k.tmp / "float.tif", "--model", predictable(k), "--quiet"], "float.tif: an image of mode F", None
 
 
 # ---------------------------------------------------------------- the test

@@ -65,7 +65,7 @@ def test_top_k_per_image_match_the_model_applied_by_hand(run, images, capsys):
     reference = reference_probs(run / "model.pt", chosen)
     for line, path, probs in zip(lines, chosen, reference):
         values, indices = probs.topk(2)
-        expected = f"{path.name}: " + "  ".join(f"{CLASSES[i]} {v:.3f}" for v, i in zip(values, indices))
+        expected = f"{path}: " + "  ".join(f"{CLASSES[i]} {v:.3f}" for v, i in zip(values, indices))
         assert line == expected
 
 
@@ -79,7 +79,8 @@ def test_a_folder_goes_in_batches_to_a_csv_whose_probabilities_sum_to_one(run, i
     assert cli.main(["predict", str(folder), "--model", str(run / "model.pt"), "--csv", str(csv),
                      "--batch-size", "4"]) == 0
     captured = capsys.readouterr()
-    assert "wrote 14 rows" in captured.out
+    assert captured.out.splitlines()[-1] == f"wrote 14 rows to {csv}"
+    assert [line.split(": ")[0] for line in captured.out.splitlines()[:-1]] == [str(folder / p.name) for p in images]
     assert "predict" in captured.err  # the progress bar
     table = pd.read_csv(csv)
     assert table["image"].tolist() == [str(folder / p.name) for p in images]
@@ -106,7 +107,7 @@ def test_cam_refuses_a_folder_it_did_not_write(run, images, tmp_path, capsys):
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     assert cli.main(["predict", str(images[0]), "--model", str(run / "model.pt"), "--cam",
                      str(tmp_path / "mine"), "--quiet"]) == 1
-    one_line_error(capsys.readouterr().err, "mine", "not empty")
+    one_line_error(capsys.readouterr().err, "mine", "holds files skinlib did not write (notes.txt)")
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
 
 

@@ -21,10 +21,16 @@ jupytext turns a source into cells; this script adds only what is the kit's own:
       ### END SOLUTION
 
   is kept whole in the **solution** notebook (solutions/NAME.ipynb; nbgrader and otter-grader
-  read these markers, so it is also an instructor's source notebook) and replaced in the
-  **student** notebook (notebooks/NAME.ipynb, what the badges open) by a line that raises
-  NotImplementedError with the TODO's text. A student cell holding an exercise carries nbval's
-  and nbclient's `raises-exception` tag: it is expected to fail until the student writes it.
+  read these markers, so it is also an instructor's source notebook) and taken out of the
+  **student** notebook (notebooks/NAME.ipynb, what the badges open), where the TODO line stays.
+  No student cell raises, so Colab's "Run all" goes through a notebook whose exercises are not
+  written yet (it stops at the first cell that raises; nbval and nbclient would too):
+  - a region inside a function or method becomes `raise NotImplementedError(<the TODO>)`:
+    defining the function runs nothing; calling it, as the check cell below does, says what is
+    missing. An indented region anywhere else is an error (it would run with its cell);
+  - a region at a cell's top level becomes nothing: the line before its TODO gives the name a
+    value its check reads as "not done yet" (`FC1_INPUTS = None`).
+  So an exercise cell only defines things; what runs the student's code goes in its check cell.
 - Stored outputs: only cells tagged `nbval-check-output` keep outputs (and an execution count,
   which nbval needs to compare them). The tag is written in the source's cell header,
   `# %% tags=["nbval-check-output"]`, and read by nbval, so the student sees no test marker.
@@ -41,6 +47,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -57,7 +64,6 @@ VERSIONS = {"student": ROOT / "notebooks", "solution": ROOT / "solutions"}
 CHECK_TAG = "nbval-check-output"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 TODO = "# TODO: "
-RAISES = "raises-exception"
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 # Colab reads `accelerator` and `colab.gpuType` to open the notebook on a GPU runtime.
@@ -126,11 +132,13 @@ def colab_url(repo_url: str, notebook_name: str, folder: str = "notebooks") -> s
 
 
 def student_code(source: str, where: str) -> str:
-    """`source` with every solution region replaced by `raise NotImplementedError(<its TODO>)`.
+    """`source` without its solution regions: inside a function, each becomes
+    `raise NotImplementedError(<its TODO>)`; at the top level, nothing (see the module's docstring).
 
     The TODO line stays, so the student reads what to write where the answer was.
     """
     lines: list[str] = []
+    raises: dict[int, int] = {}  # line in the student code -> line of its BEGIN in the source
     inside = False
     for number, line in enumerate(source.splitlines(), 1):
         stripped = line.strip()
@@ -140,7 +148,9 @@ def student_code(source: str, where: str) -> str:
                 raise SourceError(f"{where}, line {number}: {BEGIN} must follow a `{TODO}...` line "
                                   "(and not sit inside another region)")
             inside, indent = True, line[: len(line) - len(line.lstrip())]
-            lines.append(f"{indent}raise NotImplementedError({todo.removeprefix(TODO)!r})")
+            if indent:
+                lines.append(f"{indent}raise NotImplementedError({todo.removeprefix(TODO)!r})")
+                raises[len(lines)] = number
         elif stripped == END:
             if not inside:
                 raise SourceError(f"{where}, line {number}: {END} without {BEGIN}")
@@ -149,11 +159,28 @@ def student_code(source: str, where: str) -> str:
             lines.append(line)
     if inside:
         raise SourceError(f"{where}: {BEGIN} without {END}")
-    return "\n".join(lines)
+    code = "\n".join(lines)
+    _raise_only_in_functions(code, raises, where)
+    return code
 
 
-def has_exercise(source: str) -> bool:
-    return any(line.strip() == BEGIN for line in source.splitlines())
+def _raise_only_in_functions(code: str, raises: dict[int, int], where: str) -> None:
+    """A SourceError unless every line in `raises` lies in the body of a function: anywhere else
+    the raise would run with its cell and stop the notebook."""
+    if not raises:
+        return
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as error:
+        raise SourceError(f"{where}: the student version is not valid Python ({error.msg}, "
+                          f"line {error.lineno})") from None
+    in_functions = {node.lineno for function in ast.walk(tree)
+                    if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+                    for statement in function.body for node in ast.walk(statement) if hasattr(node, "lineno")}
+    for line, number in raises.items():
+        if line not in in_functions:
+            raise SourceError(f"{where}, line {number}: an indented region must lie in a function's body; "
+                              "elsewhere its `raise NotImplementedError` would run with the cell")
 
 
 def build(source: Path, repo_url: str, version: str = "student") -> nbformat.NotebookNode:
@@ -168,13 +195,9 @@ def build(source: Path, repo_url: str, version: str = "student") -> nbformat.Not
             cells.append(nbformat.v4.new_markdown_cell(cell.source.replace("{{BADGE}}", badge)))
         elif cell.metadata.get("title") == "[setup]":  # jupytext reads `# %% [setup]` as a title
             cells.append(nbformat.v4.new_code_cell(SETUP_CELL.format(repo_url=repo_url, kit_version=package_version())))
-        elif version == "student" and has_exercise(cell.source):
-            code = nbformat.v4.new_code_cell(student_code(cell.source, where))
-            code.metadata = {"tags": [RAISES, *_source_tags(cell)]}
-            cells.append(code)
         else:
-            student_code(cell.source, where)  # the same errors in both versions
-            code = nbformat.v4.new_code_cell(cell.source)
+            student = student_code(cell.source, where)  # the same errors in both versions
+            code = nbformat.v4.new_code_cell(student if version == "student" else cell.source)
             if _source_tags(cell):
                 code.metadata = {"tags": _source_tags(cell)}
             cells.append(code)
@@ -200,13 +223,13 @@ def keep_checked_outputs(notebook) -> None:
 
     nbval compares only cells that were run in the stored notebook, so checked cells get an
     execution count: 1, 2, 3 ... in order, the same on every rebuild. Other cells get none.
-    Cell metadata is the builder's own (the exercise and check tags), not what a kernel added.
+    Cell metadata is the builder's own (the check tag), not what a kernel added.
     """
     count = 0
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
-        tags = [tag for tag in cell.metadata.get("tags", []) if tag in (RAISES, CHECK_TAG)]
+        tags = [tag for tag in cell.metadata.get("tags", []) if tag == CHECK_TAG]
         cell.metadata = {"tags": tags} if tags else {}
         if not is_checked(cell):
             cell.execution_count = None
@@ -237,7 +260,7 @@ def _merge_streams(outputs: list) -> list:
 def execute(notebook, name: str) -> None:
     """Run `notebook` in smoke mode on the SYNTHETIC set, on CPU, in a scratch folder.
 
-    Cells tagged `raises-exception` (the student's exercises) may fail; any other failure stops.
+    Every cell must run without raising, in the student version too (exercises not written).
     """
     from nbclient import NotebookClient
 

@@ -9,9 +9,9 @@ The notebooks run one after the other in OUT (their working folder, so notebook 
 results notebook 02 saved under OUT/runs/), each written back as OUT/<name>.ipynb with its
 outputs and as OUT/<name>.html for reading in a browser. The data is $SKINLIB_DATA, else the
 embedded SYNTHETIC set. Smoke mode also sets SKINLIB_PRETRAINED=0 (no download: random
-ResNet-50 weights) unless SKINLIB_PRETRAINED is already set. In the student notebooks the
-exercise cells (tagged `raises-exception`) may raise; any other failing cell stops its notebook,
-which is still written up to that cell, and the exit status is then 1. Progress bars are saved
+ResNet-50 weights) unless SKINLIB_PRETRAINED is already set. No cell may raise, in the student
+notebooks too (their exercises not written): a failing cell stops its notebook, which is still
+written up to that cell, and the exit status is then 1. Progress bars are saved
 as their last state (a saved copy cannot replay a live bar). Without nbconvert's HTML templates
 a notebook gets no .html, with a warning; its .ipynb is kept.
 """

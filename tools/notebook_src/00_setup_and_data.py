@@ -14,13 +14,17 @@
 # - how to split by lesion instead, and how much that changes.
 #
 # On the synthetic set it ran in under a minute (41 s, measured on a 2-core CPU shared with other jobs; README lists
-# every notebook's time); on the full ISIC 2019 the image check takes a few minutes.
-# Nothing is trained here.
+# every notebook's time). Nothing is trained here. The first time you run it in Colab on the full ISIC 2019, its data
+# cell also downloads the images (about 9 GB: 10-20 min), prepares them (several minutes) and saves the course
+# bundle to your Drive (about 20-130 s plus the upload), and the image check takes a few minutes: roughly 15-40
+# minutes in all, most of it the download. These are estimates, not measurements: every step prints its own time.
 
 # %% [markdown]
 # ## Set-up
-# In Colab (Runtime > Change runtime type > GPU first) this installs `skinlib`, the course's helper package, and
-# checks that the runtime has a GPU. On your own machine it does nothing: install the kit with `make venv` instead.
+# In Colab, first **File > Save a copy in Drive**, and work in that copy: a notebook opened from its badge is not
+# saved, so your answers would be lost with the runtime. Then switch on a GPU (Runtime > Change runtime type > GPU)
+# and run the cell below: it installs `skinlib`, the course's helper package, and checks that the runtime has a GPU.
+# On your own machine it does nothing: install the kit with `make venv` instead.
 
 # %% [setup]
 
@@ -71,7 +75,6 @@ device = select_device()
 MIRROR = None  # an instructor's mirror address (made with `python -m skinlib subset`), else the official one
 data = get_data(mirror=os.environ.get("SKINLIB_MIRROR") or MIRROR)
 DATA_DIR, SYNTHETIC = data.data_dir, data.synthetic
-print(f"data: {DATA_DIR.name}: {'SYNTHETIC images' if SYNTHETIC else 'the ISIC 2019 layout'}")
 
 # %% [markdown]
 # ## The eight classes
@@ -196,7 +199,7 @@ if images_per_lesion.iloc[0] > 1:
                              title=f"All images of lesion {biggest}{' (SYNTHETIC)' if SYNTHETIC else ''}")
 else:
     print(f"no lesion of {DATA_DIR.name} has several images, so a split by image cannot leak here: the leak\n"
-          "discussed below (about 60 %) is a property of the full ISIC 2019 metadata, where 5,059 lesions have several.")
+          "discussed below is a property of the full ISIC 2019 metadata, where 5,059 lesions have several.")
 figure
 
 # %% [markdown]
@@ -210,6 +213,14 @@ figure
 # `grouped_split` shuffles **lesions** instead, so all images of a lesion fall in the same part (both splits keep
 # the class proportions the same in each part). `leakage` measures the share of test images whose lesion also has
 # an image in the training part.
+#
+# **Predict before you run.** ISIC 2019 has 25,331 images of 11,847 lesions; 5,059 lesions have several images.
+# What share of the test images of a random 70/15/15 split by image has a photo of the same lesion in the training
+# part? Write your guess (in %) below, then run the cells after it: the first measures both splits on this data
+# folder, the second on the real ISIC 2019 metadata, beside your guess.
+
+# %%
+MY_GUESS = None  # your guess, in % of the test images
 
 # %%
 split_by_image = random_split(frame, seed=0)
@@ -224,16 +235,8 @@ pd.crosstab(split_by_lesion, frame["label"].map(dict(enumerate(CLASSES)))).reind
 # class proportions of the whole. (A class with only a handful of images, as in a small sample, can be missing
 # from a part: a 15 % part of 3 images holds at most one.)
 #
-# On the **real** ISIC 2019 metadata, a random split by image leaks badly: about 60 % of the test images have a
-# photograph of the same lesion in the training set. The cell below measures it on the data folder's metadata
-# when it holds real data.
-#
-# **Predict before you run.** ISIC 2019 has 25,331 images of 11,847 lesions; 5,059 lesions have several images.
-# What share of the test images of a random 70/15/15 split by image has a photo of the same lesion in the training
-# part? Write your guess (in %) below, then run the next two cells.
-
-# %%
-MY_GUESS = None  # your guess, in % of the test images
+# The percentages above are this data folder's. The cell below measures the leak on the real ISIC 2019 metadata
+# when the data folder holds real data, and puts your guess beside it.
 
 # %%
 if real is not None and (real["lesion_id"].value_counts() > 1).any():
@@ -241,12 +244,18 @@ if real is not None and (real["lesion_id"].value_counts() > 1).any():
     leak_by_lesion = leakage(real, grouped_split(real, seed=0))
     print(f"metadata of {REAL_CSVS.name} ({len(real):,} images): test images whose lesion is also in train:\n"
           f"  split by image  {100 * leak_by_image:5.1f} %\n  split by lesion {100 * leak_by_lesion:5.1f} %")
+    measured = f"{100 * leak_by_image:.1f} % measured on {REAL_CSVS.name}"
+    if len(real) != ISIC_2019_IMAGES:
+        measured += f" (a sample of {len(real):,} images; the full metadata gives about 60 %)"
 else:
     print(f"{'no real metadata here' if real is None else 'no lesion with several images here'}: on the real "
           "ISIC 2019 metadata\nabout 60 % of the test images of a random split by image have the same lesion in "
           "the training set;\na split by lesion has none.")
-if MY_GUESS is not None:
-    print(f"your guess: {MY_GUESS} %")
+    measured = "about 60 % on the real ISIC 2019 metadata"
+if MY_GUESS is None:
+    print("(write your guess in MY_GUESS above and run this cell again to compare)")
+else:
+    print(f"split by image: your guess {MY_GUESS} %, {measured}")
 
 # %% [markdown]
 # **Every later notebook uses the lesion-grouped split**, `grouped_split(frame, seed=0)`, which gives the same split

@@ -10,21 +10,23 @@
 # **You will learn to**
 # - write a `nn.Module`: the layers in `__init__`, the order they run in `forward`;
 # - compute a convolutional network's tensor shapes by hand, and check them;
-# - count parameters and see where they live (spoiler: 99 % in one layer);
+# - count parameters and see which layers hold them;
 # - run a forward pass on a batch of images and turn the 8 outputs into class probabilities.
 #
-# **This is a lab.** Cells marked *Exercise* hold a `# TODO` and raise `NotImplementedError` until you write
-# the code; the *check* cell after each one tells you in one sentence whether your answer is right, and what to
-# look at if it is not. Until an exercise passes, the cells below it use skinlib's own version, so you can
-# run the notebook top to bottom at any time. (The solutions are in the `solutions/` folder of the kit.)
+# **This is a lab.** Cells marked *Exercise* hold a `# TODO` where your code goes; running one only defines things,
+# so it never stops the notebook. The *check* cell after each one runs your code and tells you in one sentence
+# whether it is right, what to look at if it is not, or that it is "not done yet". Until an exercise passes, the
+# cells below it use skinlib's own version, so you can run the whole notebook at any time, finished or not
+# (Colab: Runtime > Run all). (The solutions are in the `solutions/` folder of the kit.)
 #
 # Runs in under a minute on a CPU as well as a GPU (29 s measured on a 2-core CPU shared with other jobs): nothing
 # is trained here (training is notebook 02).
 
 # %% [markdown]
 # ## Set-up
-# In Colab this installs `skinlib`, the course's helper package, and checks the runtime has a GPU.
-# On your own machine it does nothing.
+# In Colab, first **File > Save a copy in Drive**, and work in that copy: a notebook opened from its badge is not
+# saved, so your answers would be lost with the runtime. The cell below installs `skinlib`, the course's helper
+# package, and checks the runtime has a GPU. On your own machine it does nothing.
 
 # %% [setup]
 
@@ -59,9 +61,8 @@ device = select_device()
 # %%
 MIRROR = None  # an instructor's mirror address, else the official one (see notebook 00)
 data = get_data(mirror=os.environ.get("SKINLIB_MIRROR") or MIRROR)  # in Colab: restored from Drive
-DATA_DIR, SYNTHETIC = data.data_dir, data.synthetic
+DATA_DIR = data.data_dir  # get_data printed it, marked SYNTHETIC where it is
 torch.manual_seed(0)  # the same random initial weights on every run
-print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}")
 
 # %% [markdown]
 # ## The network
@@ -97,11 +98,10 @@ print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}")
 
 # %%
 FC1_INPUTS = None
-# TODO: the number of values that reach fc1, as an expression (channels * side * side)
+# TODO: FC1_INPUTS = the number of values that reach fc1, as an expression (channels * side * side)
 ### BEGIN SOLUTION
 FC1_INPUTS = 32 * 53 * 53  # 224 -> conv 220 -> pool 110 -> conv 106 -> pool 53
 ### END SOLUTION
-print(f"fc1 receives {FC1_INPUTS:,} values")
 
 # %%
 passed = check_fc1_inputs(FC1_INPUTS)
@@ -136,9 +136,6 @@ class SimpleCNN(nn.Module):
         return self.fc3(x)  # (batch, 8): one logit per class
         ### END SOLUTION
 
-
-print(SimpleCNN(num_classes=len(CLASSES)))
-
 # %% [markdown]
 # Check it: the check builds your network, compares its output shape and parameter count with the report's, then
 # gives it skinlib's weights and compares what each layer receives, so it can tell which step of `forward` is off.
@@ -148,6 +145,7 @@ passed = check_simple_cnn(SimpleCNN)
 SimpleCNN = use_yours_or(models.SimpleCNN, SimpleCNN, passed, "SimpleCNN")
 torch.manual_seed(0)  # the same random initial weights on every run
 model = SimpleCNN(num_classes=len(CLASSES))
+print(model)
 
 # %% [markdown]
 # The cell below does the side arithmetic, then checks it by sending a blank image through the layers.
@@ -223,10 +221,10 @@ print(f"logits: {tuple(logits.shape)}")
 print(f"each row of probabilities sums to 1: {torch.allclose(probabilities.sum(dim=1), torch.ones(4))}")
 
 # %%
+print(f"{'true':5} {'predicted':9} {'p':>5}   " + " ".join(f"{name:>4}" for name in CLASSES))
 for label, row in zip(labels, probabilities):
     guess = row.argmax().item()
-    print(f"true {CLASSES[label]:4}  predicted {CLASSES[guess]:4} (p = {row[guess]:.3f})  "
-          + " ".join(f"{p:.2f}" for p in row.tolist()))
+    print(f"{CLASSES[label]:5} {CLASSES[guess]:9} {row[guess]:5.3f}   " + " ".join(f"{p:4.2f}" for p in row.tolist()))
 
 # %% [markdown]
 # The network is untrained, so its probabilities are all close to 1/8 = 0.125 and the "predictions" are noise.

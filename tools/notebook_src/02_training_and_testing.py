@@ -14,9 +14,10 @@
 # - to read training curves (learning, over-fitting) and a confusion matrix;
 # - why accuracy misleads on unbalanced data, and what balanced accuracy says instead.
 #
-# **A lab.** You write the `Dataset`, the training loop and the test loop (cells marked *Exercise*, which raise
-# `NotImplementedError` until you do); the check cell after each says whether your code is right, or what to look
-# at. Until an exercise passes, the cells below use skinlib's own version, so the notebook always runs to the end.
+# **A lab.** You write the `Dataset`, the training loop and the test loop (cells marked *Exercise*: running one only
+# defines your class or function, so it never stops the notebook); the check cell after each runs your code and says
+# whether it is right, what to look at, or that it is "not done yet", then tries it out. Until an exercise passes,
+# the cells below use skinlib's own version, so the notebook runs to the end at any time (Colab: Runtime > Run all).
 #
 # Time: one to a few minutes in smoke mode on a CPU (89 s measured on a 2-core CPU shared with other jobs: each Adam
 # step updates SimpleCNN's 108.9 M weights). The full run on ISIC 2019 (preparing the images once, then 2 + 10
@@ -25,6 +26,8 @@
 
 # %% [markdown]
 # ## Set-up
+# In Colab, first **File > Save a copy in Drive**, and work in that copy: a notebook opened from its badge is not
+# saved, so your answers would be lost with the runtime.
 
 # %% [setup]
 
@@ -80,8 +83,7 @@ LR = 1e-4  # Adam's learning rate
 RUNS = data.results_dir  # where results are saved (notebook 03 reads them): on Drive in Colab
 torch.manual_seed(0)
 RUN_NAME = f"SimpleCNN, {'SYNTHETIC data' if SYNTHETIC else DATA_DIR.name}{', SMOKE run' if SMOKE else ''}"
-print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}, "
-      f"{'SMOKE mode: ' + str(MAX_BATCHES) + ' batches per epoch' if SMOKE else 'full mode'}")
+print(f"{'SMOKE mode: ' + str(MAX_BATCHES) + ' batches per epoch' if SMOKE else 'full mode'}")
 
 # %% [markdown]
 # ## The input pipeline, written once by hand
@@ -127,14 +129,12 @@ class LesionDataset(Dataset):
         return self.transform(image), self.labels[index]
         ### END SOLUTION
 
-
-dataset = LesionDataset(DATA_DIR, transform=eval_transform())
-image, label = dataset[0]
-print(f"{len(dataset)} images; the first: {tuple(image.shape)} {image.dtype}, label {label} = {CLASSES[label]}")
-
 # %%
 passed = check_dataset(LesionDataset, DATA_DIR)
 LesionDataset = use_yours_or(reference_dataset, LesionDataset, passed, "ISICDataset")
+dataset = LesionDataset(DATA_DIR, transform=eval_transform())
+image, label = dataset[0]
+print(f"{len(dataset)} images; the first: {tuple(image.shape)} {image.dtype}, label {label} = {CLASSES[label]}")
 
 # %% [markdown]
 # ### The transforms
@@ -152,8 +152,8 @@ print("training:", train_transform(), "\nevaluation:", eval_transform(), sep="\n
 # half to all of the image, flipped left-right and up-down at random, turned by any angle (the corners it leaves
 # are black), a little brighter or darker and more or less saturated. Dermoscopy has no "up", so none of this
 # changes the diagnosis; the hue stays, since colour is a diagnostic cue. The recipe is the one ISIC 2019's
-# winners used, minus what an introductory course can leave out (`skinlib.augment.TRAIN_RECIPE`; why: the
-# docstring of `skinlib/augment.py`).
+# winners used, minus what an introductory course can leave out (`skinlib.augment.TRAIN_RECIPE`; why: run
+# `help(skinlib.augment)` in a new cell).
 
 # %%
 augmented = LesionDataset(DATA_DIR, transform=train_transform())
@@ -279,10 +279,6 @@ def train_one_epoch_by_hand(model, loader, optimizer, criterion):
         loss_sum += loss.item() * len(labels)  # .item() waits for the GPU: fine here, fit() avoids it
     return {"loss": loss_sum / cm.total, "accuracy": accuracy(cm), "balanced_accuracy": balanced_accuracy(cm)}
 
-
-try_it = torch.optim.SGD(untrained.parameters(), lr=1e-3)  # one step on one batch, to try it
-print(train_one_epoch_by_hand(untrained, [next(iter(loaders["train"]))], try_it, criterion))
-
 # %% [markdown]
 # The check runs your function on a tiny network: it must switch on training mode, zero the gradients (two steps
 # on the same batch must see the same gradient, not twice it), step once per batch, and drive the loss down when
@@ -297,6 +293,8 @@ def skinlib_train_one_epoch(model, loader, optimizer, criterion):  # cross-entro
 
 
 train_one_epoch_by_hand = use_yours_or(skinlib_train_one_epoch, train_one_epoch_by_hand, passed, "train_one_epoch")
+try_it = torch.optim.SGD(untrained.parameters(), lr=1e-3)  # one step on one batch, to try it
+print(train_one_epoch_by_hand(untrained, [next(iter(loaders["train"]))], try_it, criterion))
 
 # %% [markdown]
 # ## The test loop
@@ -325,9 +323,6 @@ def evaluate_by_hand(model, loader, criterion):
     ### END SOLUTION
     return {"loss": loss_sum / cm.total, "accuracy": accuracy(cm), "balanced_accuracy": balanced_accuracy(cm)}
 
-
-print(evaluate_by_hand(untrained, [next(iter(loaders["val"]))], criterion))
-
 # %%
 passed = check_evaluate(evaluate_by_hand, device=device)
 
@@ -337,6 +332,7 @@ def skinlib_evaluate(model, loader, criterion):  # cross-entropy, like `criterio
 
 
 evaluate_by_hand = use_yours_or(skinlib_evaluate, evaluate_by_hand, passed, "evaluate")
+print(evaluate_by_hand(untrained, [next(iter(loaders["val"]))], criterion))
 
 # %% [markdown]
 # ## Train
@@ -358,11 +354,11 @@ for epoch in range(1, HAND_EPOCHS + 1):
 
 # %% [markdown]
 # ## The same with `skinlib.engine.fit`
-# `fit` runs exactly these steps (read `train_one_epoch` in `skinlib/engine.py` beside the cell above), plus what a
-# GPU run needs: mixed precision (16-bit arithmetic where it is safe; on a T4 it is often quoted as up to about
-# twice as fast, an estimate that this kit has not measured), no GPU waits
-# inside the loop, a progress bar, one line per epoch, and optionally a checkpoint after every epoch. It uses the
-# model and optimizer it is given; it never builds its own.
+# `fit` runs exactly these steps (run `train_one_epoch??` in a new cell to read its code beside the cell above),
+# plus what a GPU run needs: mixed precision (16-bit arithmetic where it is safe; on a T4 it is often quoted as up
+# to about twice as fast, an estimate that this kit has not measured), no GPU waits inside the loop, a progress
+# bar, one line per epoch, and optionally a checkpoint after every epoch. It uses the model and optimizer it is
+# given; it never builds its own.
 #
 # A fresh network, trained for `EPOCHS` epochs:
 

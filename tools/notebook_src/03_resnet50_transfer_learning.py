@@ -17,8 +17,10 @@
 # - to compare the models fairly, on a lesion-grouped test set, with balanced accuracy beside accuracy;
 # - to keep a long Colab run safe: checkpoints on Google Drive.
 #
-# **A lab.** The cell marked *Exercise* raises `NotImplementedError` until you write it; the check cell after it
-# says whether it is right. Until it passes, the cells below use skinlib's own version.
+# **A lab.** The cell marked *Exercise* only defines a function, so running it never stops the notebook; the check
+# cell after it runs your function and says whether it is right, what to look at, or that it is "not done yet".
+# Until it passes, the cells below use skinlib's own version, so the notebook runs to the end at any time (Colab:
+# Runtime > Run all).
 #
 # Time: a few minutes in smoke mode on a CPU (253 s measured on a 2-core CPU shared with other jobs). The full run
 # on ISIC 2019 (5 epochs frozen, 25 fine-tuning) should take in the order of 30-60 minutes on Colab's T4: an
@@ -26,6 +28,8 @@
 
 # %% [markdown]
 # ## Set-up
+# In Colab, first **File > Save a copy in Drive**, and work in that copy: a notebook opened from its badge is not
+# saved, so your answers would be lost with the runtime.
 
 # %% [setup]
 
@@ -77,9 +81,10 @@ FROZEN_EPOCHS = 1 if SMOKE else 5  # feature extraction: trains only the head, s
 BATCH_SIZE = 4 if SMOKE else 64
 MAX_BATCHES = 2 if SMOKE else None
 RUNS = data.results_dir  # on Drive in Colab: notebook 02's results, this notebook's checkpoints
+FINETUNED_DIR = RUNS / "03_resnet50"  # checkpoint, results and model.pt (notebooks 04 and 05 load it)
+FROZEN_DIR = RUNS / "03_frozen"  # the feature-extraction run's checkpoint
 torch.manual_seed(0)
-print(f"data: {DATA_DIR.name}{' (SYNTHETIC)' if SYNTHETIC else ''}, "
-      f"{'SMOKE mode: ' + str(MAX_BATCHES) + ' batches per epoch' if SMOKE else 'full mode'}")
+print(f"{'SMOKE mode: ' + str(MAX_BATCHES) + ' batches per epoch' if SMOKE else 'full mode'}")
 if not PRETRAINED:
     print("SKINLIB_PRETRAINED=0: ResNet-50 starts from RANDOM weights, not ImageNet's. "
           "The results below say nothing about transfer learning.")
@@ -93,7 +98,7 @@ if not PRETRAINED:
 frame = load_index(DATA_DIR)
 split = grouped_split(frame, seed=0)
 cache_dir = data.cache_dir
-config = TrainConfig(data=str(DATA_DIR), out=str(RUNS / "03_resnet50"), model="resnet50", epochs=EPOCHS,
+config = TrainConfig(data=str(DATA_DIR), out=str(FINETUNED_DIR), model="resnet50", epochs=EPOCHS,
                      batch_size=BATCH_SIZE, pretrained=PRETRAINED, max_batches=MAX_BATCHES,
                      num_workers=0 if SMOKE else None,  # smoke: no worker processes to start
                      cache=None if cache_dir is None else str(cache_dir))
@@ -179,9 +184,6 @@ def replace_head_and_freeze(model):
     ### END SOLUTION
     return model
 
-
-print(replace_head_and_freeze(torchvision.models.resnet50()).fc)
-
 # %%
 passed = check_resnet_head(replace_head_and_freeze)
 
@@ -244,6 +246,24 @@ def train_with_recipe(model, config, checkpoint=None, resume=False):
 plot_one_cycle(config, len(loaders["train"].dataset), smoke=SMOKE, synthetic=SYNTHETIC)
 
 # %% [markdown]
+# ## Keep a long Colab run safe
+# A Colab runtime can disconnect (idle, time limit, lost connection) and its disk goes with it. `fit` writes a
+# checkpoint after every epoch: weights, optimizer, schedule, random states and history. Both runs below, feature
+# extraction and fine-tuning, put theirs on Google Drive. A lost runtime then costs the epoch in progress plus the
+# set-up of a fresh runtime (the data cell restores the images again): reconnect, run the notebook again from the
+# top with the same settings, and each run resumes after its last finished epoch (a finished run is loaded, not
+# trained again). In Colab the checkpoints go to the course's Drive folder (`data.results_dir`), in a folder named
+# after the data, so a checkpoint of other data is never resumed. Only the checkpoints go to Drive; the prepared
+# images stay on the runtime's fast local disk. To start a run over, delete its checkpoint.
+
+# %%
+RESUME = data.drive_dir is not None  # on Drive: a run of the notebook continues the last one
+checkpoints = {"feature extraction": FROZEN_DIR / "checkpoint.pt", "fine-tuning": FINETUNED_DIR / "checkpoint.pt"}
+for run, checkpoint in checkpoints.items():
+    print(f"{run}: a checkpoint after every epoch in {checkpoint}"
+          f"{' (resumed if it exists; delete it to start over)' if RESUME else ''}")
+
+# %% [markdown]
 # ## 1. Feature extraction: freeze the backbone
 # A fresh ImageNet ResNet-50 through your `replace_head_and_freeze`; only the head learns.
 
@@ -254,7 +274,8 @@ frozen = replace_head_and_freeze(skinlib_resnet50(num_classes=1000, pretrained=P
 print(f"trainable: {count_parameters(frozen, trainable_only=True):,} of {count_parameters(frozen):,} parameters")
 
 # %%
-frozen_history = train_with_recipe(frozen, config.replace(epochs=FROZEN_EPOCHS, out=str(RUNS / "03_frozen")))
+frozen_history = train_with_recipe(frozen, config.replace(epochs=FROZEN_EPOCHS, out=str(FROZEN_DIR)),
+                                   checkpoint=checkpoints["feature extraction"], resume=RESUME)
 frozen_test = evaluate(frozen, loaders["test"], device, max_batches=MAX_BATCHES)
 
 # %% [markdown]
@@ -264,29 +285,16 @@ frozen_test = evaluate(frozen, loaders["test"], device, max_batches=MAX_BATCHES)
 #
 # ## 2. Fine-tuning: train everything
 # All 23.5 M parameters learn, starting from ImageNet's values: slower, and the network can adapt its features to
-# dermoscopy. This is the report's method, and the long run of the course.
-#
-# ### Keep a long Colab run safe
-# A Colab runtime can disconnect (idle, time limit, lost connection) and its disk goes with it. `fit` writes a
-# checkpoint after every epoch: weights, optimizer, schedule, random states and history. Put it on Google Drive and
-# a lost runtime costs at most the epoch in progress: reconnect, run the notebook again from the top with the same
-# settings, and training resumes after the last finished epoch. In Colab the checkpoint goes to the course's Drive
-# folder (`data.results_dir`), in a folder named after the data, so a checkpoint of other data is never resumed.
-# Only the checkpoint goes to Drive; the prepared images stay on the runtime's fast local disk. To start over,
-# delete the checkpoint.
-
-# %%
-checkpoint = RUNS / "03_resnet50" / "checkpoint.pt"
-RESUME = data.drive_dir is not None  # on Drive: a run of the notebook continues the last one
-print(f"checkpoint after every epoch: {checkpoint}"
-      f"{' (resumed if it exists; delete it to start over)' if RESUME else ''}")
+# dermoscopy. This is the report's method, and the long run of the course: its checkpoint is the second one above.
+# Once trained, the model alone goes to `model.pt` beside it, for notebooks 04 and 05.
 
 # %%
 finetuned = skinlib_resnet50(num_classes=len(CLASSES), pretrained=PRETRAINED)
-history = train_with_recipe(finetuned, config, checkpoint=checkpoint, resume=RESUME)
+history = train_with_recipe(finetuned, config, checkpoint=checkpoints["fine-tuning"], resume=RESUME)
 test = evaluate(finetuned, loaders["test"], device, max_batches=MAX_BATCHES)
-export_model(RUNS / "03_resnet50" / "model.pt", finetuned, "resnet50",  # notebooks 04 and 05 load it
-             data={"fingerprint": data_fingerprint(frame, split)})
+model_path = export_model(FINETUNED_DIR / "model.pt", finetuned, "resnet50",
+                          data={"fingerprint": data_fingerprint(frame, split)})
+print(f"saved for notebooks 04 and 05: {model_path}")
 
 # %% [markdown]
 # ## Learning curves
@@ -349,8 +357,8 @@ table.round(1)
 results = {"model": "ResNet-50 fine-tuned", "data": str(DATA_DIR), "data_id": data.data_id, "synthetic": SYNTHETIC,
            "smoke": SMOKE, "pretrained": PRETRAINED, "history": history,
            "test": summarize(test["confusion"], classes=CLASSES)}
-(RUNS / "03_resnet50" / "results.json").write_text(json.dumps(results, indent=2))
-print(f"saved to {RUNS / '03_resnet50'}")
+(FINETUNED_DIR / "results.json").write_text(json.dumps(results, indent=2))
+print(f"saved to {FINETUNED_DIR}")
 
 # %% [markdown]
 # How to read it:
@@ -362,15 +370,25 @@ print(f"saved to {RUNS / '03_resnet50'}")
 # - On the synthetic set, or after a smoke run, the numbers describe that set or that run and nothing else.
 #
 # ## What to try next
-# 1. **Feature extraction for longer.** Set `FROZEN_EPOCHS = 25`. Does the frozen backbone catch up with
-#    fine-tuning? How much faster is each epoch?
-# 2. **Unfreeze gradually.** Freeze everything but `layer4` and `fc` (`frozen.layer4.parameters()`): a middle way.
-# 3. **Newer weights.** `imagenet_state_dict("IMAGENET1K_V2")` loads weights trained with a longer recipe (80.9 % on
-#    ImageNet against 76.1 %). Do better ImageNet weights give better lesion features?
-# 4. **The leak, measured.** Train the fine-tuned model on `random_split(frame, seed=0)` from `skinlib.splits`
-#    instead (real data, full run). How much higher is its test accuracy than on the lesion-grouped split?
-# 5. **From the command line.** `python -m skinlib train --model resnet50 --out runs/cli` runs this whole recipe
-#    and writes metrics, curves and a checkpoint to a folder.
+# Items 1 to 4 train runs that differ from the ones above, so **give them new folders first**, in the Parameters
+# cell: for example `FROZEN_DIR = RUNS / "03_frozen_try1"` or `FINETUNED_DIR = RUNS / "03_resnet50_try3"`. With the
+# old folders, a rerun in Colab would resume the finished run instead of training the new one (or stop because its
+# settings differ), and a new fine-tuned model would overwrite `03_resnet50/model.pt`, which notebooks 04 and 05 load.
+# 1. **Feature extraction for longer** (a new `FROZEN_DIR`). Set `FROZEN_EPOCHS = 25`. Does the frozen backbone
+#    catch up with fine-tuning? How much faster is each epoch?
+# 2. **Unfreeze gradually** (a new `FROZEN_DIR`). Freeze everything but `layer4` and `fc`
+#    (`frozen.layer4.parameters()`): a middle way.
+# 3. **Newer weights** (new `FROZEN_DIR` and `FINETUNED_DIR`). `weights="IMAGENET1K_V2"` in the two
+#    `skinlib_resnet50(...)` calls that build `frozen` and `finetuned` loads weights trained with a longer recipe
+#    (80.9 % on ImageNet against 76.1 %). Do better ImageNet weights give better lesion features?
+# 4. **The leak, measured** (a new `FINETUNED_DIR`). Train the fine-tuned model on `random_split(frame, seed=0)`
+#    from `skinlib.splits` instead (real data, full run). How much higher is its test accuracy than on the
+#    lesion-grouped split?
+# 5. **From the command line.** In a Colab code cell,
+#    `!python -m skinlib train --data "{DATA_DIR}" --cache "{data.cache_dir}" --model resnet50 --out "{RUNS}/cli"`
+#    runs this whole recipe on the same prepared images and writes metrics, curves, a checkpoint and `model.pt` to
+#    a folder on Drive (`--resume` continues it after a disconnect). Colab fills in the `{...}` from the notebook's
+#    variables. Elsewhere, in a terminal, give the folders themselves (without `--cache` on the synthetic set).
 #
 # Next: notebook 04 looks inside this model: what it gets wrong, where it looks, and how to do better on the rare
 # classes.
@@ -381,11 +399,13 @@ print(f"saved to {RUNS / '03_resnet50'}")
 # server), PyTorch's launcher `torchrun` runs the same recipe from a terminal with one process per GPU: each trains
 # a copy of the network on its share of every epoch and the gradients are averaged in every step
 # (`DistributedDataParallel`). It is worth it when one GPU takes hours: reference models, longer schedules, many
-# runs to compare. For the 25 epochs of this notebook one GPU is enough. README, section "Scaling", has the details
-# and the command for several machines.
+# runs to compare. For the 25 epochs of this notebook one GPU is enough. The kit's README, section "Scaling" (the
+# link below), has the details and the command for several machines.
 
 # %%
 gpus = torch.cuda.device_count()
+cache_option = "" if data.cache_dir is None else f"--cache {data.cache_dir} "
 print(f"this runtime has {gpus} GPU(s); with 4, from a terminal:\n"
-      f"  torchrun --standalone --nproc_per_node=4 -m skinlib train --data {DATA_DIR} --model resnet50 "
-      f"--epochs 25 --out runs/resnet50-4gpu")
+      f"  torchrun --standalone --nproc_per_node=4 -m skinlib train --data {DATA_DIR} {cache_option}"
+      f"--model resnet50 --epochs 25 --out runs/resnet50-4gpu\n"
+      f"(the data and its prepared cache on that machine's own disk); details: {REPO_URL}#scaling")
