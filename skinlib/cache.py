@@ -112,7 +112,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add `prepare` to the skinlib command line."""
-    from skinlib.cli_errors import int_at_least
+    from skinlib.cli_errors import int_at_least, worker_count
 
     p = subparsers.add_parser(
         "prepare", help="decode every image once into a fast uint8 cache for training")
@@ -121,7 +121,7 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=int_at_least(8), default=DEFAULT_SIZE,
                    help="side S of the stored S x S images (default: %(default)s; "
                         "full ISIC 2019 at 256 takes 4.98 GB)")
-    p.add_argument("--workers", type=int_at_least(0), default=None,
+    p.add_argument("--workers", type=worker_count, default=None,
                    help="decoding processes (default: every available CPU)")
     p.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

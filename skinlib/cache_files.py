@@ -98,6 +98,9 @@ def open_cache(cache_dir: str | os.PathLike) -> Cache:
     if images.shape != shape or images.dtype != np.uint8:
         raise CacheError(f"{images_path} holds {images.dtype} {images.shape}, the manifest "
                          f"says uint8 {shape}; {hint}")
+    size = manifest.get("size")
+    if len(shape) != 4 or shape[1:] != (size, size, 3):  # `size` decides the crops: it must be the images'
+        raise CacheError(f"{manifest_path}: size {size!r} does not match the images' shape {shape}; {hint}")
     try:
         index = pd.read_csv(index_path, dtype={"image": str})
     except (OSError, ValueError, pd.errors.ParserError) as err:  # EmptyDataError is a ValueError

@@ -12,12 +12,15 @@ line on stderr and exit status 1, not a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 
 from skinlib import cache, download, predict, subset
 from skinlib.cli_errors import (OneLineParser, device_name, expected_errors, int_at_least,  # noqa: F401
-                                interrupted_line, one_line, option_names)
+                                interrupted_line, one_line, option_names, worker_count)
+from skinlib.config import TrainConfig
 from skinlib.errors import SkinlibError
 from skinlib.models import MODELS
 
@@ -87,8 +90,6 @@ _TRAIN_FIELDS = {
 
 def config_from_args(args: argparse.Namespace):
     """The TrainConfig that `train` arguments describe (unset options keep TrainConfig's defaults)."""
-    from skinlib.config import TrainConfig
-
     values = {field: getattr(args, dest) for dest, field in _TRAIN_FIELDS.items()
               if getattr(args, dest) is not None}
     if "data" not in values:
@@ -105,6 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from skinlib.train import run
 
     try:
+        _check_weights_options(args)
         config = config_from_args(args)
     except ValueError as err:  # TrainConfig names every invalid value
         print(f"error: {option_names(str(err))}", file=sys.stderr)
@@ -122,6 +124,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_weights_options(args: argparse.Namespace) -> None:
+    """--weights is ResNet-50's ImageNet weights: refused with another model or --no-pretrained."""
+    if args.weights is None:
+        return
+    if (args.model or TrainConfig.model) != "resnet50":
+        raise ValueError(f"--weights {args.weights}: --weights is the ImageNet weights file of resnet50; "
+                         f"{args.model} has none (leave --weights out)")
+    if args.pretrained is False:
+        raise ValueError(f"--weights {args.weights} and --no-pretrained contradict each other (ImageNet "
+                         f"weights from the file, or random weights); leave one out")
+
+
 def existing_file(value: str) -> Path:
     """argparse type: a path that must name an existing file."""
     path = Path(value)
@@ -136,21 +150,23 @@ def register_train(subparsers) -> None:
                    help="dataset folder (default: $SKINLIB_DATA, else the embedded SYNTHETIC set)")
     p.add_argument("--model", choices=sorted(MODELS), default=None,
                    help="network (default: resnet50)")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None, help=f"passes over the training split (default: {TrainConfig.epochs})")
     p.add_argument("--out", type=Path, required=True, help="run folder for checkpoint, metrics, figures")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None, help="learning rate")
+    p.add_argument("--batch-size", type=int, default=None, help=f"images per batch (default: {TrainConfig.batch_size})")
+    p.add_argument("--lr", type=float, default=None, help=f"learning rate (default: {TrainConfig.lr:g})")
     p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False,
                    default=None, help="start from random weights instead of ImageNet")
     p.add_argument("--weights", type=existing_file, default=None,
                    help="ImageNet weights file for resnet50 (for machines without internet)")
     p.add_argument("--resume", action="store_true",
                    help="continue from RUN/checkpoint.pt with the run's saved split")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"seed of the split, the weights and the data order (default: {TrainConfig.seed})")
     p.add_argument("--limit", type=int, default=None,
                    help="use N images (stratified by class, drawn before the split)")
     p.add_argument("--cache", type=Path, default=None, help="prepared-image cache folder (see `prepare`)")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: CPUs)")
+    p.add_argument("--workers", type=worker_count, default=None,
+                   help="DataLoader workers (default: one per CPU, at most 8)")
     p.add_argument("--device", type=device_name, default=None,
                    help="cuda, cuda:1, mps or cpu (default: best available)")
     p.add_argument("--no-amp", dest="amp", action="store_const", const=False, default=None,
@@ -172,7 +188,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """
     import time
 
-    from skinlib.config import TrainConfig
     from skinlib.data import METADATA_CSV
     from skinlib.files import claim_folder
     from skinlib.runfolder import open_run_folder
@@ -245,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     expected = expected_errors()
     try:
         return args.func(args)
+    except BrokenPipeError:  # stdout was closed early (`check DATA | head`): nothing left to say
+        with contextlib.suppress(OSError, ValueError):  # so that the exit's flush is silent too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
     except expected as err:  # bad input, a file in the way, a diverged run: one line, no traceback
         print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_ERROR

@@ -36,6 +36,25 @@ def int_at_least(minimum: int):
     return parse
 
 
+WORKERS_PER_CPU = 4  # more processes than this only wait for a CPU (and 100000 never start)
+
+
+def worker_count(value: str) -> int:
+    """argparse type: worker processes, from 0 to WORKERS_PER_CPU per CPU this process may use."""
+    from skinlib.device import available_cpus
+
+    number = int_at_least(0)(value)
+    cpus = available_cpus()
+    if number > WORKERS_PER_CPU * cpus:
+        raise argparse.ArgumentTypeError(
+            f"{number} is more than {WORKERS_PER_CPU} per CPU (this machine gives {cpus} CPU(s): at most "
+            f"{WORKERS_PER_CPU * cpus}); leave it out for one per CPU")
+    return number
+
+
+worker_count.__name__ = "integer"
+
+
 def device_name(value: str) -> str:
     """argparse type: a device torch understands ("cuda", "cuda:1", "mps", "cpu")."""
     import torch
@@ -51,7 +70,7 @@ def device_name(value: str) -> str:
 
 def option_names(message: str) -> str:
     """A TrainConfig message in the command line's words: field names become option names."""
-    message = message.removeprefix("invalid TrainConfig: ")
+    message = message.removeprefix("invalid TrainConfig: ").replace(" or None, got ", ", got ")
     return re.sub(r"\b([a-z_]+)(?= must )",
                   lambda m: OPTION_OF_FIELD.get(m.group(1), "--" + m.group(1).replace("_", "-")), message)
 

@@ -5,6 +5,7 @@ its line number. `read_csv`, `require_columns` and `row_refs` serve every CSV th
 """
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 from typing import Iterable
@@ -92,6 +93,10 @@ def read_ground_truth(path: str | os.PathLike) -> pd.DataFrame:
     bad = values.isna() | ~values.isin([0, 1])
     if bad.to_numpy().any():
         rows = np.flatnonzero(bad.any(axis=1)).tolist()
+        short = _short_rows(path, rows, len(frame.columns))
+        if short:
+            raise DataError(f"{path}: {row_refs(short, images)} has fewer fields than the header's "
+                            f"{len(frame.columns)}: the line is cut short; every row needs a value in each column")
         first = rows[0]
         column = bad.columns[bad.iloc[first].to_numpy()][0]
         raise DataError(
@@ -118,6 +123,13 @@ def read_ground_truth(path: str | os.PathLike) -> pd.DataFrame:
             f"{path}: more than one class set to 1 in {row_refs(several, images)} (labels must be one-hot)"
         )
     return pd.DataFrame({"image": images.to_numpy(), "label": onehot.argmax(axis=1).astype(np.int64)})
+
+
+def _short_rows(path: Path, positions: list[int], n_fields: int) -> list[int]:
+    """Those of the 0-based data rows `positions` whose line has fewer than `n_fields` fields."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        lines = [row for row in csv.reader(f) if row]  # pandas skips blank lines too
+    return [pos for pos in positions if pos + 1 < len(lines) and len(lines[pos + 1]) < n_fields]
 
 
 def read_metadata(path: str | os.PathLike) -> pd.DataFrame:

@@ -44,7 +44,11 @@ def _check_folder(data_dir: Path, need_images: bool) -> None:
         raise DataError(f"{data_dir}: folder does not exist. Expected {EXPECTED_LAYOUT}")
     if not data_dir.is_dir():
         raise DataError(f"{data_dir}: is a file, not a folder. Expected {EXPECTED_LAYOUT}")
-    if not (data_dir / GROUND_TRUTH_CSV).is_file():
+    truth = data_dir / GROUND_TRUTH_CSV
+    if truth.is_symlink() and not truth.exists():  # is_file() says False and the folder looks wrong
+        raise DataError(f"{truth}: a link that leads to no file (its target is missing, or the links go "
+                        f"round in a loop); replace it with the file or a link to it")
+    if not truth.is_file():
         if not any(data_dir.iterdir()):
             raise DataError(f"{data_dir}: folder is empty. Expected {EXPECTED_LAYOUT}")
         hint = ""
@@ -114,6 +118,9 @@ def _missing_message(images_dir: Path, missing: list[str]) -> str:
     upper = [m + ".JPG" for m in missing[:MAX_LISTED] if (images_dir / (m + ".JPG")).exists()]
     hint = (f"; found {', '.join(upper)}: rename to the lower-case suffix {IMAGE_SUFFIX} of the "
             f"official download" if upper else "")
+    if not upper and (images_dir / IMAGES_DIR).is_dir():  # the archive unzipped into a folder of its own name
+        hint = (f"; {images_dir / IMAGES_DIR} is a folder: the images are one level too deep, move them "
+                f"up into {images_dir}")
     return (
         f"{images_dir}: {len(missing)} image(s) listed in {GROUND_TRUTH_CSV} are missing "
         f"(first: {', '.join(m + IMAGE_SUFFIX for m in missing[:MAX_LISTED])}){hint}"

@@ -169,7 +169,12 @@ def default_data_dir(*, n: int = 800, seed: int = 0) -> Path:
     cache = Path(os.environ.get("SKINLIB_CACHE") or Path.home() / ".cache" / "skinlib").expanduser()
     path = cache / f"synthetic-{n}-{seed}"
     if not is_synthetic(path):
-        cache.mkdir(parents=True, exist_ok=True)
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # a file of that name, or no permission: say which setting chose the folder
+            where = f"SKINLIB_CACHE={cache}" if os.environ.get("SKINLIB_CACHE") else f"{cache} (SKINLIB_CACHE unset)"
+            raise DataError(f"{where}: cannot create the folder for the synthetic set ({err.strerror or err}); "
+                            f"set SKINLIB_CACHE to a folder you can write, or SKINLIB_DATA to a dataset") from None
         temporary = cache / f".{path.name}.{uuid.uuid4().hex}.tmp"
         print(f"generating {n} SYNTHETIC images in {path} (once) ...", flush=True)
         make_synthetic(temporary, n=n, seed=seed)

@@ -23,6 +23,7 @@ The run folder then holds everything needed to reproduce and report the run:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 from pathlib import Path
@@ -40,7 +41,7 @@ from skinlib.checkpoint import CheckpointError
 from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
 from skinlib.device import autocast_dtype, describe_device, select_device
 from skinlib.export import MODEL_FILE, data_fingerprint, export_model
-from skinlib.files import KitFolder, atomic_write_text
+from skinlib.files import LOCK, MARKER, KitFolder, atomic_write_text
 from skinlib.freshness import check_cache_matches
 from skinlib.loaders import make_loaders
 from skinlib.metrics import json_safe, roc_auc_ovr, summarize
@@ -69,9 +70,26 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
     """
     if not distributed.is_main_process():  # a view of the folder, never written through
         return _run(config, KitFolder(Path(config.out), "run"), resume)
+    created = not Path(config.out).expanduser().exists()
     folder = open_run_folder(config.out)
-    with folder.lock("another run"):
-        return _run(config, folder, resume)
+    try:
+        with folder.lock("another run"):
+            return _run(config, folder, resume)
+    except BaseException:
+        if created:
+            _remove_if_unused(folder)
+        raise
+
+
+def _remove_if_unused(folder: KitFolder) -> None:
+    """Remove a run folder this run created and failed before writing anything to (a wrong
+    --data, a refused setting): only its marker and lock are there, and nothing is left behind."""
+    if folder.files:
+        return
+    for name in (MARKER, LOCK):
+        (folder.path / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # anything else in it stays, and so does the folder
+        folder.path.rmdir()
 
 
 def _run(config, folder: KitFolder, resume: bool) -> dict[str, Any]:
@@ -90,8 +108,14 @@ def _run(config, folder: KitFolder, resume: bool) -> dict[str, Any]:
     device = select_device(config.device)
     seed_everything(config.seed)
 
+    drawn = not (resume and (out / SPLIT_CSV).exists())
     frame, split = _frame_and_split(config, folder, reuse=resume)
-    check_settings(config, frame, split)
+    try:
+        check_settings(config, frame, split)
+    except DataError:
+        if drawn and main:  # a split of settings that cannot train is of no use to --resume
+            folder.remove(SPLIT_CSV)
+        raise
     data = {"fingerprint": data_fingerprint(frame, split), "pretrained": config.pretrained}
     if resume and checkpoint.exists():
         check_checkpoint_data(checkpoint, data, out / SPLIT_CSV)
@@ -191,6 +215,9 @@ def _frame_and_split(config, folder: KitFolder, *, reuse: bool) -> tuple[pd.Data
     if reuse and split_csv.exists():
         return _saved_split(frame, split_csv)
     if config.limit is not None:
+        if config.limit > len(frame) and distributed.is_main_process():
+            print(f"note: limit {config.limit} is more than the {len(frame):,} images of {config.data}; "
+                  f"all {len(frame):,} are used")
         frame = stratified_sample(frame, config.limit, seed=config.seed)
     split = grouped_split(frame, fractions=config.fractions, seed=config.seed)
     if distributed.is_main_process():  # the others draw the same split (same seed), unsaved

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -377,3 +380,23 @@ def test_check_and_prepare_say_that_a_synthetic_set_is_synthetic(synthetic_dir, 
 def test_check_of_real_data_says_nothing_of_synthetic_data(real_sample_dir, capsys):
     assert cli.main(["check", str(real_sample_dir), "--no-verify", "--quiet"]) == 0
     assert "SYNTHETIC" not in capsys.readouterr().out
+
+
+def test_check_piped_into_a_reader_that_has_gone_says_nothing_more(synthetic_dir):
+    # `check DATA | head -3`: the reader closes the pipe; no "error: [Errno 32] Broken pipe".
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "skinlib", "check", str(synthetic_dir), "--no-verify",
+                               "--quiet"], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.stderr == "" and done.returncode == 1
+
+
+def test_train_help_shows_the_defaults_of_the_recipe(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option, value in (("--epochs", 25), ("--batch-size", 64), ("--lr", "0.0007"), ("--seed", 0)):
+        assert f"(default: {value})" in text.split(option, 2)[-1].split(" --", 1)[0], option

@@ -752,6 +752,108 @@ def ctrl_c_while_preparing(k):
         f"interrupted; the images prepared so far are kept in {cache}; run the same command again", None
 
 
+@case(status=2)
+def weights_for_a_model_that_has_no_imagenet_weights(k):
+    weights = k.tmp / "weights.pth"
+    torch.save({}, weights)
+    return k.train("--weights", weights), "--weights", None
+
+
+@case(status=2)
+def weights_with_no_pretrained(k):
+    weights = k.tmp / "weights.pth"
+    torch.save({}, weights)
+    argv = k.train("--weights", weights)
+    argv[argv.index("simplecnn")] = "resnet50"
+    return argv, "--no-pretrained contradict", None
+
+
+@case(status=2)
+def train_workers_by_the_hundred_thousand(k):
+    return k.train("--workers", "100000"), "argument --workers: 100000 is more than 4 per CPU", None
+
+
+@case(status=2)
+def prepare_workers_by_the_thousand(k):
+    return ["prepare", "--data", k.data, "--cache", k.tmp / "c", "--workers", "1000", "--quiet"], \
+        "argument --workers: 1000 is more than 4 per CPU", None
+
+
+@case(status=2)
+def limit_zero(k):
+    return k.train("--limit", "0"), "--limit must be a positive integer, got 0", None
+
+
+@case()
+def train_on_a_data_folder_that_does_not_exist_leaves_no_run_folder(k):
+    def no_folder_left():
+        assert not (k.tmp / "run").exists()
+    return k.train(data=k.tmp / "nodata"), str(k.tmp / "nodata"), no_folder_left
+
+
+@case()
+def limit_too_small_leaves_no_split_and_no_folder(k):
+    def no_folder_left():
+        assert not (k.tmp / "run").exists()
+    return k.train("--limit", "5"), "--limit 5", no_folder_left
+
+
+@case()
+def limit_too_small_in_a_run_folder_of_the_kit_keeps_the_folder(k):
+    run = k.tmp / "run"
+    claim_folder(run, "run")
+
+    def only_the_marker_left():
+        assert sorted(p.name for p in run.iterdir()) == [".skinlib-lock", "skinlib-folder.json"]
+    return k.train("--limit", "5"), "--limit 5", only_the_marker_left
+
+
+@case()
+def cache_manifest_whose_size_is_not_its_images(k):
+    cache = link_copy(k.cache, k.tmp / "cache")
+    manifest = json.loads((cache / "manifest.json").read_text())
+    manifest["size"] = manifest["size"] // 2
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    return k.train("--cache", cache), f"size {manifest['size']} does not match", None
+
+
+@case(status=2)  # as SKINLIB_DATA naming no folder: the setting is refused before any work
+def skinlib_cache_naming_a_file(k):
+    (k.tmp / "afile").write_text("mine")
+    k.patch.setenv("SKINLIB_CACHE", str(k.tmp / "afile"))
+    argv = [a for a in k.train() if a not in ("--data", str(k.data), k.data)]
+    return argv, f"SKINLIB_CACHE={k.tmp / 'afile'}", None
+
+
+@case()
+def ground_truth_row_cut_short(k):
+    data = k.copy_data()
+    path = data / GROUND_TRUTH_CSV
+    lines = path.read_text().splitlines(keepends=True)
+    lines[3] = ",".join(lines[3].split(",")[:5]) + "\n"  # data row 3: the image and 4 of 9 values
+    path.write_text("".join(lines))
+    return k.train(data=data), "row 3 (line 4, ", None
+
+
+@case()
+def images_unzipped_one_level_too_deep(k):
+    data = k.copy_data()
+    images = data / IMAGES_DIR
+    os.rename(images, data / "tmp")
+    images.mkdir()
+    os.rename(data / "tmp", images / IMAGES_DIR)
+    return k.train(data=data), "the images are one level too deep", None
+
+
+@case()
+def ground_truth_that_is_a_loop_of_links(k):
+    data = k.copy_data()
+    (data / GROUND_TRUTH_CSV).unlink()
+    (data / GROUND_TRUTH_CSV).symlink_to("other.csv")
+    (data / "other.csv").symlink_to(GROUND_TRUTH_CSV)
+    return k.train(data=data), f"{GROUND_TRUTH_CSV}: a link that leads to no file", None
+
+
 # -- predict
 def predictable(k) -> Path:
     """The run's model file, loadable: its weights are those of `tiny_network`."""

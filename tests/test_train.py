@@ -179,6 +179,13 @@ def test_a_fresh_run_saves_the_grouped_split(real_sample_dir, tmp_path):
     assert dict(zip(saved["image"], saved["split"])) == dict(zip(frame["image"], split))
 
 
+def test_a_limit_above_the_number_of_images_uses_them_all_and_says_so(real_sample_dir, tmp_path, capsys):
+    config = config_for(real_sample_dir, tmp_path, limit=1000)
+    frame, _ = _frame_and_split(config, KitFolder(tmp_path, "run"), reuse=False)
+    assert len(frame) == 70
+    assert f"note: limit 1000 is more than the 70 images of {real_sample_dir}; all 70 are used" in capsys.readouterr().out
+
+
 def test_a_resumed_run_reuses_the_saved_split_as_it_is(real_sample_dir, sample_frame, tmp_path):
     # A hand-made assignment that no seed of grouped_split would draw: it must come back unchanged.
     chosen = sample_frame.iloc[::2]
