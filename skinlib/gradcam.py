@@ -65,9 +65,10 @@ def heatmap(cams: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return (maps / peak[:, None, None]).clamp(0, 1)
 
 
-def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.3) -> np.ndarray:
     """An RGB image (H, W, 3; uint8 or floats in [0, 1]) with a heatmap (H, W in [0, 1]) laid over
-    it in the "jet" colours (red = strongest evidence); floats in [0, 1], (H, W, 3)."""
+    it in the "jet" colours (red = strongest evidence); floats in [0, 1], (H, W, 3). `alpha` is the
+    heatmap's weight: light enough that the lesion under it stays visible."""
     image = np.asarray(image, dtype=np.float32)
     if image.max() > 1:
         image = image / 255

@@ -89,42 +89,49 @@ def plot_examples(images, targets, probs, classes=CLASSES, ncols: int = 6, title
     return _done(fig)
 
 
-def plot_gradcam(images, heats, titles, colours=None, title: str = "") -> Figure:
-    """One column per image: the image the model saw above its Grad-CAM overlay."""
+def plot_gradcam(images, heats, titles, colours=None, title: str = "", ncols: int = 4) -> Figure:
+    """Each image the model saw above its Grad-CAM overlay, `ncols` images to a band (more wrap
+    to the next band)."""
     pixels, heats = to_rgb(images), torch.as_tensor(heats).cpu().numpy()
     n = len(pixels)
-    fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 5.4), squeeze=False)
+    ncols, bands = min(ncols, n), math.ceil(n / ncols)
+    fig, axes = plt.subplots(2 * bands, ncols, figsize=(2.6 * ncols, 5.4 * bands), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
     for i in range(n):
-        axes[0, i].imshow(pixels[i])
-        axes[0, i].set_title(titles[i], fontsize=9, color=(colours or ["black"] * n)[i])
-        axes[1, i].imshow(overlay(pixels[i], heats[i]))
-        for ax in axes[:, i]:
-            ax.axis("off")
-    axes[1, 0].text(-0.05, 0.5, "Grad-CAM", transform=axes[1, 0].transAxes, rotation=90,
-                    ha="right", va="center")
+        top, bottom = axes[2 * (i // ncols), i % ncols], axes[2 * (i // ncols) + 1, i % ncols]
+        top.imshow(pixels[i])
+        top.set_title(titles[i], fontsize=9, color=(colours or ["black"] * n)[i])
+        bottom.imshow(overlay(pixels[i], heats[i]))
+    for band in range(bands):
+        axes[2 * band + 1, 0].text(-0.05, 0.5, "Grad-CAM", transform=axes[2 * band + 1, 0].transAxes,
+                                   rotation=90, ha="right", va="center")
     if title:
         fig.suptitle(title)
     return _done(fig)
 
 
 def plot_top_k(probs, classes=CLASSES, k: int = 3, ax=None) -> Figure:
-    """Horizontal bars of the k most probable classes with their probabilities."""
+    """Horizontal bars of the k most probable classes with their probabilities, in a figure of their
+    own or in `ax` (whose figure keeps its own layout)."""
     probs = np.asarray(probs, dtype=float).reshape(-1)
     order = np.argsort(probs)[::-1][:k]
-    fig, ax = plt.subplots(figsize=(4, 0.5 + 0.45 * k)) if ax is None else (ax.figure, ax)
+    own = ax is None
+    fig, ax = plt.subplots(figsize=(4, 0.5 + 0.45 * k)) if own else (ax.figure, ax)
     bars = ax.barh([classes[i] for i in order][::-1], probs[order][::-1], color="tab:blue")
     ax.bar_label(bars, labels=[f"{p:.2f}" for p in probs[order][::-1]], padding=3, fontsize=9)
     ax.set(xlim=(0, 1.15), xlabel="probability", title=f"top {k}")
-    return _done(fig)
+    return _done(fig) if own else fig
 
 
-def plot_threshold_point(fpr, tpr, point: tuple[float, float], threshold: float) -> Figure:
+def plot_threshold_point(fpr, tpr, point: tuple[float, float], threshold: float,
+                         title: str = "Where the threshold puts you") -> Figure:
     """The melanoma-against-rest ROC curve with the operating point of one threshold marked."""
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+    fig, ax = plt.subplots(figsize=(4.8, 4))
     ax.plot(fpr, tpr, label="MEL against the rest")
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.plot(*point, "o", color="tab:red", markersize=9, label=f"threshold {threshold:.2f}")
     ax.set(xlabel="1 - specificity (false alarms)", ylabel="sensitivity (melanomas found)",
-           xlim=(0, 1), ylim=(0, 1.02), title="Where the threshold puts you")
+           xlim=(0, 1), ylim=(0, 1.02), title=title)
     ax.legend(fontsize=8, loc="lower right")
     return _done(fig)

@@ -183,11 +183,18 @@ def plot_class_distribution(counts: dict[str, int], title: str | None = None) ->
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 4))
     bars = ax.bar(names, values, color=sns.color_palette("deep", len(names)))
     ax.bar_label(bars, labels=[f"{v:,}\n{100 * v / total:.1f}%" for v in values], fontsize=8)
-    ax.set_title(f"Images per class (n={total:,})")
-    ax.set_xlabel("class")
+    if title:  # one heading: `title` above the figure, the total under the axis
+        ax.set_xlabel(f"class ({total:,} images)")
+    else:
+        ax.set(title=f"Images per class (n={total:,})", xlabel="class")
     ax.set_ylabel("images")
     ax.margins(y=0.2)  # room for the labels above the tallest bar
     return _done(fig, title)
+
+
+def _count(n: int, noun: str) -> str:
+    """The count and its noun, plural unless the count is 1: "1 step", "4 steps"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def plot_one_cycle(config: TrainConfig, train_images: int, smoke: bool = False,
@@ -218,7 +225,8 @@ def plot_one_cycle(config: TrainConfig, train_images: int, smoke: bool = False,
     data = " (SYNTHETIC)" if synthetic else ""
     if smoke:
         smoke_steps = config.epochs * min(steps_per_epoch(config.batch_size), config.max_batches or total)
-        what = f"the full run on this data{data}; this SMOKE run takes {smoke_steps} steps"
+        what = f"the full run on this data{data}; this SMOKE run takes {_count(smoke_steps, 'step')}"
     else:
         what = f"this run{data}"
-    return _done(fig, f"OneCycleLR, peak {config.lr:g}: {run.epochs} epochs of {steps} steps ({what})")
+    return _done(fig, f"OneCycleLR, peak {config.lr:g}: {_count(run.epochs, 'epoch')} of {_count(steps, 'step')} "
+                      f"({what})")

@@ -20,7 +20,7 @@ from IPython.display import Image
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
-from skinlib.data import ImageError, open_image
+from skinlib.data import CLASS_NAMES, ImageError, open_image
 from skinlib.export import ExportedModel
 from skinlib.gradcam import grad_cam, heatmap, overlay
 from skinlib.interpret import MEL, melanoma_decision
@@ -83,28 +83,38 @@ def explain(exported: ExportedModel, image) -> Explanation:
                        heat=heatmap(cams, batch.shape[-2:])[0].numpy())
 
 
-def explanation_figure(result: Explanation, classes, title: str = "") -> Figure:
-    """The crop the model saw, its top 3 classes, and the Grad-CAM overlay, side by side."""
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4), width_ratios=(1, 1.1, 1))
+def full_names(classes) -> list[str]:
+    """Each class with its name spelled out, "MEL (melanoma)"; a class the kit does not know stays as it is."""
+    return [f"{c} ({CLASS_NAMES[c]})" if c in CLASS_NAMES else c for c in classes]
+
+
+def explanation_figure(result: Explanation, classes, title: str = "", heading: str = "") -> Figure:
+    """The crop the model saw (titled `title`), its top 3 classes, and the Grad-CAM overlay, side by
+    side, under `heading` (which model, and SYNTHETIC when it learned from synthetic data)."""
+    names = full_names(classes)
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), width_ratios=(1, 1.3, 1),
+                             layout="constrained")
     axes[0].imshow(result.crop)
     axes[0].set_title(title or "image", fontsize=9)
-    plot_top_k(result.probs, classes, k=3, ax=axes[1])
+    plot_top_k(result.probs, [name.replace(" (", "\n(") for name in names], k=3, ax=axes[1])
     axes[2].imshow(overlay(result.crop, result.heat))
-    axes[2].set_title(f"Grad-CAM for {classes[int(result.probs.argmax())]}", fontsize=9)
+    axes[2].set_title(f"Grad-CAM for\n{names[int(result.probs.argmax())]}", fontsize=9)
     for ax in (axes[0], axes[2]):
         ax.axis("off")
-    fig.tight_layout()
+    if heading:
+        fig.suptitle(heading)
     plt.close(fig)
     return fig
 
 
-def threshold_report(targets, mel_probs, threshold: float) -> tuple[str, Figure]:
+def threshold_report(targets, mel_probs, threshold: float, synthetic: bool = False) -> tuple[str, Figure]:
     """HTML with sensitivity, specificity and the MEL-against-rest counts at `threshold`, and the
-    ROC curve with that operating point marked."""
+    ROC curve with that operating point marked; both say SYNTHETIC when `synthetic`."""
     d = melanoma_decision(targets, mel_probs, threshold)
-    html = (f"<div>refer when P(MEL) &ge; <b>{threshold:.2f}</b>: "
+    melanomas = d["tp"] + d["fn"]
+    html = (f"<div>{'<b>SYNTHETIC data</b>: ' if synthetic else ''}refer when P(MEL) &ge; <b>{threshold:.2f}</b>: "
             f"sensitivity <b class='sensitivity'>{d['sensitivity']:.3f}</b> "
-            f"({d['tp']} of {d['tp'] + d['fn']} melanomas referred), "
+            f"({d['tp']} of {melanomas} melanoma{'s' if melanomas != 1 else ''} referred), "
             f"specificity <b class='specificity'>{d['specificity']:.3f}</b> "
             f"({d['tn']} of {d['tn'] + d['fp']} other lesions not referred)</div>"
             "<table style='border-collapse: collapse; margin-top: 4px'>"
@@ -115,7 +125,8 @@ def threshold_report(targets, mel_probs, threshold: float) -> tuple[str, Figure]
     if truth.all() or not truth.any():
         return html + "<p>(no ROC curve: the test images need melanomas and other lesions)</p>", None
     fpr, tpr, _ = roc_curve(truth, mel_probs)
-    return html, plot_threshold_point(fpr, tpr, (1 - d["specificity"], d["sensitivity"]), threshold)
+    return html, plot_threshold_point(fpr, tpr, (1 - d["specificity"], d["sensitivity"]), threshold,
+                                      title=f"Where the threshold puts you{' (SYNTHETIC)' if synthetic else ''}")
 
 
 def _show(output: w.Output, *items: Figure) -> None:
@@ -127,8 +138,10 @@ def _show(output: w.Output, *items: Figure) -> None:
         output.append_display_data(Image(data=png.getvalue()))
 
 
-def try_model_app(models: dict[str, ExportedModel], test_images: dict[str, str]) -> w.VBox:
-    """Pick a model and a test image (label -> path) or upload one: image, top 3, Grad-CAM."""
+def try_model_app(models: dict[str, ExportedModel], test_images: dict[str, str], synthetic: bool = False,
+                  ) -> w.VBox:
+    """Pick a model and a test image (label -> path) or upload one: image, top 3, Grad-CAM; the
+    figure is headed by the model's name, and says SYNTHETIC when the models learned from synthetic data."""
     model_box = w.Dropdown(options=list(models), description="model")
     image_box = w.Dropdown(options=list(test_images), description="test image")
     upload = w.FileUpload(accept="image/*", multiple=False, description="upload")
@@ -136,7 +149,8 @@ def try_model_app(models: dict[str, ExportedModel], test_images: dict[str, str])
 
     def show(image, title):
         exported = models[model_box.value]
-        _show(out, explanation_figure(explain(exported, image), exported.classes, title))
+        heading = f"{model_box.value}{', trained on SYNTHETIC data' if synthetic else ''}"
+        _show(out, explanation_figure(explain(exported, image), exported.classes, title, heading))
 
     def on_test_image(_=None):
         show(open_image(test_images[image_box.value]), image_box.value)
@@ -157,8 +171,9 @@ def try_model_app(models: dict[str, ExportedModel], test_images: dict[str, str])
     return w.VBox([w.HTML(NOT_A_DEVICE), w.HBox([model_box, image_box, upload]), message, out])
 
 
-def threshold_app(targets, mel_probs, value: float = 0.5) -> w.VBox:
-    """A melanoma threshold slider with live sensitivity, specificity, counts and ROC point."""
+def threshold_app(targets, mel_probs, value: float = 0.5, synthetic: bool = False) -> w.VBox:
+    """A melanoma threshold slider with live sensitivity, specificity, counts and ROC point
+    (labelled SYNTHETIC when `synthetic`)."""
     slider = w.FloatSlider(value=value, min=0.0, max=1.0, step=0.01, description="P(MEL) \u2265",
                            continuous_update=False, readout_format=".2f")
     slider.add_class("skinlib-threshold")
@@ -166,7 +181,7 @@ def threshold_app(targets, mel_probs, value: float = 0.5) -> w.VBox:
     report.add_class("skinlib-threshold-report")
 
     def update(_=None):
-        html, figure = threshold_report(targets, mel_probs, slider.value)
+        html, figure = threshold_report(targets, mel_probs, slider.value, synthetic)
         report.value = html
         _show(out, *([figure] if figure is not None else []))
 

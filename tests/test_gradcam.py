@@ -69,3 +69,10 @@ def test_overlay_keeps_the_image_shape_and_range():
     image = np.full((4, 5, 3), 255, dtype=np.uint8)
     result = overlay(image, np.zeros((4, 5)))
     assert result.shape == (4, 5, 3) and 0 <= result.min() and result.max() <= 1
+
+
+def test_overlay_leaves_the_image_visible_under_the_heatmap():
+    black, white = np.zeros((4, 5, 3)), np.ones((4, 5, 3))
+    for heat in (np.zeros((4, 5)), np.ones((4, 5))):
+        shown = overlay(white, heat) - overlay(black, heat)
+        assert shown.min() >= 0.7 - 1e-6, "the image keeps at least 70 % of its weight under the heatmap"

@@ -116,3 +116,16 @@ def test_in_smoke_mode_a_missing_model_gets_a_stand_in_that_the_next_notebook_fi
     assert first.architecture == "resnet50" and first.path == str(tmp_path / "stand-in-resnet50" / "model.pt")
     again = course_models(tmp_path, frame, split, config, smoke=True)["ResNet-50"]
     assert again.path == first.path and "training" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("n, shape", [(8, (4, 4)), (3, (2, 3)), (5, (4, 4))])
+def test_the_grad_cam_grid_wraps_to_at_most_four_images_a_row(n, shape):
+    from skinlib.interpret_plots import plot_gradcam
+
+    titles = [f"image {i}" for i in range(n)]
+    fig = plot_gradcam(torch.zeros(n, 3, 8, 8), torch.rand(n, 8, 8), titles)
+    grid = np.array(fig.axes, dtype=object).reshape(shape)
+    shown = [ax.get_title() for ax in grid[0::2].flat if ax.get_images()]
+    assert shown == titles, "each image once, row after row"
+    overlays = [ax for ax in grid[1::2].flat if ax.get_images()]
+    assert len(overlays) == n, "each image's Grad-CAM under it"

@@ -198,6 +198,8 @@ def test_plot_image_grid_gives_each_label_its_own_row():
 def test_plot_class_distribution_carries_its_title():
     fig = plot_class_distribution({"MEL": 3, "NV": 5}, title="Images per class: synthetic-800-0 (SYNTHETIC)")
     assert fig._suptitle.get_text() == "Images per class: synthetic-800-0 (SYNTHETIC)"
+    assert fig.axes[0].get_title() == "", "one heading, not the title twice"
+    assert fig.axes[0].get_xlabel() == "class (8 images)"
 
 
 def one_cycle_reference(max_lr, total):
@@ -230,3 +232,10 @@ def test_plot_one_cycle_of_a_smoke_run_shows_the_full_run_and_says_so():
     assert len(fig.axes[0].get_lines()[0].get_ydata()) == 25 * 9  # 560 images in batches of 64
     assert fig._suptitle.get_text() == ("OneCycleLR, peak 0.0007: 25 epochs of 9 steps (the full run on this data "
                                         "(SYNTHETIC); this SMOKE run takes 4 steps)")
+
+
+def test_plot_one_cycle_counts_one_epoch_and_one_step_in_the_singular():
+    from skinlib.config import TrainConfig
+
+    fig = plot_one_cycle(TrainConfig(data="d", out="o", epochs=1, batch_size=64, lr=1e-3), train_images=50)
+    assert fig._suptitle.get_text() == "OneCycleLR, peak 0.001: 1 epoch of 1 step (this run)"

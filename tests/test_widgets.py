@@ -9,12 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from skinlib.data import CLASSES, IMAGES_DIR, ImageError
+from skinlib import widgets
+from skinlib.data import CLASS_NAMES, CLASSES, IMAGES_DIR, ImageError
 from skinlib.export import ExportedModel
 from skinlib.interpret import MEL, melanoma_decision
 from skinlib.models import build_model
-from skinlib.widgets import (MAX_UPLOAD_BYTES, explain, image_from_upload, threshold_app, threshold_report,
-                             try_model_app, uploaded_file)
+from skinlib.widgets import (MAX_UPLOAD_BYTES, explain, explanation_figure, image_from_upload, threshold_app,
+                             threshold_report, try_model_app, uploaded_file)
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +108,42 @@ def test_moving_the_slider_updates_the_sensitivity_shown():
     assert shown_sensitivity(report.value) == "1.000"
     slider.value = 1.0
     assert shown_sensitivity(report.value) == "0.000"
+
+
+# ---------------------------------------------------------------- SYNTHETIC and class names
+@pytest.mark.parametrize("synthetic", [True, False])
+def test_the_threshold_tools_say_synthetic_exactly_when_the_data_is(synthetic):
+    html, figure = threshold_report(TARGETS, MEL_PROBS, 0.5, synthetic=synthetic)
+    assert ("SYNTHETIC" in html) == synthetic
+    assert ("SYNTHETIC" in figure.axes[0].get_title()) == synthetic
+    report = threshold_app(TARGETS, MEL_PROBS, synthetic=synthetic).children[2]
+    assert ("SYNTHETIC" in report.value) == synthetic
+
+
+@pytest.mark.parametrize("synthetic", [True, False])
+def test_the_try_app_heads_every_figure_with_the_model_and_synthetic_when_it_is(exported, jpeg, monkeypatch,
+                                                                                 synthetic):
+    shown = []
+    monkeypatch.setattr(widgets, "_show", lambda output, *figures: shown.extend(figures))
+    app = try_model_app({"ResNet-50": exported}, {jpeg.stem: str(jpeg)}, synthetic=synthetic)
+    upload = app.children[1].children[2]
+    upload.value = ({"name": "mine.jpg", "type": "image/jpeg", "size": 1, "content": memoryview(jpeg.read_bytes()),
+                     "last_modified": datetime.datetime(2026, 1, 1)},)
+    assert len(shown) == 2, "the first test image, then the upload"
+    for figure in shown:
+        heading = figure._suptitle.get_text()
+        assert heading.startswith("ResNet-50") and ("SYNTHETIC" in heading) == synthetic
+
+
+def test_the_explanation_names_the_classes_in_full(exported, jpeg):
+    result = explain(exported, Image.open(jpeg).convert("RGB"))
+    figure = explanation_figure(result, exported.classes, "lesion.jpg")
+    top = CLASSES[int(result.probs.argmax())]
+    bars = [label.get_text() for label in figure.axes[1].get_yticklabels()]
+    assert f"{top}\n({CLASS_NAMES[top]})" in bars and len(bars) == 3
+    assert figure.axes[2].get_title().endswith(f"{top} ({CLASS_NAMES[top]})")
+
+
+def test_a_single_melanoma_is_counted_in_the_singular():
+    html, _ = threshold_report(np.array([MEL, 1]), np.array([0.9, 0.1]), 0.5)
+    assert "1 of 1 melanoma referred" in html

@@ -37,7 +37,7 @@ import time
 import pandas as pd
 import torch
 import torchvision
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix
+from sklearn.metrics import confusion_matrix
 
 import skinlib
 from skinlib.course import get_data
@@ -48,6 +48,7 @@ from skinlib.gradcam import grad_cam, heatmap
 from skinlib.interpret import (balanced_loader, load_for_evaluation, most_confident, normalised_images,
                                per_class_report, predict_probs)
 from skinlib.interpret_plots import plot_examples, plot_gradcam, plot_reliability, plot_roc_ovr
+from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy
 from skinlib.models import resnet50
 from skinlib.optim import make_optimizer
 from skinlib.plots import plot_confusion
@@ -95,9 +96,15 @@ print(f"models ready in {time.perf_counter() - start:.0f} s: {', '.join(models)}
 # %% [markdown]
 # ## Probabilities on the test split
 # Everything below starts from one table: for every test image, the probability a model gives each class. First
-# both models side by side, on accuracy and balanced accuracy; then ResNet-50, the stronger one, looked at closely.
+# both models side by side, on accuracy and balanced accuracy (`skinlib.metrics`, as in notebooks 02 and 03); then
+# ResNet-50, the stronger one, looked at closely.
 
 # %%
+def scores(probs, targets):
+    cm = ConfusionMatrix(len(CLASSES)).update(probs, targets)  # the predicted class is the argmax
+    return {"accuracy": accuracy(cm), "balanced accuracy": balanced_accuracy(cm)}
+
+
 start = time.perf_counter()
 tables = {name: predict_probs(saved.model.to(device), loaders["test"], device, max_batches=EVAL_BATCHES)
           for name, saved in models.items()}
@@ -108,9 +115,7 @@ predicted = probs.argmax(1)
 print(f"{len(targets)} test images, {len(models)} models, in {time.perf_counter() - start:.1f} s"
       f"{' (SYNTHETIC)' if SYNTHETIC else ''}{' (SMOKE run: the numbers mean nothing)' if SMOKE else ''}; "
       f"chance balanced accuracy {1 / len(CLASSES):.3f}")
-pd.DataFrame({"accuracy": [accuracy_score(t, p.argmax(1)) for p, t in tables.values()],
-              "balanced accuracy": [balanced_accuracy_score(t, p.argmax(1)) for p, t in tables.values()]},
-             index=list(tables)).round(3)
+pd.DataFrame([scores(p, t) for p, t in tables.values()], index=list(tables)).round(3)
 
 # %% [markdown]
 # ## Per class: precision, recall, F1, support
@@ -120,11 +125,11 @@ pd.DataFrame({"accuracy": [accuracy_score(t, p.argmax(1)) for p, t in tables.val
 #   images has a recall that can jump by 20 points from one image to the next.
 #
 # Balanced accuracy is the mean of the recall column over the classes that have test images (a class with none has
-# no recall: NaN): every class counts the same, however rare. Accuracy weighs them by support, so NV (half of
+# no recall: a dash): every class counts the same, however rare. Accuracy weighs them by support, so NV (half of
 # ISIC 2019) dominates it.
 
 # %%
-per_class_report(targets, probs).round(3)
+per_class_report(targets, probs).style.format(precision=3, na_rep="–")  # a dash: undefined (no image)
 
 # %% [markdown]
 # ## The confusion matrix, row-normalised
@@ -194,9 +199,9 @@ with torch.no_grad():
     print(f"layer4 activations for one 224x224 image: {tuple(backbone(torch.zeros(1, 3, 224, 224)).shape)}")
 
 # %% [markdown]
-# On the left the correct predictions, on the right the mistakes. A model that looks at the lesion is reassuring;
-# one that looks at a ruler or the image's corners has learned a shortcut. Grad-CAM is coarse (7x7) and shows
-# where the evidence was, not why: treat it as a hint, not a proof.
+# The correct predictions first (green titles), then the mistakes (red). A model that looks at the lesion is
+# reassuring; one that looks at a ruler or the image's corners has learned a shortcut. Grad-CAM is coarse (7x7) and
+# shows where the evidence was, not why: treat it as a hint, not a proof.
 
 # %%
 N_CAM = 2 if SMOKE else 4  # of each kind
@@ -238,9 +243,10 @@ for sampler, train_loader in [("plain", loaders["train"]), ("balanced", balanced
     start = time.perf_counter()
     p, t = train_head(train_loader)
     results[sampler] = per_class_report(t, p)["recall"]
-    print(f"{sampler:>8} sampler: balanced accuracy {balanced_accuracy_score(t, p.argmax(1)):.3f}, "
-          f"accuracy {accuracy_score(t, p.argmax(1)):.3f}  ({time.perf_counter() - start:.0f} s)")
-pd.DataFrame(results).rename_axis("recall per class").round(3)
+    score = scores(p, t)
+    print(f"{sampler:>8} sampler: balanced accuracy {score['balanced accuracy']:.3f}, "
+          f"accuracy {score['accuracy']:.3f}  ({time.perf_counter() - start:.0f} s)")
+pd.DataFrame(results).rename_axis("recall per class").style.format(precision=3, na_rep="–")
 
 # %% [markdown]
 # Expect the balanced sampler to raise the recall of the rare classes and balanced accuracy, and to lower NV's
@@ -257,11 +263,7 @@ start = time.perf_counter()
 tta_probs, tta_targets = predict_probs(models[LOOK_AT].model.to(device), loaders["test"], device, tta=True,
                                        max_batches=EVAL_BATCHES)
 print(f"test-time augmentation: {time.perf_counter() - start:.1f} s for {len(tta_targets)} images (4 views each)")
-pd.DataFrame({
-    "accuracy": [accuracy_score(targets, predicted), accuracy_score(tta_targets, tta_probs.argmax(1))],
-    "balanced accuracy": [balanced_accuracy_score(targets, predicted),
-                          balanced_accuracy_score(tta_targets, tta_probs.argmax(1))],
-}, index=["one view", "mean of 4 flips"]).round(3)
+pd.DataFrame([scores(probs, targets), scores(tta_probs, tta_targets)], index=["one view", "mean of 4 flips"]).round(3)
 
 # %% [markdown]
 # Whether it gains anything here, the table says; on a small test split a difference can be within the noise of a few

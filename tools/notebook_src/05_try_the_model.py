@@ -88,7 +88,8 @@ print(f"models: {', '.join(models)}")
 test_rows = frame[split == "test"].groupby("label").head(8)  # up to 8 of each class, rare ones included
 test_images = {f"{row.image} (true {CLASSES[row.label]}){' SYNTHETIC' if SYNTHETIC else ''}": row.path
                for row in test_rows.itertuples()}
-try_model_app({name: models[name] for name in ("ResNet-50", "SimpleCNN")}, test_images)  # ResNet-50 first
+try_model_app({name: models[name] for name in ("ResNet-50", "SimpleCNN")}, test_images,  # ResNet-50 first
+              synthetic=SYNTHETIC)
 
 # %% [markdown]
 # ## 2. The melanoma threshold: the clinical question
@@ -114,9 +115,10 @@ print(f"found {toy['tp']}, missed {toy['fn']}, false alarms {toy['fp']}, spared 
 # %%
 probs, targets = predict_probs(models["ResNet-50"].model.to(device), loaders["test"], device,
                                max_batches=EVAL_BATCHES)
-print(f"{len(targets)} test images, {int((targets == MEL).sum())} melanomas"
+melanomas = int((targets == MEL).sum())
+print(f"{len(targets)} test images, {melanomas} melanoma{'' if melanomas == 1 else 's'}"
       f"{' (SYNTHETIC)' if SYNTHETIC else ''}{' (SMOKE run)' if SMOKE else ''}")
-threshold_app(targets, probs[:, MEL])
+threshold_app(targets, probs[:, MEL], synthetic=SYNTHETIC)
 
 # %% [markdown]
 # Questions to answer with the slider:
