@@ -294,7 +294,8 @@ def skinlib_train_one_epoch(model, loader, optimizer, criterion):  # cross-entro
 
 train_one_epoch_by_hand = use_yours_or(skinlib_train_one_epoch, train_one_epoch_by_hand, passed, "train_one_epoch")
 try_it = torch.optim.SGD(untrained.parameters(), lr=1e-3)  # one step on one batch, to try it
-print(train_one_epoch_by_hand(untrained, [next(iter(loaders["train"]))], try_it, criterion))
+tried = train_one_epoch_by_hand(untrained, [next(iter(loaders["train"]))], try_it, criterion)
+print({key: round(tried[key], 3) for key in ("loss", "accuracy", "balanced_accuracy")})
 
 # %% [markdown]
 # ## The test loop
@@ -332,7 +333,8 @@ def skinlib_evaluate(model, loader, criterion):  # cross-entropy, like `criterio
 
 
 evaluate_by_hand = use_yours_or(skinlib_evaluate, evaluate_by_hand, passed, "evaluate")
-print(evaluate_by_hand(untrained, [next(iter(loaders["val"]))], criterion))
+tried = evaluate_by_hand(untrained, [next(iter(loaders["val"]))], criterion)
+print({key: round(tried[key], 3) for key in ("loss", "accuracy", "balanced_accuracy")})
 
 # %% [markdown]
 # ## Train

@@ -408,4 +408,4 @@ cache_option = "" if data.cache_dir is None else f"--cache {data.cache_dir} "
 print(f"this runtime has {gpus} GPU(s); with 4, from a terminal:\n"
       f"  torchrun --standalone --nproc_per_node=4 -m skinlib train --data {DATA_DIR} {cache_option}"
       f"--model resnet50 --epochs 25 --out runs/resnet50-4gpu\n"
-      f"(the data and its prepared cache on that machine's own disk); details: {REPO_URL}#scaling")
+      f"(with that machine's own folders for the data and its prepared cache); details: {REPO_URL}#scaling")
