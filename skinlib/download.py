@@ -29,6 +29,7 @@ from typing import Mapping
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV
 from skinlib.fetch import BACKOFF, RETRIES, TIMEOUT, DownloadError, Fetcher, move_aside, sha256_of
 from skinlib.files import atomic_write_text, claim_folder
+from skinlib.synth import synthetic_image_ids
 from skinlib.mirror import check_archive, fetch_mirror_manifest, mirror_hashes, saved_mirror_manifest
 from skinlib.unpack import SCRATCH, extract
 
@@ -122,6 +123,11 @@ def _fetch_files(fetch: Fetcher, data_dir: Path, hashes: Mapping[str, str], *, k
     for name in (GROUND_TRUTH_CSV, METADATA_CSV):
         _get_csv(fetch, data_dir / name, hashes.get(name))
     images = _read_image_ids(data_dir / GROUND_TRUTH_CSV)
+    synthetic = synthetic_image_ids(images)
+    if synthetic:  # a mirror of the kit's SYNTHETIC set: unpacked here, it would carry no SYNTHETIC.txt
+        raise DownloadError(f"{fetch.base_url}{GROUND_TRUTH_CSV} lists {len(synthetic):,} of the kit's SYNTHETIC "
+                            f"images ({synthetic[0]}, ...: ISIC 2019 has no such number), not ISIC 2019; nothing "
+                            f"unpacked. For synthetic data run `python -m skinlib synth DATA`")
     if not _images_in_place(data_dir / IMAGES_DIR, images):
         archive = data_dir / ARCHIVE
         if not archive.exists():

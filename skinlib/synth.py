@@ -102,6 +102,12 @@ def _plan(n: int, seed: int) -> tuple[pd.DataFrame, list[Lesion], np.random.Gene
     return table, lesions, rng
 
 
+def synthetic_image_ids(images: list[str]) -> list[str]:
+    """The ids among `images` that only `make_synthetic` writes (ISIC_9000000 and up)."""
+    return [image for image in images
+            if image.startswith("ISIC_") and image[5:].isdigit() and int(image[5:]) >= FIRST_IMAGE_NUMBER]
+
+
 def is_synthetic(data_dir: str | os.PathLike) -> bool:
     """True if the folder carries the SYNTHETIC.txt marker written by `make_synthetic`."""
     return (Path(data_dir) / MARKER).is_file()

@@ -2,9 +2,11 @@
 mirror's own manifest, announced as a subset; the official address keeps the official hashes."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
+import shutil
 import threading
 
 import pytest
@@ -21,9 +23,9 @@ def subset_folder(real_sample_dir, tmp_path_factory):
     return folder
 
 
-@pytest.fixture
-def served(subset_folder):
-    """The mirror folder served at http://127.0.0.1:PORT/; yields (url, requested paths)."""
+@contextlib.contextmanager
+def serving(folder):
+    """`folder` served at http://127.0.0.1:PORT/; yields (url, requested paths)."""
     requests: list[str] = []
 
     class Handler(http.server.SimpleHTTPRequestHandler):
@@ -34,11 +36,31 @@ def served(subset_folder):
         def log_message(self, *args):
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=subset_folder))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=folder))
     threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/", requests
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/", requests
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def served(subset_folder):
+    """The mirror folder served at http://127.0.0.1:PORT/; yields (url, requested paths)."""
+    with serving(subset_folder) as server:
+        yield server
+
+
+def test_a_mirror_of_the_synthetic_set_is_refused_before_its_images_are_fetched(synthetic_dir, tmp_path):
+    # What `subset` made of a synthetic set before it refused one: no SYNTHETIC.txt travels with it.
+    unmarked = shutil.copytree(synthetic_dir, tmp_path / "unmarked")
+    (unmarked / "SYNTHETIC.txt").unlink()
+    make_subset(unmarked, tmp_path / "mirror", 0.5, seed=0)
+    with serving(tmp_path / "mirror") as (url, requests):
+        with pytest.raises(dl.DownloadError, match=r"lists \d+ of the kit's SYNTHETIC images \(ISIC_9"):
+            dl.download_isic2019(tmp_path / "data", base_url=url, progress=False)
+    assert ARCHIVE not in requests and not (tmp_path / "data" / IMAGES_DIR).exists()
 
 
 def test_subset_mirror_is_verified_against_its_manifest_and_called_a_subset(served, subset_folder, tmp_path,
