@@ -253,7 +253,7 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, epoch: int, done: int, checkpoint: CheckpointPlan | None, saving: bool = False):
         self.epoch, self.done, self.saving = epoch, done, saving
         self.path = None if checkpoint is None else checkpoint.path
-        super().__init__(self.describe("resume=True"))
+        super().__init__(self.describe("resuming (resume=True; --resume on the command line)"))
 
     def describe(self, resume: str) -> str:
         """One sentence: when the run stopped, what is kept, and what `resume` does next."""
