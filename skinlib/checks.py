@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from skinlib.checks_core import _a, _call, _one_line, _report, _Wrong, use_yours_or
+from skinlib.checks_core import _a, _call, _NotYet, _one_line, _report, _Wrong, use_yours_or
 from skinlib.checks_training import (INITIAL_LOSS, check_dataset, check_evaluate, check_initial_loss,
                                      check_train_one_epoch, reference_dataset)
 from skinlib.data import CLASSES
@@ -30,7 +30,7 @@ FC1_INPUTS = 32 * 53 * 53
 def check_fc1_inputs(value: Any) -> bool:
     def run() -> str:
         if value is None:
-            raise NotImplementedError
+            raise _NotYet("FC1_INPUTS is still None: replace it with your expression")
         if value != FC1_INPUTS:
             raise _Wrong(f"{value!r} is not the number of values that reach fc1: follow one side "
                          "from 224 through conv1 (5x5), a pool, conv2 (5x5) and a pool, then "

@@ -159,6 +159,13 @@ def test_an_exercise_not_written_yet_is_reported_not_raised(capsys):
     assert "not done yet" in said(capsys)
 
 
+def test_fc1_inputs_left_at_none_says_what_to_replace(capsys):
+    assert checks.check_fc1_inputs(None) is False
+    printed = said(capsys)
+    assert "fc1's input size: not done yet (FC1_INPUTS is still None" in printed
+    assert "NotImplementedError" not in printed  # the student's cell raises nothing
+
+
 @pytest.mark.parametrize("wrong", [32 * 54 * 54, 16 * 53 * 53])
 def test_fc1_inputs_check(wrong, capsys):
     assert checks.check_fc1_inputs(32 * 53 * 53) is True
