@@ -36,11 +36,9 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 def cmd_check(args: argparse.Namespace) -> int:
     from skinlib.bundle import check_provenance
     from skinlib.data import check_dataset
-    from skinlib.synth import is_synthetic
 
     check_provenance(args.data)  # restored from a course bundle: where it came from; refused if its CSVs changed
     report = check_dataset(args.data, verify_images=not args.no_verify, progress=not args.quiet)
-    report.synthetic = is_synthetic(args.data)
     print(report.format())
     return EXIT_OK if report.ok else EXIT_ERROR
 

@@ -120,6 +120,6 @@ def interrupted_line(args: argparse.Namespace, err: KeyboardInterrupt) -> str:
     """The one line that Ctrl-C ends a command with: what is kept and how to continue."""
     describe = getattr(err, "describe", None)  # engine.TrainingInterrupted: the epoch and the checkpoint
     if describe is not None and args.command == "train":
-        return "error: " + describe("running the same command with --resume").replace("Interrupted", "interrupted", 1)
+        return "error: " + describe("running the same command with --resume")
     what = INTERRUPTED.get(args.command, "the files written so far are kept; run the command again")
     return f"error: interrupted; {what.format(**vars(args))}"

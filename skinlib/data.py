@@ -168,7 +168,7 @@ class CheckReport:
     n_lesions: int = 0
     n_multi_image_lesions: int = 0
     n_without_lesion_id: int = 0
-    synthetic: bool = False  # set by the caller that knows (`python -m skinlib check`: SYNTHETIC.txt)
+    synthetic: bool = False  # the folder carries SYNTHETIC.txt (synth.MARKER)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -210,7 +210,8 @@ def check_dataset(
     `Image.verify()` alone would not (it does not decode JPEG data, so it misses truncation).
     """
     data_dir = Path(data_dir)
-    report = CheckReport(data_dir=str(data_dir))
+    # synth.MARKER; read here, not imported, because synth imports this module
+    report = CheckReport(data_dir=str(data_dir), synthetic=(data_dir / "SYNTHETIC.txt").is_file())
     try:
         _check_folder(data_dir, need_images=True)
         frame, report.warnings = _read_index(data_dir)

@@ -253,19 +253,21 @@ class TrainingInterrupted(KeyboardInterrupt):
     def __init__(self, epoch: int, done: int, checkpoint: CheckpointPlan | None, saving: bool = False):
         self.epoch, self.done, self.saving = epoch, done, saving
         self.path = None if checkpoint is None else checkpoint.path
-        super().__init__(self.describe("resuming (resume=True; --resume on the command line)"))
+        sentence = self.describe("resuming (resume=True; --resume on the command line)")
+        super().__init__(sentence[0].upper() + sentence[1:])  # a notebook shows it as a sentence
 
     def describe(self, resume: str) -> str:
-        """One sentence: when the run stopped, what is kept, and what `resume` does next."""
+        """When the run stopped, what is kept, and what `resume` does next (lower case: the command
+        line puts it after "error: ")."""
         when = (f"while writing the checkpoint after epoch {self.epoch}" if self.saving
                 else f"during epoch {self.epoch}")
         if self.path is None:
-            return f"Interrupted {when}: nothing is kept (no checkpoint was asked for)"
+            return f"interrupted {when}: nothing is kept (no checkpoint was asked for)"
         if self.done == 0 or not os.path.exists(self.path):
-            return (f"Interrupted {when}: no epoch had finished, so no checkpoint was written yet; "
+            return (f"interrupted {when}: no epoch had finished, so no checkpoint was written yet; "
                     f"{resume} starts again at epoch 1 with the same split")
         kept = "the previous checkpoint is kept, " if self.saving else "the checkpoint "
-        return f"Interrupted {when}: {kept}{self.path} holds {self.done} epoch(s); {resume} continues from there"
+        return f"interrupted {when}: {kept}{self.path} holds {self.done} epoch(s); {resume} continues from there"
 
 
 def _interrupted(epoch: int, done: int, checkpoint: CheckpointPlan | None, saving: bool = False):

@@ -102,6 +102,7 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> E
         raise ModelFileError(f"{path} is not a skinlib model file"
                              f"{' (missing ' + ', '.join(missing) + ')' if missing else ''}: "
                              f"`train` writes one as RUN/{MODEL_FILE}")
+    _check_types(path, state)
     if state["format_version"] > FORMAT_VERSION:
         raise ModelFileError(f"{path} has format version {state['format_version']}, this skinlib "
                              f"reads up to {FORMAT_VERSION}: upgrade skinlib")
@@ -123,6 +124,27 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> E
     return ExportedModel(model=model.to(device).eval(), architecture=state["architecture"],
                          classes=list(state["classes"]), preprocessing=dict(pre), data=dict(state["data"]),
                          metrics=dict(state.get("metrics", {})), path=str(path))
+
+
+def _check_types(path: Path, state: dict[str, Any]) -> None:
+    """Refuse a (hand-edited) file whose fields have the wrong kind of value, before any is used."""
+    pre = state["preprocessing"]
+    problems = {
+        "format_version": not (isinstance(state["format_version"], int) and not isinstance(state["format_version"], bool)),
+        "architecture": not isinstance(state["architecture"], str),
+        "classes": not (isinstance(state["classes"], (list, tuple)) and state["classes"]
+                        and all(isinstance(name, str) for name in state["classes"])),
+        "state_dict": not isinstance(state["state_dict"], dict),
+        "preprocessing": not (isinstance(pre, dict) and all(key in pre for key in ("resize", "crop", "mean", "std"))
+                              and all(isinstance(pre[key], (list, tuple)) and len(pre[key]) == 3
+                                      for key in ("mean", "std"))),
+        "data": not isinstance(state["data"], dict),
+        "metrics": not isinstance(state.get("metrics", {}), dict),
+    }
+    wrong = [key for key, bad in problems.items() if bad]
+    if wrong:
+        raise ModelFileError(f"{path}: {', '.join(wrong)} {'does' if len(wrong) == 1 else 'do'} not hold what "
+                             f"a skinlib model file holds there; use the model file as train wrote it")
 
 
 def _check_fit(path: Path, state: dict[str, Any], model: nn.Module) -> None:

@@ -147,6 +147,7 @@ def browser():
 @pytest.mark.slow
 @pytest.mark.real_data
 def test_notebook_05_runs_in_jupyterlab_and_the_threshold_slider_changes_the_sensitivity(browser, jupyterlab):
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ready
@@ -155,7 +156,9 @@ def test_notebook_05_runs_in_jupyterlab_and_the_threshold_slider_changes_the_sen
     started = time.monotonic()
     try:
         browser.get(jupyterlab)
-        wait = WebDriverWait(browser, WIDGETS_TIMEOUT_S)
+        # The widget replaces its report's HTML on every change, so an element found a moment ago can be
+        # gone when its text is read: the wait retries on a stale element instead of failing.
+        wait = WebDriverWait(browser, WIDGETS_TIMEOUT_S, ignored_exceptions=(StaleElementReferenceException,))
         wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")))
         # Once the notebook's kernel is up, Run > Run All Cells, through the menu as a student would.
         wait.until(ready.presence_of_element_located(
@@ -174,7 +177,7 @@ def test_notebook_05_runs_in_jupyterlab_and_the_threshold_slider_changes_the_sen
             pytest.fail(f"the threshold widget did not render within {WIDGETS_TIMEOUT_S} s; errors: {errors[-3:]}")
         assert browser.find_elements(By.XPATH, "//*[contains(text(), 'not a medical device')]")
         assert browser.find_elements(By.CSS_SELECTOR, ".widget-upload"), "the upload button is shown"
-        before = browser.find_element(By.CSS_SELECTOR, report).text
+        before = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, report).text)
 
         # Type a new threshold into the slider's readout (ipywidgets 8: an editable field), as a user can.
         new_value = "0" if before != "1.000" else "1"
@@ -182,11 +185,20 @@ def test_notebook_05_runs_in_jupyterlab_and_the_threshold_slider_changes_the_sen
         readout.click()
         readout.send_keys(Keys.CONTROL, "a")
         readout.send_keys(new_value, Keys.ENTER)
-        wait.until(lambda b: b.find_element(By.CSS_SELECTOR, report).text != before)
-        after = browser.find_element(By.CSS_SELECTOR, report).text
-        _screenshot(browser)
         # Threshold 1 refers no lesion (sensitivity 0), threshold 0 every lesion (sensitivity 1).
-        assert after == ("0.000" if new_value == "1" else "1.000")
+        expected = "0.000" if new_value == "1" else "1.000"
+        seen = [before]
+
+        def shows_expected(b) -> bool:
+            seen.append(b.find_element(By.CSS_SELECTOR, report).text)
+            return seen[-1] == expected
+
+        try:
+            wait.until(shows_expected)
+        except TimeoutException:
+            pytest.fail(f"threshold {new_value}: the sensitivity shown stayed {seen[-1]!r} "
+                        f"(expected {expected!r}, was {before!r} before)")
+        _screenshot(browser)
         assert time.monotonic() - started < 120, "the browser test should take under 2 minutes"
     except Exception:
         _screenshot(browser)  # what the page showed when it failed

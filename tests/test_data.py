@@ -75,6 +75,7 @@ def test_real_sample_checks_ok_with_its_class_counts(real_sample_dir):
     assert report.class_counts == SAMPLE_COUNTS
     text = report.format()
     assert "AK" in text and "result: OK" in text
+    assert not report.synthetic and "SYNTHETIC" not in text
 
 
 def test_real_sample_images_decode_to_rgb_at_their_size(real_sample_dir):

@@ -924,6 +924,20 @@ def predict_with_a_simplecnn_whose_crop_is_not_224(k):
 
 
 @case()
+def predict_with_a_model_whose_preprocessing_is_not_a_dictionary(k):
+    model = edited_model(k, lambda state: state.update(preprocessing="resize 256, crop 224"))
+    return ["predict", an_image(k), "--model", model, "--quiet"], \
+        "edited.pt: preprocessing does not hold what a skinlib model file holds there", None
+
+
+@case()
+def predict_with_a_model_whose_class_names_and_format_version_are_numbers(k):
+    model = edited_model(k, lambda state: state.update(classes=list(range(8)), format_version="1"))
+    return ["predict", an_image(k), "--model", model, "--quiet"], \
+        "edited.pt: format_version, classes do not hold what a skinlib model file holds there", None
+
+
+@case()
 def predict_with_a_model_listing_seven_class_names(k):
     model = edited_model(k, lambda state: state["classes"].pop())
     return ["predict", an_image(k), "--model", model, "--quiet"], \

@@ -34,6 +34,9 @@ def test_synthetic_set_passes_the_same_checks_as_the_real_data(synthetic_dir):
     assert report.ok, report.format()
     assert report.n_images == 160
     assert len(list((synthetic_dir / IMAGES_DIR).glob("ISIC_*.jpg"))) == 160
+    # The report says SYNTHETIC wherever it is shown (notebook 00 prints it, as `check` does).
+    assert report.synthetic and "SYNTHETIC data" in report.format().splitlines()[1]
+    assert report.format().endswith("result: OK (SYNTHETIC data)")
 
 
 def test_synthetic_class_shares_are_close_to_the_real_ones(synthetic_index, real_csv_dir):
