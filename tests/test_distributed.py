@@ -89,16 +89,23 @@ class Images(Dataset):
 
 N_TRAIN, N_VAL, BATCH = 8, 5, 2  # per process; one process takes WORLD * BATCH
 LR = 7e-4
+# Adam's step is lr * m / (sqrt(v) + eps). With its default eps (1e-8), a weight whose gradient
+# is about 1e-8 moves by up to lr on float rounding alone, so two equal trainings can differ there
+# by a large fraction of lr (seen: 2e-4 on one of SimpleCNN's 108 M weights). With eps = 1e-4 the
+# step is a smooth function of the gradient (it amplifies rounding at most lr / eps = 7 times),
+# and the weights of two equal trainings agree to rounding everywhere.
+ADAM_EPS = 1e-4
 
 
 def simplecnn_epoch(batch: int, train_sampler, val_sampler) -> dict:
-    """One epoch of SimpleCNN (Adam, clipping, as the course trains), then an evaluation."""
+    """One epoch of SimpleCNN (Adam, clipping, as the course trains; Adam's eps: ADAM_EPS), then an
+    evaluation."""
     from skinlib import engine
     from skinlib.models import SimpleCNN
 
     seed_everything(SEED)
     model = distributed.wrap(SimpleCNN())
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=1.5e-4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=1.5e-4, eps=ADAM_EPS)
     train = engine.train_one_epoch(model, DataLoader(SeededItems(Images(N_TRAIN, 0)), batch_size=batch,
                                                      sampler=train_sampler),
                                    optimizer, CPU, grad_clip=0.1, progress=False)
@@ -112,12 +119,11 @@ def simplecnn_epoch(batch: int, train_sampler, val_sampler) -> dict:
 
 
 def assert_same_weights(two: dict, one: dict) -> None:
-    """Equal up to rounding, where Adam's rounding is bounded by its step, not by the weight.
+    """Equal up to rounding, for runs through the command line (Adam with its default eps).
 
-    Adam divides every gradient by its own running magnitude, so a weight whose gradient is
-    nearly zero moves by up to the learning rate on rounding noise alone (a handful of the
-    108 M weights of SimpleCNN do): every weight within a fiftieth of a step of LR, and all
-    but about one in 100,000 within 1e-6.
+    There a weight whose gradient is nearly zero can move by a large part of the learning rate on
+    rounding alone (see ADAM_EPS): every weight within a fiftieth of LR, and all but about one in
+    100,000 within 1e-6.
     """
     loose = total = 0
     for name, tensor in one.items():
@@ -166,7 +172,10 @@ def test_two_processes_train_simplecnn_like_one_with_the_combined_batch(tmp_path
     torch.set_num_threads(1)
     one = simplecnn_epoch(WORLD * BATCH, ShuffleWithSeeds(N_TRAIN, make_generator(SEED)), None)
 
-    assert_same_weights(two["weights"], one["weights"])
+    # Every weight to rounding (the largest difference measured is 1.1e-6, fc3.weight); another
+    # image order or a gradient not averaged over both processes moves weights by about LR.
+    for name, weight in one["weights"].items():
+        assert (two["weights"][name] - weight).abs().max() <= 1e-5, name
     # metrics over all images: counts exactly, losses to float rounding
     for key in ("train_images", "val_images"):
         assert two[key] == one[key] == {"train_images": N_TRAIN, "val_images": N_VAL}[key]
