@@ -128,9 +128,9 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> E
 
 def _check_types(path: Path, state: dict[str, Any]) -> None:
     """Refuse a (hand-edited) file whose fields have the wrong kind of value, before any is used."""
-    pre = state["preprocessing"]
+    pre, version = state["preprocessing"], state["format_version"]
     problems = {
-        "format_version": not (isinstance(state["format_version"], int) and not isinstance(state["format_version"], bool)),
+        "format_version": not (isinstance(version, int) and not isinstance(version, bool)),
         "architecture": not isinstance(state["architecture"], str),
         "classes": not (isinstance(state["classes"], (list, tuple)) and state["classes"]
                         and all(isinstance(name, str) for name in state["classes"])),
