@@ -315,10 +315,39 @@ def test_an_indented_region_outside_a_function_is_an_error():
     ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", "must follow a `# TODO: ...` line"),
     ("# TODO: x\n### BEGIN SOLUTION\nx = 1", "without ### END SOLUTION"),
     ("x = 1\n### END SOLUTION", "line 2: ### END SOLUTION without"),
+    # a pair of misspelt markers would keep the answer in the student notebook
+    ("x = None\n# TODO: x\n### Begin Solution\nx = 1\n### End Solution", "line 3: `### Begin Solution` reads like"),
+    ("x = None\n# TODO: x\n### BEGIN SOLUTION\nx = 1\n#END SOLUTION", "line 5: `#END SOLUTION` reads like"),
+    # a top-level answer whose name has no value above it: the check cell would raise NameError
+    ("# TODO: x\n### BEGIN SOLUTION\nx, y = 1, 2\n### END SOLUTION", "line 2: the answer sets x, y, which"),
+    ("x = None\n# TODO: x\n### BEGIN SOLUTION\nx = 1\ndef f():\n    pass\n### END SOLUTION", "sets f, which"),
 ])
 def test_a_malformed_region_is_an_error_naming_the_place(broken, message):
     with pytest.raises(build_notebooks.SourceError, match=re.escape(message)):
         build_notebooks.student_code(broken, "tools/notebook_src/99_x.py, cell 3")
+
+
+@pytest.mark.parametrize("address", ["https://gitlab.com/me/kit", "git@github.com:me/kit.git",
+                                     "https://github.com/me", "http://github.com/me/kit"])
+def test_a_repository_address_colab_cannot_open_is_one_error_line(address, tmp_path):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(f'[project]\nversion = "1.0"\n\n[project.urls]\nRepository = "{address}"\n')
+    with pytest.raises(SystemExit, match=re.escape(f"Repository is {address!r}; write it as https://github.com/OWNER/REPO")):
+        build_notebooks.repository_url(pyproject)
+    pyproject.write_text('[project.urls]\nRepository = "https://github.com/me/my-kit.git/"\n')
+    assert build_notebooks.repository_url(pyproject) == "https://github.com/me/my-kit.git"
+
+
+def test_execute_keeps_the_builders_metadata_so_check_passes_after_it(monkeypatch):
+    """nbclient adds the kernel's language_info to the notebook it runs; --execute must not keep it."""
+    def kernel_run(notebook, name):
+        notebook.metadata["language_info"].update(version="3.11.7", pygments_lexer="ipython3")
+    monkeypatch.setattr(build_notebooks, "execute", kernel_run)
+    source = build_notebooks.SOURCES / "01_simple_cnn.py"
+    for version in build_notebooks.VERSIONS:
+        executed = build_notebooks.render(source, version, build_notebooks.repository_url(), True)
+        built = build_notebooks.render(source, version, build_notebooks.repository_url(), False)
+        assert build_notebooks._without_outputs(executed) == build_notebooks._without_outputs(built)
 
 
 # ------------------------------------------------------------------ executing them under nbval

@@ -29,7 +29,9 @@ jupytext turns a source into cells; this script adds only what is the kit's own:
     defining the function runs nothing; calling it, as the check cell below does, says what is
     missing. An indented region anywhere else is an error (it would run with its cell);
   - a region at a cell's top level becomes nothing: the line before its TODO gives the name a
-    value its check reads as "not done yet" (`FC1_INPUTS = None`).
+    value its check reads as "not done yet" (`FC1_INPUTS = None`); a name without one is an error.
+  A comment that reads like a marker but is not one exactly (`### Begin Solution`) is an error too:
+  it would leave the answer in the student notebook.
   So an exercise cell only defines things; what runs the student's code goes in its check cell.
 - Stored outputs: only cells tagged `nbval-check-output` keep outputs (and an execution count,
   which nbval needs to compare them). The tag is written in the source's cell header,
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import copy
 import json
 import os
 import re
@@ -116,8 +119,15 @@ def _pyproject_value(pyproject: Path, section: str, key: str) -> str:
 
 
 def repository_url(pyproject: Path = ROOT / "pyproject.toml") -> str:
-    """`[project.urls] Repository` of pyproject.toml, the one place the kit's address is written."""
-    return _pyproject_value(pyproject, "project.urls", "Repository").rstrip("/")
+    """`[project.urls] Repository` of pyproject.toml, the one place the kit's address is written.
+
+    It must be a GitHub address, https://github.com/OWNER/REPO: the badges open notebooks through
+    Colab's GitHub loader (from the branch `main`), and pip installs from it over https."""
+    url = _pyproject_value(pyproject, "project.urls", "Repository").rstrip("/")
+    if not re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url):
+        raise SystemExit(f"error: {pyproject}: [project.urls] Repository is {url!r}; write it as "
+                         "https://github.com/OWNER/REPO (Colab opens the badges' notebooks from GitHub)")
+    return url
 
 
 def package_version(pyproject: Path = ROOT / "pyproject.toml") -> str:
@@ -139,15 +149,16 @@ def student_code(source: str, where: str) -> str:
     """
     lines: list[str] = []
     raises: dict[int, int] = {}  # line in the student code -> line of its BEGIN in the source
-    inside = False
+    inside, answer = False, []
     for number, line in enumerate(source.splitlines(), 1):
         stripped = line.strip()
+        _refuse_near_markers(stripped, f"{where}, line {number}")
         if stripped == BEGIN:
             todo = lines[-1].strip() if lines else ""
             if inside or not todo.startswith(TODO):
                 raise SourceError(f"{where}, line {number}: {BEGIN} must follow a `{TODO}...` line "
                                   "(and not sit inside another region)")
-            inside, indent = True, line[: len(line) - len(line.lstrip())]
+            inside, indent, begin, answer = True, line[: len(line) - len(line.lstrip())], number, []
             if indent:
                 lines.append(f"{indent}raise NotImplementedError({todo.removeprefix(TODO)!r})")
                 raises[len(lines)] = number
@@ -155,13 +166,56 @@ def student_code(source: str, where: str) -> str:
             if not inside:
                 raise SourceError(f"{where}, line {number}: {END} without {BEGIN}")
             inside = False
+            if not indent:
+                _refuse_unset_names(answer, lines, f"{where}, line {begin}")
         elif not inside:
             lines.append(line)
+        else:
+            answer.append(line)
     if inside:
         raise SourceError(f"{where}: {BEGIN} without {END}")
     code = "\n".join(lines)
     _raise_only_in_functions(code, raises, where)
     return code
+
+
+def _refuse_near_markers(stripped: str, where: str) -> None:
+    """A comment that reads like a solution marker but is not one exactly would be kept in the
+    student notebook with the answer it was meant to hide."""
+    words = " ".join(stripped.replace("#", " ").split()).lower()
+    if (stripped.startswith("#") and stripped not in (BEGIN, END)
+            and ("begin solution" in words or "end solution" in words)):
+        raise SourceError(f"{where}: `{stripped}` reads like a solution marker but is not one; write "
+                          f"`{BEGIN}` or `{END}` exactly")
+
+
+def _bound_names(code: str) -> set[str] | None:
+    """The names that `code`'s top-level statements give a value; None if it does not parse."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return None
+    names: set[str] = set()
+    for statement in tree.body:
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(statement.name)
+        elif isinstance(statement, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in statement.names)
+        elif isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+            names.update(node.id for target in targets for node in ast.walk(target) if isinstance(node, ast.Name))
+    return names
+
+
+def _refuse_unset_names(answer: list[str], before: list[str], where: str) -> None:
+    """A top-level region is left out of the student notebook whole, so every name its answer
+    sets must already have a "not done yet" value above its TODO (`FC1_INPUTS = None`): without
+    one, the check cell below would stop Run all with a NameError."""
+    wanted, given = _bound_names("\n".join(answer)), _bound_names("\n".join(before))
+    missing = sorted(wanted - given) if wanted is not None and given is not None else []
+    if missing:
+        raise SourceError(f"{where}: the answer sets {', '.join(missing)}, which the student version "
+                          f"never defines; give it a value above the TODO (`{missing[0]} = None`)")
 
 
 def _raise_only_in_functions(code: str, raises: dict[int, int], where: str) -> None:
@@ -281,7 +335,7 @@ def render(source: Path, version: str, repo_url: str, execute_it: bool) -> str:
     target = VERSIONS[version] / source.with_suffix(".ipynb").name
     notebook = build(source, repo_url, version)
     if execute_it:
-        metadata = notebook.metadata
+        metadata = copy.deepcopy(notebook.metadata)  # nbclient adds to the notebook's own in place
         execute(notebook, f"{VERSIONS[version].name}/{target.name}")
         notebook.metadata = metadata  # the kernel's additions (language version...) are not kept
     else:
