@@ -109,7 +109,10 @@ def cmd_subset(args: argparse.Namespace) -> int:
 
 
 def _fraction(value: str) -> float:
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number (write 0.2 for a fifth)") from None
     if not 0 < number <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
     return number
@@ -117,9 +120,11 @@ def _fraction(value: str) -> float:
 
 def register(subparsers) -> None:
     """Add `subset` to the `python -m skinlib` command line."""
+    from skinlib.cli_errors import int_at_least
+
     p = subparsers.add_parser("subset", help="write a smaller, lesion-grouped copy of ISIC 2019 to host as a mirror")
     p.add_argument("data", type=Path, help="the full download (ISIC 2019 layout)")
     p.add_argument("out", type=Path, help="new or empty folder for the mirror (or an earlier mirror, replaced)")
     p.add_argument("--fraction", type=_fraction, required=True, help="share of the images to keep, in (0, 1]")
-    p.add_argument("--seed", type=int, default=0, help="which lesions are drawn (default: %(default)s)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="which lesions are drawn (default: %(default)s)")
     p.set_defaults(func=cmd_subset)

@@ -404,6 +404,18 @@ def synth_seed_negative(k):
     return ["synth", k.tmp / "s", "--n", "80", "--seed", "-1"], "--seed", None
 
 
+@case(status=2)
+def subset_seed_negative(k):
+    return ["subset", k.data, k.tmp / "mirror", "--fraction", "0.5", "--seed", "-1"], \
+        "argument --seed: must be at least 0, got -1", None
+
+
+@case(status=2)
+def subset_fraction_written_as_a_percentage(k):
+    return ["subset", k.data, k.tmp / "mirror", "--fraction", "50%"], \
+        "argument --fraction: '50%' is not a number", None
+
+
 @case()
 def subset_fraction_that_keeps_no_image(k):
     data = k.copy_data()

@@ -455,10 +455,32 @@ def test_run_notebooks_keeps_the_ipynb_when_nbconvert_cannot_render_html(tmp_pat
     monkeypatch.setattr(nbconvert, "HTMLExporter", NoTemplates)
     monkeypatch.setattr(run_notebooks, "NotebookClient", Ran)
     assert run_notebooks.main(["--out", str(tmp_path), "--smoke", EXPECTED[0], EXPECTED[1]]) == 0
-    assert sorted(path.name for path in tmp_path.iterdir()) == EXPECTED[:2]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [*EXPECTED[:2], "skinlib-folder.json"]
     printed = capsys.readouterr().out
     assert f"warning: no {Path(EXPECTED[1]).with_suffix('.html')}: nbconvert could not render HTML (ValueError: " \
         "No template sub-directory" in printed and "the executed .ipynb is kept" in printed
+
+
+def test_run_notebooks_refuses_an_out_it_did_not_write_in_one_line(tmp_path, capsys):
+    import run_notebooks
+
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    mine = tmp_path / "mine"
+    for out, message in [(ROOT / "solutions", "holds files skinlib did not write"),
+                         (afile, "is a file, not a folder; choose another --out")]:
+        before = {path: path.read_bytes() for path in ([out] if out.is_file() else sorted(out.iterdir()))}
+        assert run_notebooks.main(["--out", str(out), "--solutions", "01_simple_cnn"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+        assert {path: path.read_bytes() for path in before} == before  # nothing written, nothing replaced
+    assert not (ROOT / "solutions" / "skinlib-folder.json").exists()
+    # A folder the script marked, where the user has since saved a file under an executed copy's name:
+    run_notebooks.claim_folder(mine / "ours", "notebooks")
+    (mine / "ours" / "01_simple_cnn.html").write_text("my notes")
+    assert run_notebooks.main(["--out", str(mine / "ours"), "01_simple_cnn"]) == 1
+    assert "01_simple_cnn.html is not a file run_notebooks.py wrote" in capsys.readouterr().err
+    assert (mine / "ours" / "01_simple_cnn.html").read_text() == "my notes"
 
 
 def test_smoke_mode_never_downloads_weights_unless_told(monkeypatch):

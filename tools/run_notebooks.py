@@ -5,7 +5,9 @@
     python tools/run_notebooks.py --out outputs/notebooks --full     # the real settings (GPU advised)
     python tools/run_notebooks.py --out outputs/solutions --solutions  # the solution notebooks
 
-The notebooks run one after the other in OUT (their working folder, so notebook 03 finds the
+OUT must be a new or empty folder, or one this script wrote before (it is marked as the kit's,
+skinlib-folder.json); a file or a folder holding anything else is refused in one line. The
+notebooks run one after the other in OUT (their working folder, so notebook 03 finds the
 results notebook 02 saved under OUT/runs/), each written back as OUT/<name>.ipynb with its
 outputs and as OUT/<name>.html for reading in a browser. The data is $SKINLIB_DATA, else the
 embedded SYNTHETIC set. Smoke mode also sets SKINLIB_PRETRAINED=0 (no download: random
@@ -27,6 +29,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+
+from skinlib.files import FolderError, claim_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS, SOLUTIONS = ROOT / "notebooks", ROOT / "solutions"
@@ -127,6 +131,23 @@ def _write_html(notebook, path: Path) -> None:
     path.write_text(body, encoding="utf-8")
 
 
+def claim_out(out: Path, sources: list[Path]) -> Path:
+    """`out`, marked as the kit's (skinlib.files): a new or empty folder, or one this script wrote.
+
+    Refused, with a FolderError naming it: a file, a folder holding anything else (the committed
+    notebooks/ or solutions/ among them), or an executed copy's name taken by a file the kit did
+    not write there. The notebooks' own results (runs/, caches) go there too, as their working folder.
+    """
+    folder = claim_folder(out.resolve(), "notebooks", option="--out")
+    names = [name for source in sources for name in (source.name, source.with_suffix(".html").name)]
+    taken = [name for name in names if (folder.path / name).exists() and not folder.owns(name)]
+    if taken:
+        raise FolderError(f"{folder.path / taken[0]} is not a file run_notebooks.py wrote, so it is not "
+                          f"replaced; move it away or choose another --out")
+    folder.record(*names)
+    return folder.path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the executed notebooks")
@@ -149,8 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         sources = [s for s in sources if s.stem in args.names or s.name in args.names]
         if not sources:
             parser.error(f"no notebook matches {args.names}")
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out = claim_out(args.out, sources)
+    except FolderError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     env = {**os.environ, **notebook_env(smoke)}
     print(f"running {len(sources)} notebook(s) in {'SMOKE' if smoke else 'FULL'} mode "
           f"on {env.get('SKINLIB_DATA') or 'the embedded SYNTHETIC data'}", flush=True)
