@@ -6,6 +6,10 @@
     DATA/ISIC_2019_Training_Metadata.csv      checked against its published SHA-256
     DATA/ISIC_2019_Training_Input/*.jpg       from ISIC_2019_Training_Input.zip (about 9 GB)
 
+From an instructor's subset mirror (`--base-url`, made by `skinlib subset`) it also fetches the
+mirror's LICENSE.txt (the licence notice and the three citations), checked against the mirror's
+manifest like every other file.
+
 The archive has no published checksum, so it is checked three other ways: its size must be
 the one the server announced, every member's CRC-32 is checked while it is extracted, and
 the images it holds must be exactly the ones the ground-truth CSV lists.
@@ -30,7 +34,8 @@ from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV
 from skinlib.fetch import BACKOFF, RETRIES, TIMEOUT, DownloadError, Fetcher, move_aside, sha256_of
 from skinlib.files import atomic_write_text, claim_folder
 from skinlib.synth import synthetic_image_ids
-from skinlib.mirror import check_archive, fetch_mirror_manifest, mirror_hashes, saved_mirror_manifest
+from skinlib.mirror import (MIRROR_MANIFEST, check_archive, fetch_mirror_manifest, mirror_hashes,
+                            saved_mirror_manifest)
 from skinlib.unpack import SCRATCH, extract
 
 __all__ = ["BASE_URL", "ARCHIVE", "MANIFEST", "SHA256", "DownloadError", "sha256_of",
@@ -47,9 +52,11 @@ SHA256 = {
 }
 
 ARCHIVE_ROOT_FILES = ("LICENSE.txt", "ATTRIBUTION.txt")  # what an archive may hold beside its folder
+LICENSE = "LICENSE.txt"  # also what a subset mirror serves beside its files (skinlib.subset)
 # Every name a download writes in its folder (the archive's root may add LICENSE/ATTRIBUTION files).
-KIT_NAMES = (GROUND_TRUTH_CSV, METADATA_CSV, IMAGES_DIR, ARCHIVE, MANIFEST, SCRATCH,
-             *(f"{name}{suffix}" for name in (GROUND_TRUTH_CSV, METADATA_CSV, ARCHIVE)
+KIT_NAMES = (GROUND_TRUTH_CSV, METADATA_CSV, IMAGES_DIR, ARCHIVE, MANIFEST, SCRATCH, MIRROR_MANIFEST,
+             *ARCHIVE_ROOT_FILES,
+             *(f"{name}{suffix}" for name in (GROUND_TRUTH_CSV, METADATA_CSV, ARCHIVE, LICENSE)
                for suffix in (".part", ".bad")))
 
 
@@ -109,7 +116,15 @@ def download_isic2019(
         mirror = fetch_mirror_manifest(fetch, data_dir) if use_mirror_manifest else None
         if mirror is not None:
             hashes = mirror_hashes(mirror)
-        images = _fetch_files(fetch, data_dir, hashes, keep_archive=keep_archive, progress=progress)
+        if mirror is not None:
+            against = f"the SHA-256 that the mirror's {MIRROR_MANIFEST} lists, {{expected}}"
+        elif use_mirror_manifest:
+            against = (f"the published {{expected}} (this address serves no {MIRROR_MANIFEST}, so the official "
+                       f"checksums apply: is it a `skinlib subset` mirror served without its manifest?)")
+        else:
+            against = "the published {expected}"
+        images = _fetch_files(fetch, data_dir, hashes, keep_archive=keep_archive, progress=progress,
+                              against=against)
 
     _write_manifest(data_dir, hashes, len(images), base_url, subset=mirror is not None)
     what = "a SUBSET of ISIC 2019" if mirror is not None else "ISIC 2019"
@@ -118,10 +133,14 @@ def download_isic2019(
 
 
 def _fetch_files(fetch: Fetcher, data_dir: Path, hashes: Mapping[str, str], *, keep_archive: bool,
-                 progress: bool) -> list[str]:
-    """Both CSVs checked, then the images unpacked unless already in place; the image ids."""
-    for name in (GROUND_TRUTH_CSV, METADATA_CSV):
-        _get_csv(fetch, data_dir / name, hashes.get(name))
+                 progress: bool, against: str) -> list[str]:
+    """Both CSVs checked (and a mirror's licence notice), then the images unpacked unless already
+    in place; the image ids."""
+    # A mirror's manifest lists the archive (the official archive has no checksum) and, when
+    # `subset` made it, the licence notice with the three citations, which goes with the data.
+    in_mirror = ARCHIVE in hashes
+    for name in (GROUND_TRUTH_CSV, METADATA_CSV, *([LICENSE] if LICENSE in hashes else [])):
+        _get_checked(fetch, data_dir / name, hashes.get(name), against)
     images = _read_image_ids(data_dir / GROUND_TRUTH_CSV)
     synthetic = synthetic_image_ids(images)
     if synthetic:  # a mirror of the kit's SYNTHETIC set: unpacked here, it would carry no SYNTHETIC.txt
@@ -133,7 +152,7 @@ def _fetch_files(fetch: Fetcher, data_dir: Path, hashes: Mapping[str, str], *, k
         if not archive.exists():
             # The zip and its extracted copy sit side by side for a moment.
             fetch.get(archive, space_factor=2.0)
-        if ARCHIVE in hashes:  # a mirror's manifest lists it; the official archive has no checksum
+        if in_mirror:
             check_archive(archive, hashes[ARCHIVE], fetch.base_url)
         extract(archive, data_dir, images, progress=progress)
         if not keep_archive:
@@ -144,8 +163,9 @@ def _fetch_files(fetch: Fetcher, data_dir: Path, hashes: Mapping[str, str], *, k
 # --------------------------------------------------------------------------- checks
 
 
-def _get_csv(fetch: Fetcher, path: Path, expected: str | None) -> None:
-    """Download one CSV unless a copy with the expected checksum is already there."""
+def _get_checked(fetch: Fetcher, path: Path, expected: str | None, against: str) -> None:
+    """Download one file unless a copy with the expected checksum is already there; `against`
+    says where the expected checksum comes from ("{expected}" stands for it)."""
     if path.exists():
         if expected is None or sha256_of(path) == expected:
             return
@@ -155,10 +175,8 @@ def _get_csv(fetch: Fetcher, path: Path, expected: str | None) -> None:
         actual = sha256_of(path)
         if actual != expected:
             bad = move_aside(path)
-            raise DownloadError(
-                f"{fetch.base_url + path.name}: SHA-256 {actual} does not match the published "
-                f"{expected}; moved aside to {bad}, nothing extracted"
-            )
+            raise DownloadError(f"{fetch.base_url + path.name}: SHA-256 {actual} does not match "
+                                f"{against.format(expected=expected)}; moved aside to {bad}, nothing extracted")
 
 
 def _read_image_ids(path: Path) -> list[str]:

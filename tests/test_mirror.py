@@ -75,6 +75,30 @@ def test_subset_mirror_is_verified_against_its_manifest_and_called_a_subset(serv
     recorded = json.loads((data / dl.MANIFEST).read_text())
     assert recorded["subset"] is True and recorded["source"] == url
     assert requests.count(ARCHIVE) == 1
+    # The licence notice and the three citations go with the data, as from the official archive.
+    assert (data / "LICENSE.txt").read_bytes() == (subset_folder / "LICENSE.txt").read_bytes()
+    assert "CC BY-NC 4.0" in (data / "LICENSE.txt").read_text()
+    assert "LICENSE.txt" in json.loads((data / "skinlib-folder.json").read_text())["files"]
+
+
+def test_a_csv_that_is_not_the_one_in_the_mirrors_manifest_names_the_manifest(subset_folder, tmp_path):
+    edited = shutil.copytree(subset_folder, tmp_path / "edited")
+    with open(edited / GROUND_TRUTH_CSV, "a", encoding="utf-8") as csv:
+        csv.write("ISIC_0000000,1.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0,0.0\n")
+    with serving(edited) as (url, _):
+        with pytest.raises(dl.DownloadError, match=rf"{GROUND_TRUTH_CSV}: SHA-256 \w+ does not match the SHA-256 "
+                                                   rf"that the mirror's {MIRROR_MANIFEST} lists"):
+            dl.download_isic2019(tmp_path / "data", base_url=url, progress=False)
+
+
+def test_a_mirror_served_without_its_manifest_is_checked_against_the_official_hashes_and_says_so(
+        subset_folder, tmp_path):
+    bare = shutil.copytree(subset_folder, tmp_path / "bare")
+    (bare / MIRROR_MANIFEST).unlink()
+    with serving(bare) as (url, _):
+        with pytest.raises(dl.DownloadError, match=rf"does not match the published \w+ \(this address serves no "
+                                                   rf"{MIRROR_MANIFEST}, so the official checksums apply"):
+            dl.download_isic2019(tmp_path / "data", base_url=url, progress=False)
 
 
 def test_a_finished_subset_download_is_rechecked_without_a_request(served, tmp_path):
