@@ -36,7 +36,7 @@ JPEG_FORMATS = ("JPEG", "MPO")
 
 EXPECTED_LAYOUT = f"""an ISIC 2019 folder laid out like the official download:
     DATA/{GROUND_TRUTH_CSV}
-    DATA/{METADATA_CSV}   (optional: lesion ids, used to keep a lesion in one split)
+    DATA/{METADATA_CSV} (optional: lesion ids, used to keep a lesion in one split)
     DATA/{IMAGES_DIR}/ISIC_0000000.jpg ...
 (`python -m skinlib download DATA` fetches it; `python -m skinlib synth DATA` writes a synthetic one)"""
 
