@@ -18,6 +18,12 @@ from skinlib.data import CLASSES, IMAGENET_MEAN, IMAGENET_STD
 from skinlib.gradcam import overlay
 
 
+def caveat(synthetic: bool, smoke: bool) -> str:
+    """What a title must say of the model behind it: " (SYNTHETIC, SMOKE run)", or "" for a real run."""
+    said = [word for word, true in (("SYNTHETIC", synthetic), ("SMOKE run", smoke)) if true]
+    return f" ({', '.join(said)})" if said else ""
+
+
 def _done(fig: Figure) -> Figure:
     fig.tight_layout()
     plt.close(fig)
@@ -42,7 +48,7 @@ def plot_roc_ovr(targets, probs, classes=CLASSES, title: str = "ROC, each class 
             ax.plot([], [], " ", label=f"{name}: no curve ({int(positive.sum())} positives)")
             continue
         fpr, tpr, _ = roc_curve(positive, probs[:, k])
-        ax.plot(fpr, tpr, label=f"{name}: AUC {auc(fpr, tpr):.2f} ({int(positive.sum())})")
+        ax.plot(fpr, tpr, label=f"{name}: AUC {auc(fpr, tpr):.2f} (n={int(positive.sum())})")  # n: its test images
     ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
     ax.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",
            title=title, xlim=(0, 1), ylim=(0, 1.02))
@@ -75,7 +81,8 @@ def plot_examples(images, targets, probs, classes=CLASSES, ncols: int = 6, title
     if n == 0:
         raise ValueError("no images to show")
     ncols = min(ncols, n)
-    fig, axes = plt.subplots(math.ceil(n / ncols), ncols, figsize=(2.2 * ncols, 2.6 * math.ceil(n / ncols)),
+    # at least 6 inches wide, so that a title over one or two images still fits above them
+    fig, axes = plt.subplots(math.ceil(n / ncols), ncols, figsize=(max(2.2 * ncols, 6), 2.6 * math.ceil(n / ncols)),
                              squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -95,7 +102,7 @@ def plot_gradcam(images, heats, titles, colours=None, title: str = "", ncols: in
     pixels, heats = to_rgb(images), torch.as_tensor(heats).cpu().numpy()
     n = len(pixels)
     ncols, bands = min(ncols, n), math.ceil(n / ncols)
-    fig, axes = plt.subplots(2 * bands, ncols, figsize=(2.6 * ncols, 5.4 * bands), squeeze=False)
+    fig, axes = plt.subplots(2 * bands, ncols, figsize=(max(2.6 * ncols, 6), 5.4 * bands), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i in range(n):

@@ -24,7 +24,7 @@ from skinlib.data import CLASS_NAMES, ImageError, open_image
 from skinlib.export import ExportedModel
 from skinlib.gradcam import grad_cam, heatmap, overlay
 from skinlib.interpret import MEL, melanoma_decision
-from skinlib.interpret_plots import plot_threshold_point, plot_top_k, to_rgb
+from skinlib.interpret_plots import caveat, plot_threshold_point, plot_top_k, to_rgb
 
 # Colab passes an upload through the notebook's message channel, which is not made for large
 # files; dermoscopy JPEGs are 0.1-5 MB. Bigger files: copy them to the runtime, use `predict`.
@@ -107,12 +107,15 @@ def explanation_figure(result: Explanation, classes, title: str = "", heading: s
     return fig
 
 
-def threshold_report(targets, mel_probs, threshold: float, synthetic: bool = False) -> tuple[str, Figure]:
+def threshold_report(targets, mel_probs, threshold: float, synthetic: bool = False,
+                     smoke: bool = False) -> tuple[str, Figure]:
     """HTML with sensitivity, specificity and the MEL-against-rest counts at `threshold`, and the
-    ROC curve with that operating point marked; both say SYNTHETIC when `synthetic`."""
+    ROC curve with that operating point marked; both say SYNTHETIC when `synthetic`, and SMOKE run
+    when `smoke` (a model trained for a few batches: its numbers mean nothing)."""
     d = melanoma_decision(targets, mel_probs, threshold)
     melanomas = d["tp"] + d["fn"]
-    html = (f"<div>{'<b>SYNTHETIC data</b>: ' if synthetic else ''}refer when P(MEL) &ge; <b>{threshold:.2f}</b>: "
+    said = "".join(f"<b>{word}</b>: " for word, true in (("SYNTHETIC data", synthetic), ("SMOKE run", smoke)) if true)
+    html = (f"<div>{said}refer when P(MEL) &ge; <b>{threshold:.2f}</b>: "
             f"sensitivity <b class='sensitivity'>{d['sensitivity']:.3f}</b> "
             f"({d['tp']} of {melanomas} melanoma{'s' if melanomas != 1 else ''} referred), "
             f"specificity <b class='specificity'>{d['specificity']:.3f}</b> "
@@ -126,7 +129,7 @@ def threshold_report(targets, mel_probs, threshold: float, synthetic: bool = Fal
         return html + "<p>(no ROC curve: the test images need melanomas and other lesions)</p>", None
     fpr, tpr, _ = roc_curve(truth, mel_probs)
     return html, plot_threshold_point(fpr, tpr, (1 - d["specificity"], d["sensitivity"]), threshold,
-                                      title=f"Where the threshold puts you{' (SYNTHETIC)' if synthetic else ''}")
+                                      title=f"Where the threshold puts you{caveat(synthetic, smoke)}")
 
 
 def _show(output: w.Output, *items: Figure) -> None:
@@ -139,9 +142,10 @@ def _show(output: w.Output, *items: Figure) -> None:
 
 
 def try_model_app(models: dict[str, ExportedModel], test_images: dict[str, str], synthetic: bool = False,
-                  ) -> w.VBox:
+                  smoke: bool = False) -> w.VBox:
     """Pick a model and a test image (label -> path) or upload one: image, top 3, Grad-CAM; the
-    figure is headed by the model's name, and says SYNTHETIC when the models learned from synthetic data."""
+    figure is headed by the model's name, and says SYNTHETIC when the models learned from synthetic data
+    and SMOKE run when they trained for a few batches only (`smoke`)."""
     model_box = w.Dropdown(options=list(models), description="model")
     image_box = w.Dropdown(options=list(test_images), description="test image")
     upload = w.FileUpload(accept="image/*", multiple=False, description="upload")
@@ -149,7 +153,8 @@ def try_model_app(models: dict[str, ExportedModel], test_images: dict[str, str],
 
     def show(image, title):
         exported = models[model_box.value]
-        heading = f"{model_box.value}{', trained on SYNTHETIC data' if synthetic else ''}"
+        heading = (f"{model_box.value}{', trained on SYNTHETIC data' if synthetic else ''}"
+                   f"{' (SMOKE run: a few batches, its answers mean nothing)' if smoke else ''}")
         _show(out, explanation_figure(explain(exported, image), exported.classes, title, heading))
 
     def on_test_image(_=None):
@@ -171,9 +176,10 @@ def try_model_app(models: dict[str, ExportedModel], test_images: dict[str, str],
     return w.VBox([w.HTML(NOT_A_DEVICE), w.HBox([model_box, image_box, upload]), message, out])
 
 
-def threshold_app(targets, mel_probs, value: float = 0.5, synthetic: bool = False) -> w.VBox:
+def threshold_app(targets, mel_probs, value: float = 0.5, synthetic: bool = False,
+                  smoke: bool = False) -> w.VBox:
     """A melanoma threshold slider with live sensitivity, specificity, counts and ROC point
-    (labelled SYNTHETIC when `synthetic`)."""
+    (labelled SYNTHETIC when `synthetic`, SMOKE run when `smoke`)."""
     slider = w.FloatSlider(value=value, min=0.0, max=1.0, step=0.01, description="P(MEL) \u2265",
                            continuous_update=False, readout_format=".2f")
     slider.add_class("skinlib-threshold")
@@ -181,7 +187,7 @@ def threshold_app(targets, mel_probs, value: float = 0.5, synthetic: bool = Fals
     report.add_class("skinlib-threshold-report")
 
     def update(_=None):
-        html, figure = threshold_report(targets, mel_probs, slider.value, synthetic)
+        html, figure = threshold_report(targets, mel_probs, slider.value, synthetic, smoke)
         report.value = html
         _show(out, *([figure] if figure is not None else []))
 

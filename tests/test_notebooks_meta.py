@@ -108,7 +108,10 @@ def test_only_checked_cells_carry_outputs_and_execution_counts(path):
         else:
             assert cell.execution_count is None, f"{path.name} code cell {index} has an execution count"
             assert not cell.outputs, f"{path.name} code cell {index} carries a stale output"
-    assert checked, f"{path.name} has no cell tagged nbval-check-output"
+    if path in SOLUTIONS:
+        assert checked, f"{path.name} has no cell tagged nbval-check-output"
+    else:  # a stored output would show a student answers before they run anything (01: fc1's 89,888 inputs)
+        assert not checked, f"{path.name}: a student notebook stores no output"
 
 
 def test_the_check_marker_is_a_tag_students_do_not_see():
@@ -120,7 +123,9 @@ def test_only_cells_tagged_for_checking_keep_their_outputs(tmp_path, monkeypatch
     monkeypatch.setattr(build_notebooks, "ROOT", tmp_path)
     source = tmp_path / "98_tags.py"
     source.write_text('# %% tags=["nbval-check-output"]\nprint(1)\n\n# %%\nprint(2)\n', encoding="utf-8")
-    notebook = build_notebooks.build(source, "https://github.com/o/r")
+    student = build_notebooks.build(source, "https://github.com/o/r", "student")
+    assert [cell.metadata for cell in student.cells] == [{}, {}]  # nothing stored for students
+    notebook = build_notebooks.build(source, "https://github.com/o/r", "solution")
     for cell in notebook.cells:
         cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=cell.source[6:7] + "\n")]
     build_notebooks.keep_checked_outputs(notebook)

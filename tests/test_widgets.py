@@ -111,21 +111,24 @@ def test_moving_the_slider_updates_the_sensitivity_shown():
 
 
 # ---------------------------------------------------------------- SYNTHETIC and class names
-@pytest.mark.parametrize("synthetic", [True, False])
-def test_the_threshold_tools_say_synthetic_exactly_when_the_data_is(synthetic):
-    html, figure = threshold_report(TARGETS, MEL_PROBS, 0.5, synthetic=synthetic)
-    assert ("SYNTHETIC" in html) == synthetic
-    assert ("SYNTHETIC" in figure.axes[0].get_title()) == synthetic
-    report = threshold_app(TARGETS, MEL_PROBS, synthetic=synthetic).children[2]
-    assert ("SYNTHETIC" in report.value) == synthetic
+@pytest.mark.parametrize("synthetic, smoke", [(True, False), (False, False), (False, True), (True, True)])
+def test_the_threshold_tools_say_synthetic_and_smoke_exactly_when_they_are(synthetic, smoke):
+    html, figure = threshold_report(TARGETS, MEL_PROBS, 0.5, synthetic=synthetic, smoke=smoke)
+    for word, true in (("SYNTHETIC", synthetic), ("SMOKE run", smoke)):
+        assert (word in html) == true
+        assert (word in figure.axes[0].get_title()) == true
+        report = threshold_app(TARGETS, MEL_PROBS, synthetic=synthetic, smoke=smoke).children[2]
+        assert (word in report.value) == true
+    if synthetic and smoke:
+        assert figure.axes[0].get_title() == "Where the threshold puts you (SYNTHETIC, SMOKE run)"
 
 
-@pytest.mark.parametrize("synthetic", [True, False])
-def test_the_try_app_heads_every_figure_with_the_model_and_synthetic_when_it_is(exported, jpeg, monkeypatch,
-                                                                                 synthetic):
+@pytest.mark.parametrize("synthetic, smoke", [(True, False), (False, False), (False, True)])
+def test_the_try_app_heads_every_figure_with_the_model_and_synthetic_and_smoke_when_they_are(
+        exported, jpeg, monkeypatch, synthetic, smoke):
     shown = []
     monkeypatch.setattr(widgets, "_show", lambda output, *figures: shown.extend(figures))
-    app = try_model_app({"ResNet-50": exported}, {jpeg.stem: str(jpeg)}, synthetic=synthetic)
+    app = try_model_app({"ResNet-50": exported}, {jpeg.stem: str(jpeg)}, synthetic=synthetic, smoke=smoke)
     upload = app.children[1].children[2]
     upload.value = ({"name": "mine.jpg", "type": "image/jpeg", "size": 1, "content": memoryview(jpeg.read_bytes()),
                      "last_modified": datetime.datetime(2026, 1, 1)},)
@@ -133,6 +136,7 @@ def test_the_try_app_heads_every_figure_with_the_model_and_synthetic_when_it_is(
     for figure in shown:
         heading = figure._suptitle.get_text()
         assert heading.startswith("ResNet-50") and ("SYNTHETIC" in heading) == synthetic
+        assert ("SMOKE run" in heading) == smoke
 
 
 def test_the_explanation_names_the_classes_in_full(exported, jpeg):

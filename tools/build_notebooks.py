@@ -34,7 +34,9 @@ jupytext turns a source into cells; this script adds only what is the kit's own:
   it would leave the answer in the student notebook.
   So an exercise cell only defines things; what runs the student's code goes in its check cell.
 - Stored outputs: only cells tagged `nbval-check-output` keep outputs (and an execution count,
-  which nbval needs to compare them). The tag is written in the source's cell header,
+  which nbval needs to compare them), in the solution notebooks only: in a student notebook an
+  output shown before the student runs anything could give an exercise's answer away (01's
+  "32 channels x 53 x 53 = 89,888 inputs to fc1"), so student notebooks have no stored output. The tag is written in the source's cell header,
   `# %% tags=["nbval-check-output"]`, and read by nbval, so the student sees no test marker.
   nbval compares these outputs on every test run, so they must print facts that depend
   neither on the data, the machine, the mode nor the exercises.
@@ -252,7 +254,7 @@ def build(source: Path, repo_url: str, version: str = "student") -> nbformat.Not
         else:
             student = student_code(cell.source, where)  # the same errors in both versions
             code = nbformat.v4.new_code_cell(student if version == "student" else cell.source)
-            if _source_tags(cell):
+            if _source_tags(cell) and version == "solution":  # a student's stored output could give answers away
                 code.metadata = {"tags": _source_tags(cell)}
             cells.append(code)
     notebook = nbformat.v4.new_notebook(cells=cells)

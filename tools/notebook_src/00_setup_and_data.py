@@ -3,6 +3,11 @@
 #
 # {{BADGE}}
 #
+# The course follows a 2022 student report from CentraleSupélec (**"the report"** in these notebooks) that trained
+# two classifiers on ISIC 2019: a small CNN written from scratch (65.8 % test accuracy) and an ImageNet-pretrained
+# ResNet-50 (83.22 %). You rebuild both, and do three things differently: split by lesion, report balanced accuracy
+# beside accuracy, and prepare the images once so that the GPU, not JPEG decoding, sets the pace.
+#
 # Before training anything, look at the data. This notebook sets up the course environment and asks the questions
 # that decide how every later result should be read.
 #

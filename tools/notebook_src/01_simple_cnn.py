@@ -189,6 +189,8 @@ print(f"total  {total:>12,}")
 # %%
 if MY_GUESS:
     print(f"your guess {MY_GUESS:,} is {MY_GUESS / total:.2g} times the real count")
+else:
+    print("(write your guess in MY_GUESS two cells up and run this cell again to compare)")
 
 # %% [markdown]
 # **fc1 holds 99 % of the 108.9 million parameters**, while the two convolutions that actually look at the image

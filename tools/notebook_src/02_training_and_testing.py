@@ -66,8 +66,8 @@ device = select_device()
 # %% [markdown]
 # ## Parameters
 # `SKINLIB_SMOKE=1` turns on *smoke mode*: a few small batches per epoch, just enough to run every cell in a couple
-# of minutes anywhere (the course's tests use it). The results of a smoke run mean nothing. Leave it off for the
-# real thing.
+# of minutes anywhere (the course's tests use it; in Colab, `%env SKINLIB_SMOKE=1` in a cell above this one, or
+# `SMOKE = True` below). The results of a smoke run mean nothing. Leave it off for the real thing.
 
 # %%
 MIRROR = None  # an instructor's mirror address, else the official one (see notebook 00)
@@ -424,10 +424,12 @@ print(f"always NV on the {len(truth):,} ISIC 2019 images: accuracy {100 * accura
       f"balanced accuracy {100 * balanced_accuracy(always_nv):.1f} %")
 
 # %% [markdown]
-# And on this test set, against our network (in smoke mode only a few batches of it):
+# And on the test images our network was scored on (in smoke mode only the first few batches of the test set),
+# "always NV" against SimpleCNN:
 
 # %%
-test_labels = torch.tensor(frame.loc[split == "test", "label"].to_numpy())
+scored = test["confusion"].matrix.sum(dim=1)  # the rows: how many test images of each class were scored
+test_labels = torch.repeat_interleave(torch.arange(len(CLASSES)), scored)
 baseline = ConfusionMatrix(len(CLASSES)).update(torch.full_like(test_labels, CLASSES.index("NV")), test_labels)
 comparison = pd.DataFrame({"always NV": [accuracy(baseline), balanced_accuracy(baseline)],
                            "SimpleCNN": [test["accuracy"], test["balanced_accuracy"]]},

@@ -209,6 +209,8 @@ print(f"trainable (the new head):            {count_parameters(model, trainable_
 # %%
 if MY_GUESS is not None:
     print(f"your guess: {MY_GUESS:,}; the count: {count_parameters(model, trainable_only=True):,}")
+else:
+    print("(write your guess in MY_GUESS above and run this cell again to compare)")
 
 # %% [markdown]
 # 23.5 million parameters: 22 % of SimpleCNN's 108.9 million, spread over 50 layers instead of piled into one.
@@ -299,8 +301,8 @@ print(f"saved for notebooks 04 and 05: {model_path}")
 # %% [markdown]
 # ## Learning curves
 # The report's Figure 3 showed these for its fine-tuning run. Compare with SimpleCNN's in notebook 02: a pretrained
-# network usually starts higher and climbs faster. Watch the gap between training and validation open up in the
-# later epochs, and the loss drop as the one-cycle schedule lowers the learning rate at the end.
+# network usually starts higher and climbs faster. In a full run, watch the gap between training and validation open
+# up in the later epochs, and the loss drop as the one-cycle schedule lowers the learning rate at the end.
 
 # %%
 RUN_NAME = f"{'SYNTHETIC data' if SYNTHETIC else DATA_DIR.name}{', SMOKE run' if SMOKE else ''}" + \

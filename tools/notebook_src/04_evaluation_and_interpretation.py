@@ -47,7 +47,7 @@ from skinlib.engine import fit
 from skinlib.gradcam import grad_cam, heatmap
 from skinlib.interpret import (balanced_loader, load_for_evaluation, most_confident, normalised_images,
                                per_class_report, predict_probs)
-from skinlib.interpret_plots import plot_examples, plot_gradcam, plot_reliability, plot_roc_ovr
+from skinlib.interpret_plots import caveat, plot_examples, plot_gradcam, plot_reliability, plot_roc_ovr
 from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy
 from skinlib.models import resnet50
 from skinlib.optim import make_optimizer
@@ -97,7 +97,7 @@ print(f"models ready in {time.perf_counter() - start:.0f} s: {', '.join(models)}
 # ## Probabilities on the test split
 # Everything below starts from one table: for every test image, the probability a model gives each class. First
 # both models side by side, on accuracy and balanced accuracy (`skinlib.metrics`, as in notebooks 02 and 03); then
-# ResNet-50, the stronger one, looked at closely.
+# ResNet-50, the stronger one after a full run, looked at closely.
 
 # %%
 def scores(probs, targets):
@@ -109,7 +109,7 @@ start = time.perf_counter()
 tables = {name: predict_probs(saved.model.to(device), loaders["test"], device, max_batches=EVAL_BATCHES)
           for name, saved in models.items()}
 LOOK_AT = "ResNet-50"  # the model looked at closely below
-TAG = " (SYNTHETIC)" if SYNTHETIC else ""  # on every figure of synthetic images
+TAG = caveat(SYNTHETIC, SMOKE)  # on every figure: " (SYNTHETIC, SMOKE run)", or nothing for a real run
 probs, targets = tables[LOOK_AT]
 predicted = probs.argmax(1)
 print(f"{len(targets)} test images, {len(models)} models, in {time.perf_counter() - start:.1f} s"
@@ -214,7 +214,7 @@ plot_gradcam(images, heatmap(cams, images.shape[-2:]), titles, colours, title=f"
 
 # %% [markdown]
 # ## The imbalance: a class-balanced sampler
-# NV is half of the training images, DF and VASC under 1 % each. With plain sampling, every batch is mostly NV, and
+# In ISIC 2019, NV is half of the images, DF and VASC under 1 % each. With plain sampling, every batch is mostly NV, and
 # the cheapest way to lower the loss is to answer NV. A **balanced sampler** draws training images with
 # probability 1 / (size of their class), so every class is equally frequent in the batches (rare images are seen
 # many times per epoch, with different augmentations). The same effect can be had with a class-weighted

@@ -89,7 +89,7 @@ test_rows = frame[split == "test"].groupby("label").head(8)  # up to 8 of each c
 test_images = {f"{row.image} (true {CLASSES[row.label]}){' SYNTHETIC' if SYNTHETIC else ''}": row.path
                for row in test_rows.itertuples()}
 try_model_app({name: models[name] for name in ("ResNet-50", "SimpleCNN")}, test_images,  # ResNet-50 first
-              synthetic=SYNTHETIC)
+              synthetic=SYNTHETIC, smoke=SMOKE)
 
 # %% [markdown]
 # ## 2. The melanoma threshold: the clinical question
@@ -118,7 +118,7 @@ probs, targets = predict_probs(models["ResNet-50"].model.to(device), loaders["te
 melanomas = int((targets == MEL).sum())
 print(f"{len(targets)} test images, {melanomas} melanoma{'' if melanomas == 1 else 's'}"
       f"{' (SYNTHETIC)' if SYNTHETIC else ''}{' (SMOKE run)' if SMOKE else ''}")
-threshold_app(targets, probs[:, MEL], synthetic=SYNTHETIC)
+threshold_app(targets, probs[:, MEL], synthetic=SYNTHETIC, smoke=SMOKE)
 
 # %% [markdown]
 # Questions to answer with the slider:
