@@ -32,6 +32,7 @@ from skinlib.bundle import (check_provenance, make_bundle, provenance_lines, rea
                             sha256_bytes)
 from skinlib.cache import prepare
 from skinlib.data import GROUND_TRUTH_CSV, DataError
+from skinlib.files import expand_home
 from skinlib.synth import default_data_dir, is_synthetic, make_synthetic
 
 DRIVE_FOLDER = "skin-lesion-kit"
@@ -138,7 +139,7 @@ def _prepare(data_dir: Path, cache_dir: Path) -> Path:
 def _cache_root() -> Path:
     if in_colab():
         return local_disk()
-    return Path(os.environ.get("SKINLIB_CACHE") or Path.home() / ".cache" / "skinlib").expanduser()
+    return expand_home(os.environ.get("SKINLIB_CACHE") or Path.home() / ".cache" / "skinlib")
 
 
 def _course_data(data_dir: Path, cache_dir: Path | None, drive_dir: Path | None, synthetic: bool,

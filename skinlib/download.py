@@ -32,7 +32,7 @@ from typing import Mapping
 
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV
 from skinlib.fetch import BACKOFF, RETRIES, TIMEOUT, DownloadError, Fetcher, move_aside, sha256_of
-from skinlib.files import atomic_write_text, claim_folder
+from skinlib.files import atomic_write_text, claim_folder, expand_home
 from skinlib.synth import synthetic_image_ids
 from skinlib.mirror import (MIRROR_MANIFEST, check_archive, fetch_mirror_manifest, mirror_hashes,
                             saved_mirror_manifest)
@@ -95,7 +95,7 @@ def download_isic2019(
     `keep_archive=True` keeps the zip after extraction (it is deleted by default to save
     9 GB). Raises DownloadError with a one-line message.
     """
-    data_dir = Path(data_dir).expanduser()
+    data_dir = expand_home(data_dir)
     hashes = dict(SHA256 if expected_sha256 is None else expected_sha256)
     # A subset mirror's own manifest (skinlib.mirror); never at the official address.
     use_mirror_manifest = expected_sha256 is None and base_url.rstrip("/") != BASE_URL.rstrip("/")

@@ -206,6 +206,17 @@ class KitFolder:
                               f"choose a folder you can write to") from None
 
 
+def expand_home(path: str | os.PathLike) -> Path:
+    """`path` with a leading ~ or ~user expanded, as the shell does; a FolderError for a ~name that
+    names no user (`~runs` typed for `~/runs`), where `Path.expanduser` raises a bare RuntimeError."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        first = Path(path).parts[0]
+        raise FolderError(f"{path}: there is no user {first[1:]!r} for {first} to stand for; write "
+                          f"~/{first[1:]} for a folder in your home, or ./{first} for one named {first}") from None
+
+
 def claim_folder(path: str | os.PathLike, kind: str, *, option: str = "the folder",
                  adopt: Callable[[Path], Iterable[str] | None] | None = None) -> KitFolder:
     """Make `path` a kit folder of `kind` and return it; refuse what is not the kit's.
@@ -215,7 +226,7 @@ def claim_folder(path: str | os.PathLike, kind: str, *, option: str = "the folde
     folders written before markers existed, or None): marked with those files, provided nothing
     else is there. Anything else raises FolderError naming the folder and `option` to change.
     """
-    path = Path(path).expanduser()
+    path = expand_home(path)
     if path.exists() and not path.is_dir():
         raise FolderError(f"{path} is a file, not a folder; choose another {option}")
     try:

@@ -33,7 +33,7 @@ from skinlib.data import (
     CLASSES, GROUND_TRUTH_CSV, IMAGE_SUFFIX, IMAGES_DIR, METADATA_COLUMNS, METADATA_CSV, UNKNOWN_CLASS,
     DataError,
 )
-from skinlib.files import claim_folder
+from skinlib.files import claim_folder, expand_home
 from skinlib.synth_draw import Lesion, draw_view, make_lesion
 
 MARKER = "SYNTHETIC.txt"
@@ -165,14 +165,14 @@ def default_data_dir(*, n: int = 800, seed: int = 0) -> Path:
     """
     value = os.environ.get("SKINLIB_DATA")
     if value:
-        path = Path(value).expanduser()
+        path = expand_home(value)
         if not path.is_dir():
             raise DataError(
                 f"SKINLIB_DATA={value}: folder does not exist; point it at the ISIC 2019 folder "
                 "(the one holding ISIC_2019_Training_GroundTruth.csv), or unset it to use synthetic data"
             )
         return path
-    cache = Path(os.environ.get("SKINLIB_CACHE") or Path.home() / ".cache" / "skinlib").expanduser()
+    cache = expand_home(os.environ.get("SKINLIB_CACHE") or Path.home() / ".cache" / "skinlib")
     path = cache / f"synthetic-{n}-{seed}"
     if not is_synthetic(path):
         try:

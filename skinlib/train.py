@@ -41,7 +41,7 @@ from skinlib.checkpoint import CheckpointError
 from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
 from skinlib.device import autocast_dtype, describe_device, select_device
 from skinlib.export import MODEL_FILE, data_fingerprint, export_model
-from skinlib.files import LOCK, MARKER, KitFolder, atomic_write_text
+from skinlib.files import LOCK, MARKER, KitFolder, atomic_write_text, expand_home
 from skinlib.freshness import check_cache_matches
 from skinlib.loaders import make_loaders
 from skinlib.metrics import json_safe, roc_auc_ovr, summarize
@@ -70,7 +70,7 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
     """
     if not distributed.is_main_process():  # a view of the folder, never written through
         return _run(config, KitFolder(Path(config.out), "run"), resume)
-    created = not Path(config.out).expanduser().exists()
+    created = not expand_home(config.out).exists()
     folder = open_run_folder(config.out)
     try:
         with folder.lock("another run"):

@@ -404,6 +404,13 @@ def synth_seed_negative(k):
     return ["synth", k.tmp / "s", "--n", "80", "--seed", "-1"], "--seed", None
 
 
+@case()
+def out_written_as_tilde_name_of_no_user(k):  # `~runs` typed for `~/runs`: the shell leaves it as it is
+    return ["synth", "~no-such-user-skinlib/runs", "--n", "80"], \
+        "~no-such-user-skinlib/runs: there is no user 'no-such-user-skinlib' for ~no-such-user-skinlib to stand for", \
+        None
+
+
 @case(status=2)
 def subset_seed_negative(k):
     return ["subset", k.data, k.tmp / "mirror", "--fraction", "0.5", "--seed", "-1"], \
