@@ -394,6 +394,14 @@ def test_check_piped_into_a_reader_that_has_gone_says_nothing_more(synthetic_dir
     assert done.stderr == "" and done.returncode == 1
 
 
+def test_an_output_that_cannot_encode_a_name_shows_a_replacement_not_a_traceback(tmp_path):
+    # PYTHONIOENCODING=ascii stands for any such output (a Windows console, a C locale without UTF-8 mode).
+    done = subprocess.run([sys.executable, "-m", "skinlib", "synth", str(tmp_path / "données"), "--n", "80"],
+                          capture_output=True, env={**os.environ, "PYTHONIOENCODING": "ascii"}, timeout=120)
+    assert done.returncode == 0 and done.stderr == b""
+    assert done.stdout.decode("ascii").rstrip().endswith(f"images to {tmp_path}/donn?es")
+
+
 def test_train_help_shows_the_defaults_of_the_recipe(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
