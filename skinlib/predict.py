@@ -99,7 +99,7 @@ def _write_cams(exported, images, heats, probs, paths, names: dict[Path, str], c
     synthetic = is_synthetic(exported)
     for image, heat, p, path in zip(images, heats, probs, paths):
         k = int(p.argmax())
-        title = f"{path.name}\n{exported.classes[k]} {p[k]:.2f}" + ("\nSYNTHETIC model" if synthetic else "")
+        title = f"{printable(path.name)}\n{exported.classes[k]} {p[k]:.2f}" + ("\nSYNTHETIC model" if synthetic else "")
         figure = plot_gradcam(image[None], heat[None], [title], colours=["firebrick" if synthetic else "black"])
         atomic_write(cam_dir.file(names[path]), lambda f: figure.savefig(f, format="png", dpi=100))
         plt.close(figure)
@@ -134,6 +134,12 @@ def open_cam_folder(folder: Path, paths: list[Path]) -> KitFolder:
     return cams
 
 
+def printable(name: str) -> str:
+    """`name` as text: a file name that is not valid UTF-8 (Python keeps its bytes as surrogates,
+    which no text file or figure can hold) shows each such byte as \ufffd, as a terminal does."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def is_synthetic(exported: ExportedModel) -> bool:
     """Whether the model was trained on the SYNTHETIC set (as its file records)."""
     return bool(exported.data.get("synthetic"))
@@ -144,7 +150,7 @@ def table(paths: list[Path], probs: torch.Tensor, classes: list[str]) -> pd.Data
     frame = pd.DataFrame(probs.numpy(), columns=classes)
     frame.insert(0, "probability", frame[classes].max(axis=1))
     frame.insert(0, "predicted", frame[classes].idxmax(axis=1))
-    frame.insert(0, "image", [str(p) for p in paths])
+    frame.insert(0, "image", [printable(str(p)) for p in paths])
     return frame
 
 
@@ -155,7 +161,7 @@ def labelled(frame: pd.DataFrame, exported: ExportedModel) -> pd.DataFrame:
 
 def format_top_k(path: Path, probs: torch.Tensor, classes: list[str], k: int) -> str:
     values, indices = probs.topk(min(k, len(classes)))
-    return f"{path}: " + "  ".join(f"{classes[i]} {v:.3f}" for v, i in zip(values.tolist(), indices.tolist()))
+    return f"{printable(str(path))}: " + "  ".join(f"{classes[i]} {v:.3f}" for v, i in zip(values.tolist(), indices.tolist()))
 
 
 # ---------------------------------------------------------------- command line

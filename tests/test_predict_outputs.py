@@ -7,6 +7,7 @@ SYNTHETIC label of a model trained on the synthetic set. Also: 16-bit images are
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -141,6 +142,17 @@ def test_csv_also_prints_each_images_top_k(model, tmp_path, capsys):
     assert status == 0
     assert out.splitlines() == [top_k(model, image), f"wrote 1 rows to {tmp_path / 'p.csv'}"]
     assert list(pd.read_csv(tmp_path / "p.csv").columns) == ["image", "predicted", "probability", *CLASSES]
+
+
+def test_a_file_name_that_is_not_utf8_is_written_with_a_replacement_character(model, tmp_path, capsys):
+    folder = tmp_path / "in"
+    picture(folder / "x.jpg")
+    odd = os.fsdecode(bytes(folder) + b"/bad\xff.jpg")  # a name from another system's encoding (Latin-1 "badÿ")
+    os.rename(folder / "x.jpg", odd)
+    status, _, err = run(capsys, folder, "--model", model, "--csv", tmp_path / "p.csv", "--cam", tmp_path / "cams")
+    assert status == 0, err
+    assert pd.read_csv(tmp_path / "p.csv")["image"].tolist() == [f"{folder}/bad\ufffd.jpg"]
+    assert os.listdir(tmp_path / "cams").count(os.fsdecode(b"bad\xff_gradcam.png")) == 1  # named as the image is
 
 
 # ---------------------------------------------------------------- SYNTHETIC
