@@ -19,7 +19,8 @@ from skinlib.cache_files import (DEFAULT_SIZE, FORMAT, MANIFEST, VERSION, Cache,
 from skinlib.cache_folder import die_with_parent, open_cache_folder, remove_stale, reserve
 from skinlib.data import load_index
 from skinlib.device import available_cpus
-from skinlib.files import KitFolder, atomic_write, atomic_write_text
+from skinlib.atomic import atomic_write, atomic_write_text
+from skinlib.files import KitFolder
 from skinlib.freshness import file_stats, sha256_file
 from skinlib.images import load_resized
 from skinlib.layout import GROUND_TRUTH_CSV

@@ -32,7 +32,7 @@ from torch import nn
 import skinlib
 from skinlib.checkpoint import CheckpointError
 from skinlib.data import CLASSES, IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from skinlib.files import atomic_write
+from skinlib.atomic import atomic_write
 from skinlib.models import build_model
 
 FORMAT, FORMAT_VERSION = "skinlib-model", 1

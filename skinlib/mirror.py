@@ -16,7 +16,7 @@ import requests
 import urllib3
 
 from skinlib.fetch import DownloadError, Fetcher, flat_message, move_aside, sha256_of
-from skinlib.files import atomic_write_text
+from skinlib.atomic import atomic_write_text
 
 MIRROR_MANIFEST = "skinlib-mirror.json"
 FORMAT = "skinlib-mirror"

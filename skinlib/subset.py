@@ -29,7 +29,8 @@ from pathlib import Path
 from skinlib.data import GROUND_TRUTH_CSV, IMAGE_SUFFIX, IMAGES_DIR, METADATA_CSV, DataError, load_index
 from skinlib.download import ARCHIVE
 from skinlib.fetch import sha256_of
-from skinlib.files import atomic_write_text, claim_folder
+from skinlib.atomic import atomic_write_text
+from skinlib.files import claim_folder
 from skinlib.mirror import FORMAT, MIRROR_MANIFEST
 from skinlib.splits import grouped_split
 from skinlib.synth import MARKER, is_synthetic

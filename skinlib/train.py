@@ -41,7 +41,8 @@ from skinlib.checkpoint import CheckpointError
 from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
 from skinlib.device import autocast_dtype, describe_device, select_device
 from skinlib.export import MODEL_FILE, data_fingerprint, export_model
-from skinlib.files import LOCK, MARKER, KitFolder, atomic_write_text, expand_home
+from skinlib.atomic import atomic_write_text
+from skinlib.files import LOCK, MARKER, KitFolder, expand_home
 from skinlib.freshness import check_cache_matches
 from skinlib.loaders import make_loaders
 from skinlib.metrics import json_safe, roc_auc_ovr, summarize

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from skinlib.files import (LOCK, MARKER, FolderError, atomic_write, atomic_write_text, claim_folder,
-                           remove_stale_temporaries)
+from skinlib.atomic import atomic_write, atomic_write_text, remove_stale_temporaries
+from skinlib.files import LOCK, MARKER, FolderError, claim_folder
 from unprivileged import as_user, give_to_user, user_folder  # noqa: F401 (user_folder: a fixture)
 
 
@@ -199,3 +199,19 @@ with claim_folder(sys.argv[1], "run").lock():
     print("locked", flush=True)
     time.sleep(60)
 """
+
+
+def test_a_recorded_folder_replaced_by_a_link_is_refused_and_nothing_behind_it_is_touched(tmp_path):
+    folder = claim_folder(tmp_path / "set", "synthetic")
+    (tmp_path / "set" / "images").mkdir()
+    (tmp_path / "set" / "images" / "a.jpg").write_bytes(b"the kit's")
+    folder.record("images", "images/a.jpg")
+    mine = tmp_path / "my-pictures"
+    mine.mkdir()
+    (mine / "a.jpg").write_bytes(b"the user's")
+    (tmp_path / "set" / "images").rename(tmp_path / "moved")
+    (tmp_path / "set" / "images").symlink_to(mine)
+    with pytest.raises(FolderError, match=r"set/images was a folder skinlib wrote and is now a link \(to "
+                                          r".*my-pictures\); skinlib will not delete or write files through it"):
+        claim_folder(tmp_path / "set", "synthetic")
+    assert (mine / "a.jpg").read_bytes() == b"the user's"

@@ -1,0 +1,88 @@
+"""Files that are either complete or absent.
+
+A crash, a full disk or Ctrl+C in the middle of a write must not leave a truncated checkpoint,
+cache manifest or metrics file that a later run would trust. `atomic_write` writes to a
+temporary file in the same folder, flushes it to disk, and only then renames it over the target
+(`os.replace` is atomic on one file system). The file gets the permissions any new file of the
+user gets (0666 less the umask), not mkstemp's owner-only 0600.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Callable
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], *, binary: bool = True) -> Path:
+    """Call `write(f)` on a temporary file beside `path`, then move it to `path`; return the path.
+
+    On any failure (KeyboardInterrupt included) the temporary file is removed, `path` keeps
+    its previous content (if any), and the error propagates. A process killed outright leaves
+    its temporary file, named `temporary_name_pattern(path)`: `remove_stale_temporaries` clears it.
+    """
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _naming(err, path, err.filename) from None
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600: give the user's usual mode
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them current
+        os.replace(tmp, path)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _naming(err, path, tmp) from None
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+def _naming(err: OSError, path: Path, tmp: str | None) -> OSError:
+    """`err` naming `path`, the file the user knows, where it named the temporary file or nothing."""
+    named = err.errno is not None and err.filename in (None, tmp)
+    return type(err)(err.errno, err.strerror, str(path)) if named else err
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """`text` (UTF-8) to `path`, atomically."""
+    return atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def temporary_name_pattern(path: str | os.PathLike) -> str:
+    """The glob pattern of the temporary files `atomic_write(path, ...)` makes."""
+    return f".{Path(path).name}.*.tmp"
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete temporary files left beside `path` by a killed `atomic_write`; return them.
+
+    Call it only while holding the folder's lock: then no other writer is half-way through.
+    """
+    path = Path(path)
+    stale = sorted(path.parent.glob(temporary_name_pattern(path)))
+    for leftover in stale:
+        leftover.unlink(missing_ok=True)
+    return stale
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back: POSIX has no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); not possible on Windows, where it is skipped."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
