@@ -124,24 +124,25 @@ def make_synthetic(out_dir: str | os.PathLike, n: int = 800, seed: int = 0) -> P
         raise ValueError(f"n must be at least {8 * MIN_IMAGES_PER_CLASS + 16} (every class needs a few lesions)")
     out = Path(out_dir)
     folder = claim_folder(out, "synthetic", option="output folder", adopt=_synthetic_before_markers)
-    folder.remove_all()  # an earlier synthetic set: its files only, never the user's
-    table, lesions, rng = _plan(n, seed)
-    folder.record(MARKER, GROUND_TRUTH_CSV, METADATA_CSV, IMAGES_DIR,
-                  *(f"{IMAGES_DIR}/{image}{IMAGE_SUFFIX}" for image in table["image"]))
-    images_dir = out / IMAGES_DIR
-    images_dir.mkdir(parents=True, exist_ok=True)
-    # The marker comes first, so that even a half-written folder says what it is.
-    (out / MARKER).write_text(MARKER_TEXT.format(n=n, seed=seed))
+    with folder.lock("another synth"):  # two synth runs into one folder would mix their images
+        folder.remove_all()  # an earlier synthetic set: its files only, never the user's
+        table, lesions, rng = _plan(n, seed)
+        folder.record(MARKER, GROUND_TRUTH_CSV, METADATA_CSV, IMAGES_DIR,
+                      *(f"{IMAGES_DIR}/{image}{IMAGE_SUFFIX}" for image in table["image"]))
+        images_dir = out / IMAGES_DIR
+        images_dir.mkdir(parents=True, exist_ok=True)
+        # The marker comes first, so that even a half-written folder says what it is.
+        (out / MARKER).write_text(MARKER_TEXT.format(n=n, seed=seed))
 
-    for image, lesion in zip(table["image"], table["lesion"]):
-        draw_view(lesions[lesion], rng).save(images_dir / f"{image}{IMAGE_SUFFIX}", quality=88)
+        for image, lesion in zip(table["image"], table["lesion"]):
+            draw_view(lesions[lesion], rng).save(images_dir / f"{image}{IMAGE_SUFFIX}", quality=88)
 
-    onehot = np.zeros((len(table), len(CLASSES) + 1))
-    onehot[np.arange(len(table)), table["label"]] = 1.0
-    truth = pd.DataFrame(onehot, columns=[*CLASSES, UNKNOWN_CLASS])
-    truth.insert(0, "image", table["image"])
-    truth.to_csv(out / GROUND_TRUTH_CSV, index=False, float_format="%.1f")
-    table[list(METADATA_COLUMNS)].to_csv(out / METADATA_CSV, index=False)
+        onehot = np.zeros((len(table), len(CLASSES) + 1))
+        onehot[np.arange(len(table)), table["label"]] = 1.0
+        truth = pd.DataFrame(onehot, columns=[*CLASSES, UNKNOWN_CLASS])
+        truth.insert(0, "image", table["image"])
+        truth.to_csv(out / GROUND_TRUTH_CSV, index=False, float_format="%.1f")
+        table[list(METADATA_COLUMNS)].to_csv(out / METADATA_CSV, index=False)
     return out
 
 

@@ -11,6 +11,7 @@ from PIL import Image
 from skinlib.data import (
     CLASSES, GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV, DataError, check_dataset, load_index, read_ground_truth,
 )
+from skinlib.files import claim_folder
 from skinlib.synth import default_data_dir, is_synthetic, make_synthetic
 
 
@@ -101,6 +102,15 @@ def test_make_synthetic_refuses_to_write_into_a_folder_of_other_files(tmp_path):
     with pytest.raises(DataError, match="not writing into it"):
         make_synthetic(tmp_path, n=48)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_second_synth_into_a_folder_being_written_is_refused_and_changes_nothing(tmp_path):
+    first = make_synthetic(tmp_path / "s", n=48, seed=5)
+    before = sorted((first / IMAGES_DIR).iterdir())
+    with claim_folder(first, "synthetic").lock("a test"):  # as while the first synth still writes it
+        with pytest.raises(DataError, match=r"s is in use by another synth"):
+            make_synthetic(first, n=160, seed=6)
+    assert sorted((first / IMAGES_DIR).iterdir()) == before and len(load_index(first)) == 48
 
 
 def colour_histogram(path, bins: int = 6) -> np.ndarray:
