@@ -37,13 +37,13 @@ from tqdm.auto import tqdm
 
 from skinlib.cache import open_cache
 from skinlib.data import GROUND_TRUTH_CSV, IMAGE_SUFFIX, IMAGES_DIR, METADATA_CSV, DataError
+from skinlib.layout import SYNTHETIC_MARKER
 
 MANIFEST = "skinlib-bundle.json"
 FORMAT = "skinlib-course-bundle"
 VERSION = 1
 QUALITY = 90
 CSVS = (GROUND_TRUTH_CSV, METADATA_CSV)
-SYNTHETIC_MARKER = "SYNTHETIC.txt"  # skinlib.synth.MARKER (synth imports nothing from here)
 # Files of the download that travel with the data: its manifest (provenance, subset or not)
 # and the licence a subset mirror carries beside it.
 PASSENGERS = ("skinlib-download.json", "LICENSE.txt", SYNTHETIC_MARKER)

@@ -26,7 +26,8 @@ from skinlib.datasets import (IMAGENET_MEAN, IMAGENET_STD, ISICDataset, eval_tra
 from skinlib.images import decode, open_image
 from skinlib.layout import (CLASS_NAMES, CLASSES, EXPECTED_LAYOUT, GROUND_TRUTH_CSV, IMAGE_SUFFIX,
                             IMAGES_DIR, MAX_LISTED, METADATA_COLUMNS, METADATA_CSV, NUM_CLASSES,
-                            UNKNOWN_CLASS, DataError, DataWarning, ImageError)
+                            SYNTHETIC_MARKER, UNKNOWN_CLASS, DataError, DataWarning, ImageError,
+                            synthetic_image_ids)
 
 __all__ = [
     "CLASSES", "CLASS_NAMES", "NUM_CLASSES", "UNKNOWN_CLASS", "IMAGES_DIR", "GROUND_TRUTH_CSV",
@@ -168,7 +169,7 @@ class CheckReport:
     n_lesions: int = 0
     n_multi_image_lesions: int = 0
     n_without_lesion_id: int = 0
-    synthetic: bool = False  # the folder carries SYNTHETIC.txt (synth.MARKER)
+    synthetic: bool = False  # SYNTHETIC.txt, or the kit's synthetic image ids (layout.synthetic_image_ids)
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -179,7 +180,7 @@ class CheckReport:
     def format(self) -> str:
         lines = [f"Dataset check of {self.data_dir}"]
         if self.synthetic:
-            lines.append("  SYNTHETIC data (SYNTHETIC.txt): drawn shapes, not medical images")
+            lines.append("  SYNTHETIC data (skinlib synth): drawn shapes, not medical images")
         if self.class_counts:
             lines.append(f"  images: {self.n_images:,}")
             for name, count in self.class_counts.items():
@@ -210,8 +211,7 @@ def check_dataset(
     `Image.verify()` alone would not (it does not decode JPEG data, so it misses truncation).
     """
     data_dir = Path(data_dir)
-    # synth.MARKER; read here, not imported, because synth imports this module
-    report = CheckReport(data_dir=str(data_dir), synthetic=(data_dir / "SYNTHETIC.txt").is_file())
+    report = CheckReport(data_dir=str(data_dir), synthetic=(data_dir / SYNTHETIC_MARKER).is_file())
     try:
         _check_folder(data_dir, need_images=True)
         frame, report.warnings = _read_index(data_dir)
@@ -219,6 +219,7 @@ def check_dataset(
         report.problems.append(str(exc))
         return report
 
+    report.synthetic |= bool(synthetic_image_ids(frame["image"]))  # a copy that left SYNTHETIC.txt behind
     counts = frame["label"].value_counts()
     report.n_images = len(frame)
     report.class_counts = {name: int(counts.get(i, 0)) for i, name in enumerate(CLASSES)}

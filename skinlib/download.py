@@ -34,7 +34,7 @@ from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV
 from skinlib.fetch import BACKOFF, RETRIES, TIMEOUT, DownloadError, Fetcher, move_aside, sha256_of
 from skinlib.atomic import atomic_write_text
 from skinlib.files import claim_folder, expand_home
-from skinlib.synth import synthetic_image_ids
+from skinlib.layout import synthetic_image_ids
 from skinlib.mirror import (MIRROR_MANIFEST, check_archive, fetch_mirror_manifest, mirror_hashes,
                             saved_mirror_manifest)
 from skinlib.unpack import SCRATCH, extract

@@ -54,3 +54,14 @@ class ImageError(DataError):
 
 class DataWarning(UserWarning):
     """Something was ignored (and counted): images without a CSV row, a missing metadata file."""
+
+
+SYNTHETIC_MARKER = "SYNTHETIC.txt"  # what `skinlib.synth.make_synthetic` leaves in its folders
+FIRST_SYNTHETIC_NUMBER = 9_000_000  # synthetic images are ISIC_9xxxxxx: real ISIC 2019 names stop below ISIC_0074000
+
+
+def synthetic_image_ids(images) -> list[str]:
+    """The ids among `images` that only `make_synthetic` writes (ISIC_9000000 and up): they mark a
+    copy of the synthetic set as synthetic even when its SYNTHETIC.txt was left behind."""
+    return [image for image in images
+            if image.startswith("ISIC_") and image[5:].isdigit() and int(image[5:]) >= FIRST_SYNTHETIC_NUMBER]

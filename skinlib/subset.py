@@ -33,7 +33,7 @@ from skinlib.atomic import atomic_write_text
 from skinlib.files import claim_folder
 from skinlib.mirror import FORMAT, MIRROR_MANIFEST
 from skinlib.splits import grouped_split
-from skinlib.synth import MARKER, is_synthetic
+from skinlib.synth import is_synthetic
 
 LICENSE = "LICENSE.txt"
 
@@ -66,7 +66,7 @@ def make_subset(data_dir: str | os.PathLike, out_dir: str | os.PathLike, fractio
         raise ValueError(f"--fraction must be in (0, 1], got {fraction}")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     if is_synthetic(data_dir):
-        raise DataError(f"{data_dir}: is a SYNTHETIC dataset ({MARKER}), not ISIC 2019; `subset` makes "
+        raise DataError(f"{data_dir}: is a SYNTHETIC dataset (made by `skinlib synth`), not ISIC 2019; `subset` makes "
                         f"mirrors of the ISIC 2019 download only (to share a synthetic set, share its "
                         f"`python -m skinlib synth` command)")
     frame = load_index(data_dir)

@@ -34,10 +34,10 @@ from skinlib.data import (
     DataError,
 )
 from skinlib.files import claim_folder, expand_home
+from skinlib.layout import FIRST_SYNTHETIC_NUMBER as FIRST_IMAGE_NUMBER
+from skinlib.layout import SYNTHETIC_MARKER as MARKER
+from skinlib.layout import synthetic_image_ids
 from skinlib.synth_draw import Lesion, draw_view, make_lesion
-
-MARKER = "SYNTHETIC.txt"
-FIRST_IMAGE_NUMBER = 9_000_000  # ISIC_9xxxxxx: real ISIC 2019 names stop below ISIC_0074000
 # Images per class in the real ISIC 2019 training set (shared/README.md), scaled to n.
 REAL_CLASS_COUNTS = dict(MEL=4522, NV=12875, BCC=3323, AK=867, BKL=2624, DF=239, VASC=253, SCC=628)
 MIN_IMAGES_PER_CLASS = 3
@@ -102,15 +102,17 @@ def _plan(n: int, seed: int) -> tuple[pd.DataFrame, list[Lesion], np.random.Gene
     return table, lesions, rng
 
 
-def synthetic_image_ids(images: list[str]) -> list[str]:
-    """The ids among `images` that only `make_synthetic` writes (ISIC_9000000 and up)."""
-    return [image for image in images
-            if image.startswith("ISIC_") and image[5:].isdigit() and int(image[5:]) >= FIRST_IMAGE_NUMBER]
-
-
 def is_synthetic(data_dir: str | os.PathLike) -> bool:
-    """True if the folder carries the SYNTHETIC.txt marker written by `make_synthetic`."""
-    return (Path(data_dir) / MARKER).is_file()
+    """True if the folder carries the SYNTHETIC.txt marker written by `make_synthetic`, or its
+    ground truth lists synthetic images (a copy made without the marker is still synthetic)."""
+    data_dir = Path(data_dir)
+    if (data_dir / MARKER).is_file():
+        return True
+    try:
+        with open(data_dir / GROUND_TRUTH_CSV, encoding="utf-8-sig") as csv:
+            return bool(synthetic_image_ids(line.split(",", 1)[0].strip() for line in csv))
+    except (OSError, UnicodeDecodeError, ValueError):  # no readable CSV: the checks that read it say why
+        return False
 
 
 def make_synthetic(out_dir: str | os.PathLike, n: int = 800, seed: int = 0) -> Path:

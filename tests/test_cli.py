@@ -371,7 +371,7 @@ def test_demo_runs_end_to_end_and_replaces_its_previous_run(tmp_path, monkeypatc
 def test_check_and_prepare_say_that_a_synthetic_set_is_synthetic(synthetic_dir, tmp_path, capsys):
     assert cli.main(["check", str(synthetic_dir), "--no-verify", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "SYNTHETIC data (SYNTHETIC.txt)" in out and out.splitlines()[-1] == "  result: OK (SYNTHETIC data)"
+    assert "SYNTHETIC data (skinlib synth)" in out and out.splitlines()[-1] == "  result: OK (SYNTHETIC data)"
     assert cli.main(["prepare", "--data", str(synthetic_dir), "--cache", str(tmp_path / "c"), "--quiet",
                  "--workers", "0"]) == 0
     assert "SYNTHETIC" in capsys.readouterr().out.splitlines()[-1]

@@ -52,11 +52,12 @@ def served(subset_folder):
         yield server
 
 
-def test_a_mirror_of_the_synthetic_set_is_refused_before_its_images_are_fetched(synthetic_dir, tmp_path):
-    # What `subset` made of a synthetic set before it refused one: no SYNTHETIC.txt travels with it.
-    unmarked = shutil.copytree(synthetic_dir, tmp_path / "unmarked")
-    (unmarked / "SYNTHETIC.txt").unlink()
-    make_subset(unmarked, tmp_path / "mirror", 0.5, seed=0)
+def test_a_mirror_of_the_synthetic_set_is_refused_before_its_images_are_fetched(synthetic_dir, tmp_path,
+                                                                                 monkeypatch):
+    # A mirror of synthetic images served by someone (`subset` refuses a synthetic set, so it is
+    # told otherwise here): no SYNTHETIC.txt travels with it.
+    monkeypatch.setattr("skinlib.subset.is_synthetic", lambda data_dir: False)
+    make_subset(synthetic_dir, tmp_path / "mirror", 0.5, seed=0)
     with serving(tmp_path / "mirror") as (url, requests):
         with pytest.raises(dl.DownloadError, match=r"lists \d+ of the kit's SYNTHETIC images \(ISIC_9"):
             dl.download_isic2019(tmp_path / "data", base_url=url, progress=False)

@@ -3,6 +3,7 @@ several photos per lesion, determinism, the SYNTHETIC marker, and visibly differ
 from __future__ import annotations
 
 import filecmp
+import shutil
 
 import numpy as np
 import pytest
@@ -85,6 +86,17 @@ def test_synthetic_set_is_marked_synthetic_and_the_real_one_is_not(synthetic_dir
     assert is_synthetic(synthetic_dir)
     assert "NOT MEDICAL" in (synthetic_dir / "SYNTHETIC.txt").read_text()
     assert not is_synthetic(real_sample_dir)
+
+
+def test_a_copy_of_the_synthetic_set_without_its_marker_is_still_synthetic(synthetic_dir, real_sample_dir, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copytree(synthetic_dir / IMAGES_DIR, copy / IMAGES_DIR)
+    for name in (GROUND_TRUTH_CSV, METADATA_CSV):  # everything but SYNTHETIC.txt
+        shutil.copy(synthetic_dir / name, copy)
+    assert is_synthetic(copy) and check_dataset(copy, verify_images=False, progress=False).synthetic
+    assert not is_synthetic(real_sample_dir) and not check_dataset(real_sample_dir, progress=False).synthetic
+    assert not is_synthetic(tmp_path / "nothing here")
 
 
 def test_make_synthetic_is_deterministic_for_a_seed(tmp_path):
