@@ -6,9 +6,13 @@
   map of a sparse file that meets a full disk kills the process with SIGBUS, printing nothing;
   reserving first turns that into one line saying how much space is needed.
 - `die_with_parent`: decoding processes exit when `prepare` dies, even by SIGKILL (Linux).
+- `reading`: a training run shares the folder's lock while it reads the images; `prepare` takes
+  it alone, so it never rewrites the images under a run (a memory map of a file rewritten in
+  place reads zeros, or dies with SIGBUS).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -19,12 +23,20 @@ import signal
 from pathlib import Path
 
 from skinlib.cache_files import FORMAT, MANIFEST, CacheError
-from skinlib.files import KitFolder, claim_folder
+from skinlib.files import LOCK, MARKER, KitFolder, claim_folder, hold_lock
 
 # The names of the files `prepare` writes (the key is 16 hex digits), and their temporaries.
 KIT_FILE = re.compile(r"(images-[0-9a-f]{16}\.npy|index-[0-9a-f]{16}\.csv|progress-[0-9a-f]{16}\.npy"
                       rf"|{re.escape(MANIFEST)})")
 TEMPORARY = re.compile(rf"\.({KIT_FILE.pattern})\..+\.tmp")
+
+
+def reading(cache_dir: str | os.PathLike | None):
+    """A context that shares the lock of the kit's cache folder `cache_dir` while a run reads it
+    (none for no cache, or a folder the kit has not marked: no lock file is made there)."""
+    if cache_dir is None or not (Path(cache_dir) / MARKER).is_file():
+        return contextlib.nullcontext()
+    return hold_lock(Path(cache_dir) / LOCK, Path(cache_dir), "prepare, which is writing it", shared=True)
 
 
 def open_cache_folder(cache_dir: str | os.PathLike) -> KitFolder:

@@ -100,7 +100,7 @@ def prepare(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, size: int
     data_dir = Path(data_dir)
     frame = load_index(data_dir).reset_index(drop=True)
     folder = open_cache_folder(cache_dir)
-    with folder.lock("another prepare"):
+    with folder.lock("another prepare, or a train reading it"):
         return _prepare(data_dir, folder, frame, size, workers, progress, force)
 
 

@@ -109,9 +109,10 @@ class KitFolder:
                       if p.name not in tops and p.name not in IGNORED | {MARKER, LOCK})
 
     @contextlib.contextmanager
-    def lock(self, what: str = "another command") -> Iterator[None]:
-        """Hold the folder's lock for the block; FolderError if another process holds it."""
-        with hold_lock(self.path / LOCK, self.path, what):
+    def lock(self, what: str = "another command", *, shared: bool = False) -> Iterator[None]:
+        """Hold the folder's lock for the block; FolderError if another process holds it (with
+        `shared`, only if one holds it alone: readers share it, a writer takes it alone)."""
+        with hold_lock(self.path / LOCK, self.path, what, shared=shared):
             yield
 
     def _save(self) -> None:
@@ -214,8 +215,9 @@ def _relative(name: str) -> str:
 
 # ---------------------------------------------------------------- locks
 @contextlib.contextmanager
-def hold_lock(lock_path: Path, folder: Path, what: str) -> Iterator[None]:
-    """An exclusive, non-blocking flock on `lock_path` for the block (see the module docstring).
+def hold_lock(lock_path: Path, folder: Path, what: str, *, shared: bool = False) -> Iterator[None]:
+    """An exclusive (or `shared`), non-blocking flock on `lock_path` for the block (see the module
+    docstring).
 
     On a file system without flock (some network mounts) the block runs unlocked.
     """
@@ -224,7 +226,7 @@ def hold_lock(lock_path: Path, folder: Path, what: str) -> Iterator[None]:
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             raise FolderError(f"{folder} is in use by {what} (it holds {lock_path.name}); wait for "
                               f"it to finish, or choose another folder") from None

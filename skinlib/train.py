@@ -37,6 +37,7 @@ import torchvision
 
 import skinlib
 from skinlib import distributed, engine
+from skinlib.cache_folder import reading
 from skinlib.checkpoint import CheckpointError
 from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
 from skinlib.device import autocast_dtype, describe_device, select_device
@@ -74,7 +75,7 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
     created = not expand_home(config.out).exists()
     folder = open_run_folder(config.out)
     try:
-        with folder.lock("another run"):
+        with folder.lock("another run"), reading(config.cache):  # prepare cannot rewrite it meanwhile
             return _run(config, folder, resume)
     except BaseException:
         if created:

@@ -21,7 +21,7 @@ from torchvision.transforms.v2 import functional as F
 
 import skinlib.cache_prepare as cache_module
 from skinlib.cache import (MANIFEST, CacheError, CachedDataset, cache_bytes, open_cache, prepare)
-from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, ImageError, load_index, open_image
+from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, DataError, ImageError, load_index, open_image
 from skinlib.files import LOCK, MARKER
 
 
@@ -250,3 +250,23 @@ def test_a_crop_larger_than_the_cache_is_refused(synthetic_dir, tmp_path):
     prepare(synthetic_dir, tmp_path / "cache", size=32, workers=1, progress=False)
     with pytest.raises(CacheError, match="--size 224"):
         CachedDataset(tmp_path / "cache", index_of(synthetic_dir), train=True, size=224)
+
+
+def test_a_cache_a_run_is_reading_is_not_rewritten_and_one_being_written_is_not_read(synthetic_dir, tmp_path,
+                                                                                      capsys):
+    from skinlib import cli
+    from skinlib.cache_folder import open_cache_folder, reading
+
+    cache = tmp_path / "cache"
+    prepare(synthetic_dir, cache, size=64, workers=1, progress=False)
+    images = open_cache(cache).images_path
+    before = images.read_bytes()
+    with reading(cache), reading(cache):  # two training runs read one cache at once
+        with pytest.raises(DataError, match=rf"{cache} is in use by another prepare, or a train reading it"):
+            prepare(synthetic_dir, cache, size=64, workers=1, progress=False, force=True)
+    assert images.read_bytes() == before  # a memory map of it would have read zeros
+    with open_cache_folder(cache).lock("a test"):  # as while `prepare` writes it
+        assert cli.main(["train", "--data", str(synthetic_dir), "--cache", str(cache), "--out", str(tmp_path / "run"),
+                         "--epochs", "1", "--max-batches", "1", "--device", "cpu", "--quiet"]) == 1
+    assert f"{cache} is in use by prepare, which is writing it" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
