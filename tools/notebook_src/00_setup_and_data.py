@@ -18,8 +18,8 @@
 #   "recognise" a test lesion it has already seen in training;
 # - how to split by lesion instead, and how much that changes.
 #
-# On the synthetic set it ran in under a minute (41 s, measured on a 2-core CPU shared with other jobs; README lists
-# every notebook's time). Nothing is trained here. The first time you run it in Colab on the full ISIC 2019, its data
+# In smoke mode on the synthetic set it runs in under a minute (14 s measured on a 2-core CPU; README lists every
+# notebook's time). Nothing is trained here. The first time you run it in Colab on the full ISIC 2019, its data
 # cell also downloads the images (about 9 GB: 10-20 min), prepares them (several minutes) and saves the course
 # bundle to your Drive (about 20-130 s plus the upload), and the image check takes a few minutes: roughly 15-40
 # minutes in all, most of it the download. These are estimates, not measurements: every step prints its own time.

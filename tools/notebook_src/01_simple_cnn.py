@@ -19,7 +19,7 @@
 # cells below it use skinlib's own version, so you can run the whole notebook at any time, finished or not
 # (Colab: Runtime > Run all). (The solutions are in the `solutions/` folder of the kit.)
 #
-# Runs in under a minute on a CPU as well as a GPU (29 s measured on a 2-core CPU shared with other jobs): nothing
+# Runs in under a minute on a CPU as well as a GPU (12 s measured on a 2-core CPU, in smoke mode): nothing
 # is trained here (training is notebook 02).
 
 # %% [markdown]

@@ -19,7 +19,7 @@
 # whether it is right, what to look at, or that it is "not done yet", then tries it out. Until an exercise passes,
 # the cells below use skinlib's own version, so the notebook runs to the end at any time (Colab: Runtime > Run all).
 #
-# Time: one to a few minutes in smoke mode on a CPU (89 s measured on a 2-core CPU shared with other jobs: each Adam
+# Time: under a minute in smoke mode on a CPU (25 s measured on a 2-core CPU; each Adam
 # step updates SimpleCNN's 108.9 M weights). The full run on ISIC 2019 (preparing the images once, then 2 + 10
 # epochs) should take in the order of 15-30 minutes on Colab's T4: an estimate, not a measurement; `fit` prints the
 # seconds and images per second of every epoch, so measure yours.

@@ -22,7 +22,7 @@
 # Until it passes, the cells below use skinlib's own version, so the notebook runs to the end at any time (Colab:
 # Runtime > Run all).
 #
-# Time: a few minutes in smoke mode on a CPU (253 s measured on a 2-core CPU shared with other jobs). The full run
+# Time: under a minute in smoke mode on a CPU (25 s measured on a 2-core CPU; more on a busy one). The full run
 # on ISIC 2019 (5 epochs frozen, 25 fine-tuning) should take in the order of 30-60 minutes on Colab's T4: an
 # estimate, not a measurement; `fit` prints the seconds and images per second of every epoch, so measure yours.
 
