@@ -103,10 +103,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     report = prepare(args.data, args.cache, size=args.size, workers=args.workers,
                      progress=not args.quiet, force=args.force)
     print(report.format())
-    from skinlib.synth import MARKER, is_synthetic  # only the command needs it
+    from skinlib.synth import is_synthetic  # only the command needs it
 
     if is_synthetic(args.data):
-        print(f"the images are SYNTHETIC ({args.data / MARKER}): drawn shapes, not medical images")
+        print("the images are SYNTHETIC (made by `skinlib synth`): drawn shapes, not medical images")
     return 0
 
 

@@ -7,7 +7,8 @@ folder ("cache", "run", "synthetic", ...) and every file the kit wrote there. A 
 anything else is refused with a `FolderError` that names it and says what to do.
 
 Locks. `KitFolder.lock()` holds an exclusive `fcntl.flock` on `.skinlib-lock` while a command
-writes the folder; a second command is refused. The kernel drops the lock when its process
+writes the folder; a second command is refused. Readers (a run reading a cache) share it
+(`shared=True`), so a writer is refused while any reads, and a reader while one writes. The kernel drops the lock when its process
 dies, however it dies, so a lock can never be stale (no pid to check, nothing to clean up). The
 lock file is never written, so a command that finds nothing to do changes nothing on disk.
 """

@@ -34,9 +34,7 @@ from skinlib.data import (
     DataError,
 )
 from skinlib.files import claim_folder, expand_home
-from skinlib.layout import FIRST_SYNTHETIC_NUMBER as FIRST_IMAGE_NUMBER
-from skinlib.layout import SYNTHETIC_MARKER as MARKER
-from skinlib.layout import synthetic_image_ids
+from skinlib.layout import FIRST_SYNTHETIC_NUMBER, SYNTHETIC_MARKER, synthetic_image_ids
 from skinlib.synth_draw import Lesion, draw_view, make_lesion
 # Images per class in the real ISIC 2019 training set (shared/README.md), scaled to n.
 REAL_CLASS_COUNTS = dict(MEL=4522, NV=12875, BCC=3323, AK=867, BKL=2624, DF=239, VASC=253, SCC=628)
@@ -98,7 +96,7 @@ def _plan(n: int, seed: int) -> tuple[pd.DataFrame, list[Lesion], np.random.Gene
                 ))
             remaining -= size
     table = pd.DataFrame(rows).sample(frac=1, random_state=seed).reset_index(drop=True)
-    table.insert(0, "image", [f"ISIC_{FIRST_IMAGE_NUMBER + i:07d}" for i in range(len(table))])
+    table.insert(0, "image", [f"ISIC_{FIRST_SYNTHETIC_NUMBER + i:07d}" for i in range(len(table))])
     return table, lesions, rng
 
 
@@ -106,7 +104,7 @@ def is_synthetic(data_dir: str | os.PathLike) -> bool:
     """True if the folder carries the SYNTHETIC.txt marker written by `make_synthetic`, or its
     ground truth lists synthetic images (a copy made without the marker is still synthetic)."""
     data_dir = Path(data_dir)
-    if (data_dir / MARKER).is_file():
+    if (data_dir / SYNTHETIC_MARKER).is_file():
         return True
     try:
         with open(data_dir / GROUND_TRUTH_CSV, encoding="utf-8-sig") as csv:
@@ -129,12 +127,12 @@ def make_synthetic(out_dir: str | os.PathLike, n: int = 800, seed: int = 0) -> P
     with folder.lock("another synth"):  # two synth runs into one folder would mix their images
         folder.remove_all()  # an earlier synthetic set: its files only, never the user's
         table, lesions, rng = _plan(n, seed)
-        folder.record(MARKER, GROUND_TRUTH_CSV, METADATA_CSV, IMAGES_DIR,
+        folder.record(SYNTHETIC_MARKER, GROUND_TRUTH_CSV, METADATA_CSV, IMAGES_DIR,
                       *(f"{IMAGES_DIR}/{image}{IMAGE_SUFFIX}" for image in table["image"]))
         images_dir = out / IMAGES_DIR
         images_dir.mkdir(parents=True, exist_ok=True)
         # The marker comes first, so that even a half-written folder says what it is.
-        (out / MARKER).write_text(MARKER_TEXT.format(n=n, seed=seed))
+        (out / SYNTHETIC_MARKER).write_text(MARKER_TEXT.format(n=n, seed=seed))
 
         for image, lesion in zip(table["image"], table["lesion"]):
             draw_view(lesions[lesion], rng).save(images_dir / f"{image}{IMAGE_SUFFIX}", quality=88)
@@ -152,7 +150,7 @@ def _synthetic_before_markers(path: Path) -> list[str] | None:
     """The kit's files in an unmarked synthetic set (written before markers existed), else None."""
     if not is_synthetic(path):
         return None
-    names = [name for name in (MARKER, GROUND_TRUTH_CSV, METADATA_CSV) if (path / name).exists()]
+    names = [name for name in (SYNTHETIC_MARKER, GROUND_TRUTH_CSV, METADATA_CSV) if (path / name).exists()]
     if (path / IMAGES_DIR).is_dir():
         names.append(IMAGES_DIR)
         names += [f"{IMAGES_DIR}/{p.name}" for p in (path / IMAGES_DIR).glob("ISIC_*" + IMAGE_SUFFIX)]
