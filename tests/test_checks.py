@@ -394,7 +394,7 @@ def wrong_datasets(right):
 
 
 def test_the_notebook_solution_of_the_dataset_passes(lesion_dataset, synthetic_dir, capsys):
-    assert checks.check_dataset(lesion_dataset, synthetic_dir) is True
+    assert checks.check_dataset_class(lesion_dataset, synthetic_dir) is True
     assert said(capsys).startswith(f"✓ Dataset: {len(load_index(synthetic_dir))} items of (float (3, 224, 224), int)")
 
 
@@ -406,11 +406,11 @@ def test_numpy_and_tensor_integer_labels_pass(as_label, lesion_dataset, syntheti
             image, label = super().__getitem__(index)
             return image, as_label(label)
 
-    assert checks.check_dataset(IntegerLabels, synthetic_dir) is True, said(capsys)
+    assert checks.check_dataset_class(IntegerLabels, synthetic_dir) is True, said(capsys)
 
 
 def test_the_reference_dataset_passes_too(synthetic_dir, capsys):
-    assert checks.check_dataset(checks.reference_dataset, synthetic_dir) is True
+    assert checks.check_dataset_class(checks.reference_dataset, synthetic_dir) is True
 
 
 @pytest.mark.parametrize("wrong, message", [
@@ -421,7 +421,7 @@ def test_the_reference_dataset_passes_too(synthetic_dir, capsys):
     ("LabelFirst", "dataset[0] is a (label, image) pair: the order is wrong; __getitem__ must return (image, label)"),
 ])
 def test_dataset_check_names_the_mistake(wrong, message, lesion_dataset, synthetic_dir, capsys):
-    assert checks.check_dataset(wrong_datasets(lesion_dataset)[wrong], synthetic_dir) is False
+    assert checks.check_dataset_class(wrong_datasets(lesion_dataset)[wrong], synthetic_dir) is False
     assert message in said(capsys)
 
 

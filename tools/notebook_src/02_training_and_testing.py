@@ -45,7 +45,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 import skinlib
-from skinlib.checks import (check_dataset, check_evaluate, check_initial_loss, check_train_one_epoch,
+from skinlib.checks import (check_dataset_class, check_evaluate, check_initial_loss, check_train_one_epoch,
                             reference_dataset, use_yours_or)
 from skinlib.config import TrainConfig
 from skinlib.course import get_data
@@ -130,7 +130,7 @@ class LesionDataset(Dataset):
         ### END SOLUTION
 
 # %%
-passed = check_dataset(LesionDataset, DATA_DIR)
+passed = check_dataset_class(LesionDataset, DATA_DIR)
 LesionDataset = use_yours_or(reference_dataset, LesionDataset, passed, "ISICDataset")
 dataset = LesionDataset(DATA_DIR, transform=eval_transform())
 image, label = dataset[0]

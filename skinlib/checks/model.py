@@ -1,11 +1,4 @@
-"""Self-checks for the notebooks' exercises: one printed sentence that says what is wrong and where.
-
-Each `check_*` function runs the student's answer on a small probe, prints one line (a tick
-when it passes; else what is wrong and where to look) and returns True or False. A check never
-raises for a wrong answer: an exercise not written yet (NotImplementedError) is reported as
-"not done yet", and the notebook goes on with skinlib's reference through `use_yours_or`.
-Notebook 01's and 03's checks are here, notebook 02's in `checks_training` (imported here too).
-"""
+"""Self-checks for notebook 01's exercises: fc1's input size and the SimpleCNN class."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -13,14 +6,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from skinlib.checks_core import _a, _call, _NotYet, _one_line, _report, _Wrong, use_yours_or
-from skinlib.checks_training import (INITIAL_LOSS, check_dataset, check_evaluate, check_initial_loss,
-                                     check_train_one_epoch, reference_dataset)
-from skinlib.data import CLASSES
-
-__all__ = ["check_fc1_inputs", "check_simple_cnn", "check_initial_loss", "check_train_one_epoch",
-           "check_evaluate", "check_dataset", "reference_dataset", "check_resnet_head", "use_yours_or",
-           "INITIAL_LOSS"]
+from skinlib.checks.core import _a, _call, _NotYet, _one_line, _report, _Wrong
+from skinlib.layout import CLASSES
 
 SIMPLE_CNN_PARAMETERS = 108_896_416
 FC1_INPUTS = 32 * 53 * 53
@@ -158,32 +145,3 @@ def _compare_inputs(name: str, mine: torch.Tensor | None, right: torch.Tensor) -
         hint = "a ReLU is missing" if (mine < 0).any() and not (right < 0).any() else "a step differs"
         raise _Wrong(f"self.{name} receives other values than it should ({hint}): look at the "
                      f"line of forward just before {name}.")
-
-
-# ------------------------------------------------------------------------------ notebook 03
-def check_resnet_head(replace_head: Callable[[nn.Module], nn.Module], frozen: bool = True) -> bool:
-    """`replace_head(resnet50)` gives a new 2048 -> 8 head and, if `frozen`, only it trainable."""
-    from torchvision.models import resnet50
-
-    def run() -> str:
-        model = _call(lambda: replace_head(resnet50()), "your function")
-        if model is None:
-            raise _Wrong("your function returned None: end it with `return model`.")
-        fc = getattr(model, "fc", None)
-        if not isinstance(fc, nn.Linear):
-            raise _Wrong(f"model.fc is {type(fc).__name__}, not an nn.Linear: assign model.fc = nn.Linear(...) "
-                         "and return the model.")
-        if fc.out_features != len(CLASSES) or fc.in_features != 2048:
-            raise _Wrong(f"the head maps {fc.in_features} features to {fc.out_features} outputs; it "
-                         "needs 2048 -> 8, one per class: replace model.fc.")
-        if not all(p.requires_grad for p in fc.parameters()):
-            raise _Wrong("the new head is frozen too: it is the part that must learn (freeze first, "
-                         "then replace the head).")
-        backbone = [p for name, p in model.named_parameters() if not name.startswith("fc.")]
-        trainable = sum(p.numel() for p in backbone if p.requires_grad)
-        if frozen and trainable:
-            raise _Wrong(f"{trainable:,} backbone parameters still learn: set requires_grad = False on "
-                         "every parameter before adding the head.")
-        head = sum(p.numel() for p in fc.parameters())
-        return f"2048 -> 8 head ({head:,} parameters){', backbone frozen' if frozen else ''}."
-    return _report("ResNet-50 head", run)

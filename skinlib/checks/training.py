@@ -1,6 +1,6 @@
 """Self-checks for notebook 02's exercises: the loss at start, the Dataset, the training and test loops.
 
-Each prints one sentence (see `skinlib.checks`, which also exports these).
+Each prints one sentence (see `skinlib.checks.core`).
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from skinlib.checks_core import _a, _call, _report, _Wrong
-from skinlib.data import CLASSES
+from skinlib.checks.core import _a, _call, _report, _Wrong
+from skinlib.layout import CLASSES
 
 INITIAL_LOSS = math.log(len(CLASSES))  # equal scores for 8 classes: -ln(1/8)
 
@@ -205,7 +205,7 @@ def _kind(value: Any) -> str:
     return "a NumPy array" if isinstance(value, np.ndarray) else _a(kind.__name__)
 
 
-def check_dataset(dataset_class: Callable, data_dir) -> bool:
+def check_dataset_class(dataset_class: Callable, data_dir) -> bool:
     """`dataset_class(data_dir, transform)` gives one (3x224x224 float tensor, int label) per CSV row."""
     from skinlib.data import eval_transform, load_index
 
