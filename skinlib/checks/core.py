@@ -120,7 +120,8 @@ def use_yours_or(reference: Any, yours: Any, passed: bool, what: str) -> Any:
     return reference
 
 
-def compare_guess(guess: Any, actual: float, what: str, example: str, unit: str = "") -> bool:
+def compare_guess(guess: Any, actual: float, what: str, example: str, unit: str = "",
+                  source: str = "measured") -> bool:
     """One line putting a "predict before you run" guess beside the measured value; any value may
     have been typed (None, text, a list): it says what it expects instead of raising."""
     if guess is None:
@@ -132,5 +133,5 @@ def compare_guess(guess: Any, actual: float, what: str, example: str, unit: str 
               f"units, e.g. MY_GUESS = {example}, and run this cell again")
         return False
     ratio = f", {float(guess) / actual:.2g} times the real value" if actual and guess else ""
-    print(f"your guess for {what}: {guess:,}{unit}; measured: {actual:,.4g}{unit}{ratio}")
+    print(f"your guess for {what}: {guess:,}{unit}; {source}: {actual:,.4g}{unit}{ratio}")
     return True
