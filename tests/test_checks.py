@@ -945,3 +945,11 @@ def test_use_yours_or_falls_back_on_the_reference_and_says_so(capsys):
     assert checks.use_yours_or(SimpleCNN, NotWritten, True, "SimpleCNN") is NotWritten
     assert checks.use_yours_or(SimpleCNN, NotWritten, False, "SimpleCNN") is SimpleCNN
     assert "skinlib's SimpleCNN" in said(capsys)
+
+
+def test_the_dataset_check_on_real_isic_images(lesion_dataset, real_sample_dir, capsys):
+    # real JPEGs of the three archives, in the order of the real CSV: the solution passes, a wrong label is named
+    assert checks.check_dataset_class(lesion_dataset, real_sample_dir) is True, capsys.readouterr().out
+    assert said(capsys).startswith(f"✓ Dataset: {len(load_index(real_sample_dir))} items")
+    assert checks.check_dataset_class(dataset_variant(lesion_dataset, "one_hot_tensor"), real_sample_dir) is False
+    assert "dataset[0]'s label is a Tensor of 8 numbers (one-hot?)" in said(capsys)

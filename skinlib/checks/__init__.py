@@ -16,5 +16,5 @@ from skinlib.checks.training import (INITIAL_LOSS, check_dataset_class, check_ev
 from skinlib.checks.transfer import check_resnet_head
 
 __all__ = ["check_fc1_inputs", "check_simple_cnn", "check_parameter_formulas", "compare_guess",
-           "check_initial_loss", "check_train_one_epoch", "check_evaluate", "check_dataset_class", "reference_dataset", "check_resnet_head",
-           "use_yours_or", "INITIAL_LOSS"]
+           "check_initial_loss", "check_train_one_epoch", "check_evaluate", "check_dataset_class",
+           "reference_dataset", "check_resnet_head", "use_yours_or", "INITIAL_LOSS"]

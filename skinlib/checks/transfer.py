@@ -24,7 +24,8 @@ def check_resnet_head(replace_head: Callable[[nn.Module], nn.Module], frozen: bo
         if model is None:
             raise _Wrong("your function returned None: end it with `return model`.")
         if not isinstance(model, nn.Module):
-            raise _Wrong(f"your function returned {_a(type(model).__name__)}, not the model: end it with `return model`.")
+            raise _Wrong(f"your function returned {_a(type(model).__name__)}, not the model: end it with "
+                         "`return model`.")
         fc = getattr(model, "fc", None)
         if fc is None:
             raise _Wrong(f"your function returned {_a(type(model).__name__)} that has no fc: return the whole "
@@ -34,7 +35,8 @@ def check_resnet_head(replace_head: Callable[[nn.Module], nn.Module], frozen: bo
         if not all(p.requires_grad for p in fc.parameters()):
             raise _Wrong("the new head is frozen too: it is the part that must learn (freeze first, "
                          "then replace the head).")
-        trainable = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("fc.") and p.requires_grad)
+        trainable = sum(p.numel() for name, p in model.named_parameters()
+                        if not name.startswith("fc.") and p.requires_grad)
         if frozen and trainable:
             raise _Wrong(f"{trainable:,} backbone parameters still learn: set requires_grad = False on "
                          "every parameter before adding the head.")
