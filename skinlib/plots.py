@@ -49,7 +49,7 @@ def plot_curves(history: list[dict], metrics=("accuracy", "loss"), title: str | 
         for split, colour in SPLIT_COLOURS.items():
             for key, style, label in (
                 (f"{split}_{metric}", "-", split),
-                (f"{split}_balanced_{metric}", "--", f"{split} (balanced)"),
+                (f"{split}_balanced_{metric}", "--", f"{split} balanced {metric}"),
             ):
                 if any(key in row for row in history):
                     values = [np.nan if row.get(key) is None else row[key] for row in history]

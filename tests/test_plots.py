@@ -53,10 +53,10 @@ def test_plot_curves_draws_train_and_val_per_metric():
 def test_plot_curves_adds_balanced_accuracy_dashed():
     history = [dict(row, train_balanced_accuracy=0.1 * i, val_balanced_accuracy=0.2 * i) for i, row in enumerate(HISTORY)]
     lines = lines_by_label(plot_curves(history).axes[0])
-    assert set(lines) == {"train", "val", "train (balanced)", "val (balanced)"}
-    assert lines["val (balanced)"].get_linestyle() == "--"
-    assert lines["val (balanced)"].get_color() == lines["val"].get_color()
-    np.testing.assert_allclose(lines["val (balanced)"].get_ydata(), [0.0, 0.2, 0.4])
+    assert set(lines) == {"train", "val", "train balanced accuracy", "val balanced accuracy"}
+    assert lines["val balanced accuracy"].get_linestyle() == "--"
+    assert lines["val balanced accuracy"].get_color() == lines["val"].get_color()
+    np.testing.assert_allclose(lines["val balanced accuracy"].get_ydata(), [0.0, 0.2, 0.4])
 
 
 def test_plot_curves_draws_test_split_when_present():

@@ -2,11 +2,17 @@
 
 `_report` runs a check and prints its one line; `_call` runs the student's code and turns any
 error into a `_Wrong` sentence naming where it happened; `use_yours_or` lets the notebook go on
-with skinlib's version until the student's passes.
+with skinlib's version until the student's passes; `compare_guess` answers a "predict before you
+run" cell, whatever was typed into it.
 """
 from __future__ import annotations
 
+import numbers
+import sysconfig
+from pathlib import Path
 from typing import Any, Callable
+
+import torch
 
 
 class _Wrong(Exception):  # a check's finding: its message is the one sentence shown to the student
@@ -17,27 +23,83 @@ class _NotYet(NotImplementedError):  # an answer still at its placeholder (e.g. 
     pass
 
 
+# Where library code lives: a NotImplementedError raised there is PyTorch's, not the exercise's.
+_LIBRARIES = tuple({str(Path(path).resolve()) for path in (
+    Path(torch.__file__).parent, sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"],
+    sysconfig.get_paths()["platlib"])})
+
+
+def _is_placeholder(error: NotImplementedError) -> bool:
+    """True for the exercise's own `raise NotImplementedError(<TODO>)`: the last frame it passed
+    through is the student's code, not PyTorch's (which raises it for an operation that has no
+    kernel for a dtype, e.g. `criterion(labels, outputs)`, or a Module without `forward`)."""
+    if isinstance(error, _NotYet):
+        return True
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    if frame is None:
+        return True
+    where = str(Path(frame.tb_frame.f_code.co_filename).resolve())
+    return not where.startswith(_LIBRARIES)
+
+
+def _not_a_placeholder(error: NotImplementedError, where: str) -> _Wrong:
+    message = str(error)
+    if "missing the required \"forward\" function" in message:
+        return _Wrong(f"{where}: PyTorch finds no forward method: is `def forward(self, x):` spelled so "
+                      "and indented inside the class?")
+    return _Wrong(f"{where} raised {_one_line(error)}. PyTorch raised it, not the exercise: an operation got "
+                  "a tensor of a type it cannot handle (integer where it needs floats?); for a loss the order "
+                  "is criterion(outputs, labels).")
+
+
 def _report(what: str, run: Callable[[], str]) -> bool:
     try:
         print(f"✓ {what}: {run()}")
         return True
     except _NotYet as placeholder:
         print(f"… {what}: not done yet ({placeholder}).")
-    except NotImplementedError:
-        print(f"… {what}: not done yet (the exercise above still raises NotImplementedError).")
+    except NotImplementedError as error:
+        if _is_placeholder(error):
+            print(f"… {what}: not done yet (the exercise above still raises NotImplementedError).")
+        else:
+            print(f"✗ {what}: {_not_a_placeholder(error, 'your code')}")
     except _Wrong as wrong:
         print(f"✗ {what}: {wrong}")
     return False
 
 
+# Errors whose one line does not say what to change: what PyTorch's message means in the exercises.
+_HINTS = {
+    "but got Byte and Float": "the images reached the model as uint8 (0-255): move each batch with "
+                              "`images, labels = to_device_batch(images, labels, device)`, which also "
+                              "normalises them",
+    "does not require grad and does not have a grad_fn": "the loss has no gradient to go back through: is "
+                                                          "the forward pass inside `torch.no_grad()`, or the "
+                                                          "loss made from predictions instead of the outputs?",
+    "has no attribute 'backward'": "call backward() on the loss tensor itself, not on loss.item()",
+    "before Module.__init__() call": "call super().__init__() first in __init__",
+    "for target with class probabilities": "criterion(outputs, labels) takes the raw outputs, shape (batch, 8), "
+                                           "first, not the predicted classes",
+    "expected target dtype to be Long": "the labels must stay integer class indices (int64): do not turn them "
+                                        "into floats",
+}
+
+
 def _call(action: Callable[[], Any], where: str) -> Any:
-    """Run the student's code; any error but NotImplementedError becomes one sentence naming `where`."""
+    """Run the student's code; any error but the exercise's own placeholder becomes one sentence naming `where`."""
     try:
         return action()
-    except (NotImplementedError, _Wrong):  # not written yet, or already explained by the check
+    except _Wrong:  # already explained by the check
         raise
+    except NotImplementedError as error:
+        if _is_placeholder(error):
+            raise
+        raise _not_a_placeholder(error, where) from None
     except Exception as error:  # the student's code may raise anything: translate, do not dump
-        raise _Wrong(f"{where} raised {_one_line(error)}") from None
+        hint = next((hint for key, hint in _HINTS.items() if key in str(error)), None)
+        raise _Wrong(f"{where} raised {_one_line(error)}" + (f": {hint}." if hint else "")) from None
 
 
 def _one_line(error: BaseException) -> str:
@@ -56,3 +118,20 @@ def use_yours_or(reference: Any, yours: Any, passed: bool, what: str) -> Any:
         return yours
     print(f"Note: the cells below use skinlib's {what} until yours passes its check.")
     return reference
+
+
+def compare_guess(guess: Any, actual: float, what: str, example: str, unit: str = "",
+                  source: str = "measured") -> bool:
+    """One line putting a "predict before you run" guess beside the measured value; any value may
+    have been typed (None, text, a list): it says what it expects instead of raising."""
+    if guess is None:
+        print(f"(write your guess for {what} in MY_GUESS, as a number such as {example}, and run this cell again)")
+        return False
+    if isinstance(guess, bool) or not isinstance(guess, numbers.Real):
+        shown = repr(guess) if len(repr(guess)) <= 40 else repr(guess)[:37] + "..."
+        print(f"MY_GUESS is {_a(type(guess).__name__)} ({shown}), not a number: write it without quotes or "
+              f"units, e.g. MY_GUESS = {example}, and run this cell again")
+        return False
+    ratio = f", {float(guess) / actual:.2g} times the real value" if actual and guess else ""
+    print(f"your guess for {what}: {guess:,}{unit}; {source}: {actual:,.4g}{unit}{ratio}")
+    return True

@@ -1,16 +1,27 @@
-"""Self-checks for notebook 01's exercises: fc1's input size and the SimpleCNN class."""
+"""Self-checks for notebook 01's exercises: fc1's input size, the SimpleCNN class and the parameter formulas."""
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from skinlib.checks.core import _a, _call, _NotYet, _one_line, _report, _Wrong
+from skinlib.checks.core import _a, _call, _is_placeholder, _not_a_placeholder, _NotYet, _one_line, _report, _Wrong
 from skinlib.layout import CLASSES
 
 SIMPLE_CNN_PARAMETERS = 108_896_416
 FC1_INPUTS = 32 * 53 * 53
+_FC1_HINTS = {  # the usual slips, each with the step it misses
+    32 * 52 * 52: "a 5x5 convolution takes 4 pixels off a side (n - 5 + 1), not 5.",
+    16 * 53 * 53: "conv2 gives 32 channels; 16 are conv1's.",
+    32 * 53: "the 32 maps are 53 x 53: multiply channels x side x side.",
+    53 * 53: "there are 32 such maps (conv2's channels): multiply channels x side x side.",
+    32 * 106 * 106: "the second max-pool halves the side once more.",
+    32 * 55 * 55: "conv2 also takes 4 pixels off a side before the second pool.",
+    32 * 54 * 54: "a 5x5 convolution takes 4 pixels off a side and a pool halves it, rounding down: "
+                  "224 -> 220 -> 110 -> 106 -> 53.",
+}
 
 
 # ------------------------------------------------------------------------------ notebook 01
@@ -18,6 +29,12 @@ def check_fc1_inputs(value: Any) -> bool:
     def run() -> str:
         if value is None:
             raise _NotYet("FC1_INPUTS is still None: replace it with your expression")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise _Wrong(f"FC1_INPUTS is {_a(type(value).__name__)} ({value!r:.40}), not a number: write the "
+                         "expression without quotes, e.g. FC1_INPUTS = 16 * 100 * 100.")
+        hint = _FC1_HINTS.get(value)
+        if hint:
+            raise _Wrong(f"{value!r} is not the number of values that reach fc1: {hint}")
         if value != FC1_INPUTS:
             raise _Wrong(f"{value!r} is not the number of values that reach fc1: follow one side "
                          "from 224 through conv1 (5x5), a pool, conv2 (5x5) and a pool, then "
@@ -36,8 +53,10 @@ def _module_inputs(model: nn.Module, x: torch.Tensor,
     try:
         with torch.no_grad():
             output = model(x)
-    except NotImplementedError:
-        raise
+    except NotImplementedError as error:
+        if _is_placeholder(error):
+            raise
+        return seen, None, error
     except Exception as error:  # the student's forward may raise anything: the caller explains it
         return seen, None, error
     finally:
@@ -84,6 +103,8 @@ def check_simple_cnn(model_class: Callable[..., nn.Module]) -> bool:
             if name not in mine and error is not None:
                 break  # forward failed before reaching this layer
             _compare_inputs(name, mine.get(name), right[name])
+        if isinstance(error, NotImplementedError):
+            raise _not_a_placeholder(error, "forward")
         if error is not None:
             raise _Wrong(f"forward raised {_one_line(error)}")
         if not isinstance(out, torch.Tensor):
@@ -141,7 +162,59 @@ def _compare_inputs(name: str, mine: torch.Tensor | None, right: torch.Tensor) -
                          "the flatten must keep the batch dimension: torch.flatten(x, 1).")
         raise _Wrong(f"self.{name} receives shape {tuple(mine.shape)}, not {tuple(right.shape)}: "
                      f"look at the steps before {name} in forward (a pool or the flatten).")
-    if not torch.allclose(mine, right, atol=1e-4):
+    if not (torch.equal(mine, right) or torch.allclose(mine, right, atol=1e-4)):  # equal: the usual, and fast
         hint = "a ReLU is missing" if (mine < 0).any() and not (right < 0).any() else "a step differs"
         raise _Wrong(f"self.{name} receives other values than it should ({hint}): look at the "
                      f"line of forward just before {name}.")
+
+
+# Sizes to try the formulas on: the notebook's layers first, then odd ones a lucky formula would miss.
+_CONV_SIZES = [(3, 16, 5), (16, 32, 5), (1, 7, 3), (5, 2, 1)]
+_LINEAR_SIZES = [(89_888, 1200), (1200, 840), (840, 8), (3, 5)]
+
+
+def _formula(function: Callable[..., Any], args: tuple[int, ...], name: str) -> int:
+    value = _call(lambda: function(*args), f"{name}{args}")
+    if value is None:
+        raise _Wrong(f"{name}{args} returned None: end the function with `return` and the count.")
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _Wrong(f"{name}{args} returned {_a(type(value).__name__)}, not a number.")
+    return value
+
+
+def check_parameter_formulas(conv_parameters: Callable[[int, int, int], int],
+                             linear_parameters: Callable[[int, int], int]) -> bool:
+    """The student's counts against PyTorch's own (built on the meta device: no memory, no time)."""
+    def run() -> str:
+        for c_in, c_out, k in _CONV_SIZES:
+            with torch.device("meta"):
+                right = sum(p.numel() for p in nn.Conv2d(c_in, c_out, k).parameters())
+            got = _formula(conv_parameters, (c_in, c_out, k), "conv_parameters")
+            if got != right:
+                raise _Wrong(f"conv_parameters{(c_in, c_out, k)} gives {got:,}, PyTorch counts {right:,}: "
+                             f"{_conv_hint(got, c_in, c_out, k)}")
+        for n_in, n_out in _LINEAR_SIZES:
+            right = n_in * n_out + n_out  # nn.Linear's weight (n_out, n_in) and bias (n_out)
+            got = _formula(linear_parameters, (n_in, n_out), "linear_parameters")
+            if got != right:
+                hint = ("the bias adds one number per output, not per input." if got == n_in * n_out + n_in else
+                        "each of the n_out units also has a bias." if got == n_in * n_out else
+                        "every input is connected to every output (n_in x n_out weights), plus a bias per output.")
+                raise _Wrong(f"linear_parameters{(n_in, n_out)} gives {got:,}, PyTorch counts {right:,}: {hint}")
+        return "both formulas match PyTorch's counts, the notebook's layers and odd sizes."
+    return _report("parameter formulas", run)
+
+
+def _conv_hint(got: float, c_in: int, c_out: int, k: int) -> str:
+    weights = c_out * c_in * k * k
+    if got == weights:
+        return "each filter also has a bias: one per output channel."
+    if got == weights + c_in:
+        return "there is one bias per output channel (filter), not per input channel."
+    if got == c_out * k * k + c_out:
+        return "a filter spans every input channel: c_in x k x k weights each."
+    if got == c_out * c_in * k + c_out:
+        return "a filter is k x k: square the kernel size."
+    return "a filter has c_in x k x k weights and one bias; there are c_out filters."

@@ -3,6 +3,8 @@
 #
 # {{BADGE}}
 #
+# *Study time: about 45 minutes, plus the first download in Colab (see the set-up).*
+#
 # The course follows a 2022 student report from CentraleSupélec (**"the report"** in these notebooks) that trained
 # two classifiers on ISIC 2019: a small CNN written from scratch (65.8 % test accuracy) and an ImageNet-pretrained
 # ResNet-50 (83.22 %). You rebuild both, and do three things differently: split by lesion, report balanced accuracy
@@ -17,19 +19,25 @@
 # - that many lesions were photographed several times, and how a careless train/test split lets the network
 #   "recognise" a test lesion it has already seen in training;
 # - how to split by lesion instead, and how much that changes.
-#
-# In smoke mode on the synthetic set it runs in under a minute (14 s measured on a 2-core CPU; README lists every
-# notebook's time). Nothing is trained here. The first time you run it in Colab on the full ISIC 2019, its data
-# cell also downloads the images (about 9 GB: 10-20 min), prepares them (several minutes) and saves the course
-# bundle to your Drive (about 20-130 s plus the upload), and the image check takes a few minutes: roughly 15-40
-# minutes in all, most of it the download. These are estimates, not measurements: every step prints its own time.
 
 # %% [markdown]
 # ## Set-up
-# In Colab, first **File > Save a copy in Drive**, and work in that copy: a notebook opened from its badge is not
-# saved, so your answers would be lost with the runtime. Then switch on a GPU (Runtime > Change runtime type > GPU)
-# and run the cell below: it installs `skinlib`, the course's helper package, and checks that the runtime has a GPU.
-# On your own machine it does nothing: install the kit with `make venv` instead.
+# - In Colab, first **File > Save a copy in Drive** and work in that copy (a notebook opened from its badge is not
+#   saved). Then switch on a GPU (Runtime > Change runtime type > GPU) and run the cell below: it installs
+#   `skinlib`, the course's helper package, and checks that the runtime has a GPU. On your own machine it does
+#   nothing: install the kit with `make venv` instead.
+# - **The data** comes from one call, `skinlib.course.get_data()`, the same in every notebook. In Colab it mounts
+#   your Google Drive (Colab asks your consent) and keeps what must outlive a runtime in `MyDrive/skin-lesion-kit`.
+#   The first notebook you run downloads ISIC 2019 (about 9 GB, checked file by file), prepares the images once
+#   (decoded and resized to 256x256) and saves a **course bundle** to Drive (the two CSVs and the prepared images,
+#   about 0.3 GB); every later notebook copies the bundle back instead of downloading again. The first run takes
+#   roughly 15-40 minutes, most of it the download (an estimate: every step prints its own time). Results that
+#   later notebooks need go to the same Drive folder. An instructor's mirror goes in `MIRROR`.
+# - Anywhere else the data is the folder named by the environment variable `SKINLIB_DATA`, laid out like the
+#   official download (two CSV files and a folder of JPEGs). **When it is not set, the notebooks use the course's
+#   embedded SYNTHETIC dataset**: made-up images in the layout of ISIC 2019, with its class imbalance and several
+#   images per lesion, so every cell runs anywhere in minutes (this notebook: 14 s on a 2-core CPU). It is not
+#   medical data; the notebooks say so wherever it matters.
 
 # %% [setup]
 
@@ -45,6 +53,7 @@ import torchvision
 from PIL import Image
 
 import skinlib
+from skinlib.checks import compare_guess
 from skinlib.course import get_data
 from skinlib.data import (CLASS_NAMES, CLASSES, METADATA_CSV, ISICDataset, check_dataset,
                           eval_transform, load_index)
@@ -55,26 +64,6 @@ from skinlib.splits import grouped_split, leakage, random_split
 print(f"Python {platform.python_version()}, torch {torch.__version__}, "
       f"torchvision {torchvision.__version__}, skinlib {skinlib.__version__}")
 device = select_device()
-
-# %% [markdown]
-# ## Parameters: which data?
-#
-# Every notebook gets its data from one call, `skinlib.course.get_data()`, in the same cell:
-#
-# - **In Colab** it asks to mount your Google Drive (Colab asks your consent once per runtime), where the course
-#   keeps what must outlive a runtime in one folder, `MyDrive/skin-lesion-kit`. The first notebook you run
-#   downloads ISIC 2019 to the runtime's local disk (about 9 GB, checked file by file), prepares the images once
-#   (decoded and resized to 256x256) and saves a **course bundle** to Drive: the two CSVs and the prepared images,
-#   about 0.3 GB. Every later notebook, on its fresh runtime, copies the bundle back to local disk instead of
-#   downloading again. Each step prints its size and time. Results that later notebooks need (02's SimpleCNN,
-#   03's checkpoints) go to the same Drive folder. An instructor's mirror goes in `MIRROR`.
-# - **Anywhere else** the data is the folder named by the environment variable `SKINLIB_DATA`, laid out like the
-#   official ISIC 2019 download (two CSV files and a folder of JPEGs).
-#
-# > **Outside Colab, when `SKINLIB_DATA` is not set, the notebooks use the course's embedded SYNTHETIC dataset.**
-# > It is generated on first use: made-up images in exactly the layout of ISIC 2019, with its class imbalance and
-# > several images per lesion, so every cell runs anywhere in minutes. It is not medical data. Numbers computed
-# > on it describe the synthetic set, not skin lesions: the notebooks say so wherever it matters.
 
 # %%
 MIRROR = None  # an instructor's mirror address (made with `python -m skinlib subset`), else the official one
@@ -166,9 +155,8 @@ plot_image_grid(images, examples["label"].tolist(), ncols=4, row_per_label=True,
 # ISIC 2019 gathers images from three archives, each with its own image size: HAM10000 (600x450), BCN_20000
 # (1024x1024) and MSK (up to about 6000x4000). The networks need one size, so every image is resized on the way
 # in. Decoding a 6000x4000 JPEG takes far longer than the network's work on it; that is why notebooks 02 and 03
-# train from images prepared once into a cache (notebook 02 shows it).
-# (Reading only the file headers, as below, is fast. In a runtime that restored the course bundle from Drive,
-# every image is already the prepared 256x256 copy.)
+# train from images prepared once (see the set-up). Reading only the file headers, as below, is fast. (From the
+# course bundle, every image is already the prepared 256x256 copy.)
 
 # %%
 def image_size(path):
@@ -185,8 +173,10 @@ for (width, height), n in sizes.most_common(8):
 # %% [markdown]
 # ## Lesions with several images
 # Many lesions were photographed more than once: on different visits, at different zooms. In the real metadata
-# 5,059 of the 11,847 lesions have more than one image, up to 31. Below, the counts in this dataset and all the
-# images of its most photographed lesion.
+# 23,247 of the 25,331 images carry a lesion id, naming 11,847 lesions; 5,059 of them have more than one image, up
+# to 31. The other 2,084 images (from the oldest archive) have no lesion id: the kit counts each as a lesion of its
+# own, so a split has 13,931 groups to share out. Below, the counts in this dataset and all the images of its most
+# photographed lesion.
 
 # %%
 images_per_lesion = frame["lesion_id"].value_counts()
@@ -219,13 +209,14 @@ figure
 # the class proportions the same in each part). `leakage` measures the share of test images whose lesion also has
 # an image in the training part.
 #
-# **Predict before you run.** ISIC 2019 has 25,331 images of 11,847 lesions; 5,059 lesions have several images.
-# What share of the test images of a random 70/15/15 split by image has a photo of the same lesion in the training
-# part? Write your guess (in %) below, then run the cells after it: the first measures both splits on this data
-# folder, the second on the real ISIC 2019 metadata, beside your guess.
+# **Predict before you run.** ISIC 2019 has 25,331 images in 13,931 groups (11,847 lesions, 5,059 of them with
+# several images, and 2,084 images without a lesion id). What share of the test images of a random 70/15/15 split
+# by image has a photo of the same lesion in the training part? Write your guess (a number, in %) below, then run
+# the cells after it: the first measures both splits on this data folder, the second on the real ISIC 2019
+# metadata, beside your guess.
 
 # %%
-MY_GUESS = None  # your guess, in % of the test images
+MY_GUESS = None  # your guess, a number in % of the test images
 
 # %%
 split_by_image = random_split(frame, seed=0)
@@ -249,24 +240,24 @@ if real is not None and (real["lesion_id"].value_counts() > 1).any():
     leak_by_lesion = leakage(real, grouped_split(real, seed=0))
     print(f"metadata of {REAL_CSVS.name} ({len(real):,} images): test images whose lesion is also in train:\n"
           f"  split by image  {100 * leak_by_image:5.1f} %\n  split by lesion {100 * leak_by_lesion:5.1f} %")
-    measured = f"{100 * leak_by_image:.1f} % measured on {REAL_CSVS.name}"
+    measured = 100 * leak_by_image
     if len(real) != ISIC_2019_IMAGES:
-        measured += f" (a sample of {len(real):,} images; the full metadata gives about 60 %)"
+        print(f"(a sample of {len(real):,} images; the full metadata gives about 60 %)")
 else:
     print(f"{'no real metadata here' if real is None else 'no lesion with several images here'}: on the real "
           "ISIC 2019 metadata\nabout 60 % of the test images of a random split by image have the same lesion in "
           "the training set;\na split by lesion has none.")
-    measured = "about 60 % on the real ISIC 2019 metadata"
-if MY_GUESS is None:
-    print("(write your guess in MY_GUESS above and run this cell again to compare)")
-else:
-    print(f"split by image: your guess {MY_GUESS} %, {measured}")
+    measured = 60  # the published ISIC 2019 figure, rounded
+compare_guess(MY_GUESS, measured, "the leaked share of a split by image", "25", unit=" %",
+              source="measured" if real is not None and measured != 60 else "published")
 
 # %% [markdown]
 # **Every later notebook uses the lesion-grouped split**, `grouped_split(frame, seed=0)`, which gives the same split
-# every time it is called with the same seed. The original report does not say how it split; it most likely split
-# by image (a random split is what the usual tutorials do), in which case its test accuracies are optimistic;
-# notebook 03 comes back to this.
+# every time it is called with the same seed. The original report does not say how it split; its figures most
+# likely come from **a random split by image** (what the usual tutorials do), in which case its test accuracies
+# are optimistic; notebook 03 comes back to this. A split by lesion is still not a test on new patients: ISIC 2019
+# has no patient id (one patient's other lesions can sit on both sides), and the test images come from the same
+# archives, cameras and clinics as the training images.
 #
 # ## Data licence and citations
 # The ISIC 2019 images are licensed CC BY-NC 4.0 by the International Skin Imaging Collaboration. Any use must cite:

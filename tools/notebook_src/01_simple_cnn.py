@@ -3,6 +3,8 @@
 #
 # {{BADGE}}
 #
+# *Study time: about 1 hour (three exercises; nothing is trained here).*
+#
 # The first network of the course is the one the original student report trained: two convolution blocks
 # and three fully connected layers, the textbook "LeNet-like" CNN scaled up to 224x224 colour images.
 # We build it here, one layer at a time, and follow a batch of images through it.
@@ -18,15 +20,15 @@
 # whether it is right, what to look at if it is not, or that it is "not done yet". Until an exercise passes, the
 # cells below it use skinlib's own version, so you can run the whole notebook at any time, finished or not
 # (Colab: Runtime > Run all). (The solutions are in the `solutions/` folder of the kit.)
-#
-# Runs in under a minute on a CPU as well as a GPU (12 s measured on a 2-core CPU, in smoke mode): nothing
-# is trained here (training is notebook 02).
 
 # %% [markdown]
 # ## Set-up
-# In Colab, first **File > Save a copy in Drive**, and work in that copy: a notebook opened from its badge is not
-# saved, so your answers would be lost with the runtime. The cell below installs `skinlib`, the course's helper
-# package, and checks the runtime has a GPU. On your own machine it does nothing.
+# In Colab, first **File > Save a copy in Drive** and work in that copy (a notebook opened from its badge is not
+# saved). The three cells below install `skinlib`, the course's helper package (on your own machine: nothing to
+# do), print the versions and the device, and get the data as notebook 00 explains: in Colab the course bundle
+# from your Drive, elsewhere the folder in `SKINLIB_DATA`, else the embedded **SYNTHETIC** dataset (made-up
+# images, fine for following the code, meaningless as medicine). The notebook runs in under a minute on a CPU
+# (12 s measured on a 2-core CPU in smoke mode).
 
 # %% [setup]
 
@@ -41,7 +43,7 @@ from torch import nn
 
 import skinlib
 from skinlib import models
-from skinlib.checks import check_fc1_inputs, check_simple_cnn, use_yours_or
+from skinlib.checks import check_fc1_inputs, check_parameter_formulas, check_simple_cnn, compare_guess, use_yours_or
 from skinlib.course import get_data
 from skinlib.data import CLASSES, ISICDataset, eval_transform, load_index
 from skinlib.device import select_device
@@ -50,13 +52,6 @@ from skinlib.models import count_parameters
 print(f"Python {platform.python_version()}, torch {torch.__version__}, "
       f"torchvision {torchvision.__version__}, skinlib {skinlib.__version__}")
 device = select_device()
-
-# %% [markdown]
-# ## Parameters
-# The data comes from `get_data()`, as in notebook 00: in Colab, the course bundle restored from your Google Drive
-# (or downloaded, if notebook 00 has not saved one yet); elsewhere the folder in `SKINLIB_DATA`, else the course's
-# **embedded synthetic dataset**: made-up images in the layout of ISIC 2019, fine for following the code,
-# meaningless as medicine. Notebook 00 explains both.
 
 # %%
 MIRROR = None  # an instructor's mirror address, else the official one (see notebook 00)
@@ -104,7 +99,7 @@ FC1_INPUTS = 32 * 53 * 53  # 224 -> conv 220 -> pool 110 -> conv 106 -> pool 53
 ### END SOLUTION
 
 # %%
-passed = check_fc1_inputs(FC1_INPUTS)
+fc1_passed = check_fc1_inputs(FC1_INPUTS)
 
 # %% [markdown]
 # **Exercise 2.** Write SimpleCNN: the layers of the table in `__init__` (use the names `conv1`, `pool`, `conv2`,
@@ -145,52 +140,85 @@ passed = check_simple_cnn(SimpleCNN)
 SimpleCNN = use_yours_or(models.SimpleCNN, SimpleCNN, passed, "SimpleCNN")
 torch.manual_seed(0)  # the same random initial weights on every run
 model = SimpleCNN(num_classes=len(CLASSES))
-print(model)
+if passed:
+    print(model)
+else:  # skinlib's layers would give Exercises 1 and 2 away
+    print("(your layers are printed here once your SimpleCNN passes its check)")
 
 # %% [markdown]
-# The cell below does the side arithmetic, then checks it by sending a blank image through the layers.
+# The cell below does the side arithmetic, then checks it by sending a blank image through the layers (once
+# Exercise 1 passes: before, it would print the answer).
 
 # %% tags=["nbval-check-output"]
-side = 224
-for step, (name, rule) in enumerate([("conv1 5x5", lambda s: s - 5 + 1), ("max-pool 2", lambda s: s // 2),
-                                     ("conv2 5x5", lambda s: s - 5 + 1), ("max-pool 2", lambda s: s // 2)]):
-    print(f"{name:11} {side:3} -> {rule(side):3}")
-    side = rule(side)
-print(f"flatten: 32 channels x {side} x {side} = {32 * side * side:,} inputs to fc1")
-
-with torch.no_grad():
-    x = torch.zeros(1, 3, 224, 224)
-    for name, layer in [("conv1", model.conv1), ("pool", model.pool), ("conv2", model.conv2), ("pool", model.pool)]:
-        x = layer(x)
-        print(f"after {name:5}: {tuple(x.shape)}")
+if fc1_passed:
+    side = 224
+    for name, rule in [("conv1 5x5", lambda s: s - 5 + 1), ("max-pool 2", lambda s: s // 2),
+                       ("conv2 5x5", lambda s: s - 5 + 1), ("max-pool 2", lambda s: s // 2)]:
+        print(f"{name:11} {side:3} -> {rule(side):3}")
+        side = rule(side)
+    print(f"flatten: 32 channels x {side} x {side} = {32 * side * side:,} inputs to fc1")
+    with torch.no_grad():
+        x = torch.zeros(1, 3, 224, 224)
+        for name, layer in [("conv1", model.conv1), ("pool", model.pool), ("conv2", model.conv2),
+                            ("pool", model.pool)]:
+            x = layer(x)
+            print(f"after {name:5}: {tuple(x.shape)}")
+else:
+    print("(the side arithmetic is shown once Exercise 1 passes its check)")
 
 # %% [markdown]
 # *Try it:* change `kernel_size=5` to 3 in both convolutions and redo the arithmetic. Which line of `__init__`
 # must change too? (This fixed size is also why SimpleCNN accepts only 224x224 images.)
 #
 # ## Counting parameters
-# A convolution with $c_\text{in}$ input channels and $c_\text{out}$ filters of size $k \times k$ has
-# $c_\text{out} \cdot c_\text{in} \cdot k^2$ weights plus $c_\text{out}$ biases; a linear layer
-# $n_\text{in} \to n_\text{out}$ has $n_\text{in} \cdot n_\text{out} + n_\text{out}$.
-#
-# **Predict before you run.** How many parameters does SimpleCNN have in all, and what share of them is in `fc1`?
-# Write your guess in the next cell (as a number, e.g. `2_500_000`), then run it and the one after.
+# **Predict before you run.** How many parameters (weights and biases) does SimpleCNN have in all, and what share
+# of them is in `fc1`? Write your guess in the next cell as a number (e.g. `2_500_000`), before you go on.
 
 # %%
 MY_GUESS = None  # your guess for SimpleCNN's number of parameters
 
-# %% tags=["nbval-check-output"]
-total = count_parameters(model)
-for name, layer in model.named_children():
-    n = sum(p.numel() for p in layer.parameters())
-    print(f"{name:6} {n:>12,}  {100 * n / total:7.3f} %")
-print(f"total  {total:>12,}")
+# %% [markdown]
+# A layer's parameters follow from its shape. A convolution holds $c_\text{out}$ filters; each filter spans
+# all $c_\text{in}$ input channels with a $k \times k$ window of weights, and adds one bias to its output map. A
+# linear layer connects each of its $n_\text{in}$ inputs to each of its $n_\text{out}$ outputs with one weight,
+# and adds one bias per output.
+#
+# **Exercise 3.** Write both counts as functions of the layer's sizes. The check compares them with what PyTorch
+# counts, on SimpleCNN's layers and on odd sizes; then the table below puts your formulas beside PyTorch's count.
 
 # %%
-if MY_GUESS:
-    print(f"your guess {MY_GUESS:,} is {MY_GUESS / total:.2g} times the real count")
-else:
-    print("(write your guess in MY_GUESS two cells up and run this cell again to compare)")
+def conv_parameters(c_in, c_out, k):
+    # TODO: return the number of weights and biases of nn.Conv2d(c_in, c_out, kernel_size=k)
+    ### BEGIN SOLUTION
+    return c_out * (c_in * k * k + 1)
+    ### END SOLUTION
+
+
+def linear_parameters(n_in, n_out):
+    # TODO: return the number of weights and biases of nn.Linear(n_in, n_out)
+    ### BEGIN SOLUTION
+    return n_out * (n_in + 1)
+    ### END SOLUTION
+
+# %%
+formulas_passed = check_parameter_formulas(conv_parameters, linear_parameters)
+
+# %% tags=["nbval-check-output"]
+total = count_parameters(model)
+print(f"{'layer':6} {'PyTorch counts':>14}  {'share':>8}  your formula")
+for name, layer in model.named_children():
+    n = sum(p.numel() for p in layer.parameters())
+    if not formulas_passed or not n:
+        yours = ""
+    elif isinstance(layer, nn.Conv2d):
+        yours = f"{conv_parameters(layer.in_channels, layer.out_channels, layer.kernel_size[0]):,}"
+    else:
+        yours = f"{linear_parameters(layer.in_features, layer.out_features):,}"
+    print(f"{name:6} {n:>14,}  {100 * n / total:7.3f} %  {yours}")
+print(f"total  {total:>14,}")
+
+# %%
+compare_guess(MY_GUESS, total, "SimpleCNN's number of parameters", "2_500_000")
 
 # %% [markdown]
 # **fc1 holds 99 % of the 108.9 million parameters**, while the two convolutions that actually look at the image

@@ -3,6 +3,8 @@
 #
 # {{BADGE}}
 #
+# *Study time: about 2 hours (three exercises and a guess; the full training run adds its own time).*
+#
 # Notebook 01 built SimpleCNN; here it learns. We write the training loop and the test loop out in full, step by
 # step, run them, then hand the same work to `skinlib.engine.fit`, which adds what a GPU wants. Then we test the
 # network once on images it never saw, and ask what its accuracy is worth.
@@ -18,16 +20,20 @@
 # defines your class or function, so it never stops the notebook); the check cell after each runs your code and says
 # whether it is right, what to look at, or that it is "not done yet", then tries it out. Until an exercise passes,
 # the cells below use skinlib's own version, so the notebook runs to the end at any time (Colab: Runtime > Run all).
-#
-# Time: under a minute in smoke mode on a CPU (25 s measured on a 2-core CPU; each Adam
-# step updates SimpleCNN's 108.9 M weights). The full run on ISIC 2019 (preparing the images once, then 2 + 10
-# epochs) should take in the order of 15-30 minutes on Colab's T4: an estimate, not a measurement; `fit` prints the
-# seconds and images per second of every epoch, so measure yours.
 
 # %% [markdown]
 # ## Set-up
-# In Colab, first **File > Save a copy in Drive**, and work in that copy: a notebook opened from its badge is not
-# saved, so your answers would be lost with the runtime.
+# - In Colab, first **File > Save a copy in Drive** and work in that copy (a notebook opened from its badge is not
+#   saved). The cells below install `skinlib`, print the versions and the device, and get the data as in notebook
+#   00: in Colab the course bundle from your Drive, with the images already *prepared* (decoded once and stored at
+#   256x256 in a cache on the runtime's local disk, `data.cache_dir`, so that JPEG decoding does not leave the GPU
+#   waiting); elsewhere `SKINLIB_DATA`, else the SYNTHETIC set.
+# - `SKINLIB_SMOKE=1` (or `SMOKE = True` below) turns on *smoke mode*: a few small batches per epoch, enough to run
+#   every cell in under a minute on a CPU (25 s measured on a 2-core CPU). Its results mean nothing.
+# - The full run on ISIC 2019 (2 + 10 epochs) should take in the order of 15-30 minutes on Colab's T4: an estimate,
+#   not a measurement; `fit` prints the seconds and images per second of every epoch.
+# - The results (`results.json` and `model.pt`, which notebooks 03-05 read) go to `data.results_dir`: on Drive in
+#   Colab.
 
 # %% [setup]
 
@@ -46,7 +52,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import skinlib
 from skinlib.checks import (check_dataset_class, check_evaluate, check_initial_loss, check_train_one_epoch,
-                            reference_dataset, use_yours_or)
+                            compare_guess, reference_dataset, use_yours_or)
 from skinlib.config import TrainConfig
 from skinlib.course import get_data
 from skinlib.data import CLASSES, GROUND_TRUTH_CSV, IMAGES_DIR, eval_transform, load_index, train_transform
@@ -62,12 +68,6 @@ from skinlib.splits import grouped_split
 print(f"Python {platform.python_version()}, torch {torch.__version__}, "
       f"torchvision {torchvision.__version__}, skinlib {skinlib.__version__}")
 device = select_device()
-
-# %% [markdown]
-# ## Parameters
-# `SKINLIB_SMOKE=1` turns on *smoke mode*: a few small batches per epoch, just enough to run every cell in a couple
-# of minutes anywhere (the course's tests use it; in Colab, `%env SKINLIB_SMOKE=1` in a cell above this one, or
-# `SMOKE = True` below). The results of a smoke run mean nothing. Leave it off for the real thing.
 
 # %%
 MIRROR = None  # an instructor's mirror address, else the official one (see notebook 00)
@@ -150,8 +150,9 @@ print("training:", train_transform(), "\nevaluation:", eval_transform(), sep="\n
 # %% [markdown]
 # What augmentation does: one image, drawn ten times through the training transform. Each view is a random crop of
 # half to all of the image, flipped left-right and up-down at random, turned by any angle (the corners it leaves
-# are black), a little brighter or darker and more or less saturated. Dermoscopy has no "up", so none of this
-# changes the diagnosis; the hue stays, since colour is a diagnostic cue. The recipe is the one ISIC 2019's
+# are black), its brightness scaled by 0.875 to 1.125 and its saturation by 0.5 to 1.5 (from half to one and a
+# half times as colourful: a change you can see in the grid). Dermoscopy has no "up", so flips and turns do not
+# change the diagnosis; the hue stays, since colour is a diagnostic cue. The recipe is the one ISIC 2019's
 # winners used, minus what an introductory course can leave out (`skinlib.augment.TRAIN_RECIPE`; why: run
 # `help(skinlib.augment)` in a new cell).
 
@@ -181,13 +182,8 @@ print(f"{len(loader)} batches; one batch: images {tuple(images.shape)} {images.d
 # %% [markdown]
 # ## Data: the lesion-grouped split and its loaders
 # The split of notebook 00: 70 % train, 15 % validation, 15 % test, grouped by lesion. A `DataLoader` serves each
-# part in batches: the training images shuffled and randomly flipped, rotated and cropped (*augmentation*: every
-# epoch shows each lesion a little differently, which makes memorising harder), the others resized and centre-cropped,
-# always the same way.
-#
-# On the real data, `get_data` has already *prepared* the images: decoded once and stored at 256x256 in a cache on
-# the runtime's local disk (never on Drive: far too slow for this), `data.cache_dir`. Decoding the large JPEGs
-# every epoch would leave the GPU waiting on Colab's 2 CPUs.
+# part in batches: the training images shuffled and augmented, the others resized and centre-cropped, always the
+# same way. On the real data they read the prepared images (see the set-up).
 
 # %%
 frame = load_index(DATA_DIR)
@@ -210,20 +206,18 @@ print(f"one batch: images {tuple(images.shape)} {images.dtype}, labels {tuple(la
 #
 # $$\ell(z, y) = -\log \frac{e^{z_y}}{\sum_{c=1}^{8} e^{z_c}} ,$$
 #
-# averaged over the batch: 0 for a confident right answer, large for a confident wrong one. A network that knows
-# nothing and gives every class the same score pays $-\log(1/8) = \ln 8$ on every image.
+# averaged over the batch: 0 for a confident right answer, large for a confident wrong one.
 
 # %% tags=["nbval-check-output"]
 criterion = nn.CrossEntropyLoss()
-equal_scores = torch.zeros(1, len(CLASSES))  # the same logit for all 8 classes
-print(f"loss of equal scores: {criterion(equal_scores, torch.tensor([3])).item():.4f} (ln 8 = 2.0794)")
-confident_right = torch.tensor([[0.0, 0.0, 0.0, 10.0, 0.0, 0.0, 0.0, 0.0]])
+confident_right = torch.tensor([[0.0, 0.0, 0.0, 10.0, 0.0, 0.0, 0.0, 0.0]])  # class 3 scored far above the rest
 print(f"loss of a confident right answer: {criterion(confident_right, torch.tensor([3])).item():.4f}")
 print(f"loss of a confident wrong answer: {criterion(confident_right, torch.tensor([5])).item():.4f}")
 
 # %% [markdown]
-# **Predict before you run.** An untrained SimpleCNN starts with small random weights. What loss will it have on
-# its first batch? Write your guess below, then run the two cells.
+# **Predict before you run.** An untrained SimpleCNN starts with small random weights, so its 8 scores for an image
+# are small and close together. What loss will it have on its first batch? Work it out from the formula, write
+# your guess below as a number, then run the next cell (it shows the loss once there is a guess).
 
 # %%
 MY_GUESS = None  # your guess for the untrained network's loss on one batch
@@ -234,8 +228,17 @@ untrained = SimpleCNN(num_classes=len(CLASSES)).to(device).eval()
 images, labels = to_device_batch(*next(iter(loaders["train"])), device)
 with torch.no_grad():
     initial_loss = criterion(untrained(images), labels).item()
-print(f"initial loss {initial_loss:.3f}" + (f" (your guess: {MY_GUESS})" if MY_GUESS is not None else ""))
-passed = check_initial_loss(initial_loss)
+if compare_guess(MY_GUESS, initial_loss, "the untrained network's loss", "1.5"):  # a number: show the loss
+    passed = check_initial_loss(initial_loss)
+
+# %% [markdown]
+# Why that value: scores that are all the same give every class probability 1/8, and the loss of every image is
+# then $-\log(1/8) = \ln 8$, whatever the label. A first loss far from it is a bug to find before training
+# (summed instead of averaged, unnormalised images, a softmax too many).
+
+# %% tags=["nbval-check-output"]
+equal_scores = torch.zeros(1, len(CLASSES))  # the same logit for all 8 classes
+print(f"loss of equal scores: {criterion(equal_scores, torch.tensor([3])).item():.4f} (ln 8 = 2.0794)")
 
 # %% [markdown]
 # ## The training loop
@@ -280,9 +283,10 @@ def train_one_epoch_by_hand(model, loader, optimizer, criterion):
     return {"loss": loss_sum / cm.total, "accuracy": accuracy(cm), "balanced_accuracy": balanced_accuracy(cm)}
 
 # %% [markdown]
-# The check runs your function on a tiny network: it must switch on training mode, zero the gradients (two steps
-# on the same batch must see the same gradient, not twice it), step once per batch, and drive the loss down when
-# it trains 30 times on one small batch (a network that cannot overfit one batch has a bug).
+# The check runs your function on a tiny network and the same small batch twice, once as uint8 and once as
+# normalised floats (the two kinds the loaders give): it must switch on training mode, zero the gradients (both
+# steps must see the same gradient, not twice it), step once per batch, and drive the loss down when it trains 30
+# times on one small batch (a network that cannot overfit one batch has a bug).
 
 # %%
 passed = check_train_one_epoch(train_one_epoch_by_hand, device=device)
@@ -304,8 +308,9 @@ print({key: round(tried[key], 3) for key in ("loss", "accuracy", "balanced_accur
 # test set is the mean over its images, so each batch's mean loss counts as many times as the batch has images.
 #
 # **Exercise 3.** Write the test loop: evaluation mode, then without gradients, for every batch (stop at
-# `MAX_BATCHES`, as above): move it to the device, compute the outputs, add the batch's loss times its size to
-# `loss_sum`, and update `cm` with the predictions.
+# `MAX_BATCHES`, as above): move it with `to_device_batch`, as the training loop does, compute the outputs, add
+# the batch's loss times its size to `loss_sum`, and update `cm` with the predictions. The check feeds it one
+# uint8 batch (as the prepared cache gives them) and one float batch (as the JPEGs give them): both must work.
 
 # %%
 def evaluate_by_hand(model, loader, criterion):
@@ -449,7 +454,7 @@ table.style.format(precision=3, na_rep="–")
 
 # %% [markdown]
 # ## Save the results
-# Notebook 03 compares ResNet-50 with these numbers.
+# Notebook 03 compares ResNet-50 with these numbers; notebooks 04 and 05 load the model.
 
 # %%
 results = {"model": "SimpleCNN", "data": str(DATA_DIR), "data_id": data.data_id, "synthetic": SYNTHETIC,
