@@ -10,6 +10,7 @@ consulted: the published checksums guard the official files.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import requests
@@ -17,16 +18,36 @@ import urllib3
 
 from skinlib.fetch import DownloadError, Fetcher, flat_message, move_aside, sha256_of
 from skinlib.atomic import atomic_write_text
+from skinlib.layout import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV
 
 MIRROR_MANIFEST = "skinlib-mirror.json"
 FORMAT = "skinlib-mirror"
 
 
-def mirror_hashes(manifest: dict) -> dict[str, str]:
-    """File name -> SHA-256 from a mirror manifest (ValueError/KeyError/TypeError if malformed)."""
+def mirror_hashes(manifest) -> dict[str, str]:
+    """File name -> SHA-256 from a mirror manifest; a ValueError saying what is wrong if malformed."""
+    if not isinstance(manifest, dict):
+        raise ValueError(f"it holds a JSON {type(manifest).__name__}, not an object")
     if manifest.get("format") != FORMAT:
         raise ValueError(f"format is {manifest.get('format')!r}, not {FORMAT!r}")
-    return {name: entry["sha256"] for name, entry in manifest["files"].items()}
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ValueError("it lists no files")
+    hashes = {}
+    for name, entry in files.items():
+        sha = entry.get("sha256") if isinstance(entry, dict) else None
+        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+            raise ValueError(f"files/{name} has no SHA-256 (64 hex digits)")
+        if name != Path(name).name or name in ("", ".", ".."):
+            raise ValueError(f"files lists {name!r}, which is not a file name")
+        hashes[name] = sha
+    missing = [name for name in (GROUND_TRUTH_CSV, METADATA_CSV, IMAGES_DIR + ".zip") if name not in hashes]
+    if missing:  # a file the manifest does not list would be taken unchecked
+        raise ValueError(f"files lacks {', '.join(missing)}")
+    for field in ("images", "source_images"):
+        if not isinstance(manifest.get(field), int) or isinstance(manifest.get(field), bool):
+            raise ValueError(f"{field} is {manifest.get(field)!r}, not a number of images")
+    return hashes
 
 
 def fetch_mirror_manifest(fetch: Fetcher, data_dir: Path) -> dict | None:
@@ -42,8 +63,9 @@ def fetch_mirror_manifest(fetch: Fetcher, data_dir: Path) -> dict | None:
         response.raise_for_status()
         manifest = json.loads(response.content)
         mirror_hashes(manifest)
-    except (requests.HTTPError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DownloadError(f"{url}: not a readable mirror manifest ({flat_message(exc)})") from None
+    except (requests.HTTPError, ValueError) as exc:
+        raise DownloadError(f"{url}: not a readable mirror manifest ({flat_message(exc)}); ask whoever "
+                            f"serves the mirror to make it again with `python -m skinlib subset`") from None
     atomic_write_text(data_dir / MIRROR_MANIFEST, json.dumps(manifest, indent=2) + "\n")
     print(f"{fetch.base_url} is a SUBSET of ISIC 2019 ({manifest['images']:,} of {manifest['source_images']:,} "
           f"images, made by `skinlib subset`), not the official release: every file is checked against "

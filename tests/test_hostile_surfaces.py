@@ -1,0 +1,358 @@
+"""The newer surfaces against a hostile user: download again, servers that stall, trickle, redirect
+and lie, mirror and bundle manifests of every wrong shape, archives that carry more than the
+dataset, subset mirrors, two writers at once, kills, torchrun and the notebook builder.
+
+Every case is refused (or handled) in one line naming the file, address or option and what to do,
+and nothing that worked before is broken by it. data/README.md (section 7) lists each case with
+the test that shows it. Servers run on 127.0.0.1; nothing trains.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from skinlib import download as dl
+from skinlib.cli import main
+from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV, load_index
+from skinlib.fetch import DownloadError, Fetcher
+from skinlib.files import claim_folder
+from test_download import DATA, FAST, FakeMirror, _dataset, _hashes, _make_zip
+
+ARCHIVE = dl.ARCHIVE
+
+
+def one_line(err: BaseException | str) -> str:
+    text = str(err)
+    assert "\n" not in text and "Traceback" not in text, text
+    return text
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the block ends: nothing listens there
+
+
+@contextlib.contextmanager
+def serving(routes: dict):
+    """http://127.0.0.1:PORT/ serving `routes`: path -> bytes (200) or a function(handler)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            route = routes.get(self.path.lstrip("/"))
+            try:
+                if route is None:
+                    self.send_error(404)
+                elif callable(route):
+                    route(self)
+                else:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(route)))
+                    self.end_headers()
+                    self.wfile.write(route)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# ---------------------------------------------------------------- download again, on a finished download
+@pytest.fixture
+def finished(tmp_path):
+    """A finished download (from a mirror) in tmp_path/isic2019; yields (server, folder)."""
+    server = FakeMirror(DATA)
+    target = tmp_path / "isic2019"
+    dl.download_isic2019(target, base_url=server.url, expected_sha256=_hashes(DATA), **FAST)
+    yield server, target
+    server.close()
+
+
+def _csvs(folder: Path) -> dict[str, bytes]:
+    return {name: (folder / name).read_bytes() for name in (GROUND_TRUTH_CSV, METADATA_CSV)}
+
+
+# Hashes that the folder's CSVs do not have: those of the official files after a mirror's download.
+OTHER_HASHES = {GROUND_TRUTH_CSV: "a" * 64, METADATA_CSV: "b" * 64}
+
+
+@pytest.mark.parametrize("address", ["offline", "mistyped_path", "answers_an_html_page"])
+def test_download_again_that_fails_leaves_the_finished_download_working(finished, address):
+    server, target = finished
+    before = _csvs(target)
+    page = b"<html>Sign in to the network</html>"
+    with serving({name: page for name in (GROUND_TRUTH_CSV, METADATA_CSV)}) as portal:
+        url = {"offline": f"http://127.0.0.1:{closed_port()}/", "mistyped_path": server.url + "typo/",
+               "answers_an_html_page": portal}[address]
+        with pytest.raises(DownloadError) as refused:
+            dl.download_isic2019(target, base_url=url, **{**FAST, "retries": 0, "expected_sha256": OTHER_HASHES})
+    one_line(refused.value)
+    assert _csvs(target) == before  # the working CSVs stay where they were
+    assert not list(target.glob("*.new")) and not list(target.glob("*.new.part"))
+    assert len(load_index(target)) == 12  # `check` still reads the folder
+    if address == "answers_an_html_page":
+        assert "the copy already in the folder is kept" in str(refused.value)
+
+
+def test_download_refused_for_another_mirrors_images_replaces_nothing(finished, tmp_path):
+    _, target = finished
+    before = _csvs(target)
+    other = _dataset(10)
+    server = FakeMirror(other)
+    try:
+        with pytest.raises(DownloadError, match=r"ISIC_2019_Training_Input exists but holds 10 of the 10 images "
+                                                r"the ground truth lists and 2 it does not"):
+            dl.download_isic2019(target, base_url=server.url, **{**FAST, "expected_sha256": _hashes(other)})
+    finally:
+        server.close()
+    assert _csvs(target) == before
+    assert not list(target.glob("*.new")) and not list(target.glob("*.bad"))
+    assert len(load_index(target)) == 12
+
+
+def test_a_second_download_into_a_folder_in_use_is_refused(finished):
+    server, target = finished
+    (target / dl.MANIFEST).unlink()  # so the second run has work to do
+    with claim_folder(target, "download").lock("a download"):
+        with pytest.raises(Exception, match=r"is in use by another download \(it holds .skinlib-lock\)") as refused:
+            dl.download_isic2019(target, base_url=server.url, **{**FAST, "expected_sha256": _hashes(DATA)})
+    one_line(refused.value)
+
+
+# ---------------------------------------------------------------- servers that stall, trickle, redirect and lie
+def _trickle(handler):
+    handler.send_response(200)
+    handler.send_header("Content-Length", "100000")
+    handler.end_headers()
+    for _ in range(200):
+        handler.wfile.write(b"x")
+        handler.wfile.flush()
+        time.sleep(0.02)
+
+
+def _redirect_to(location):
+    def answer(handler):
+        handler.send_response(302)
+        handler.send_header("Location", location)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+    return answer
+
+
+def _status(code, headers=()):
+    def answer(handler):
+        handler.send_response(code)
+        for key, value in headers:
+            handler.send_header(key, value)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+    return answer
+
+
+def _short_body(handler):
+    handler.send_response(200)
+    handler.send_header("Content-Length", "5000")
+    handler.end_headers()
+    handler.wfile.write(b"y" * 100)
+    handler.close_connection = True
+
+
+def _gzip(handler):
+    handler.send_response(200)
+    handler.send_header("Content-Encoding", "gzip")
+    handler.send_header("Content-Length", "4")
+    handler.end_headers()
+    handler.wfile.write(b"\x1f\x8b..")
+
+
+def _stall(handler):
+    time.sleep(1.5)
+
+
+def _partial_to_a_fresh_request(handler, content_range="bytes 10-19/20"):
+    handler.send_response(206)
+    handler.send_header("Content-Range", content_range)
+    handler.send_header("Content-Length", "10")
+    handler.end_headers()
+    handler.wfile.write(b"z" * 10)
+
+
+SERVERS = {  # what the server does -> what the one line says
+    "trickles_a_byte_at_a_time": (_trickle, r"the server sent only \d+ bytes in 0\.\d s \(too slow to finish\)"),
+    "redirects_in_a_loop": (_redirect_to("/file"), r"the address redirects in a loop"),
+    "redirects_to_ftp": (_redirect_to("ftp://127.0.0.1/file"), r"an address it cannot follow"),
+    "redirects_to_a_missing_file": (_redirect_to("/gone"), r"HTTP 404 Not Found \(check the address"),
+    "answers_403": (_status(403), r"HTTP 403 Forbidden"),
+    "answers_500_every_time": (_status(500), r"HTTP 500 Internal Server Error; gave up after 2 tries"),
+    "answers_503_every_time": (_status(503), r"HTTP 503 Service Unavailable; gave up after 2 tries"),
+    "announces_more_than_it_sends": (_short_body, r"connection dropped \(closed at byte 100 of 5,000 the server "
+                                                 r"announced\); gave up after 2 tries"),
+    "sends_it_gzip_encoded": (_gzip, r"the server sent it gzip-encoded; use a plain mirror"),
+    "stalls_before_answering": (_stall, r"the server sent nothing for 0\.5 s"),
+    "answers_206_to_a_fresh_request_from_elsewhere": (_partial_to_a_fresh_request,
+                                                      r"server resumed at byte 10, not 0; restarting; gave up after"),
+    "answers_206_with_an_unreadable_range": (lambda h: _partial_to_a_fresh_request(h, "bytes ten"),
+                                             r"HTTP 206 with an unreadable Content-Range 'bytes ten'"),
+}
+
+
+@pytest.mark.parametrize("behaviour", SERVERS)
+def test_a_server_that_misbehaves_ends_in_one_line_and_no_file(tmp_path, behaviour):
+    answer, message = SERVERS[behaviour]
+    with serving({"file": answer}) as url:
+        fetch = Fetcher(url, progress=False, retries=1, backoff=0.0, timeout=(1.0, 0.5), keep_partial=False)
+        started = time.monotonic()
+        with pytest.raises(DownloadError, match=message) as refused, fetch:
+            fetch.get(tmp_path / "file")
+    one_line(refused.value)
+    assert time.monotonic() - started < 8  # never hangs
+    assert not (tmp_path / "file").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_server_that_refuses_connections_says_it_cannot_be_reached(tmp_path):
+    fetch = Fetcher(f"http://127.0.0.1:{closed_port()}/", progress=False, retries=0, backoff=0.0)
+    with pytest.raises(DownloadError, match=r"cannot reach the server \(\[Errno 111\] Connection refused"):
+        fetch.get(tmp_path / "file")
+
+
+def test_a_trickling_download_from_the_command_line_is_one_error_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("skinlib.download.TIMEOUT", (1.0, 0.3))
+    monkeypatch.setattr("skinlib.fetch.BACKOFF", 0.0)
+    monkeypatch.setattr(dl.download_isic2019, "__kwdefaults__",
+                        {**dl.download_isic2019.__kwdefaults__, "timeout": (1.0, 0.3), "retries": 0, "backoff": 0.0})
+    with serving({"skinlib-mirror.json": _status(404), GROUND_TRUTH_CSV: _trickle}) as url:
+        status = main(["download", str(tmp_path / "d"), "--base-url", url, "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1 and err.startswith("error: ") and "too slow to finish" in err
+
+
+# ---------------------------------------------------------------- mirror manifests of every wrong shape
+def _mirror_files(tmp_path) -> dict[str, bytes]:
+    """A mirror's files (the FakeMirror data) and a valid manifest of them."""
+    files = {name: DATA[name] for name in (GROUND_TRUTH_CSV, METADATA_CSV, ARCHIVE)}
+    manifest = {"format": "skinlib-mirror", "version": 1, "subset": True, "images": 12, "source_images": 25331,
+                "files": {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                          for name, data in files.items()}}
+    return files, manifest
+
+
+def _drop(path):
+    def change(manifest):
+        *parents, last = path.split("/")
+        node = manifest
+        for key in parents:
+            node = node[key]
+        del node[last]
+        return manifest
+    return change
+
+
+def _set(path, value):
+    def change(manifest):
+        *parents, last = path.split("/")
+        node = manifest
+        for key in parents:
+            node = node[key]
+        node[last] = value
+        return manifest
+    return change
+
+
+MIRROR_MANIFESTS = {  # a change to a valid manifest (or its bytes) -> what the line says
+    "not_json": (lambda m: b"<html>404</html>", r"Expecting value"),
+    "empty": (lambda m: b"", r"Expecting value"),
+    "a_json_list": (lambda m: [m], r"it holds a JSON list, not an object"),
+    "a_json_string": (lambda m: "skinlib-mirror", r"it holds a JSON str, not an object"),
+    "format_mistyped": (_set("format", "skinlib-mirorr"), r"format is 'skinlib-mirorr', not 'skinlib-mirror'"),
+    "format_missing": (_drop("format"), r"format is None"),
+    "files_missing": (_drop("files"), r"it lists no files"),
+    "files_a_list": (_set("files", [GROUND_TRUTH_CSV]), r"it lists no files"),
+    "files_empty": (_set("files", {}), r"it lists no files"),
+    "an_entry_without_sha256": (_drop(f"files/{GROUND_TRUTH_CSV}/sha256"), rf"files/{GROUND_TRUTH_CSV} has no SHA-256"),
+    "an_entry_a_string": (_set(f"files/{METADATA_CSV}", "abc"), rf"files/{METADATA_CSV} has no SHA-256"),
+    "a_sha256_in_upper_case_or_short": (_set(f"files/{ARCHIVE}/sha256", "ABC123"), rf"files/{ARCHIVE} has no SHA-256"),
+    "the_archive_not_listed": (_drop(f"files/{ARCHIVE}"), rf"files lacks {ARCHIVE}"),
+    "a_csv_not_listed": (_drop(f"files/{GROUND_TRUTH_CSV}"), rf"files lacks {GROUND_TRUTH_CSV}"),
+    "a_file_name_leaving_the_folder": (lambda m: {**m, "files": {**m["files"], "../.bashrc": {"sha256": "0" * 64}}},
+                                       r"files lists '../.bashrc', which is not a file name"),
+    "images_missing": (_drop("images"), r"images is None, not a number of images"),
+    "images_a_string": (_set("images", "12"), r"images is '12', not a number of images"),
+    "source_images_true": (_set("source_images", True), r"source_images is True, not a number of images"),
+}
+
+
+@pytest.mark.parametrize("shape", MIRROR_MANIFESTS)
+def test_a_mirror_manifest_of_a_wrong_shape_is_one_line_and_nothing_is_fetched(tmp_path, shape):
+    change, message = MIRROR_MANIFESTS[shape]
+    files, manifest = _mirror_files(tmp_path)
+    changed = change(manifest)
+    body = changed if isinstance(changed, bytes) else json.dumps(changed).encode()
+    with serving({**files, "skinlib-mirror.json": body}) as url:
+        with pytest.raises(DownloadError, match=rf"skinlib-mirror\.json: not a readable mirror manifest \(.*{message}"
+                                                rf".*\); ask whoever serves the mirror") as refused:
+            dl.download_isic2019(tmp_path / "d", base_url=url, progress=False, retries=0, backoff=0.0)
+    one_line(refused.value)
+    assert not (tmp_path / "d" / GROUND_TRUTH_CSV).exists() and not (tmp_path / "d" / IMAGES_DIR).exists()
+
+
+def test_a_mirror_manifest_of_a_wrong_shape_from_the_command_line_is_one_error_line(tmp_path, capsys):
+    files, manifest = _mirror_files(tmp_path)
+    with serving({**files, "skinlib-mirror.json": json.dumps(_drop("images")(manifest)).encode()}) as url:
+        status = main(["download", str(tmp_path / "d"), "--base-url", url, "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1 and err.startswith("error: ")
+
+
+def test_a_redirect_loop_at_the_mirror_manifest_says_so(tmp_path):
+    with serving({"skinlib-mirror.json": _redirect_to("/skinlib-mirror.json")}) as url:
+        with pytest.raises(DownloadError, match=r"skinlib-mirror\.json: the address redirects in a loop"):
+            dl.download_isic2019(tmp_path / "d", base_url=url, progress=False, retries=0, backoff=0.0)
+
+
+# ---------------------------------------------------------------- archives carrying more than the dataset
+EXTRAS = {".bashrc": b"rm -rf ~\n", "run_me.sh": b"#!/bin/sh\n", f"{IMAGES_DIR}/sub/evil.jpg": b"\xff\xd8",
+"notes/readme.txt": b"hi", f"{IMAGES_DIR}/run_me.sh": b"x"}
+
+
+def test_an_archive_unpacks_only_the_listed_images_and_notices(tmp_path, capsys):
+    served = dict(DATA)
+    served[ARCHIVE] = _make_zip({**DATA["members"], **EXTRAS})
+    server = FakeMirror(served)
+    try:
+        dl.download_isic2019(tmp_path / "d", base_url=server.url, **{**FAST, "expected_sha256": _hashes(DATA)})
+    finally:
+        server.close()
+    target = tmp_path / "d"
+    for name in EXTRAS:
+        assert not (target / name).exists(), name
+    assert not (target / "notes").exists() and not (target / IMAGES_DIR / "sub").exists()
+    assert sorted(p.name for p in (target / IMAGES_DIR).iterdir()) == sorted(
+        Path(m).name for m in DATA["members"])
+    assert f"also holds {len(EXTRAS)} file(s) that are no part of ISIC 2019's layout" in capsys.readouterr().out
