@@ -356,3 +356,276 @@ def test_an_archive_unpacks_only_the_listed_images_and_notices(tmp_path, capsys)
     assert sorted(p.name for p in (target / IMAGES_DIR).iterdir()) == sorted(
         Path(m).name for m in DATA["members"])
     assert f"also holds {len(EXTRAS)} file(s) that are no part of ISIC 2019's layout" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- course bundles of every wrong shape
+from skinlib import bundle as bundle_module  # noqa: E402
+from skinlib.bundle import BundleError, check_provenance, make_bundle, read_manifest, restore_bundle  # noqa: E402
+
+
+def _bundle_manifest() -> dict:
+    files = {name: {"bytes": len(DATA[name]), "sha256": hashlib.sha256(DATA[name]).hexdigest()}
+             for name in (GROUND_TRUTH_CSV, METADATA_CSV)}
+    return {"format": "skinlib-course-bundle", "version": 1, "dataset": "isic2019", "source_folder": "/content/x",
+            "source_address": None, "images": 12, "size": 256, "quality": 90, "files": files,
+            "created": "2026-12-08T00:00:00+0000"}
+
+
+def _write_bundle(path: Path, manifest=None, *, leave_out=(), extra=None) -> Path:
+    manifest = _bundle_manifest() if manifest is None else manifest
+    members = {bundle_module.MANIFEST: manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode(),
+               GROUND_TRUTH_CSV: DATA[GROUND_TRUTH_CSV], METADATA_CSV: DATA[METADATA_CSV],
+               **{name: data for name, data in DATA["members"].items() if name.endswith(".jpg")}, **(extra or {})}
+    path.write_bytes(_make_zip({name: data for name, data in members.items() if name not in leave_out}))
+    return path
+
+
+def test_a_well_formed_bundle_is_read(tmp_path):
+    assert read_manifest(_write_bundle(tmp_path / "b.zip"))["images"] == 12
+
+
+BUNDLES = {  # how the bundle is broken -> what the line says
+    "manifest_not_json": (dict(manifest=b"{not json"), r"not a readable course bundle \(Expecting property name"),
+    "manifest_empty": (dict(manifest=b""), r"not a readable course bundle \(Expecting value"),
+    "manifest_a_list": (dict(manifest=[1]), r"not a skinlib-course-bundle \(its skinlib-bundle\.json says format \[1\]"),
+    "format_mistyped": (dict(manifest={**_bundle_manifest(), "format": "skinlib-bundle"}),
+                        r"not a skinlib-course-bundle \(its skinlib-bundle\.json says format 'skinlib-bundle'\)"),
+    "format_version_2": (dict(manifest={**_bundle_manifest(), "version": 2}),
+                         r"a course bundle of format version 2, and this skinlib reads version 1: install the "
+                         r"skinlib that made it, or delete it and run notebook 00 again"),
+    "format_version_a_string": (dict(manifest={**_bundle_manifest(), "version": "1"}), r"format version '1'"),
+    "dataset_missing": (dict(manifest={k: v for k, v in _bundle_manifest().items() if k != "dataset"}),
+                        r"its skinlib-bundle\.json lacks dataset"),
+    "images_a_string": (dict(manifest={**_bundle_manifest(), "images": "12"}), r"lacks images \(or holds the wrong"),
+    "size_missing": (dict(manifest={k: v for k, v in _bundle_manifest().items() if k != "size"}), r"lacks size"),
+    "created_a_number": (dict(manifest={**_bundle_manifest(), "created": 2026}), r"lacks created"),
+    "files_missing": (dict(manifest={k: v for k, v in _bundle_manifest().items() if k != "files"}),
+                      r"lacks files, files/ISIC_2019_Training_GroundTruth\.csv"),
+    "files_without_the_ground_truth": (dict(manifest={**_bundle_manifest(), "files": {}}),
+                                       r"lacks files/ISIC_2019_Training_GroundTruth\.csv, files/ISIC_2019_Training_Metadata"),
+    "a_sha256_that_is_a_number": (
+        dict(manifest={**_bundle_manifest(), "files": {**_bundle_manifest()["files"], METADATA_CSV: {"sha256": 7}}}),
+        r"lacks files/ISIC_2019_Training_Metadata\.csv"),
+    "a_csv_with_another_sha256": (
+        dict(manifest={**_bundle_manifest(), "files": {**_bundle_manifest()["files"],
+                                                       METADATA_CSV: {"sha256": "0" * 64}}}),
+        r"ISIC_2019_Training_Metadata\.csv has SHA-256 .* the data and its bundle do not belong together"),
+    "images_count_wrong": (dict(manifest={**_bundle_manifest(), "images": 13}),
+                           r"holds 12 images, its ground truth lists 12 and its manifest says 13"),
+    "no_manifest_member": (dict(leave_out=(bundle_module.MANIFEST,)),
+                           r"not a readable course bundle \(\"There is no item named 'skinlib-bundle\.json'"),
+    "no_metadata_member": (dict(leave_out=(METADATA_CSV,)), r"There is no item named 'ISIC_2019_Training_Metadata"),
+    "an_image_missing": (dict(leave_out=(f"{IMAGES_DIR}/ISIC_0000003.jpg",)), r"holds 11 images"),
+    "an_image_in_a_subfolder": (dict(extra={f"{IMAGES_DIR}/sub/evil.jpg": b"\xff\xd8"}), r"holds 13 images"),
+}
+
+
+@pytest.mark.parametrize("broken", BUNDLES)
+def test_a_broken_bundle_is_one_line_and_nothing_is_restored(tmp_path, broken):
+    options, message = BUNDLES[broken]
+    bundle = _write_bundle(tmp_path / "b.zip", **options)
+    with pytest.raises(BundleError, match=message) as refused:
+        restore_bundle(bundle, tmp_path / "data")
+    assert one_line(refused.value).startswith(str(bundle))
+    assert not (tmp_path / "data").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["b.zip"]
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short", b"<html>Drive quota exceeded</html>"])
+def test_a_bundle_file_that_is_not_a_zip_is_one_line(tmp_path, content):
+    (tmp_path / "b.zip").write_bytes(content)
+    with pytest.raises(BundleError, match=r"b\.zip: not a readable course bundle \(File is not a zip file\); "
+                                          r"delete it and run notebook 00 again") as refused:
+        read_manifest(tmp_path / "b.zip")
+    one_line(refused.value)
+
+
+def test_a_bundle_unpacks_only_what_a_bundle_holds(tmp_path, capsys):
+    extra = {".bashrc": b"rm -rf ~\n", "run_me.sh": b"#!/bin/sh\n", "notes/x.txt": b"x",
+             f"{IMAGES_DIR}/LICENSE.txt": b"x"}
+    bundle = _write_bundle(tmp_path / "b.zip", extra=extra)
+    restore_bundle(bundle, tmp_path / "data")
+    for name in extra:
+        assert not (tmp_path / "data" / name).exists(), name
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == sorted(
+        [bundle_module.MANIFEST, GROUND_TRUTH_CSV, METADATA_CSV, IMAGES_DIR])
+    assert "also holds 4 file(s) that are no part of a course bundle" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content", ["{", "[]", json.dumps({"format": "skinlib-course-bundle", "version": 1})])
+def test_a_restored_folder_with_a_damaged_manifest_is_one_line(tmp_path, content):
+    restore_bundle(_write_bundle(tmp_path / "b.zip"), tmp_path / "data")
+    (tmp_path / "data" / bundle_module.MANIFEST).write_text(content)
+    with pytest.raises(BundleError, match=r"skinlib-bundle\.json: not a|skinlib-bundle\.json lacks") as refused:
+        check_provenance(tmp_path / "data")
+    one_line(refused.value)
+    assert check_provenance(tmp_path / "data", quiet=True) is None
+
+
+@pytest.mark.parametrize("errno_, words", [(28, r"the disk \(or Drive\) is full \(No space left on device\); "
+                                                 r"nothing was saved; free some space"),
+                                          (30, r"cannot be written \(Read-only file system\); nothing was saved; "
+                                               r"choose a folder you can write to"),
+                                          (122, r"the disk \(or Drive\) is full")])
+def test_a_full_or_read_only_drive_while_saving_the_bundle_names_the_bundle(synthetic_dir, synthetic_cache, tmp_path,
+                                                                           monkeypatch, errno_, words):
+    def refuse(path, write, **kwargs):
+        raise OSError(errno_, os.strerror(errno_), str(path))
+
+    monkeypatch.setattr(bundle_module, "atomic_write", refuse)
+    target = tmp_path / "drive" / "isic2019-bundle.zip"
+    with pytest.raises(BundleError, match=rf"{target}: {words}") as refused:
+        make_bundle(synthetic_dir, synthetic_cache, target, dataset="synthetic", progress=False)
+    one_line(refused.value)
+    assert not target.exists()
+
+
+def test_a_drive_folder_that_is_a_file_is_one_line(synthetic_dir, synthetic_cache, tmp_path):
+    (tmp_path / "drive").write_text("not a folder")
+    with pytest.raises(BundleError, match=r"drive/b\.zip: cannot be written \(File exists\)") as refused:
+        make_bundle(synthetic_dir, synthetic_cache, tmp_path / "drive" / "b.zip", dataset="synthetic", progress=False)
+    one_line(refused.value)
+
+
+# ---------------------------------------------------------------- two writers at once
+WRITER = """
+import sys
+from skinlib.atomic import atomic_write
+path, fill = sys.argv[1], sys.argv[2].encode()
+for _ in range(40):
+    atomic_write(path, lambda f: [f.write(fill * 65536) for _ in range(4)])
+"""
+
+
+def test_two_processes_writing_one_file_at_once_leave_one_whole_file_and_no_temporary(tmp_path):
+    target = tmp_path / "results.csv"
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(target), fill]) for fill in "ab"]
+    assert [writer.wait(timeout=120) for writer in writers] == [0, 0]
+    assert target.read_bytes() in (b"a" * 262144, b"b" * 262144)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+
+
+BUNDLER = """
+import sys
+from skinlib.bundle import make_bundle
+make_bundle(sys.argv[1], sys.argv[2], sys.argv[3], dataset="synthetic", progress=False)
+"""
+
+
+def test_two_runtimes_saving_the_bundle_to_one_drive_folder_at_once_leave_one_whole_bundle(
+        synthetic_dir, synthetic_cache, tmp_path):
+    target = tmp_path / "drive" / "synthetic-bundle.zip"
+    runtimes = [subprocess.Popen([sys.executable, "-c", BUNDLER, str(synthetic_dir), str(synthetic_cache), str(target)],
+                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(runtime.wait(timeout=300), runtime.stderr.read()) for runtime in runtimes]
+    assert [status for status, _ in results] == [0, 0], results
+    assert read_manifest(target)["images"] == 160  # whole: every CRC and the manifest check out
+    with zipfile.ZipFile(target) as zf:
+        assert zf.testzip() is None
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
+
+
+def test_stale_temporaries_are_removed_only_when_their_writer_is_gone(tmp_path, monkeypatch):
+    from skinlib import atomic
+
+    target = tmp_path / "b.zip"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    names = {"dead": f".b.zip.{atomic._HOST}.{dead.pid}.x1.tmp", "alive": f".b.zip.{atomic._HOST}.{os.getppid()}.x2.tmp",
+             "other_machine": ".b.zip.colab-7f3a.1234.x3.tmp", "other_machine_idle": ".b.zip.colab-7f3a.99.x4.tmp",
+             "not_ours": ".c.zip.host.1.x5.tmp"}
+    for name in names.values():
+        (tmp_path / name).write_bytes(b"half")
+    idle = time.time() - atomic.IDLE_LIMIT_S - 60
+    os.utime(tmp_path / names["other_machine_idle"], (idle, idle))
+
+    removed = atomic.remove_stale_temporaries(target, locked=False)
+
+    assert sorted(p.name for p in removed) == sorted([names["dead"], names["other_machine_idle"]])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [names["alive"], names["other_machine"], names["not_ours"]])
+    assert len(atomic.remove_stale_temporaries(target)) == 2  # under the folder's lock: every one is stale
+
+
+KILLED_WRITER = """
+import sys, time
+from skinlib.atomic import atomic_write
+def write(f):
+    f.write(b"half a model"); f.flush(); print("writing", flush=True); time.sleep(60)
+atomic_write(sys.argv[1], write)
+"""
+
+
+def test_a_model_file_half_written_by_a_killed_process_is_removed_by_the_next_export(tmp_path, monkeypatch):
+    from skinlib.export import export_model, load_model
+    from test_predict_outputs import TinyNet
+
+    monkeypatch.setattr("skinlib.export.build_model", lambda name, num_classes, **_: TinyNet(num_classes))
+    target = tmp_path / "model.pt"
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert len(list(tmp_path.glob(".model.pt.*.tmp"))) == 1  # what a kill leaves
+
+    export_model(target, TinyNet(), "resnet50", data={"fingerprint": "0" * 64})
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+    assert load_model(target).architecture == "resnet50"
+
+
+def test_an_overlay_half_written_by_a_killed_predict_is_removed_by_the_next(tmp_path, capsys, monkeypatch):
+    from test_predict_outputs import TinyNet, picture, tiny_model_file
+
+    monkeypatch.setattr("skinlib.export.build_model", lambda name, num_classes, **_: TinyNet(num_classes))
+    model = tiny_model_file(tmp_path / "model.pt", synthetic=False)
+    image = picture(tmp_path / "in" / "a.jpg")
+    cams = tmp_path / "cams"
+    assert main(["predict", str(image), "--model", str(model), "--cam", str(cams), "--quiet", "--device", "cpu"]) == 0
+    stale = cams / ".a_gradcam.png.host.424242.abc.tmp"  # a predict killed while saving this overlay
+    stale.write_bytes(b"half a png")
+    assert main(["predict", str(image), "--model", str(model), "--cam", str(cams), "--quiet", "--device", "cpu"]) == 0
+    assert not stale.exists() and (cams / "a_gradcam.png").is_file()
+
+
+# ---------------------------------------------------------------- notebook 00's data cell, run again
+@pytest.fixture
+def colab(tmp_path, monkeypatch):
+    """A stand-in Colab runtime (tests/fake_colab): local disk and Drive in tmp_path; a small
+    SYNTHETIC set is what it fetches."""
+    from skinlib import course
+    from skinlib.synth import make_synthetic
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "fake_colab"))
+    monkeypatch.delitem(sys.modules, "google", raising=False)
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    import google.colab  # noqa: F401  (what makes course.in_colab() true)
+
+    monkeypatch.setenv("SKINLIB_LOCAL_DISK", str(tmp_path / "content"))
+    monkeypatch.setenv("FAKE_DRIVE", str(tmp_path / "drive"))
+    monkeypatch.setenv("SKINLIB_DATASET", "synthetic")
+    monkeypatch.delenv("SKINLIB_DATA", raising=False)
+    monkeypatch.setattr(course, "make_synthetic", lambda folder, n, seed: make_synthetic(folder, n=40, seed=seed))
+    yield course
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.delitem(sys.modules, "google", raising=False)
+
+
+def test_running_the_data_cell_twice_in_one_runtime_uses_its_own_download(colab, capsys):
+    first = colab.get_data()
+    assert (first.drive_dir / "synthetic-bundle.zip").is_file()
+    capsys.readouterr()
+
+    again = colab.get_data()  # the same runtime: the bundle it saved is on Drive, its data on local disk
+
+    assert again.data_dir == first.data_dir and again.data_id == first.data_id
+    assert "already holds the data of the course bundle" in capsys.readouterr().out
+
+
+def test_a_mirror_other_than_the_bundles_source_is_named_not_ignored(colab, capsys):
+    colab.get_data()
+    capsys.readouterr()
+    colab.get_data(mirror="https://mirror.example.edu/isic2019-subset/")
+    out = capsys.readouterr().out
+    assert ("note: the course bundle on Drive was made from data not downloaded by the kit, not from the mirror "
+            "https://mirror.example.edu/isic2019-subset/; it is used as it is. To download from "
+            "https://mirror.example.edu/isic2019-subset/ instead, delete ") in out
