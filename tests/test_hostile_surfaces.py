@@ -629,3 +629,98 @@ def test_a_mirror_other_than_the_bundles_source_is_named_not_ignored(colab, caps
     assert ("note: the course bundle on Drive was made from data not downloaded by the kit, not from the mirror "
             "https://mirror.example.edu/isic2019-subset/; it is used as it is. To download from "
             "https://mirror.example.edu/isic2019-subset/ instead, delete ") in out
+
+
+# ---------------------------------------------------------------- subset mirrors of data saved by other programs
+from skinlib.subset import make_subset  # noqa: E402
+
+
+@pytest.fixture
+def sample_copy(real_sample_dir, tmp_path):
+    """A copy of the 70-image real sample whose CSVs a test may rewrite."""
+    copy = tmp_path / "data"
+    shutil.copytree(real_sample_dir, copy)
+    return copy
+
+
+def _rewrite(path: Path, change) -> None:
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    rows = [line.split(",") for line in lines]
+    path.write_bytes(change(rows))
+
+
+def _columns_reversed(rows):
+    return ("\n".join(",".join(reversed(row)) for row in rows) + "\n").encode()
+
+
+def _image_column_second(rows):
+    return ("\n".join(",".join([row[1], row[0], *row[2:]]) for row in rows) + "\n").encode()
+
+
+def _crlf_and_bom(rows):
+    return b"\xef\xbb\xbf" + ("\r\n".join(",".join(row) for row in rows) + "\r\n").encode()
+
+
+def _quoted(rows):
+    return ("\n".join(",".join(f'"{field}"' for field in row) for row in rows) + "\n").encode()
+
+
+def _spaces_after_commas(rows):
+    return ("\n".join(", ".join(row) for row in rows) + "\n").encode()
+
+
+SAVED_BY = {"columns_in_reverse_order": _columns_reversed, "image_column_second": _image_column_second,
+            "crlf_line_ends_and_a_byte_order_mark": _crlf_and_bom, "every_field_quoted": _quoted,
+            "a_space_after_each_comma": _spaces_after_commas}
+
+
+@pytest.mark.parametrize("csv_name", [GROUND_TRUTH_CSV, METADATA_CSV])
+@pytest.mark.parametrize("saved_by", SAVED_BY)
+def test_a_subset_reads_the_csvs_by_column_name_as_check_does(sample_copy, tmp_path, csv_name, saved_by, capsys):
+    _rewrite(sample_copy / csv_name, SAVED_BY[saved_by])
+    manifest = make_subset(sample_copy, tmp_path / "mirror", 0.5, seed=0)
+    mirror = tmp_path / "mirror"
+    with zipfile.ZipFile(mirror / ARCHIVE) as zf:
+        zf.extractall(mirror / "unpacked")
+    for name in (GROUND_TRUTH_CSV, METADATA_CSV):
+        shutil.copy(mirror / name, mirror / "unpacked" / name)
+    served = load_index(mirror / "unpacked")  # the mirror reads as check reads it
+    assert len(served) == manifest["images"] > 0
+    original = load_index(sample_copy).set_index("image")
+    assert (served.set_index("image")["label"] == original.loc[served["image"], "label"]).all()
+
+
+def test_a_ground_truth_without_an_image_column_is_refused_before_anything_is_written(sample_copy, tmp_path):
+    _rewrite(sample_copy / GROUND_TRUTH_CSV, lambda rows: ("\n".join(",".join(["name", *row[1:]]) for row in rows)
+                                                         + "\n").encode())
+    with pytest.raises(Exception, match=r"GroundTruth\.csv") as refused:
+        make_subset(sample_copy, tmp_path / "mirror", 0.5)
+    one_line(refused.value)
+    assert not (tmp_path / "mirror").exists()
+
+
+def test_a_folder_restored_from_a_course_bundle_is_not_published_as_the_official_images(sample_copy, tmp_path):
+    (sample_copy / bundle_module.MANIFEST).write_text(json.dumps(_bundle_manifest()))
+    with pytest.raises(Exception, match=r"data: was restored from a course bundle \(skinlib-bundle\.json\): its images "
+                                        r"are 256-pixel JPEG copies, not the official files") as refused:
+        make_subset(sample_copy, tmp_path / "mirror", 0.5)
+    one_line(refused.value)
+    assert not (tmp_path / "mirror").exists()
+
+
+def test_a_fraction_that_leaves_a_mirror_too_small_to_train_on_is_warned_about(real_sample_dir, tmp_path, capsys):
+    make_subset(real_sample_dir, tmp_path / "mirror", 0.1, seed=0)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("warning: the mirror keeps only ")
+    assert "every student's run would fail; choose a larger --fraction than 0.1" in err
+
+
+def test_a_fraction_that_leaves_enough_images_is_not_warned_about(real_sample_dir, tmp_path, capsys, monkeypatch):
+    import functools
+
+    from skinlib.config import TrainConfig
+
+    # 70 images: a batch of 64 is too many for any split of them, so a student would pick 8
+    monkeypatch.setattr("skinlib.config.TrainConfig", functools.partial(TrainConfig, batch_size=8))
+    make_subset(real_sample_dir, tmp_path / "mirror", 1.0, seed=0)
+    assert capsys.readouterr().err == ""
