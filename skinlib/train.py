@@ -71,14 +71,24 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
     locks, cleans and writes the folder; the other processes only read from it.
     """
     if not distributed.is_main_process():  # a view of the folder, never written through
+        if distributed.main_refused_to_start(None):
+            raise SystemExit(1)  # process 0 has said why, in one line: nothing to add
         return _run(config, KitFolder(Path(config.out), "run"), resume)
     created = not expand_home(config.out).exists()
-    folder = open_run_folder(config.out)
+    folder = None
     try:
-        with folder.lock("another run"), reading(config.cache):  # prepare cannot rewrite it meanwhile
+        with contextlib.ExitStack() as claimed:
+            try:
+                folder = open_run_folder(config.out)
+                claimed.enter_context(folder.lock("another run"))
+                claimed.enter_context(reading(config.cache))  # prepare cannot rewrite it meanwhile
+            except BaseException as err:
+                distributed.main_refused_to_start(err)
+                raise
+            distributed.main_refused_to_start(None)
             return _run(config, folder, resume)
     except BaseException:
-        if created:
+        if created and folder is not None:
             _remove_if_unused(folder)
         raise
 

@@ -724,3 +724,86 @@ def test_a_fraction_that_leaves_enough_images_is_not_warned_about(real_sample_di
     monkeypatch.setattr("skinlib.config.TrainConfig", functools.partial(TrainConfig, batch_size=8))
     make_subset(real_sample_dir, tmp_path / "mirror", 1.0, seed=0)
     assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------- torchrun
+RANK_OF_A_KILLED_TORCHRUN = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", '''
+import time
+from skinlib import distributed
+with distributed.torchrun_session("cpu"):
+    print("joined", flush=True)
+    time.sleep(120)
+'''])
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_processes_of_a_torchrun_killed_outright_end_with_it(tmp_path):
+    from test_distributed import free_port
+    from test_faults import _alive
+
+    env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    torchrun = subprocess.Popen([sys.executable, "-c", RANK_OF_A_KILLED_TORCHRUN], env=env, stdout=subprocess.PIPE,
+                                text=True)
+    rank = int(torchrun.stdout.readline())
+    assert torchrun.stdout.readline().strip() == "joined"
+    torchrun.send_signal(signal.SIGKILL)  # kill -9 of torchrun
+    torchrun.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(rank):
+        time.sleep(0.05)
+    assert not _alive(rank)
+
+
+# ---------------------------------------------------------------- a full disk at a checkpoint, SKINLIB_DATA a file
+def test_a_full_disk_at_a_checkpoint_says_the_disk_is_full(tmp_path, monkeypatch):
+    import torch
+
+    from skinlib import checkpoint
+
+    def full(state, f):  # what torch's writer raises when write() fails for want of space
+        f.write(b"x" * 1000)
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 10**5))
+    (tmp_path / "checkpoint.pt").write_bytes(b"the previous one")
+    with pytest.raises(checkpoint.CheckpointError, match=r"checkpoint\.pt: the disk is full \(0 MB free in .*, the "
+                                                         r"checkpoint needs about 4 MB\); free some space, then run "
+                                                         r"the same command with --resume") as refused:
+        checkpoint.save_checkpoint(tmp_path / "checkpoint.pt", {"weights": torch.zeros(1_000_000)})
+    assert "inline_container" not in one_line(refused.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b"the previous one"
+
+
+def test_a_no_space_error_at_a_checkpoint_says_the_disk_is_full(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    from skinlib import checkpoint
+
+    def full(state, f):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full)
+    with pytest.raises(checkpoint.CheckpointError, match=r"the disk is full"):
+        checkpoint.save_checkpoint(tmp_path / "checkpoint.pt", {"weights": torch.zeros(10)})
+
+
+@pytest.mark.parametrize("name", [GROUND_TRUTH_CSV, "isic2019.zip"])
+def test_skinlib_data_naming_a_file_says_it_is_a_file(tmp_path, monkeypatch, capsys, name):
+    (tmp_path / name).write_text("image,MEL\n")
+    monkeypatch.setenv("SKINLIB_DATA", str(tmp_path / name))
+    assert main(["train", "--out", str(tmp_path / "run"), "--epochs", "1"]) in (1, 2)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"error: SKINLIB_DATA={tmp_path / name}: is a file, not a folder; point it at the folder" in err
+    assert (f"({tmp_path})" in err) == name.endswith(".csv")
