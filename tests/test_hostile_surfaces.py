@@ -807,3 +807,101 @@ def test_skinlib_data_naming_a_file_says_it_is_a_file(tmp_path, monkeypatch, cap
     assert err.count("\n") == 1
     assert f"error: SKINLIB_DATA={tmp_path / name}: is a file, not a folder; point it at the folder" in err
     assert (f"({tmp_path})" in err) == name.endswith(".csv")
+
+
+# ---------------------------------------------------------------- the notebook builder and runner
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import build_notebooks  # noqa: E402  (tools/ is not a package)
+import run_notebooks  # noqa: E402
+
+REPO = "https://github.com/example/skin-lesion-kit"
+
+
+def _source(tmp_path, monkeypatch, text: str) -> Path:
+    monkeypatch.setattr(build_notebooks, "ROOT", tmp_path)
+    source = tmp_path / "tools" / "notebook_src" / "99_hostile.py"
+    source.parent.mkdir(parents=True)
+    source.write_text(textwrap.dedent(text))
+    return source
+
+
+BROKEN_SOURCES = {  # a source -> what the one line says
+    "plain_cell": ("# %%\nx = (1,\n", r"cell 0, line 1 of the cell: the solution version is not valid Python \('\(' was never closed\)"),
+    "solution_region": ("# %%\ndef f():\n    # TODO: return one\n    ### BEGIN SOLUTION\n    return 1 +\n"
+                        "    ### END SOLUTION\n", r"cell 0, line 4 of the cell: the solution version is not valid"),
+    "student_version_only": ("# %%\nif True:\n    # TODO: nothing\n    ### BEGIN SOLUTION\n    x = 1\n"
+                             "    ### END SOLUTION\n", r"an indented region must lie in a function's body"),
+    "tab_and_space_indent": ("# %%\ndef f():\n\tx = 1\n        return x\n", r"not valid Python \(unindent|not valid "
+                             r"Python \(inconsistent use of tabs"),
+    "unclosed_string": ("# %%\nprint('hello)\n", r"not valid Python \(unterminated string literal"),
+    "markdown_region_without_end": ("# %% [markdown]\n# Why?\n# ### BEGIN SOLUTION\n# Because.\n",
+                                    r"### BEGIN SOLUTION without ### END SOLUTION"),
+    "markdown_near_marker": ("# %% [markdown]\n# ### Begin Solution\n# Because.\n# ### END SOLUTION\n",
+                             r"reads like a solution marker but is not one"),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_SOURCES)
+def test_a_source_that_cannot_run_is_refused_by_build_and_check(tmp_path, monkeypatch, broken):
+    text, message = BROKEN_SOURCES[broken]
+    source = _source(tmp_path, monkeypatch, text)
+    for version in ("student", "solution"):
+        with pytest.raises(build_notebooks.SourceError, match=message) as refused:
+            build_notebooks.build(source, REPO, version)
+        assert one_line(refused.value).startswith("tools/notebook_src/99_hostile.py, cell ")
+
+
+def test_the_builder_from_the_command_line_refuses_a_syntax_error_in_one_line(tmp_path, monkeypatch, capsys):
+    _source(tmp_path, monkeypatch, "# %%\nx = (1,\n")
+    monkeypatch.setattr(build_notebooks, "SOURCES", tmp_path / "tools" / "notebook_src")
+    monkeypatch.setattr(build_notebooks, "VERSIONS", {"student": tmp_path / "notebooks",
+                                                      "solution": tmp_path / "solutions"})
+    assert build_notebooks.main(["--check"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: tools/notebook_src/99_hostile.py, cell 0")
+
+
+def test_magics_and_shell_lines_are_valid_cells(tmp_path, monkeypatch):
+    source = _source(tmp_path, monkeypatch, "# %%\n# %matplotlib inline\n# !ls\nx = 1\n")
+    assert build_notebooks.build(source, REPO, "student").cells[0].source.startswith("%matplotlib inline")
+
+
+def test_a_written_answer_in_a_markdown_cell_stays_out_of_the_student_notebook(tmp_path, monkeypatch):
+    source = _source(tmp_path, monkeypatch, """\
+        # %% [markdown]
+        # **Question.** Why is the validation loss higher?
+        # ### BEGIN SOLUTION
+        # Because the model overfits: SECRET ANSWER.
+        # ### END SOLUTION
+        # Next we train.
+        """)
+    student = build_notebooks.build(source, REPO, "student").cells[0].source
+    solution = build_notebooks.build(source, REPO, "solution").cells[0].source
+    assert "SECRET" not in student and "BEGIN SOLUTION" not in student and "END SOLUTION" not in student
+    assert student.splitlines() == ["**Question.** Why is the validation loss higher?", "_Your answer here._",
+                                    "Next we train."]
+    assert "SECRET ANSWER" in solution and "### BEGIN SOLUTION" in solution
+
+
+def test_a_cell_that_hangs_past_the_timeout_is_one_line_and_the_notebook_is_still_written(tmp_path, monkeypatch,
+                                                                                            capsys):
+    import nbformat
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('before')"),
+                                               nbformat.v4.new_code_cell("import time\ntime.sleep(60)"),
+                                               nbformat.v4.new_code_cell("print('after')")])
+    notebook.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    nbformat.write(notebook, notebooks / "00_hangs.ipynb")
+    monkeypatch.setattr(run_notebooks, "NOTEBOOKS", notebooks)
+    monkeypatch.setattr(run_notebooks, "_write_html", lambda notebook, path: None)
+
+    status = run_notebooks.main(["--out", str(tmp_path / "out"), "--smoke", "--timeout", "3"])
+
+    out, err = capsys.readouterr()
+    assert status == 1 and "Traceback" not in out + err
+    assert "    a cell ran longer than the timeout of 3 s (--timeout): import time" in out.splitlines()
+    executed = nbformat.read(tmp_path / "out" / "00_hangs.ipynb", as_version=4)
+    assert executed.cells[0].outputs[0].text == "before\n"  # written up to the cell that hung
+    assert executed.cells[2].outputs == []
