@@ -189,9 +189,12 @@ def _get_checked(fetch: Fetcher, path: Path, expected: str | None, against: str)
     """`path` when it already has the expected checksum, else a verified fresh copy staged beside
     it as NAME.new (the caller puts it in place); `against` says where the expected checksum
     comes from ("{expected}" stands for it). A copy that fails the check becomes NAME.bad."""
-    if path.exists() and (expected is None or sha256_of(path) == expected):
-        return path
     staged = path.with_name(path.name + STAGED)
+    if path.exists() and (expected is None or sha256_of(path) == expected):
+        staged.unlink(missing_ok=True)  # staged by a run killed before it put the copy in place
+        return path
+    if staged.exists() and expected is not None and sha256_of(staged) == expected:
+        return staged  # verified by a run killed before it put it in place: no need to fetch it again
     fetch.download(fetch.base_url + path.name, staged)
     if expected is not None:
         actual = sha256_of(staged)

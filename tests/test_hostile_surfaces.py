@@ -905,3 +905,64 @@ def test_a_cell_that_hangs_past_the_timeout_is_one_line_and_the_notebook_is_stil
     executed = nbformat.read(tmp_path / "out" / "00_hangs.ipynb", as_version=4)
     assert executed.cells[0].outputs[0].text == "before\n"  # written up to the cell that hung
     assert executed.cells[2].outputs == []
+
+
+# ---------------------------------------------------------------- kills at every step
+def test_a_download_killed_after_staging_a_verified_csv_finishes_offline(finished):
+    _, target = finished
+    good = (target / GROUND_TRUTH_CSV).read_bytes()
+    (target / (GROUND_TRUTH_CSV + ".new")).write_bytes(good)  # staged and verified, then the run was killed
+    (target / GROUND_TRUTH_CSV).write_bytes(b"image,MEL\nedited by hand\n")
+    (target / dl.MANIFEST).unlink()
+    dl.download_isic2019(target, base_url=f"http://127.0.0.1:{closed_port()}/",
+                         **{**FAST, "retries": 0, "expected_sha256": _hashes(DATA)})
+    assert (target / GROUND_TRUTH_CSV).read_bytes() == good
+    assert (target / (GROUND_TRUTH_CSV + ".bad")).read_bytes() == b"image,MEL\nedited by hand\n"
+    assert not (target / (GROUND_TRUTH_CSV + ".new")).exists()
+
+
+def test_a_staged_copy_left_beside_a_good_csv_is_removed(finished):
+    server, target = finished
+    (target / (METADATA_CSV + ".new")).write_bytes(b"left by a killed run")
+    (target / dl.MANIFEST).unlink()
+    dl.download_isic2019(target, base_url=server.url, **{**FAST, "expected_sha256": _hashes(DATA)})
+    assert not (target / (METADATA_CSV + ".new")).exists()
+
+
+def test_a_download_killed_while_unpacking_is_finished_by_the_next_run(tmp_path):
+    server = FakeMirror(DATA)
+    target = tmp_path / "d"
+    (target / ".extracting" / IMAGES_DIR).mkdir(parents=True)  # what a kill during extraction leaves
+    (target / ".extracting" / IMAGES_DIR / "ISIC_0000000.jpg").write_bytes(b"half")
+    try:
+        dl.download_isic2019(target, base_url=server.url, **{**FAST, "expected_sha256": _hashes(DATA)})
+    finally:
+        server.close()
+    assert not (target / ".extracting").exists() and len(load_index(target)) == 12
+
+
+def test_a_restore_killed_half_way_is_redone_by_the_next(tmp_path):
+    bundle = _write_bundle(tmp_path / "b.zip")
+    scratch = tmp_path / ".data.restoring"  # what a kill during the restore leaves
+    (scratch / "data" / IMAGES_DIR).mkdir(parents=True)
+    (scratch / "b.zip").write_bytes(b"half a copy")
+    restore_bundle(bundle, tmp_path / "data")
+    assert not scratch.exists() and len(load_index(tmp_path / "data")) == 12
+
+
+def test_a_subset_interrupted_while_writing_its_archive_is_replaced_by_the_next(real_sample_dir, tmp_path,
+                                                                               monkeypatch):
+    import skinlib.subset as subset_module
+
+    real = subset_module.atomic_write
+
+    def interrupted(path, write, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(subset_module, "atomic_write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_subset(real_sample_dir, tmp_path / "mirror", 0.5)
+    monkeypatch.setattr(subset_module, "atomic_write", real)
+    manifest = make_subset(real_sample_dir, tmp_path / "mirror", 0.5)
+    assert manifest["files"][ARCHIVE]["bytes"] == (tmp_path / "mirror" / ARCHIVE).stat().st_size
+    assert not list((tmp_path / "mirror").glob(".*.tmp"))
