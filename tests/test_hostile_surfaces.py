@@ -966,3 +966,48 @@ def test_a_subset_interrupted_while_writing_its_archive_is_replaced_by_the_next(
     manifest = make_subset(real_sample_dir, tmp_path / "mirror", 0.5)
     assert manifest["files"][ARCHIVE]["bytes"] == (tmp_path / "mirror" / ARCHIVE).stat().st_size
     assert not list((tmp_path / "mirror").glob(".*.tmp"))
+
+
+# ---------------------------------------------------------------- an instructor's read-only shared folders
+from unprivileged import as_user, user_folder  # noqa: E402,F401  (user_folder is a fixture)
+
+STUDENT = """
+import sys
+from skinlib import download, bundle, subset
+from skinlib.cli import main
+finished, shared_bundle, mine, empty = sys.argv[1:5]
+download.download_isic2019(finished, base_url="http://127.0.0.1:9/", progress=False,
+                           expected_sha256=dict(a.split("=") for a in sys.argv[5:]))
+bundle.restore_bundle(shared_bundle, mine + "/restored")
+print("restored", flush=True)
+subset.make_subset(finished, mine + "/mirror", 1.0)
+print("subset", flush=True)
+sys.exit(main(["download", empty, "--no-progress"]))
+"""
+
+
+def test_a_student_reads_an_instructors_read_only_download_and_bundle_and_cannot_write_there(
+        finished, user_folder, tmp_path):
+    import tempfile
+
+    _, target = finished
+    shared = Path(tempfile.mkdtemp(prefix="skinlib-instructor-"))
+    try:
+        shutil.copytree(target, shared / "isic2019", symlinks=True)
+        _write_bundle(shared / "isic2019-bundle.zip")
+        (shared / "empty").mkdir()
+        for path in [shared, *shared.rglob("*")]:  # the instructor's, readable by all, writable by none
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        hashes = [f"{name}={sha}" for name, sha in _hashes(DATA).items()]
+        result = as_user(["-c", STUDENT, shared / "isic2019", shared / "isic2019-bundle.zip", user_folder,
+                          shared / "empty", *hashes], user_folder, timeout=300)
+    finally:
+        for path in [shared, *shared.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        shutil.rmtree(shared)
+    assert "already holds the verified ISIC 2019 download (12 images); nothing to do" in result.stdout, result.stderr
+    assert "restored" in result.stdout and "subset" in result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert errors == [f"error: {shared / 'empty'}: cannot write to this folder (Permission denied); choose a folder "
+                      f"you can write to"], result.stderr
