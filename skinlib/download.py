@@ -17,7 +17,9 @@ the images it holds must be exactly the ones the ground-truth CSV lists.
 An interrupted download is kept as `NAME.part` and resumed with an HTTP Range request, both
 within a run (a dropped connection is retried a few times with backoff) and across runs
 (re-running the command continues where it stopped; a Colab runtime that disconnected loses
-nothing already on disk). A finished run writes `skinlib-download.json`; a later run sees it,
+nothing already on disk). A file already in the folder is replaced only by a verified copy, and
+only once every check before the archive has passed: a re-run that fails (offline, a mistyped
+address, another mirror's images) leaves a working folder working. A finished run writes `skinlib-download.json`; a later run sees it,
 re-checks the files and makes no request at all.
 """
 from __future__ import annotations

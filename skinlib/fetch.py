@@ -4,7 +4,8 @@
 renames it into place only when the length matches what the server announced (and, when given,
 its SHA-256 starts with the published prefix). A dropped connection or a transient server
 error is retried with backoff, resuming with an HTTP Range request from the last byte written;
-a later run resumes the same `.part` file. Every failure ends as a `DownloadError` with a
+a later run resumes the same `.part` file. A try that receives less than 64 KiB in a read-timeout
+window (a server trickling a byte at a time) ends as a stall and is retried. Every failure ends as a `DownloadError` with a
 one-line message naming the URL. The dataset (`download`) and the ImageNet weights (`models`)
 both come through here. `sha256_of` checks a file against a published hash.
 """

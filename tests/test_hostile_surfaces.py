@@ -430,7 +430,8 @@ def test_a_broken_bundle_is_one_line_and_nothing_is_restored(tmp_path, broken):
     assert not (tmp_path / "data").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["b.zip"]
 
 
-@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short", b"<html>Drive quota exceeded</html>"])
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short", b"<html>Drive quota exceeded</html>"],
+                         ids=["an_empty_file", "a_zip_cut_short", "an_html_page"])
 def test_a_bundle_file_that_is_not_a_zip_is_one_line(tmp_path, content):
     (tmp_path / "b.zip").write_bytes(content)
     with pytest.raises(BundleError, match=r"b\.zip: not a readable course bundle \(File is not a zip file\); "
@@ -451,7 +452,8 @@ def test_a_bundle_unpacks_only_what_a_bundle_holds(tmp_path, capsys):
     assert "also holds 4 file(s) that are no part of a course bundle" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("content", ["{", "[]", json.dumps({"format": "skinlib-course-bundle", "version": 1})])
+@pytest.mark.parametrize("content", ["{", "[]", json.dumps({"format": "skinlib-course-bundle", "version": 1})],
+                         ids=["not_json", "a_json_list", "fields_missing"])
 def test_a_restored_folder_with_a_damaged_manifest_is_one_line(tmp_path, content):
     restore_bundle(_write_bundle(tmp_path / "b.zip"), tmp_path / "data")
     (tmp_path / "data" / bundle_module.MANIFEST).write_text(content)
