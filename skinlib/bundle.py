@@ -214,8 +214,7 @@ def restore_bundle(bundle: str | os.PathLike, data_dir: str | os.PathLike) -> Pa
     """
     bundle, data_dir = Path(bundle), Path(data_dir)
     manifest = read_manifest(bundle)
-    if (data_dir / MANIFEST).is_file() and json.loads((data_dir / MANIFEST).read_text()) == manifest \
-            and check_provenance(data_dir, quiet=True):
+    if check_provenance(data_dir, quiet=True) == manifest:  # None for a damaged or missing manifest
         print(f"{data_dir} already holds this bundle's {manifest['images']:,} images")
         return data_dir
     if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):

@@ -42,7 +42,7 @@ from skinlib.checkpoint import CheckpointError
 from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
 from skinlib.device import autocast_dtype, describe_device, select_device
 from skinlib.export import MODEL_FILE, data_fingerprint, export_model
-from skinlib.atomic import atomic_write_text
+from skinlib.atomic import atomic_write, atomic_write_text
 from skinlib.files import LOCK, MARKER, KitFolder, expand_home
 from skinlib.freshness import check_cache_matches
 from skinlib.loaders import make_loaders
@@ -301,5 +301,5 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _save_figure(figure, path: Path) -> None:
-    figure.savefig(path, dpi=120, bbox_inches="tight")
+    atomic_write(path, lambda f: figure.savefig(f, format=path.suffix[1:], dpi=120, bbox_inches="tight"))
     plt.close(figure)  # a long session of runs must not keep every figure open

@@ -1018,3 +1018,11 @@ def test_a_student_reads_an_instructors_read_only_download_and_bundle_and_cannot
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert errors == [f"error: {shared / 'empty'}: cannot write to this folder (Permission denied); choose a folder "
                       f"you can write to"], result.stderr
+
+
+def test_restoring_over_a_restored_folder_whose_manifest_is_damaged_is_one_line(tmp_path):
+    bundle = _write_bundle(tmp_path / "b.zip")
+    restore_bundle(bundle, tmp_path / "data")
+    (tmp_path / "data" / bundle_module.MANIFEST).write_text("{")
+    with pytest.raises(BundleError, match=r"data exists and is not empty; move it away, then run the cell again"):
+        restore_bundle(bundle, tmp_path / "data")
