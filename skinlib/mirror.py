@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import requests
@@ -22,6 +23,7 @@ from skinlib.layout import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV
 
 MIRROR_MANIFEST = "skinlib-mirror.json"
 FORMAT = "skinlib-mirror"
+MAX_MANIFEST = 1 << 20  # a manifest lists four files: a few hundred bytes
 
 
 def mirror_hashes(manifest) -> dict[str, str]:
@@ -54,16 +56,20 @@ def fetch_mirror_manifest(fetch: Fetcher, data_dir: Path) -> dict | None:
     """The mirror's manifest (also kept in `data_dir`), or None when the mirror has none."""
     url = fetch.base_url + MIRROR_MANIFEST
     try:
-        response = fetch.session.get(url, timeout=fetch.timeout)
+        with fetch.session.get(url, timeout=fetch.timeout, stream=True) as response:
+            if response.status_code == 404:
+                return None  # a plain copy of the official files: the published checksums apply
+            response.raise_for_status()
+            body = _small_body(response, url, fetch.timeout[1])
+    except requests.HTTPError as exc:
+        raise DownloadError(f"{url}: not a readable mirror manifest ({flat_message(exc)}); ask whoever "
+                            f"serves the mirror to make it again with `python -m skinlib subset`") from None
     except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
         raise DownloadError(f"{url}: {fetch.reason(exc)}") from None
-    if response.status_code == 404:
-        return None  # a plain copy of the official files: the published checksums apply
     try:
-        response.raise_for_status()
-        manifest = json.loads(response.content)
+        manifest = json.loads(body)
         mirror_hashes(manifest)
-    except (requests.HTTPError, ValueError) as exc:
+    except ValueError as exc:
         raise DownloadError(f"{url}: not a readable mirror manifest ({flat_message(exc)}); ask whoever "
                             f"serves the mirror to make it again with `python -m skinlib subset`") from None
     atomic_write_text(data_dir / MIRROR_MANIFEST, json.dumps(manifest, indent=2) + "\n")
@@ -71,6 +77,21 @@ def fetch_mirror_manifest(fetch: Fetcher, data_dir: Path) -> dict | None:
           f"images, made by `skinlib subset`), not the official release: every file is checked against "
           f"the mirror's {MIRROR_MANIFEST}")
     return manifest
+
+
+def _small_body(response, url: str, seconds: float) -> bytes:
+    """The body of a manifest, read within `seconds` and at most MAX_MANIFEST bytes: a server that
+    trickles it, or sends gigabytes in its place, is refused instead of waited for."""
+    body, started = b"", time.monotonic()
+    while chunk := response.raw.read1(1 << 16, decode_content=True):
+        body += chunk
+        if len(body) > MAX_MANIFEST:
+            raise DownloadError(f"{url}: more than {MAX_MANIFEST // 1024 ** 2} MiB, not a mirror manifest; check "
+                                f"--base-url")
+        if time.monotonic() - started > seconds:
+            raise DownloadError(f"{url}: the server sent only {len(body):,} bytes of the manifest in {seconds:g} s "
+                                f"(too slow); try again later, or ask whoever serves the mirror")
+    return body
 
 
 def saved_mirror_manifest(data_dir: Path, download_manifest: str, base_url: str) -> dict | None:

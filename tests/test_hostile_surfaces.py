@@ -1026,3 +1026,30 @@ def test_restoring_over_a_restored_folder_whose_manifest_is_damaged_is_one_line(
     (tmp_path / "data" / bundle_module.MANIFEST).write_text("{")
     with pytest.raises(BundleError, match=r"data exists and is not empty; move it away, then run the cell again"):
         restore_bundle(bundle, tmp_path / "data")
+
+
+def _huge(handler):
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(4 << 20))
+    handler.end_headers()
+    for _ in range(64):
+        handler.wfile.write(b" " * 65536)
+
+
+MANIFEST_SERVERS = {
+    "trickled": (_trickle, r"skinlib-mirror\.json: the server sent only \d+ bytes of the manifest in 0\.3 s \(too slow\)"),
+    "gigabytes_in_its_place": (_huge, r"skinlib-mirror\.json: more than 1 MiB, not a mirror manifest; check --base-url"),
+    "answers_500": (_status(500), r"skinlib-mirror\.json: not a readable mirror manifest \(500 Server Error"),
+}
+
+
+@pytest.mark.parametrize("behaviour", MANIFEST_SERVERS)
+def test_a_mirror_manifest_that_trickles_or_floods_is_refused_not_waited_for(tmp_path, behaviour):
+    answer, message = MANIFEST_SERVERS[behaviour]
+    started = time.monotonic()
+    with serving({"skinlib-mirror.json": answer}) as url:
+        with pytest.raises(DownloadError, match=message) as refused:
+            dl.download_isic2019(tmp_path / "d", base_url=url, progress=False, retries=0, backoff=0.0,
+                                 timeout=(1.0, 0.3))
+    one_line(refused.value)
+    assert time.monotonic() - started < 8
