@@ -5,11 +5,21 @@ cache manifest or metrics file that a later run would trust. `atomic_write` writ
 temporary file in the same folder, flushes it to disk, and only then renames it over the target
 (`os.replace` is atomic on one file system). The file gets the permissions any new file of the
 user gets (0666 less the umask), not mkstemp's owner-only 0600.
+
+The rule for concurrent writers (two Colab runtimes saving to one Drive folder, two commands
+writing one CSV): every writer writes its own temporary file, named after the target, the
+machine and the process (`.NAME.HOST.PID.RANDOM.tmp`, unique even across machines), and publishes
+it with one rename. Two writers never share a half-written file, and the target always holds one
+writer's whole file (the last to finish). A temporary left by a process killed outright is removed
+by the next writer (`remove_stale_temporaries`) once its writer is known to be gone.
 """
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Callable
 
@@ -23,7 +33,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], *, binary
     """
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp")
     except OSError as err:
         raise _naming(err, path, err.filename) from None
     try:
@@ -58,16 +68,50 @@ def temporary_name_pattern(path: str | os.PathLike) -> str:
     return f".{Path(path).name}.*.tmp"
 
 
-def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+# A temporary nobody has written to for this long is abandoned, whoever made it (another machine's,
+# whose process this one cannot see). Writers write continuously, so a live one is never this idle.
+IDLE_LIMIT_S = 3600.0
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+def remove_stale_temporaries(path: str | os.PathLike, *, locked: bool = True) -> list[Path]:
     """Delete temporary files left beside `path` by a killed `atomic_write`; return them.
 
-    Call it only while holding the folder's lock: then no other writer is half-way through.
+    `locked=True`: the caller holds the folder's lock, so no other writer is half-way through and
+    every temporary is stale. `locked=False` (no lock: a Drive folder two runtimes share) removes
+    only those whose writer is gone: a process of this machine that no longer runs, or a file
+    idle for `IDLE_LIMIT_S`.
     """
     path = Path(path)
-    stale = sorted(path.parent.glob(temporary_name_pattern(path)))
+    stale = sorted(p for p in path.parent.glob(temporary_name_pattern(path)) if locked or _abandoned(p, path))
     for leftover in stale:
         leftover.unlink(missing_ok=True)
     return stale
+
+
+def _abandoned(temporary: Path, path: Path) -> bool:
+    """Whether the writer of `temporary` (named by `atomic_write` for `path`) is gone."""
+    try:
+        if time.time() - temporary.stat().st_mtime > IDLE_LIMIT_S:
+            return True
+    except OSError:
+        return False
+    parts = temporary.name[len(path.name) + 2:-len(".tmp")].split(".")
+    if len(parts) < 3 or parts[0] != _HOST or not parts[1].isdigit():
+        return False  # another machine's (or an older name): only its idle time can tell
+    return not _running(int(parts[1]))
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it runs, as another user
+        return True
+    return True
 
 
 def current_umask() -> int:

@@ -21,6 +21,7 @@ CSVs no longer match it is refused (`check_provenance`).
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -35,7 +36,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from skinlib.atomic import atomic_write, remove_stale_temporaries
 from skinlib.cache import open_cache
+from skinlib.csvfiles import lines_by_image
 from skinlib.data import GROUND_TRUTH_CSV, IMAGE_SUFFIX, IMAGES_DIR, METADATA_CSV, DataError
 from skinlib.layout import SYNTHETIC_MARKER
 
@@ -83,8 +86,8 @@ def make_bundle(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, bundl
     """Write the bundle of `data_dir` (ISIC 2019 layout) from its prepared cache `cache_dir`.
 
     The images come from the cache (already decoded and resized), so nothing is decoded twice.
-    The bundle is written as BUNDLE.part and renamed when complete: a bundle on Drive is
-    either whole or absent. `dataset` names it in the manifest ("isic2019", "synthetic").
+    The bundle is written to a temporary file of this process and renamed when complete: a
+    bundle on Drive is either whole or absent, even with two runtimes saving it at once. `dataset` names it in the manifest ("isic2019", "synthetic").
     """
     started = time.perf_counter()
     data_dir, bundle = Path(data_dir), Path(bundle)
@@ -102,10 +105,10 @@ def make_bundle(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, bundl
     if cache.manifest.get("source") != str(data_dir.resolve()):
         raise BundleError(f"{cache_dir} was prepared from {cache.manifest.get('source')}, not {data_dir}; "
                           f"run `python -m skinlib prepare --data {data_dir} --cache {cache_dir}` first")
-    part = bundle.with_name(bundle.name + ".part")
-    bundle.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with zipfile.ZipFile(part, "w", compression=zipfile.ZIP_STORED) as zf:
+    names = cache.index["image"].tolist()
+
+    def write(f) -> None:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
             zf.writestr(MANIFEST, json.dumps(manifest, indent=2) + "\n")
             for name, data in csv_bytes.items():
                 zf.writestr(name, data)
@@ -113,13 +116,21 @@ def make_bundle(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, bundl
                 if (data_dir / name).is_file():
                     zf.write(data_dir / name, name)
             pixels = cache.images()
-            names = cache.index["image"].tolist()
             for row, name in enumerate(tqdm(names, desc="bundle", unit="img", disable=not progress)):
                 zf.writestr(f"{IMAGES_DIR}/{name}{IMAGE_SUFFIX}", _encode(np.asarray(pixels[row]), quality))
-        os.replace(part, bundle)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
+
+    try:
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        # Two runtimes may save to one Drive folder at once: each writes its own temporary file and
+        # renames it (skinlib.atomic), so the bundle on Drive is always one whole bundle.
+        remove_stale_temporaries(bundle, locked=False)
+        atomic_write(bundle, write)
+    except OSError as err:
+        full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise BundleError(f"{bundle}: {'the disk (or Drive) is full' if full else 'cannot be written'} "
+                          f"({err.strerror or err}); nothing was saved"
+                          + ("; free some space on it (a bundle of ISIC 2019 needs about 0.35 GB), then run the cell "
+                             "again" if full else "; choose a folder you can write to")) from None
     return BundleReport(bundle, len(names), bundle.stat().st_size, time.perf_counter() - started)
 
 
@@ -131,26 +142,54 @@ def read_manifest(bundle: str | os.PathLike) -> dict:
     are not exactly the ones the ground truth lists.
     """
     bundle = Path(bundle)
+    rebuild = "delete it and run notebook 00 again to rebuild it"
     try:
         with zipfile.ZipFile(bundle) as zf:
             manifest = json.loads(zf.read(MANIFEST))
-            if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-                raise BundleError(f"{bundle}: not a version-{VERSION} {FORMAT}")
+            _check_manifest_shape(bundle, manifest, rebuild)
             csvs = {name: zf.read(name) for name in CSVS}
             members = {info.filename for info in zf.infolist()}
     except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
         if isinstance(exc, BundleError):
             raise
-        raise BundleError(f"{bundle}: not a readable course bundle ({exc}); delete it and run "
-                          "notebook 00 again to rebuild it") from None
+        raise BundleError(f"{bundle}: not a readable course bundle ({flat(exc)}); {rebuild}") from None
     for name, data in csvs.items():
         _check_csv(bundle, name, data, manifest)
     listed = _image_ids(csvs[GROUND_TRUTH_CSV])
-    present = {m[len(IMAGES_DIR) + 1:-len(IMAGE_SUFFIX)] for m in members if m.startswith(IMAGES_DIR + "/")}
+    present = {m[len(IMAGES_DIR) + 1:-len(IMAGE_SUFFIX)] for m in members
+               if m.startswith(IMAGES_DIR + "/") and m.endswith(IMAGE_SUFFIX)}
     if present != set(listed) or len(listed) != manifest.get("images"):
         raise BundleError(f"{bundle}: holds {len(present):,} images, its ground truth lists {len(listed):,} and "
                           f"its manifest says {manifest.get('images')}; delete it and run notebook 00 again")
     return manifest
+
+
+def flat(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# The manifest's fields and the type each must have (provenance_lines reads them all).
+FIELDS = {"format": str, "version": int, "dataset": str, "source_folder": str, "images": int, "size": int,
+          "quality": int, "files": dict, "created": str}
+
+
+def _check_manifest_shape(where: Path, manifest, rebuild: str) -> None:
+    """A BundleError naming `where` unless `manifest` is a version-VERSION manifest with every field."""
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{where}: not a {FORMAT} (its {MANIFEST} says format "
+                          f"{manifest.get('format') if isinstance(manifest, dict) else manifest!r}); {rebuild}")
+    if manifest.get("version") != VERSION:
+        raise BundleError(f"{where}: a course bundle of format version {manifest.get('version')!r}, and this "
+                          f"skinlib reads version {VERSION}: install the skinlib that made it, or {rebuild} "
+                          f"with this one")
+    wrong = [name for name, kind in FIELDS.items()
+             if not isinstance(manifest.get(name), kind) or isinstance(manifest.get(name), bool)]
+    files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    wrong += [f"files/{name}" for name in CSVS
+              if not isinstance(files.get(name), dict) or not isinstance(files[name].get("sha256"), str)]
+    if wrong:
+        raise BundleError(f"{where}: its {MANIFEST} lacks {', '.join(wrong)} (or holds the wrong kind of "
+                          f"value there); {rebuild}")
 
 
 def _check_csv(where: Path, name: str, data: bytes, manifest: dict) -> None:
@@ -162,8 +201,7 @@ def _check_csv(where: Path, name: str, data: bytes, manifest: dict) -> None:
 
 
 def _image_ids(ground_truth: bytes) -> list[str]:
-    lines = ground_truth.decode("utf-8-sig").splitlines()
-    return [line.split(",", 1)[0].strip() for line in lines[1:] if line.strip()]
+    return [image for image, _ in lines_by_image(ground_truth.decode("utf-8-sig"), GROUND_TRUTH_CSV)[1]]
 
 
 def restore_bundle(bundle: str | os.PathLike, data_dir: str | os.PathLike) -> Path:
@@ -176,8 +214,7 @@ def restore_bundle(bundle: str | os.PathLike, data_dir: str | os.PathLike) -> Pa
     """
     bundle, data_dir = Path(bundle), Path(data_dir)
     manifest = read_manifest(bundle)
-    if (data_dir / MANIFEST).is_file() and json.loads((data_dir / MANIFEST).read_text()) == manifest \
-            and check_provenance(data_dir, quiet=True):
+    if check_provenance(data_dir, quiet=True) == manifest:  # None for a damaged or missing manifest
         print(f"{data_dir} already holds this bundle's {manifest['images']:,} images")
         return data_dir
     if data_dir.exists() and (not data_dir.is_dir() or any(data_dir.iterdir())):
@@ -192,7 +229,11 @@ def restore_bundle(bundle: str | os.PathLike, data_dir: str | os.PathLike) -> Pa
         copied = time.perf_counter()
         print(f"copied {bundle} ({bundle.stat().st_size / 1e6:,.1f} MB) to local disk in {copied - started:.1f} s")
         with zipfile.ZipFile(local) as zf:
-            zf.extractall(scratch / "data")  # raises BadZipFile on a CRC-32 mismatch
+            wanted, skipped = _bundle_members(zf)
+            zf.extractall(scratch / "data", members=wanted)  # raises BadZipFile on a CRC-32 mismatch
+        if skipped:
+            print(f"note: {bundle} also holds {len(skipped):,} file(s) that are no part of a course bundle "
+                  f"(first: {skipped[0]!r}); not unpacked")
         print(f"unpacked {manifest['images']:,} images in {time.perf_counter() - copied:.1f} s")
         local.unlink()
         if data_dir.exists():
@@ -205,6 +246,17 @@ def restore_bundle(bundle: str | os.PathLike, data_dir: str | os.PathLike) -> Pa
     return data_dir
 
 
+def _bundle_members(zf: zipfile.ZipFile) -> tuple[list[str], list[str]]:
+    """(the members a course bundle defines: its manifest, CSVs, passengers and the images its
+    ground truth lists; every other member), so nothing else reaches the data folder."""
+    listed = {f"{IMAGES_DIR}/{image}{IMAGE_SUFFIX}" for image in _image_ids(zf.read(GROUND_TRUTH_CSV))}
+    known = {MANIFEST, *CSVS, *PASSENGERS} | listed
+    wanted, skipped = [], []
+    for name in zf.namelist():
+        (wanted if name in known else skipped).append(name)
+    return wanted, skipped
+
+
 def check_provenance(data_dir: str | os.PathLike, *, quiet: bool = False) -> dict | None:
     """The bundle manifest of a restored folder (None for a folder not restored from a bundle).
 
@@ -215,14 +267,18 @@ def check_provenance(data_dir: str | os.PathLike, *, quiet: bool = False) -> dic
     path = data_dir / MANIFEST
     if not path.is_file():
         return None
-    manifest = json.loads(path.read_text())
     try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        _check_manifest_shape(path, manifest, "move the folder away and restore the bundle again")
         for name in CSVS:
             _check_csv(data_dir, name, (data_dir / name).read_bytes(), manifest)
-    except (BundleError, OSError):
+    except (BundleError, OSError, ValueError) as exc:
         if quiet:
             return None
-        raise
+        if isinstance(exc, BundleError):
+            raise
+        raise BundleError(f"{path}: not a readable course bundle manifest ({flat(exc)}); move the folder "
+                          f"away and restore the bundle again") from None
     if not quiet:
         print("\n".join(provenance_lines(manifest)))
     return manifest

@@ -10,9 +10,11 @@ holds is stored in that form, random-number-generator states included.
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -45,9 +47,37 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     except Exception as exc:  # KeyboardInterrupt passes through unchanged
         if isinstance(exc.__context__, KeyboardInterrupt):  # torch's writer fails on a file Ctrl-C cut short
             raise exc.__context__ from None
+        free = shutil.disk_usage(path.parent).free
+        needed = _nbytes(state)
+        if _is_no_space(exc) or ("write failed" in str(exc) and free < needed * 1.1):
+            # torch's writer reports a full disk as "enforce fail at inline_container.cc ... file write failed"
+            raise CheckpointError(
+                f"could not write checkpoint {path}: the disk is full ({free / 1e6:,.0f} MB free in {path.parent}, "
+                f"the checkpoint needs about {needed / 1e6:,.0f} MB); free some space, then run the same command "
+                f"with --resume (the previous checkpoint, if any, is unchanged)") from None
         raise CheckpointError(
             f"could not write checkpoint {path}: {exc} "
             f"(the previous checkpoint, if any, is unchanged)") from exc
+
+
+def _is_no_space(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an error it came from, is the system saying the disk is full."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _nbytes(state) -> int:
+    """The bytes of the tensors in `state` (nested dicts and lists): about its size on disk."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(_nbytes(value) for value in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_nbytes(value) for value in state)
+    return 0
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:

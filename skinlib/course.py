@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from skinlib.bundle import (check_provenance, make_bundle, provenance_lines, read_manifest, restore_bundle,
+from skinlib.bundle import (MANIFEST, check_provenance, make_bundle, provenance_lines, read_manifest, restore_bundle,
                             sha256_bytes)
 from skinlib.cache import prepare
 from skinlib.data import GROUND_TRUTH_CSV, DataError
@@ -102,8 +102,14 @@ def get_data(dataset: str | None = None, *, mirror: str | None = None, use_drive
     data_dir, cache_dir = local_disk() / name, local_disk() / PREPARED
     bundle = drive_dir / f"{name}-bundle.zip" if drive_dir is not None else None
     if bundle is not None and bundle.is_file():
+        manifest = read_manifest(bundle)
+        _say_if_mirror_differs(bundle, manifest, mirror)
+        if _downloaded_here(data_dir, manifest):  # this runtime made the bundle: the cell runs again
+            print(f"{data_dir} already holds the data of the course bundle {bundle} (fetched in this runtime)")
+            _prepare(data_dir, cache_dir)
+            return _course_data(data_dir, cache_dir, drive_dir, name == "synthetic", name)
         print(f"restoring the course bundle from Drive: {bundle}")
-        print("\n".join(provenance_lines(read_manifest(bundle))))
+        print("\n".join(provenance_lines(manifest)))
         with step("restored to local disk"):
             restore_bundle(bundle, data_dir)
         _prepare(data_dir, cache_dir)
@@ -116,6 +122,24 @@ def get_data(dataset: str | None = None, *, mirror: str | None = None, use_drive
         with step("course bundle saved to Drive"):
             print(make_bundle(data_dir, cache_dir, bundle, dataset=name).format())
     return _course_data(data_dir, cache_dir, drive_dir, name == "synthetic", name)
+
+
+def _downloaded_here(data_dir: Path, manifest: dict) -> bool:
+    """Whether `data_dir` holds the download (or synthetic set) the bundle was made from: not a
+    restored folder, and the same ground truth."""
+    truth = data_dir / GROUND_TRUTH_CSV
+    if (data_dir / MANIFEST).exists() or not truth.is_file():
+        return False
+    return sha256_bytes(truth.read_bytes()) == manifest["files"][GROUND_TRUTH_CSV]["sha256"]
+
+
+def _say_if_mirror_differs(bundle: Path, manifest: dict, mirror: str | None) -> None:
+    """A note when `mirror` is not where the bundle's data came from: the bundle wins, and how not to."""
+    made_from = manifest.get("source_address")
+    if mirror and (made_from or "").rstrip("/") != mirror.rstrip("/"):
+        print(f"note: the course bundle on Drive was made from {made_from or 'data not downloaded by the kit'}, "
+              f"not from the mirror {mirror}; it is used as it is. To download from {mirror} instead, delete "
+              f"{bundle} and run this cell again")
 
 
 def _fetch(name: str, data_dir: Path, mirror: str | None) -> None:

@@ -148,3 +148,20 @@ def read_metadata(path: str | os.PathLike) -> pd.DataFrame:
         raise DataError(f"{path}: age_approx is not a number in {row_refs(bad_age, out['image'])}")
     out["age_approx"] = age.astype(float)
     return out
+
+
+def lines_by_image(text: str, where: str) -> tuple[str, list[tuple[str, str]]]:
+    """(header line, [(image id, line)]) of a CSV's text, each line kept as it is: the id is read
+    from the column named `image`, wherever it stands (as `read_csv` reads it)."""
+    lines = text.splitlines(keepends=True)
+    header = next(csv.reader(lines[:1], skipinitialspace=True), [])
+    names = [name.strip() for name in header]
+    if "image" not in names:
+        raise DataError(f"{where}: no column named 'image' in its header ({', '.join(names[:5]) or 'empty'})")
+    column = names.index("image")
+    rows = []
+    for line in lines[1:]:
+        fields = next(csv.reader([line], skipinitialspace=True), [])
+        if len(fields) > column and fields[column].strip():
+            rows.append((fields[column].strip(), line))
+    return (lines[0] if lines else ""), rows

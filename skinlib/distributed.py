@@ -20,6 +20,8 @@ What changes under torchrun, and where:
 - `is_main_process`: only process 0 writes files (split, checkpoints, metrics, figures);
   the others' standard output is silenced (their epoch lines would repeat process 0's). Every process starts from the same seed and draws the same random
   numbers, so process 0's checkpoint resumes every process.
+- A process whose torchrun dies (even by SIGKILL) ends with it (Linux's PR_SET_PDEATHSIG), as
+  `prepare`'s decoding processes do.
 - A process that dies (a crash, an out-of-memory kill, a lost machine) makes the others' next
   gradient exchange fail; they end with one `PeerLost` line, and the last checkpoint, written
   atomically after every complete epoch, resumes the run with `--resume`.
@@ -116,6 +118,11 @@ def torchrun_session(device: str | None = None, run_dir: str | os.PathLike | Non
     if launch is None:
         yield None
         return
+    # torchrun killed outright (kill -9, a Colab runtime that stops) must take its processes with
+    # it: left running, they write checkpoints and hold the run's lock against `--resume`.
+    from skinlib.cache_folder import die_with_parent
+
+    die_with_parent(os.getppid())
     cuda = torch.device(device).type == "cuda" if device else torch.cuda.is_available()
     if cuda:
         if device and torch.device(device).index not in (None, launch.local_rank):
@@ -148,6 +155,17 @@ def torchrun_session(device: str | None = None, run_dir: str | os.PathLike | Non
         raise
     finally:
         dist.destroy_process_group()
+
+
+def main_refused_to_start(err: BaseException | None) -> bool:
+    """Process 0 tells the others whether it could claim and lock the run folder (`err`: why not;
+    the others pass None) and every process learns it: True when process 0 could not. Without
+    it, the others would train on and end with a misleading "another process stopped" line."""
+    if not is_active():
+        return err is not None
+    outcome = [None] * world_size()
+    dist.all_gather_object(outcome, None if err is None else type(err).__name__)
+    return outcome[0] is not None
 
 
 def is_peer_failure(err: BaseException) -> bool:

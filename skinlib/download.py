@@ -17,20 +17,22 @@ the images it holds must be exactly the ones the ground-truth CSV lists.
 An interrupted download is kept as `NAME.part` and resumed with an HTTP Range request, both
 within a run (a dropped connection is retried a few times with backoff) and across runs
 (re-running the command continues where it stopped; a Colab runtime that disconnected loses
-nothing already on disk). A finished run writes `skinlib-download.json`; a later run sees it,
+nothing already on disk). A file already in the folder is replaced only by a verified copy, and
+only once every check before the archive has passed: a re-run that fails (offline, a mistyped
+address, another mirror's images) leaves a working folder working. A finished run writes `skinlib-download.json`; a later run sees it,
 re-checks the files and makes no request at all.
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Mapping
 
-from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV
+from skinlib.csvfiles import lines_by_image
+from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV, DataError
 from skinlib.fetch import BACKOFF, RETRIES, TIMEOUT, DownloadError, Fetcher, move_aside, sha256_of
 from skinlib.atomic import atomic_write_text
 from skinlib.files import claim_folder, expand_home
@@ -54,11 +56,12 @@ SHA256 = {
 
 ARCHIVE_ROOT_FILES = ("LICENSE.txt", "ATTRIBUTION.txt")  # what an archive may hold beside its folder
 LICENSE = "LICENSE.txt"  # also what a subset mirror serves beside its files (skinlib.subset)
+STAGED = ".new"  # a verified copy waiting to replace the file in the folder
 # Every name a download writes in its folder (the archive's root may add LICENSE/ATTRIBUTION files).
 KIT_NAMES = (GROUND_TRUTH_CSV, METADATA_CSV, IMAGES_DIR, ARCHIVE, MANIFEST, SCRATCH, MIRROR_MANIFEST,
              *ARCHIVE_ROOT_FILES,
              *(f"{name}{suffix}" for name in (GROUND_TRUTH_CSV, METADATA_CSV, ARCHIVE, LICENSE)
-               for suffix in (".part", ".bad")))
+               for suffix in (".part", ".bad", STAGED, STAGED + ".part")))
 
 
 def _check_base_url(base_url: str) -> None:
@@ -113,7 +116,8 @@ def download_isic2019(
     folder.record(*KIT_NAMES)  # before anything is written: every name this download may use
 
     fetch = Fetcher(base_url, progress=progress, retries=retries, backoff=backoff, timeout=timeout)
-    with fetch:
+    # Two downloads into one folder would append to the same NAME.part: the second is refused.
+    with folder.lock("another download"), fetch:
         mirror = fetch_mirror_manifest(fetch, data_dir) if use_mirror_manifest else None
         if mirror is not None:
             hashes = mirror_hashes(mirror)
@@ -136,19 +140,38 @@ def download_isic2019(
 def _fetch_files(fetch: Fetcher, data_dir: Path, hashes: Mapping[str, str], *, keep_archive: bool,
                  progress: bool, against: str) -> list[str]:
     """Both CSVs checked (and a mirror's licence notice), then the images unpacked unless already
-    in place; the image ids."""
+    in place; the image ids.
+
+    A file already in the folder stays there until its replacement is verified and every check
+    that can be made before the archive (synthetic ids, the images already unpacked) has passed:
+    a run refused, offline or pointed at a mistyped address leaves a working folder working.
+    """
     # A mirror's manifest lists the archive (the official archive has no checksum) and, when
     # `subset` made it, the licence notice with the three citations, which goes with the data.
     in_mirror = ARCHIVE in hashes
-    for name in (GROUND_TRUTH_CSV, METADATA_CSV, *([LICENSE] if LICENSE in hashes else [])):
-        _get_checked(fetch, data_dir / name, hashes.get(name), against)
-    images = _read_image_ids(data_dir / GROUND_TRUTH_CSV)
-    synthetic = synthetic_image_ids(images)
-    if synthetic:  # a mirror of the kit's SYNTHETIC set: unpacked here, it would carry no SYNTHETIC.txt
-        raise DownloadError(f"{fetch.base_url}{GROUND_TRUTH_CSV} lists {len(synthetic):,} of the kit's SYNTHETIC "
-                            f"images ({synthetic[0]}, ...: ISIC 2019 has no such number), not ISIC 2019; nothing "
-                            f"unpacked. For synthetic data run `python -m skinlib synth DATA`")
-    if not _images_in_place(data_dir / IMAGES_DIR, images):
+    names = (GROUND_TRUTH_CSV, METADATA_CSV, *([LICENSE] if LICENSE in hashes else []))
+    ready = {}
+    try:
+        for name in names:
+            ready[name] = _get_checked(fetch, data_dir / name, hashes.get(name), against)
+        images = _read_image_ids(ready[GROUND_TRUTH_CSV])
+        synthetic = synthetic_image_ids(images)
+        if synthetic:  # a mirror of the kit's SYNTHETIC set: unpacked here, it would carry no SYNTHETIC.txt
+            raise DownloadError(f"{fetch.base_url}{GROUND_TRUTH_CSV} lists {len(synthetic):,} of the kit's SYNTHETIC "
+                                f"images ({synthetic[0]}, ...: ISIC 2019 has no such number), not ISIC 2019; nothing "
+                                f"unpacked. For synthetic data run `python -m skinlib synth DATA`")
+        in_place = _images_in_place(data_dir / IMAGES_DIR, images)
+    except BaseException:
+        for name, staged in ready.items():
+            if staged != data_dir / name:
+                staged.unlink(missing_ok=True)
+        raise
+    for name, staged in ready.items():  # every check passed: the verified copies take their places
+        if staged != data_dir / name:
+            if (data_dir / name).exists():
+                move_aside(data_dir / name)  # the stale or edited copy, kept as NAME.bad
+            os.replace(staged, data_dir / name)
+    if not in_place:
         archive = data_dir / ARCHIVE
         if not archive.exists():
             # The zip and its extracted copy sit side by side for a moment.
@@ -164,30 +187,34 @@ def _fetch_files(fetch: Fetcher, data_dir: Path, hashes: Mapping[str, str], *, k
 # --------------------------------------------------------------------------- checks
 
 
-def _get_checked(fetch: Fetcher, path: Path, expected: str | None, against: str) -> None:
-    """Download one file unless a copy with the expected checksum is already there; `against`
-    says where the expected checksum comes from ("{expected}" stands for it)."""
-    if path.exists():
-        if expected is None or sha256_of(path) == expected:
-            return
-        move_aside(path)  # a stale or edited copy: fetch a clean one
-    fetch.get(path)
+def _get_checked(fetch: Fetcher, path: Path, expected: str | None, against: str) -> Path:
+    """`path` when it already has the expected checksum, else a verified fresh copy staged beside
+    it as NAME.new (the caller puts it in place); `against` says where the expected checksum
+    comes from ("{expected}" stands for it). A copy that fails the check becomes NAME.bad."""
+    staged = path.with_name(path.name + STAGED)
+    if path.exists() and (expected is None or sha256_of(path) == expected):
+        staged.unlink(missing_ok=True)  # staged by a run killed before it put the copy in place
+        return path
+    if staged.exists() and expected is not None and sha256_of(staged) == expected:
+        return staged  # verified by a run killed before it put it in place: no need to fetch it again
+    fetch.download(fetch.base_url + path.name, staged)
     if expected is not None:
-        actual = sha256_of(path)
+        actual = sha256_of(staged)
         if actual != expected:
-            bad = move_aside(path)
+            bad = path.with_name(path.name + ".bad")
+            os.replace(staged, bad)
             raise DownloadError(f"{fetch.base_url + path.name}: SHA-256 {actual} does not match "
-                                f"{against.format(expected=expected)}; moved aside to {bad}, nothing extracted")
+                                f"{against.format(expected=expected)}; moved aside to {bad}, nothing extracted"
+                                + ("; the copy already in the folder is kept" if path.exists() else ""))
+    return staged
 
 
 def _read_image_ids(path: Path) -> list[str]:
     """The `image` column of the ground-truth CSV (already checksummed, so only read here)."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = csv.reader(f)
-        header = next(rows, [])
-        if not header or header[0].strip() != "image":
-            raise DownloadError(f"{path}: the first column is not 'image'")
-        return [row[0].strip() for row in rows if row]
+    try:
+        return [image for image, _ in lines_by_image(path.read_text(encoding="utf-8-sig"), str(path))[1]]
+    except (DataError, UnicodeDecodeError) as exc:
+        raise DownloadError(f"{path}: the ground truth cannot be read ({exc})") from None
 
 
 def _images_in_place(folder: Path, images: list[str]) -> bool:

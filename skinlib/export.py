@@ -32,7 +32,7 @@ from torch import nn
 import skinlib
 from skinlib.checkpoint import CheckpointError
 from skinlib.data import CLASSES, IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from skinlib.atomic import atomic_write
+from skinlib.atomic import atomic_write, remove_stale_temporaries
 from skinlib.models import build_model
 
 FORMAT, FORMAT_VERSION = "skinlib-model", 1
@@ -69,6 +69,7 @@ def export_model(path: str | os.PathLike, model: nn.Module, architecture: str, *
         "data": dict(data), "metrics": dict(metrics or {}), "skinlib_version": skinlib.__version__,
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path, locked=False)  # a copy half-written by a process that was killed
     return atomic_write(path, lambda f: torch.save(state, f))
 
 

@@ -4,7 +4,8 @@
 renames it into place only when the length matches what the server announced (and, when given,
 its SHA-256 starts with the published prefix). A dropped connection or a transient server
 error is retried with backoff, resuming with an HTTP Range request from the last byte written;
-a later run resumes the same `.part` file. Every failure ends as a `DownloadError` with a
+a later run resumes the same `.part` file. A try that receives less than 64 KiB in a read-timeout
+window (a server trickling a byte at a time) ends as a stall and is retried. Every failure ends as a `DownloadError` with a
 one-line message naming the URL. The dataset (`download`) and the ImageNet weights (`models`)
 both come through here. `sha256_of` checks a file against a published hash.
 """
@@ -28,6 +29,9 @@ TIMEOUT = (15.0, 60.0)
 RETRIES = 5  # resumes after a dropped connection before giving up
 BACKOFF = 2.0  # seconds before the first retry, doubled each time
 CHUNK = 1 << 16
+# The progress deadline: within each read-timeout window a download must receive at least this
+# much (64 KiB a minute by default), else the try ends as a stall and is retried, resuming.
+MIN_BYTES_PER_WINDOW = CHUNK
 # HTTP statuses worth retrying: S3 answers these under load and they pass.
 TRANSIENT_STATUS = {500, 502, 503, 504}
 
@@ -92,6 +96,9 @@ class Fetcher:
                 try:
                     self._get_once(url, part, space_factor)
                     break
+                except (requests.TooManyRedirects, requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                        requests.exceptions.MissingSchema) as exc:  # a retry would meet the same answer
+                    raise self._give_up(url, part, attempt + 1, exc) from None
                 except (_Dropped, requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
                     if attempt == self.retries:
                         raise self._give_up(url, part, attempt + 1, exc) from None
@@ -138,9 +145,18 @@ class Fetcher:
                 # Raw bytes, not iter_content: with decoding on, urllib3 drops the bytes it
                 # buffered when the connection breaks, and a resume must start at the last
                 # byte actually written. Accept-Encoding: identity makes raw bytes the file.
-                for chunk in response.raw.stream(CHUNK, decode_content=False):
+                # read1 returns whatever has arrived, so a server trickling a byte every few
+                # seconds (each read within the read timeout) still meets the progress deadline.
+                window_start, window_bytes = time.monotonic(), 0
+                while chunk := response.raw.read1(CHUNK, decode_content=False):
                     out.write(chunk)
                     bar.update(len(chunk))
+                    window_bytes += len(chunk)
+                    if time.monotonic() - window_start >= self.timeout[1]:
+                        if window_bytes < MIN_BYTES_PER_WINDOW:
+                            raise _Dropped(f"the server sent only {window_bytes:,} bytes in "
+                                           f"{time.monotonic() - window_start:.1f} s (too slow to finish)")
+                        window_start, window_bytes = time.monotonic(), 0
         size = part.stat().st_size
         if total is not None and size < total:
             raise _Dropped(f"connection closed at byte {size:,} of {total:,}")
@@ -162,14 +178,14 @@ class Fetcher:
                 total = self._length(url)
             if total == have:
                 return None
-            part.unlink()
+            part.unlink(missing_ok=True)
             raise _Dropped(f"HTTP 416: the partial file ({have:,} bytes) does not fit; restarting")
         if status in TRANSIENT_STATUS:
             raise _Dropped(f"HTTP {status} {response.reason}")
         if status == 206:
             start, total = _parse_content_range(url, response.headers.get("Content-Range", ""))
             if start != have:  # the server resumed elsewhere: start over rather than guess
-                part.unlink()
+                part.unlink(missing_ok=True)  # a server may answer 206 to a request without Range
                 raise _Dropped(f"server resumed at byte {start:,}, not {have:,}; restarting")
             return have, total
         if status == 200:  # no Range support (or first request): from byte zero
@@ -185,12 +201,21 @@ class Fetcher:
             return f"no connection within {self.timeout[0]:g} s"
         if isinstance(exc, (requests.Timeout, urllib3.exceptions.ReadTimeoutError)):
             return f"the server sent nothing for {self.timeout[1]:g} s"
+        if isinstance(exc, requests.TooManyRedirects):
+            return "the address redirects in a loop (or through more than 30 redirects)"
         if isinstance(exc, requests.ConnectionError):
             inner = exc.args[0] if exc.args else exc
             inner = getattr(inner, "reason", inner)  # urllib3's MaxRetryError wraps the cause
             text = re.sub(r"<[^>]*>:?\s*", "", flat_message(inner))  # drop '<...Connection object at 0x..>'
             errno = re.search(r"\[Errno [^\]]*\][^\"')]*", text)  # '[Errno 111] Connection refused'
             return f"cannot reach the server ({errno.group(0).strip() if errno else text})"
+        if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                            requests.exceptions.MissingSchema)):
+            return f"the server sent the download to an address it cannot follow ({flat_message(exc)})"
+        short = re.search(r"IncompleteRead\((\d+) bytes read, (\d+) more expected", flat_message(exc))
+        if short:  # the server closed the connection before the length it announced
+            got, more = int(short.group(1)), int(short.group(2))
+            return f"the connection dropped (closed at byte {got:,} of {got + more:,} the server announced)"
         return "the connection dropped"
 
     def _length(self, url: str) -> int | None:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from skinlib.cli_errors import device_name, int_at_least
 from skinlib.data import DataError, open_image
 from skinlib.export import ExportedModel, load_model
-from skinlib.atomic import atomic_write, atomic_write_text
+from skinlib.atomic import atomic_write, atomic_write_text, remove_stale_temporaries
 from skinlib.files import IGNORED, FolderError, KitFolder, claim_folder
 from skinlib.gradcam import grad_cam, heatmap
 from skinlib.interpret_plots import plot_gradcam
@@ -199,10 +199,13 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         cams = open_cam_folder(args.cam, paths)
         with cams.lock("another predict"):
+            for name in cams.files | set(overlay_names(paths).values()):  # left by a predict that was killed
+                remove_stale_temporaries(cams.path / name)
             probs = _predict_and_print(args, exported, paths, cams)
         print(f"Grad-CAM overlays in {cams.path}{os.sep}")
     if args.csv is not None:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(args.csv, locked=False)
         frame = labelled(table(paths, probs, exported.classes), exported)
         atomic_write_text(args.csv, frame.to_csv(index=False, float_format="%.6f"))
         print(f"wrote {len(paths)} rows to {args.csv}")

@@ -23,13 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import zipfile
 from pathlib import Path
 
 from skinlib.data import GROUND_TRUTH_CSV, IMAGE_SUFFIX, IMAGES_DIR, METADATA_CSV, DataError, load_index
 from skinlib.download import ARCHIVE
 from skinlib.fetch import sha256_of
-from skinlib.atomic import atomic_write_text
+from skinlib.atomic import atomic_write, atomic_write_text
+from skinlib.bundle import MANIFEST as BUNDLE_MANIFEST
+from skinlib.csvfiles import lines_by_image
 from skinlib.files import claim_folder
 from skinlib.mirror import FORMAT, MIRROR_MANIFEST
 from skinlib.splits import grouped_split
@@ -69,6 +72,10 @@ def make_subset(data_dir: str | os.PathLike, out_dir: str | os.PathLike, fractio
         raise DataError(f"{data_dir}: is a SYNTHETIC dataset (made by `skinlib synth`), not ISIC 2019; `subset` makes "
                         f"mirrors of the ISIC 2019 download only (to share a synthetic set, share its "
                         f"`python -m skinlib synth` command)")
+    if (data_dir / BUNDLE_MANIFEST).is_file():
+        raise DataError(f"{data_dir}: was restored from a course bundle ({BUNDLE_MANIFEST}): its images are "
+                        f"256-pixel JPEG copies, not the official files a mirror must serve byte for byte; "
+                        f"make the mirror from the full download (`python -m skinlib download DATA`)")
     frame = load_index(data_dir)
     chosen = frame if fraction == 1 else frame[grouped_split(frame, (fraction, 0.0, 1 - fraction), seed) == "train"]
     if chosen.empty:
@@ -79,20 +86,46 @@ def make_subset(data_dir: str | os.PathLike, out_dir: str | os.PathLike, fractio
     folder.remove_all()  # an earlier mirror's files only, never the user's
     folder.record(GROUND_TRUTH_CSV, METADATA_CSV, ARCHIVE, LICENSE, MIRROR_MANIFEST)
     for csv_name in (GROUND_TRUTH_CSV, METADATA_CSV):
-        lines = (data_dir / csv_name).read_text(encoding="utf-8-sig").splitlines(keepends=True)
-        kept = [lines[0]] + [line for line in lines[1:] if line.split(",", 1)[0].strip() in names]
-        (out_dir / csv_name).write_text("".join(kept), encoding="utf-8")
-    with zipfile.ZipFile(out_dir / ARCHIVE, "w", compression=zipfile.ZIP_STORED) as zf:
-        for image, path in zip(chosen["image"], chosen["path"]):
-            zf.write(path, f"{IMAGES_DIR}/{image}{IMAGE_SUFFIX}")
-    (out_dir / LICENSE).write_text(LICENSE_TEXT.format(n=len(chosen), total=len(frame), fraction=fraction,
-                                                       seed=seed), encoding="utf-8")
+        header, rows = lines_by_image((data_dir / csv_name).read_text(encoding="utf-8-sig"), str(data_dir / csv_name))
+        kept = [header] + [line for image, line in rows if image in names]
+        if csv_name == GROUND_TRUTH_CSV and len(kept) - 1 != len(chosen):  # never a mirror of header-only CSVs
+            raise DataError(f"{data_dir / csv_name}: {len(kept) - 1:,} of its rows name the {len(chosen):,} chosen "
+                            f"images; nothing of the mirror is complete (remove {out_dir})")
+        atomic_write_text(out_dir / csv_name, "".join(kept))
+
+    def write_archive(f) -> None:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+            for image, path in zip(chosen["image"], chosen["path"]):
+                zf.write(path, f"{IMAGES_DIR}/{image}{IMAGE_SUFFIX}")
+
+    atomic_write(out_dir / ARCHIVE, write_archive)
+    atomic_write_text(out_dir / LICENSE, LICENSE_TEXT.format(n=len(chosen), total=len(frame), fraction=fraction,
+                                                             seed=seed))
     files = {name: _entry(out_dir / name) for name in (GROUND_TRUTH_CSV, METADATA_CSV, ARCHIVE, LICENSE)}
     manifest = {"format": FORMAT, "version": 1, "subset": True, "of": "ISIC 2019 training data",
                 "images": len(chosen), "source_images": len(frame), "fraction": fraction, "seed": seed,
                 "lesion_groups": int(chosen["group"].nunique()), "files": files}
     atomic_write_text(out_dir / MIRROR_MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    _warn_if_too_small(chosen, fraction)
     return manifest
+
+
+def _warn_if_too_small(chosen, fraction: float) -> None:
+    """Warn when `train` with its default settings would refuse the mirror: every student's run
+    would fail the same way."""
+    from skinlib.config import TrainConfig
+
+    defaults = TrainConfig(data="", out="")
+    split = grouped_split(chosen, defaults.fractions, defaults.seed)
+    empty = [name for name in ("train", "val", "test") if not (split == name).any()]
+    n_train = int((split == "train").sum())
+    why = (f"the {' and '.join(empty)} split(s) would be empty" if empty else
+           f"its training split ({n_train} images) is smaller than the default --batch-size {defaults.batch_size}"
+           if n_train < defaults.batch_size else None)
+    if why:
+        print(f"warning: the mirror keeps only {len(chosen):,} images in {chosen['group'].nunique():,} lesion "
+              f"group(s): with the default settings `train` refuses it ({why}), so every student's run would "
+              f"fail; choose a larger --fraction than {fraction:g}", file=sys.stderr)
 
 
 def _entry(path: Path) -> dict:

@@ -167,6 +167,10 @@ def default_data_dir(*, n: int = 800, seed: int = 0) -> Path:
     value = os.environ.get("SKINLIB_DATA")
     if value:
         path = expand_home(value)
+        if path.is_file():
+            inside = f" ({path.parent})" if path.name.endswith(".csv") else ""
+            raise DataError(f"SKINLIB_DATA={value}: is a file, not a folder; point it at the folder that holds "
+                            f"the dataset{inside}, or unset it to use synthetic data")
         if not path.is_dir():
             raise DataError(
                 f"SKINLIB_DATA={value}: folder does not exist; point it at the ISIC 2019 folder "

@@ -42,7 +42,7 @@ from skinlib.checkpoint import CheckpointError
 from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
 from skinlib.device import autocast_dtype, describe_device, select_device
 from skinlib.export import MODEL_FILE, data_fingerprint, export_model
-from skinlib.atomic import atomic_write_text
+from skinlib.atomic import atomic_write, atomic_write_text
 from skinlib.files import LOCK, MARKER, KitFolder, expand_home
 from skinlib.freshness import check_cache_matches
 from skinlib.loaders import make_loaders
@@ -71,14 +71,24 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
     locks, cleans and writes the folder; the other processes only read from it.
     """
     if not distributed.is_main_process():  # a view of the folder, never written through
+        if distributed.main_refused_to_start(None):
+            raise SystemExit(1)  # process 0 has said why, in one line: nothing to add
         return _run(config, KitFolder(Path(config.out), "run"), resume)
     created = not expand_home(config.out).exists()
-    folder = open_run_folder(config.out)
+    folder = None
     try:
-        with folder.lock("another run"), reading(config.cache):  # prepare cannot rewrite it meanwhile
+        with contextlib.ExitStack() as claimed:
+            try:
+                folder = open_run_folder(config.out)
+                claimed.enter_context(folder.lock("another run"))
+                claimed.enter_context(reading(config.cache))  # prepare cannot rewrite it meanwhile
+            except BaseException as err:
+                distributed.main_refused_to_start(err)
+                raise
+            distributed.main_refused_to_start(None)
             return _run(config, folder, resume)
     except BaseException:
-        if created:
+        if created and folder is not None:
             _remove_if_unused(folder)
         raise
 
@@ -291,5 +301,5 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _save_figure(figure, path: Path) -> None:
-    figure.savefig(path, dpi=120, bbox_inches="tight")
+    atomic_write(path, lambda f: figure.savefig(f, format=path.suffix[1:], dpi=120, bbox_inches="tight"))
     plt.close(figure)  # a long session of runs must not keep every figure open

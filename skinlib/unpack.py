@@ -19,6 +19,24 @@ from skinlib.fetch import DownloadError, flat_message, move_aside
 from skinlib.layout import GROUND_TRUTH_CSV, IMAGES_DIR
 
 SCRATCH = ".extracting"  # the scratch folder, inside the data folder
+# Besides the listed images, what the official archive holds (its notices, beside the images and at
+# its root). Any other member (`.bashrc`, `run_me.sh`, `sub/evil.jpg`) is not unpacked.
+NOTICES = ("LICENSE", "LICENSE.txt", "ATTRIBUTION.txt")
+ROOT_NOTICES = ("LICENSE.txt", "ATTRIBUTION.txt")
+
+
+def wanted_members(members: list[zipfile.ZipInfo], images: list[str]) -> tuple[list[zipfile.ZipInfo], list[str]]:
+    """(the members the dataset's layout defines: the listed images and the notices; the names of
+    all others), so an archive cannot place anything else in the data folder."""
+    known = {f"{IMAGES_DIR}/{image}.jpg" for image in images}
+    known |= {f"{IMAGES_DIR}/{name}" for name in NOTICES} | set(ROOT_NOTICES) | {IMAGES_DIR + "/"}
+    wanted, skipped = [], []
+    for info in members:
+        if info.filename in known:
+            wanted.append(info)
+        else:
+            skipped.append(info.filename)
+    return wanted, skipped
 
 
 def safe_member_path(name: str) -> PurePosixPath | None:
@@ -73,6 +91,10 @@ def extract(archive: Path, data_dir: Path, images: list[str], *, progress: bool)
         if reason is not None:
             raise fail(reason)
 
+        members, skipped = wanted_members(members, images)
+        if skipped:
+            print(f"note: {archive.name} also holds {len(skipped):,} file(s) that are no part of ISIC 2019's "
+                  f"layout (first: {skipped[0]!r}); not unpacked")
         scratch = data_dir / SCRATCH
         shutil.rmtree(scratch, ignore_errors=True)  # the kit's leftovers of a run that was cut off
         scratch.mkdir()

@@ -240,6 +240,23 @@ def test_a_dead_process_ends_the_run_in_one_line_and_the_resumed_run_equals_one_
     assert [r["val_accuracy"] for r in metrics[0]["history"]] == [r["val_accuracy"] for r in metrics[1]["history"]]
 
 
+@pytest.mark.slow  # two processes import the command line: tens of seconds on a busy 2-core machine
+def test_a_second_torchrun_into_a_run_folder_in_use_ends_in_one_line(synthetic_dir, tmp_path):
+    """Process 0 cannot lock the folder (another run holds it) and says so; the other processes
+    stop with it, adding nothing (not a misleading "another process of the run stopped")."""
+    from skinlib.files import claim_folder
+
+    run = tmp_path / "busy"
+    with claim_folder(run, "run").lock("another run"):
+        statuses = launch(["cli", *train_args(synthetic_dir, run, BATCH)], tmp_path, timeout=120)
+    (status0, err0), (status1, err1) = statuses
+    assert (status0, status1) == (1, 1), statuses
+    lines = [line for line in err0.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0] == (f"error: {run} is in use by another run (it holds .skinlib-lock); "
+                                            f"wait for it to finish, or choose another folder"), err0
+    assert err1.strip() == "", err1
+
+
 @pytest.mark.slow
 def test_processes_that_do_not_share_the_run_folder_stop_before_training(tmp_path):
     """As on two machines whose --out is a local folder: only one of them holds the checkpoint.

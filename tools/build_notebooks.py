@@ -181,6 +181,42 @@ def student_code(source: str, where: str) -> str:
     return code
 
 
+def student_markdown(source: str, where: str) -> str:
+    """A markdown cell without its solution regions (nbgrader's written answers): each region,
+    markers included, is left out of the student notebook, where a line asks for the answer."""
+    lines, inside = [], False
+    for number, line in enumerate(source.splitlines(), 1):
+        stripped = line.strip()
+        _refuse_near_markers(stripped, f"{where}, line {number}")
+        if stripped == BEGIN:
+            if inside:
+                raise SourceError(f"{where}, line {number}: {BEGIN} inside another region")
+            inside = True
+            lines.append("_Your answer here._")
+        elif stripped == END:
+            if not inside:
+                raise SourceError(f"{where}, line {number}: {END} without {BEGIN}")
+            inside = False
+        elif not inside:
+            lines.append(line)
+    if inside:
+        raise SourceError(f"{where}: {BEGIN} without {END}")
+    return "\n".join(lines)
+
+
+def _refuse_syntax_errors(code: str, where: str, version: str) -> None:
+    """A SourceError naming the cell and line unless `code` compiles as Python (after IPython's
+    own translation of `%magic` and `!shell` lines): a notebook must not be built, or pass
+    `--check`, with a cell that can only fail."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    try:
+        compile(TransformerManager().transform_cell(code), where, "exec")
+    except SyntaxError as error:
+        raise SourceError(f"{where}, line {error.lineno} of the cell: the {version} version is not valid Python "
+                          f"({error.msg})") from None
+
+
 def _refuse_near_markers(stripped: str, where: str) -> None:
     """A comment that reads like a solution marker but is not one exactly would be kept in the
     student notebook with the answer it was meant to hide."""
@@ -248,11 +284,15 @@ def build(source: Path, repo_url: str, version: str = "student") -> nbformat.Not
     for index, cell in enumerate(parsed.cells):
         where = f"{source.relative_to(ROOT)}, cell {index}"
         if cell.cell_type == "markdown":
-            cells.append(nbformat.v4.new_markdown_cell(cell.source.replace("{{BADGE}}", badge)))
+            student = student_markdown(cell.source, where)  # the same errors in both versions
+            text = cell.source if version == "solution" else student
+            cells.append(nbformat.v4.new_markdown_cell(text.replace("{{BADGE}}", badge)))
         elif cell.metadata.get("title") == "[setup]":  # jupytext reads `# %% [setup]` as a title
             cells.append(nbformat.v4.new_code_cell(SETUP_CELL.format(repo_url=repo_url, kit_version=package_version())))
         else:
             student = student_code(cell.source, where)  # the same errors in both versions
+            for text, which in ((cell.source, "solution"), (student, "student")):
+                _refuse_syntax_errors(text, where, which)
             code = nbformat.v4.new_code_cell(student if version == "student" else cell.source)
             if _source_tags(cell) and version == "solution":  # a student's stored output could give answers away
                 code.metadata = {"tags": _source_tags(cell)}

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 from skinlib.files import FolderError, claim_folder
 
@@ -71,12 +71,24 @@ def run_notebook(source: Path, out: Path, timeout: int | None,
         client.execute(env=env)
     except CellExecutionError as exc:
         error = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    except CellTimeoutError as exc:  # the kernel is stopped; the cells run so far are written below
+        error = f"a cell ran longer than the timeout of {timeout} s (--timeout){_cell_preview(str(exc))}"
+    except DeadKernelError as exc:
+        error = f"the kernel died ({' '.join(str(exc).split()) or 'killed'}), e.g. out of memory"
     seconds = time.perf_counter() - start
     target = out / source.name
     settle_progress_bars(notebook)
     nbformat.write(notebook, target)
     _write_html(notebook, target.with_suffix(".html"))
     return target, seconds, error
+
+
+def _cell_preview(message: str) -> str:
+    """': <first line of the cell>' from nbclient's timeout message, which quotes the cell."""
+    lines = message.splitlines()
+    dashes = [i for i, line in enumerate(lines) if line.strip().startswith("----")]
+    first = next((line.strip() for line in lines[dashes[0] + 1:] if line.strip()), "") if dashes else ""
+    return f": {first}" if first else ""
 
 
 def settle_progress_bars(notebook) -> None:
