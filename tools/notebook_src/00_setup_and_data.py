@@ -248,8 +248,8 @@ else:
           "ISIC 2019 metadata\nabout 60 % of the test images of a random split by image have the same lesion in "
           "the training set;\na split by lesion has none.")
     measured = 60  # the published ISIC 2019 figure, rounded
-compare_guess(MY_GUESS, measured, "the leaked share of a split by image", "25", unit=" %",
-              source="measured" if real is not None and measured != 60 else "published")
+guessed = compare_guess(MY_GUESS, measured, "the leaked share of a split by image", "25", unit=" %",
+                        source="measured" if real is not None and measured != 60 else "published")
 
 # %% [markdown]
 # **Every later notebook uses the lesion-grouped split**, `grouped_split(frame, seed=0)`, which gives the same split
