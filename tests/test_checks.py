@@ -1002,7 +1002,17 @@ class ForwardNotWritten(SimpleCNN):
 def test_the_exercises_own_placeholder_is_not_done_yet(check, answer, request, capsys):
     assert run_check(check, answer, request) is False
     printed = said(capsys)
-    assert "not done yet (the exercise above still raises NotImplementedError)" in printed
+    assert "not done yet (the exercise above still raises NotImplementedError(" in printed
+    assert "write that part in its place, then delete the raise line" in printed
+
+
+def test_a_raise_line_left_under_written_code_is_quoted(capsys):
+    def written_but_raise_left(model, loader, optimizer, criterion):
+        model.train()
+        raise NotImplementedError("put the model in training mode")
+    assert checks.check_train_one_epoch(written_but_raise_left) is False
+    assert "still raises NotImplementedError('put the model in training mode'): write that part in its place, " \
+           "then delete the raise line" in said(capsys)
 
 
 def test_a_notimplementederror_of_pytorch_is_not_taken_for_the_placeholder(capsys):

@@ -62,12 +62,20 @@ def _report(what: str, run: Callable[[], str]) -> bool:
         print(f"… {what}: not done yet ({placeholder}).")
     except NotImplementedError as error:
         if _is_placeholder(error):
-            print(f"… {what}: not done yet (the exercise above still raises NotImplementedError).")
+            print(f"… {what}: not done yet (the exercise above still raises {_todo(error)}: write that part in "
+                  "its place, then delete the raise line).")
         else:
             print(f"✗ {what}: {_not_a_placeholder(error, 'your code')}")
     except _Wrong as wrong:
         print(f"✗ {what}: {wrong}")
     return False
+
+
+def _todo(error: NotImplementedError) -> str:
+    """The placeholder as the student sees it, so a raise line left under written code is found."""
+    text = str(error)
+    return f"NotImplementedError({text if len(text) <= 60 else text[:57] + '...'!r})" if text else \
+        "NotImplementedError"
 
 
 # Errors whose one line does not say what to change: what PyTorch's message means in the exercises.
