@@ -94,6 +94,9 @@ def plot_confusion(cm, classes=CLASSES, normalize="both", title: str | None = No
             data, annot=labels, fmt="", cmap="Blues", square=True, ax=ax,
             xticklabels=list(classes), yticklabels=list(classes), annot_kws={"fontsize": 8},
         )
+        if data is counts:  # a count of images is whole: no 0.5 or 2.5 on its colour bar
+            ax.collections[0].colorbar.locator = MaxNLocator(integer=True)
+            ax.collections[0].colorbar.update_ticks()
         ax.set_title(f"Confusion matrix ({what})")
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")

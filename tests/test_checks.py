@@ -188,6 +188,43 @@ class NumClassesIgnored(SimpleCNN):
         self.fc3 = nn.Linear(840, 10)
 
 
+class ReluLayerCalledOnTheTensor(SimpleCNN):  # nn.ReLU(x) builds a layer, it does not apply one
+    def forward(self, x):
+        x = self.pool(nn.ReLU(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))))
+
+
+class FlattenLayerCalledOnTheTensor(SimpleCNN):
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv2(self.pool(F.relu(self.conv1(x))))))
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(nn.Flatten(x))))))
+
+
+class SelfForgotten(SimpleCNN):
+    def forward(self, x):
+        x = self.pool(F.relu(conv1(x)))  # noqa: F821 (the mistake: conv1 is self.conv1)
+        x = self.pool(F.relu(self.conv2(x)))
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))))
+
+
+class BatchNormAdded(SimpleCNN):  # a layer with weights the table does not have
+    def __init__(self, num_classes=8):
+        super().__init__(num_classes)
+        self.bn1 = nn.BatchNorm2d(16)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.bn1(self.conv1(x))))
+        x = self.pool(F.relu(self.conv2(x)))
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))))
+
+
+class Fc1OfAFloatSize(SimpleCNN):  # FC1_INPUTS computed with `/`: nn.Linear refuses 89888.0
+    def __init__(self, num_classes=8):
+        super().__init__(num_classes)
+        self.fc1 = nn.Linear(32 * (((224 - 4) / 2 - 4) / 2) ** 2, 1200)
+
+
 # Right variants: other spellings of the same network
 class FunctionalPool(nn.Module):
     def __init__(self, num_classes=8):
@@ -235,7 +272,12 @@ SIMPLE_CNN_WRONG = [
     (AveragePool, "self.pool is an AvgPool2d, not an nn.MaxPool2d: look at pool in __init__"),
     (Conv2With64Channels, "conv2's weight has shape (64, 16, 5, 5), not (32, 16, 5, 5): look at conv2 in __init__."),
     (Conv2FromTheImage, "conv2's weight has shape (32, 3, 5, 5), not (32, 16, 5, 5)"),
-    (Fc1WithoutBias, "108,895,216 parameters, not 108,896,416: __init__ has a layer too many or a bias missing"),
+    (Fc1WithoutBias, "fc1 has no bias (bias=False?): the table's layers all have one"),
+    (ReluLayerCalledOnTheTensor, "must be Tensor, not ReLU: nn.ReLU(x) builds a layer instead of applying one"),
+    (FlattenLayerCalledOnTheTensor, "must be Tensor, not Flatten: nn.ReLU(x) builds a layer instead of applying one"),
+    (SelfForgotten, "name 'conv1' is not defined: the layers made in __init__ are attributes of the network"),
+    (BatchNormAdded, "__init__ also makes bn1, a layer with weights the table does not list"),
+    (Fc1OfAFloatSize, "a layer was given a float as its size (FC1_INPUTS computed with `/`?)"),
     (NumClassesIgnored, "fc3's weight has shape (10, 840), not (8, 840)"),
 ]
 
@@ -248,6 +290,9 @@ FC1_WRONG = [
     (32 * 55 * 55, "conv2 also takes 4 pixels off a side"),
     (1200, "1200 is not the number of values that reach fc1: follow one side from 224"),
     ("32 * 53 * 53", "FC1_INPUTS is a str ('32 * 53 * 53'), not a number: write the expression without quotes"),
+    (32 * (((224 - 4) / 2 - 4) / 2) ** 2, "89888.0 is the right count, but a float (`/` always gives one), and "
+                                           "nn.Linear takes an int: halve with //"),
+    (torch.tensor(32 * 53 * 53), "FC1_INPUTS is a Tensor (tensor(89888)), not a number: write it with plain numbers"),
 ]
 
 
@@ -271,7 +316,10 @@ FORMULAS_WRONG = [
 ]
 
 GUESSES_WRONG = [("100M", "MY_GUESS is a str ('100M'), not a number: write it without quotes or units"),
-                 ([1e8], "MY_GUESS is a list ([100000000.0]), not a number")]
+                 ([1e8], "MY_GUESS is a list ([100000000.0]), not a number"),
+                 ((100, 0, 0), "MY_GUESS is a tuple ((100, 0, 0)), not a number: a comma separates values in "
+                               "Python: write the number without commas"),  # MY_GUESS = 100,000,000
+                 (float("nan"), "MY_GUESS is a float (nan), not a number")]
 
 
 # ============================================================================== 02: the training loop
@@ -474,6 +522,38 @@ TRAIN_WRONG = [
 ]
 
 
+def outputs_named_otherwise(model, loader, optimizer, criterion):  # the template's lines read `outputs`
+    model.train()
+    cm, loss_sum = ConfusionMatrix(len(CLASSES)), 0.0
+    for images, labels in loader:
+        images, labels = to_device_batch(images, labels, device)
+        optimizer.zero_grad()
+        predictions = model(images)
+        loss = criterion(predictions, labels)
+        loss.backward()
+        optimizer.step()
+        cm.update(outputs.argmax(dim=1), labels)  # noqa: F821 (the mistake)
+        loss_sum += loss.item() * len(labels)
+    return {"loss": loss_sum / cm.total, "accuracy": accuracy(cm)}
+
+
+def own_optimizer_in_the_loop(model, images, labels, optimizer, criterion):
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)  # the mistake: not the one it was given
+    return right_step(model, images, labels, optimizer, criterion)
+
+
+def loss_turned_into_a_number(model, loader, optimizer, criterion):  # the template's line calls loss.item()
+    model.train()
+    cm, loss_sum = ConfusionMatrix(len(CLASSES)), 0.0
+    for images, labels in loader:
+        images, labels = to_device_batch(images, labels, device)
+        outputs, loss = right_step(model, images, labels, optimizer, criterion)
+        loss = loss.item()  # the mistake
+        cm.update(outputs.argmax(dim=1), labels)
+        loss_sum += loss.item() * len(labels)
+    return {"loss": loss_sum / cm.total, "accuracy": accuracy(cm)}
+
+
 def step_then_zero_grad(model, images, labels, optimizer, criterion):  # zero_grad after step: right too
     outputs = model(images)
     loss = criterion(outputs, labels)
@@ -492,6 +572,13 @@ def model_zero_grad(model, images, labels, optimizer, criterion):
     return outputs, loss
 
 
+TRAIN_WRONG += [
+    (outputs_named_otherwise, "name 'outputs' is not defined: the two lines after the exercise use `outputs` and "
+                              "`loss`: give yours these names"),
+    (train_loop(own_optimizer_in_the_loop), "the weights changed, but not through the optimizer the function was "
+                                            "given"),
+    (loss_turned_into_a_number, "keep `loss` the tensor that criterion(outputs, labels) returns"),
+]
 TRAIN_RIGHT = [train_loop(right_step), train_loop(step_then_zero_grad), train_loop(model_zero_grad)]
 
 
@@ -503,7 +590,8 @@ def eval_loop(name):
         if name != "no_eval_mode":
             model.eval()
         context = torch.enable_grad() if name == "no_no_grad" else (
-            torch.inference_mode() if name == "right_inference_mode" else torch.no_grad())
+            torch.inference_mode() if name == "right_inference_mode" else
+            torch.no_grad if name == "no_grad_without_brackets" else torch.no_grad())
         with context:
             for images, labels in loader:
                 if name == "images_to_device":
@@ -513,7 +601,8 @@ def eval_loop(name):
                 else:
                     images, labels = to_device_batch(images, labels, device)
                 outputs = model(images)
-                batch_loss = criterion(outputs, labels)
+                batch_loss = criterion(outputs.softmax(dim=1) if name == "softmax_before_the_loss" else outputs,
+                                       labels)
                 if name == "loss_assigned_not_added":
                     loss_sum = batch_loss.item() * len(labels)
                 elif name == "loss_without_batch_size":
@@ -528,6 +617,8 @@ def eval_loop(name):
                     cm.update(labels, outputs.argmax(dim=1))
                 elif name == "right_cm_of_logits":
                     cm.update(outputs, labels)
+                elif name == "max_instead_of_argmax":  # (values, indices), not the classes
+                    cm.update(outputs.max(dim=1), labels)
                 elif name != "no_cm_update":
                     cm.update(outputs.argmax(dim=1), labels)
                 if name == "return_inside_the_loop":
@@ -565,6 +656,10 @@ EVALUATE_WRONG = [
     (eval_loop("accuracy_in_percent"), "a percentage: return the fraction"),
     (eval_loop("return_inside_the_loop"), "the model saw 1 of the loader's 2 batches"),
     (eval_loop("returns_a_tuple"), "not a dict with the loss and the accuracy"),
+    (eval_loop("no_grad_without_brackets"), "write `with torch.no_grad():`, with its brackets"),
+    (eval_loop("max_instead_of_argmax"), "outputs.max(dim=1) gives (values, indices); the predictions are "
+                                         "outputs.argmax(dim=1)"),
+    (eval_loop("softmax_before_the_loss"), "the cross-entropy of softmax(outputs), not of the logits"),
 ]
 EVALUATE_RIGHT = [eval_loop("right"), eval_loop("right_inference_mode"), eval_loop("right_loss_tensor"),
                   eval_loop("right_cm_of_logits")]
@@ -603,9 +698,17 @@ def dataset_variant(right, name):
                 import pandas as pd
                 from skinlib.data import GROUND_TRUTH_CSV
                 table = pd.read_csv(Path(data_dir) / GROUND_TRUTH_CSV)
-                self.labels = table[list(CLASSES)].to_numpy().argmax(axis=0).tolist() * len(table)
+                self.labels = table[list(CLASSES)].to_numpy().argmax(axis=0).tolist()  # one per column
             elif name == "labels_counted_from_one":
                 self.labels = [label + 1 for label in self.labels]
+            elif name in ("argmax_without_axis", "a_tuple_as_column_key", "columns_with_the_image_names"):
+                import pandas as pd
+                from skinlib.data import GROUND_TRUTH_CSV
+                table = pd.read_csv(Path(data_dir) / GROUND_TRUTH_CSV)
+                columns = {"argmax_without_axis": lambda: table[list(CLASSES)], "a_tuple_as_column_key":
+                           lambda: table[CLASSES], "columns_with_the_image_names": lambda: table.iloc[:, 0:8]}[name]()
+                self.labels = columns.to_numpy().argmax() if name == "argmax_without_axis" else \
+                    columns.to_numpy().argmax(axis=1).tolist()
 
         def __len__(self):
             return len(self.paths) - 1 if name == "length_off_by_one" else len(self.paths)
@@ -619,6 +722,10 @@ def dataset_variant(right, name):
                 return Image.open(self.paths[index]).convert("RGB"), self.labels[index]
             if name == "training_transform_hard_coded":
                 return train_transform()(Image.open(self.paths[index]).convert("RGB")), self.labels[index]
+            if name == "transform_of_the_path":
+                return self.transform(self.paths[index]), self.labels[index]
+            if name == "all_labels_returned":
+                return self.transform(Image.open(self.paths[index]).convert("RGB")), self.labels
             image, label = super().__getitem__(index)
             return {"class_name_labels": lambda: (image, CLASSES[label]),
                     "float_labels": lambda: (image, float(label)),
@@ -648,9 +755,15 @@ DATASET_WRONG = [
     ("a_dict", "dataset[0] is a dict, not an (image, label) pair"),
     ("image_only", "dataset[0] is a Tensor, not an (image, label) pair"),
     ("index_ignored", "differ from the CSV's"),
-    ("labels_along_the_wrong_axis", "differ from the CSV's"),
+    ("labels_along_the_wrong_axis", "self.labels holds 8 values for the CSV's 160 rows: one class index per row "
+                                    "(argmax(axis=1)"),
     ("labels_counted_from_one", "differ from the CSV's"),
     ("png_instead_of_jpg", "dataset[0] raised FileNotFoundError"),
+    ("argmax_without_axis", "), not one label per image: argmax(axis=1) gives each row's position of the 1.0"),
+    ("a_tuple_as_column_key", "pandas reads a tuple as one column name: pick the 8 columns with table[list(CLASSES)]"),
+    ("columns_with_the_image_names", "the argmax met a column of text (the image names?)"),
+    ("transform_of_the_path", "the transform was given the file's path: open the image first"),
+    ("all_labels_returned", "dataset[0]'s label is all 160 labels: return this item's, self.labels[index]"),
 ]
 DATASET_RIGHT = ["right", "right_list_pair", "right_numpy_label", "right_tensor_label"]
 
@@ -792,14 +905,15 @@ def test_a_wrong_answer_is_caught_and_named(check, answer, message, request, cap
 
 RIGHT = [
     *[pytest.param("check_fc1_inputs", value, id=f"01-fc1-{type(value).__name__}")
-      for value in (32 * 53 * 53, 89888.0, np.int64(89888))],
+      for value in (32 * 53 * 53, np.int64(89888))],
     *[pytest.param("check_simple_cnn", answer, id=f"01-simplecnn-{answer.__name__}")
       for answer in (SimpleCNN, FunctionalPool, ReluModulesAndFlattenModule)],
     pytest.param("check_parameter_formulas", (conv_parameters, linear_parameters), id="01-formulas"),
     pytest.param("check_parameter_formulas", (lambda c_in, c_out, k: np.int64(c_out * (c_in * k ** 2 + 1)),
                                               lambda n_in, n_out: torch.tensor((n_in + 1) * n_out)),
                  id="01-formulas-numpy-and-tensor"),
-    *[pytest.param("compare_guess", value, id=f"01-guess-{type(value).__name__}") for value in (1e8, 2_500_000)],
+    *[pytest.param("compare_guess", value, id=f"01-guess-{type(value).__name__}")
+      for value in (1e8, 2_500_000, torch.tensor(1e8))],  # a tensor guess is a number too
     pytest.param("check_initial_loss", F.cross_entropy(torch.zeros(16, 8), torch.arange(16) % 8),
                  id="02-initial-loss-tensor"),
     *[pytest.param("check_dataset_class", name, id=f"02-dataset-{name}") for name in DATASET_RIGHT],
@@ -820,7 +934,9 @@ def test_a_right_variant_passes(check, answer, request, capsys):
 def test_the_notebook_solution_of_simple_cnn_passes(capsys):
     answer = solution("01_simple_cnn", "SimpleCNN", {"FC1_INPUTS": 32 * 53 * 53})
     assert checks.check_simple_cnn(answer) is True
-    assert said(capsys).startswith("✓ SimpleCNN: output (2, 8), 108,896,416 parameters")
+    printed = said(capsys)
+    assert printed.startswith("✓ SimpleCNN: output (2, 8), the report's layers and parameter count")
+    assert "108,896,416" not in printed and "108.9" not in printed  # the notebook asks for a guess of it below
 
 
 def test_the_notebook_solution_of_the_parameter_formulas_passes(capsys):
@@ -886,7 +1002,17 @@ class ForwardNotWritten(SimpleCNN):
 def test_the_exercises_own_placeholder_is_not_done_yet(check, answer, request, capsys):
     assert run_check(check, answer, request) is False
     printed = said(capsys)
-    assert "not done yet (the exercise above still raises NotImplementedError)" in printed
+    assert "not done yet (the exercise above still raises NotImplementedError(" in printed
+    assert "write that part in its place, then delete the raise line" in printed
+
+
+def test_a_raise_line_left_under_written_code_is_quoted(capsys):
+    def written_but_raise_left(model, loader, optimizer, criterion):
+        model.train()
+        raise NotImplementedError("put the model in training mode")
+    assert checks.check_train_one_epoch(written_but_raise_left) is False
+    assert "still raises NotImplementedError('put the model in training mode'): write that part in its place, " \
+           "then delete the raise line" in said(capsys)
 
 
 def test_a_notimplementederror_of_pytorch_is_not_taken_for_the_placeholder(capsys):
@@ -938,7 +1064,7 @@ def test_a_guess_left_at_none_asks_for_a_number(capsys):
 
 def test_a_number_guess_is_put_beside_the_measure(capsys):
     assert checks.compare_guess(100_000_000, 108_896_416, "SimpleCNN's parameters", "2_500_000") is True
-    assert "your guess for SimpleCNN's parameters: 100,000,000; measured: 1.089e+08, 0.92 times" in said(capsys)
+    assert "your guess for SimpleCNN's parameters: 100,000,000; measured: 108,896,416, 0.92 times" in said(capsys)
 
 
 def test_use_yours_or_falls_back_on_the_reference_and_says_so(capsys):

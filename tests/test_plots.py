@@ -105,6 +105,13 @@ def test_plot_confusion_shows_counts_and_row_normalised_side_by_side():
     assert (totals == 0).any(), "the example should have a class with no images (a row of dashes)"
 
 
+def test_the_colour_bar_of_counts_shows_whole_numbers_only():
+    fig = plot_confusion(np.diag([3, 1, 0, 0, 3, 0, 0, 1]), CLASSES, normalize=False)  # few images: a smoke run
+    colour_bar = next(ax for ax in fig.axes if ax.get_xlabel() != "predicted")
+    ticks = [tick for tick in colour_bar.get_yticks() if 0 <= tick <= 3]
+    assert len(ticks) >= 2 and all(float(tick).is_integer() for tick in ticks)
+
+
 @pytest.mark.parametrize("normalize, word", [(False, "counts"), (True, "row-normalised")])
 def test_plot_confusion_single_panel(normalize, word):
     cm, _ = random_confusion()

@@ -3,6 +3,9 @@ and the leak of a per-image split measured against its expected value computed f
 real lesion sizes."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -65,6 +68,13 @@ def test_random_split_leaks_about_60_percent_of_test_images(real_index):
     assert measured == pytest.approx(expected_random_leakage(real_index, 0.70), abs=0.02)
     # It is still a good per-image stratified split: sizes and class shares are right.
     assert split.value_counts(normalize=True)["test"] == pytest.approx(0.15, abs=0.005)
+
+
+def test_notebook_00_quotes_the_leak_its_own_split_gives(real_index):
+    # the figure a student's guess is put beside when the data folder is not the full ISIC 2019
+    source = (Path(__file__).resolve().parent.parent / "tools" / "notebook_src" / "00_setup_and_data.py").read_text()
+    quoted = float(re.search(r"^FULL_LEAK = ([0-9.]+)", source, re.MULTILINE).group(1))
+    assert round(100 * leakage(real_index, random_split(real_index, seed=0)), 1) == quoted
 
 
 def test_random_80_20_split_leaks_the_published_60_percent(real_index):

@@ -62,12 +62,20 @@ def _report(what: str, run: Callable[[], str]) -> bool:
         print(f"… {what}: not done yet ({placeholder}).")
     except NotImplementedError as error:
         if _is_placeholder(error):
-            print(f"… {what}: not done yet (the exercise above still raises NotImplementedError).")
+            print(f"… {what}: not done yet (the exercise above still raises {_todo(error)}: write that part in "
+                  "its place, then delete the raise line).")
         else:
             print(f"✗ {what}: {_not_a_placeholder(error, 'your code')}")
     except _Wrong as wrong:
         print(f"✗ {what}: {wrong}")
     return False
+
+
+def _todo(error: NotImplementedError) -> str:
+    """The placeholder as the student sees it, so a raise line left under written code is found."""
+    text = str(error)
+    return f"NotImplementedError({text if len(text) <= 60 else text[:57] + '...'!r})" if text else \
+        "NotImplementedError"
 
 
 # Errors whose one line does not say what to change: what PyTorch's message means in the exercises.
@@ -84,7 +92,30 @@ _HINTS = {
                                            "first, not the predicted classes",
     "expected target dtype to be Long": "the labels must stay integer class indices (int64): do not turn them "
                                         "into floats",
+    **dict.fromkeys(("must be Tensor, not ReLU", "must be Tensor, not Flatten", "must be Tensor, not MaxPool2d"),
+                    "nn.ReLU(x) builds a layer instead of applying one: in forward write F.relu(x), "
+                    "torch.flatten(x, 1), self.pool(x)"),
+    "does not support the context manager protocol": "write `with torch.no_grad():`, with its brackets",
+    "name 'outputs' is not defined": "the two lines after the exercise use `outputs` and `loss`: give yours "
+                                     "these names",
+    "name 'loss' is not defined": "the two lines after the exercise use `outputs` and `loss`: give yours "
+                                  "these names",
+    "'float' object has no attribute 'item'": "keep `loss` the tensor that criterion(outputs, labels) returns: "
+                                              "the line after the exercise calls loss.item() itself",
+    "'PosixPath' object has no attribute": "the transform was given the file's path: open the image first, "
+                                           "Image.open(path).convert(\"RGB\"), and transform that",
+    "not supported between instances of 'float' and 'str'": "the argmax met a column of text (the image names?): "
+                                                             "take only the 8 class columns, table[list(CLASSES)]",
+    "('MEL', 'NV', ": "pandas reads a tuple as one column name: pick the 8 columns with table[list(CLASSES)]",
+    "invalid index to scalar variable": "self.labels is one number, not one per image: argmax(axis=1) gives "
+                                        "each row's position of the 1.0",
 }
+
+
+def _explained(error: Exception, where: str) -> _Wrong:
+    """`where raised <error>`, with what it means in the exercises when its one line does not say."""
+    hint = next((hint for key, hint in _HINTS.items() if key in str(error)), None)
+    return _Wrong(f"{where} raised {_one_line(error)}" + (f": {hint}." if hint else ""))
 
 
 def _call(action: Callable[[], Any], where: str) -> Any:
@@ -98,8 +129,7 @@ def _call(action: Callable[[], Any], where: str) -> Any:
             raise
         raise _not_a_placeholder(error, where) from None
     except Exception as error:  # the student's code may raise anything: translate, do not dump
-        hint = next((hint for key, hint in _HINTS.items() if key in str(error)), None)
-        raise _Wrong(f"{where} raised {_one_line(error)}" + (f": {hint}." if hint else "")) from None
+        raise _explained(error, where) from None
 
 
 def _one_line(error: BaseException) -> str:
@@ -127,11 +157,20 @@ def compare_guess(guess: Any, actual: float, what: str, example: str, unit: str 
     if guess is None:
         print(f"(write your guess for {what} in MY_GUESS, as a number such as {example}, and run this cell again)")
         return False
-    if isinstance(guess, bool) or not isinstance(guess, numbers.Real):
+    if isinstance(guess, torch.Tensor) and guess.numel() == 1:
+        guess = guess.item()  # torch.log(torch.tensor(8.0)): a number written the PyTorch way
+    if isinstance(guess, bool) or not isinstance(guess, numbers.Real) or guess != guess:
         shown = repr(guess) if len(repr(guess)) <= 40 else repr(guess)[:37] + "..."
-        print(f"MY_GUESS is {_a(type(guess).__name__)} ({shown}), not a number: write it without quotes or "
-              f"units, e.g. MY_GUESS = {example}, and run this cell again")
+        how = ("a comma separates values in Python: write the number without commas (an underscore may group "
+               "its digits)" if isinstance(guess, tuple) else "write it without quotes or units")
+        print(f"MY_GUESS is {_a(type(guess).__name__)} ({shown}), not a number: {how}, e.g. MY_GUESS = {example}, "
+              "and run this cell again")
         return False
     ratio = f", {float(guess) / actual:.2g} times the real value" if actual and guess else ""
-    print(f"your guess for {what}: {guess:,}{unit}; {source}: {actual:,.4g}{unit}{ratio}")
+    print(f"your guess for {what}: {_readable(guess)}{unit}; {source}: {_readable(actual)}{unit}{ratio}")
     return True
+
+
+def _readable(value: float) -> str:
+    """108,896,416 and 100,000,000 (not 1.089e+08), 2.079 (not 2.0794415416798357), 47.9."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"

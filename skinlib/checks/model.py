@@ -7,7 +7,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from skinlib.checks.core import _a, _call, _is_placeholder, _not_a_placeholder, _NotYet, _one_line, _report, _Wrong
+from skinlib.checks.core import (_a, _call, _explained, _is_placeholder, _not_a_placeholder, _NotYet, _one_line,
+                                 _report, _Wrong)
 from skinlib.layout import CLASSES
 
 SIMPLE_CNN_PARAMETERS = 108_896_416
@@ -30,8 +31,12 @@ def check_fc1_inputs(value: Any) -> bool:
         if value is None:
             raise _NotYet("FC1_INPUTS is still None: replace it with your expression")
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise _Wrong(f"FC1_INPUTS is {_a(type(value).__name__)} ({value!r:.40}), not a number: write the "
-                         "expression without quotes, e.g. FC1_INPUTS = 16 * 100 * 100.")
+            how = "write the expression without quotes" if isinstance(value, str) else "write it with plain numbers"
+            raise _Wrong(f"FC1_INPUTS is {_a(type(value).__name__)} ({value!r:.40}), not a number: {how}, "
+                         "e.g. FC1_INPUTS = 16 * 100 * 100.")
+        if value == FC1_INPUTS and not isinstance(value, numbers.Integral):
+            raise _Wrong(f"{value!r} is the right count, but a float (`/` always gives one), and nn.Linear "
+                         "takes an int: halve with // (a pool rounds down), or write the whole numbers.")
         hint = _FC1_HINTS.get(value)
         if hint:
             raise _Wrong(f"{value!r} is not the number of values that reach fc1: {hint}")
@@ -48,8 +53,12 @@ def _module_inputs(model: nn.Module, x: torch.Tensor,
     """What each named submodule receives during `model(x)`, the output, and the error `model(x)`
     raised if any (the inputs seen up to the error tell which step went wrong)."""
     seen: dict[str, torch.Tensor] = {}
+    def record(name: str, args: tuple) -> None:  # a non-tensor (nn.Flatten(x)) is left for the layer to refuse
+        if args and isinstance(args[0], torch.Tensor):
+            seen.setdefault(name, args[0].detach())
+
     hooks = [getattr(model, name).register_forward_pre_hook(
-        lambda _m, args, name=name: seen.setdefault(name, args[0].detach())) for name in names]
+        lambda _m, args, name=name: record(name, args)) for name in names]
     try:
         with torch.no_grad():
             output = model(x)
@@ -72,6 +81,9 @@ def _build_simple_cnn(model_class: Callable[..., nn.Module]) -> nn.Module:
         if "NoneType" in str(wrong):  # nn.Linear(None, 1200): FC1_INPUTS = None, Exercise 1 skipped
             raise _Wrong("a layer was given None as its size: FC1_INPUTS is still None, so do "
                          "Exercise 1 first (and run its cell).") from None
+        if "but got float" in str(wrong):  # nn.Linear(89888.0, 1200): a size computed with `/`
+            raise _Wrong("a layer was given a float as its size (FC1_INPUTS computed with `/`?): layer sizes "
+                         "are ints; halve with //.") from None
         raise
 
 
@@ -91,10 +103,7 @@ def check_simple_cnn(model_class: Callable[..., nn.Module]) -> bool:
         with torch.device("meta"):  # no memory, no initialisation: it will share the student's weights
             ours = SimpleCNN(num_classes=len(CLASSES))
         _compare_layers(model, ours)
-        count = sum(p.numel() for p in model.parameters())
-        if count != SIMPLE_CNN_PARAMETERS:
-            raise _Wrong(f"{count:,} parameters, not {SIMPLE_CNN_PARAMETERS:,}: __init__ has a layer "
-                         "too many or a bias missing.")
+        _compare_count(model, ours)
         ours.load_state_dict(model.state_dict(), strict=False, assign=True)
         x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
         mine, out, error = _module_inputs(model.eval(), x, names)
@@ -105,15 +114,18 @@ def check_simple_cnn(model_class: Callable[..., nn.Module]) -> bool:
             _compare_inputs(name, mine.get(name), right[name])
         if isinstance(error, NotImplementedError):
             raise _not_a_placeholder(error, "forward")
+        if isinstance(error, NameError) and any(f"'{name}'" in str(error) for name in names + ["pool"]):
+            raise _Wrong(f"forward raised {_one_line(error)}: the layers made in __init__ are attributes of "
+                         "the network, so forward calls them as self.conv1, self.pool, ...")
         if error is not None:
-            raise _Wrong(f"forward raised {_one_line(error)}")
+            raise _explained(error, "forward")
         if not isinstance(out, torch.Tensor):
             raise _Wrong(f"forward returned {'None' if out is None else _a(type(out).__name__)}: end it with "
                          "`return self.fc3(x)`.")
         if tuple(out.shape) != tuple(expected.shape) or not torch.allclose(out, expected, atol=1e-4):
             raise _Wrong(f"forward's output (shape {tuple(out.shape)}) is not fc3's logits: end "
                          "forward with `return self.fc3(x)`, with no ReLU or softmax after it.")
-        return f"output (2, 8), {count:,} parameters, layers in the right order."
+        return "output (2, 8), the report's layers and parameter count, each step of forward in order."
     return _report("SimpleCNN", run)
 
 
@@ -151,6 +163,27 @@ def _compare_layers(model: nn.Module, ours: nn.Module) -> None:
                 hint = " (its input size, computed above)" if name == "fc1" else ""
                 raise _Wrong(f"{name}'s weight has shape {shape}, not {expected}: look at {name} in "
                              f"__init__{hint}.")
+
+
+def _compare_count(model: nn.Module, ours: nn.Module) -> None:
+    """The table's layers and nothing else with weights. Says what differs, not the report's total:
+    the notebook asks for a guess of it further down."""
+    count = sum(p.numel() for p in model.parameters())
+    if count == SIMPLE_CNN_PARAMETERS:
+        return
+    table = {name for name, _ in ours.named_children()}
+    extra = [name for name, layer in model.named_children()
+             if name not in table and any(True for _ in layer.parameters())]
+    if extra:
+        raise _Wrong(f"__init__ also makes {', '.join(extra)}, a layer with weights the table does not list: "
+                     "take it out (SimpleCNN is the report's network).")
+    no_bias = [name for name in sorted(table) if hasattr(getattr(ours, name), "bias")
+               and getattr(getattr(model, name, None), "bias", None) is None]
+    if no_bias:
+        raise _Wrong(f"{', '.join(no_bias)} has no bias (bias=False?): the table's layers all have one.")
+    difference = count - SIMPLE_CNN_PARAMETERS
+    raise _Wrong(f"your network has {abs(difference):,} parameters {'more' if difference > 0 else 'fewer'} than "
+                 "the report's: __init__ has a layer too many or a bias missing.")
 
 
 def _compare_inputs(name: str, mine: torch.Tensor | None, right: torch.Tensor) -> None:

@@ -126,6 +126,9 @@ def _call_loop(loop: Callable[[], Any], where: str) -> Any:
             if "predictions for" in str(error):  # ConfusionMatrix.update's size check
                 raise _Wrong(f"cm.update got {error}: the predictions are outputs.argmax(dim=1), one class "
                              "per image (dim 0 runs over the images, dim 1 over the classes).") from None
+            if "only one element tensors" in str(error):  # cm.update(outputs.max(1), ...): a (values, indices) pair
+                raise _Wrong("cm.update got a pair of tensors, not one class per image: outputs.max(dim=1) gives "
+                             "(values, indices); the predictions are outputs.argmax(dim=1).") from None
             raise
     return _call(run, where)
 
@@ -150,7 +153,11 @@ def check_train_one_epoch(train_one_epoch: Callable, device="cpu") -> bool:
         batches = [uint8_batch, (_normalised(uint8_batch[0]), uint8_batch[1])]
         criterion, model = nn.CrossEntropyLoss(), _Probe().to(device).eval()
         spy = _Spy(model.parameters(), lr=0.0)  # lr 0: both steps see the same weights
+        weights = model.fc.weight.detach().clone()
         result = _call_loop(lambda: train_one_epoch(model, batches, spy, criterion), "train_one_epoch")
+        if not spy.grads and not torch.equal(weights, model.fc.weight):
+            raise _Wrong("the weights changed, but not through the optimizer the function was given: step "
+                         "with `optimizer`, the argument, instead of making a new one in the loop.")
         if not model.modes or not model.modes[0][0]:
             raise _Wrong("the model was in evaluation mode while training: call model.train() first.")
         if not model.modes[0][1]:
@@ -256,6 +263,9 @@ def _check_scores(result: Any, model: _Probe, batches, criterion) -> None:
     if None in got.values():
         raise _Wrong(f"it returned {result!r:.80}, not a dict with the loss and the accuracy: keep the "
                      "template's `return {...}` line.")
+    if abs(got["loss"] - criterion(outputs.softmax(dim=1), labels).item()) <= 1e-4:
+        raise _Wrong(f"it returned loss {got['loss']:.4f}, the cross-entropy of softmax(outputs), not of the "
+                     f"logits ({loss:.4f}): nn.CrossEntropyLoss applies softmax itself, so pass the raw outputs.")
     if abs(got["loss"] - loss) > 1e-4:
         raise _Wrong(f"it returned loss {got['loss']:.4f}, expected {loss:.4f}: add each batch's mean loss "
                      "times its size to loss_sum (`loss_sum += criterion(outputs, labels).item() * len(labels)`), "
@@ -306,9 +316,10 @@ def check_dataset_class(dataset_class: Callable, data_dir) -> bool:
         size = _call(lambda: len(dataset), "len(dataset)")
         if size != len(frame):
             raise _Wrong(f"len(dataset) is {size}, but the CSV lists {len(frame)} images: look at __len__.")
+        _check_labels_attribute(dataset, len(frame))
         image, _ = _item(dataset, 0)
         count = min(len(frame), 8)  # each item opens a JPEG: a few are enough, and fast on the real data
-        labels = [_label(_item(dataset, i)[1], i) for i in range(count)]
+        labels = [_label(_item(dataset, i)[1], i, len(frame)) for i in range(count)]
         expected = [int(label) for label in frame["label"].iloc[:count]]
         if labels != expected:
             raise _Wrong(f"labels {labels[:6]} differ from the CSV's {expected[:6]}: a label is the class "
@@ -317,6 +328,21 @@ def check_dataset_class(dataset_class: Callable, data_dir) -> bool:
         images, _ = _call(lambda: next(iter(loader)), "a DataLoader over the dataset")
         return f"{size} items of (float {tuple(image.shape)}, int), batched by a DataLoader to {tuple(images.shape)}."
     return _report("Dataset", run)
+
+
+def _check_labels_attribute(dataset, rows: int) -> None:
+    """The template's `self.labels`, when the student kept that name: one label per CSV row."""
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        return
+    try:
+        size = len(labels)
+    except TypeError:  # one number: argmax() without axis=1 flattens the table first
+        raise _Wrong(f"self.labels is one number ({labels!r:.30}), not one label per image: argmax(axis=1) "
+                     "gives each row's position of the 1.0.") from None
+    if size != rows:
+        raise _Wrong(f"self.labels holds {size} values for the CSV's {rows} rows: one class index per row "
+                     "(argmax(axis=1) over the 8 class columns).")
 
 
 def _item(dataset, index: int) -> tuple[torch.Tensor, Any]:
@@ -337,10 +363,12 @@ def _item(dataset, index: int) -> tuple[torch.Tensor, Any]:
     return image, label
 
 
-def _label(value: Any, index: int) -> Any:
+def _label(value: Any, index: int, rows: int) -> Any:
     """A label as a Python number; a one-hot vector, a class name or a float label is explained."""
     size = (value.size if isinstance(value, np.ndarray) else value.numel() if isinstance(value, torch.Tensor)
             else len(value) if isinstance(value, (list, tuple)) else None)
+    if size is not None and size == rows != len(CLASSES):
+        raise _Wrong(f"dataset[{index}]'s label is all {rows} labels: return this item's, self.labels[index].")
     if size is not None and size != 1:
         raise _Wrong(f"dataset[{index}]'s label is {_kind(value)} of {size} numbers (one-hot?), not a class "
                      "index: return the position of the 1.0, an int 0-7 (nn.CrossEntropyLoss takes class indices).")

@@ -112,7 +112,8 @@ class LesionDataset(Dataset):
         table = pd.read_csv(Path(data_dir) / GROUND_TRUTH_CSV)  # image, MEL, NV, ... one 1.0 per row
         self.paths = [Path(data_dir) / IMAGES_DIR / f"{name}.jpg" for name in table["image"]]
         # table[list(CLASSES)] picks the 8 class columns in CLASSES' order (the CSV also has an UNK column);
-        # numpy's argmax(axis=1) gives each row's position of the 1.0, and .tolist() makes them Python ints.
+        # .to_numpy() makes them an array, whose argmax(axis=...) gives the position of the largest value
+        # along the axis you choose (0: down each column, 1: along each row); .tolist() gives Python ints.
         # TODO: self.labels: one int per row, the position in CLASSES of the column that holds 1.0
         ### BEGIN SOLUTION
         self.labels = table[list(CLASSES)].to_numpy().argmax(axis=1).tolist()
