@@ -1,30 +1,61 @@
-"""Self-checks for notebook 03's exercises: the new ResNet-50 head."""
+"""Self-checks for notebook 03's exercises: the new ResNet-50 head, parameter groups with a
+higher rate for the head, and the best epoch by validation balanced accuracy; and the
+parameter-count guess, however it was typed."""
 from __future__ import annotations
 
-from typing import Callable
+import math
+import numbers
+import re
+from typing import Any, Callable
 
+import torch
 from torch import nn
 
-from skinlib.checks.core import _call, _report, _Wrong
+from skinlib.checks.core import _a, _call, _report, _Wrong
 from skinlib.layout import CLASSES
 
 
-# ------------------------------------------------------------------------------ notebook 03
-def check_resnet_head(replace_head: Callable[[nn.Module], nn.Module], frozen: bool = True) -> bool:
-    """`replace_head(resnet50)` gives a new 2048 -> 8 head and, if `frozen`, only it trainable."""
+def _probe_resnet() -> nn.Module:
+    """A ResNet-50 with seeded weights standing in for ImageNet's (no download in a check)."""
     from torchvision.models import resnet50
+    torch.manual_seed(0)
+    return resnet50()
 
+
+def _head_layers(fc: nn.Module) -> list[nn.Linear]:
+    return [fc] if isinstance(fc, nn.Linear) else [m for m in fc.modules() if isinstance(m, nn.Linear)]
+
+
+# ------------------------------------------------------------------------------ exercise 1
+def check_resnet_head(replace_head: Callable[[nn.Module], nn.Module], frozen: bool = True) -> bool:
+    """`replace_head(resnet50)` gives the same model, its weights kept, with a new head that maps
+    2048 features to 8 outputs (a Linear, or a Sequential ending in one) and, if `frozen`, only
+    the head trainable. Probed with a forward pass, so a head renamed but not replaced is seen."""
     def run() -> str:
-        model = _call(lambda: replace_head(resnet50()), "your function")
+        given = _probe_resnet()
+        kept = given.conv1.weight.detach().clone()
+        model = _call(lambda: replace_head(given), "your function")
         if model is None:
             raise _Wrong("your function returned None: end it with `return model`.")
+        if not isinstance(model, nn.Module) or not hasattr(model, "conv1"):
+            raise _Wrong(f"your function returned {type(model).__name__}, not the ResNet-50 it was given: "
+                         "change model.fc and return model.")
+        if not torch.equal(model.conv1.weight.detach(), kept):
+            raise _Wrong("the backbone's weights changed: keep the pretrained model and replace only model.fc "
+                         "(do not build a new resnet50 inside the function).")
         fc = getattr(model, "fc", None)
-        if not isinstance(fc, nn.Linear):
-            raise _Wrong(f"model.fc is {type(fc).__name__}, not an nn.Linear: assign model.fc = nn.Linear(...) "
-                         "and return the model.")
-        if fc.out_features != len(CLASSES) or fc.in_features != 2048:
-            raise _Wrong(f"the head maps {fc.in_features} features to {fc.out_features} outputs; it "
-                         "needs 2048 -> 8, one per class: replace model.fc.")
+        linears = _head_layers(fc) if isinstance(fc, nn.Module) else []
+        if not linears:
+            raise _Wrong(f"model.fc is {type(fc).__name__}, not an nn.Linear: assign model.fc = nn.Linear(...).")
+        weight = linears[-1].weight
+        if weight.shape[0] != len(CLASSES) or linears[0].weight.shape[1] != 2048:
+            hint = (" (changing fc.out_features only renames the layer: its weight stays 1000 x 2048; "
+                    "assign a new nn.Linear)" if getattr(linears[-1], "out_features", None) != weight.shape[0] else "")
+            raise _Wrong(f"the head's weight maps {linears[0].weight.shape[1]} features to {weight.shape[0]} "
+                         f"outputs; it needs 2048 -> {len(CLASSES)}, one per class{hint}.")
+        output = _call(lambda: model.eval()(torch.zeros(2, 3, 64, 64)), "the model with your head")
+        if tuple(output.shape) != (2, len(CLASSES)):
+            raise _Wrong(f"the model gives outputs of shape {tuple(output.shape)} for 2 images, not (2, 8).")
         if not all(p.requires_grad for p in fc.parameters()):
             raise _Wrong("the new head is frozen too: it is the part that must learn (freeze first, "
                          "then replace the head).")
@@ -34,5 +65,142 @@ def check_resnet_head(replace_head: Callable[[nn.Module], nn.Module], frozen: bo
             raise _Wrong(f"{trainable:,} backbone parameters still learn: set requires_grad = False on "
                          "every parameter before adding the head.")
         head = sum(p.numel() for p in fc.parameters())
-        return f"2048 -> 8 head ({head:,} parameters){', backbone frozen' if frozen else ''}."
+        return f"2048 -> 8 head ({head:,} parameters){', backbone frozen' if frozen else ''}, weights kept."
     return _report("ResNet-50 head", run)
+
+
+# ------------------------------------------------------------------------------ the guess
+_SCALES = {"": 1, "k": 1e3, "thousand": 1e3, "m": 1e6, "million": 1e6, "mio": 1e6, "b": 1e9, "billion": 1e9}
+
+
+def read_guess(guess: Any) -> float | None:
+    """A guess as a number: 16392, 16_392.0, "16,392", "16k", "0.016 M", "1.6e4"; None if unreadable."""
+    if isinstance(guess, bool) or guess is None:
+        return None
+    if isinstance(guess, (int, float)):
+        return float(guess) if math.isfinite(guess) else None
+    match = re.fullmatch(r"\s*~?\s*([0-9][0-9_,]*(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*",
+                         str(guess).lower())
+    if not match or match.group(2) not in _SCALES:
+        return None
+    return float(match.group(1).replace(",", "").replace("_", "")) * _SCALES[match.group(2)]
+
+
+def compare_guess(guess: Any, count: int) -> str:
+    """One sentence comparing a guess (a number or text such as "100M") with the count."""
+    if guess is None:
+        return "(write your guess in MY_GUESS above and run this cell again to compare)"
+    value = read_guess(guess)
+    if value is None:
+        return (f"your guess {guess!r} is not a number I can read (write e.g. 16392, \"16k\" or \"0.1M\"); "
+                f"the count: {count:,}")
+    ratio = value / count if count else float("inf")
+    verdict = "right" if round(value) == count else (f"{ratio:.3g} times the count" if value else "zero")
+    return f"your guess: {value:,.0f}; the count: {count:,} ({verdict})"
+
+
+# ------------------------------------------------------------------------------ exercise 2
+def _probe_groups_model() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 8))
+
+
+def reference_parameter_groups(model: nn.Module, lr: float, head_factor: float) -> list[dict]:
+    """skinlib's answer: the trainable backbone at `lr`, the trainable head (`fc.`) at lr x head_factor."""
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    return [{"params": [p for name, p in trainable if not name.startswith("fc.")], "lr": lr},
+            {"params": [p for name, p in trainable if name.startswith("fc.")], "lr": lr * head_factor}]
+
+
+def check_parameter_groups(parameter_groups: Callable[..., Any], lr: float = 1e-3, factor: float = 10) -> bool:
+    """`parameter_groups(model, lr, head_factor)` gives two Adam parameter groups: the backbone at
+    `lr`, `model.fc` at `lr * head_factor`, every trainable parameter in exactly one of them."""
+    from torchvision.models import resnet18
+
+    def run() -> str:
+        model = resnet18(num_classes=len(CLASSES))
+        model.conv1.weight.requires_grad = False  # a frozen parameter: must not be handed to the optimizer
+        groups = _call(lambda: parameter_groups(model, lr, factor), "your function")
+        if groups is None:
+            raise _Wrong("your function returned None: return a list of two dicts, "
+                         "[{'params': ..., 'lr': ...}, {'params': ..., 'lr': ...}].")
+        if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) and "params" in g for g in groups):
+            raise _Wrong(f"your function returned {type(groups).__name__}; return a list of dicts, each with "
+                         "'params' and 'lr'.")
+        groups = [{**group, "params": list(group["params"])} for group in groups]  # a generator is read once
+        counts: dict[int, int] = {}
+        for group in groups:
+            for p in group["params"]:
+                counts[id(p)] = counts.get(id(p), 0) + 1
+        if any(n > 1 for n in counts.values()):
+            raise _Wrong("a parameter is in two groups: split model.named_parameters() by name "
+                         "(names starting with 'fc.' in the head, the rest in the backbone).")
+        optimizer = _call(lambda: torch.optim.Adam(groups, lr=lr), "torch.optim.Adam(your groups)")
+        seen = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+        head = {id(p) for p in model.fc.parameters()}
+        body = {id(p) for name, p in model.named_parameters() if not name.startswith("fc.") and p.requires_grad}
+        if id(model.conv1.weight) in seen:
+            raise _Wrong("a frozen parameter (requires_grad False) was given to the optimizer: keep only "
+                         "those with p.requires_grad.")
+        missing = (head | body) - set(seen)
+        if missing:
+            raise _Wrong(f"{len(missing)} trainable parameter tensor(s) are in no group: each must be in one, "
+                         "or it never learns.")
+        head_rates = {seen[i] for i in head}
+        body_rates = {seen[i] for i in body}
+        if head_rates != {lr * factor} or body_rates != {lr}:
+            raise _Wrong(f"the head learns at {sorted(head_rates)} and the backbone at {sorted(body_rates)}; "
+                         f"with lr={lr} and head_factor={factor} they should be {lr * factor:g} and {lr:g}.")
+        return (f"backbone at lr, head (model.fc) at {factor:g} x lr, {len(seen)} parameter tensors, "
+                "each in one group.")
+    return _report("parameter groups", run)
+
+
+# ------------------------------------------------------------------------------ exercise 3
+def _history(values: list[float]) -> list[dict]:
+    losses = [1.0 - v / 2 for v in values]
+    losses[-1] = min(losses) - 0.05  # the lowest loss is on another epoch than the best balanced accuracy
+    accuracy = list(reversed(values))  # and so is the highest plain accuracy
+    return [{"epoch": i + 1, "val_balanced_accuracy": v, "val_loss": loss, "val_accuracy": acc,
+             "train_balanced_accuracy": 0.99} for i, (v, loss, acc) in enumerate(zip(values, losses, accuracy))]
+
+
+def reference_best_epoch(history: list[dict]) -> int:
+    """skinlib's answer: the 'epoch' of the first row with the highest validation balanced accuracy."""
+    return max(history, key=lambda row: row["val_balanced_accuracy"])["epoch"]
+
+
+def check_best_epoch(best_epoch: Callable[[list[dict]], Any]) -> bool:
+    """`best_epoch(history)` is the epoch number (history's 'epoch', from 1) with the highest
+    validation balanced accuracy; on a tie, the earlier one."""
+    cases = [[0.30, 0.55, 0.48, 0.41], [0.2, 0.4, 0.6, 0.6, 0.5], [0.7]]
+    expected = [2, 3, 1]
+
+    def run() -> str:
+        for values, right in zip(cases, expected):
+            history = _history(values)
+            answer = _call(lambda: best_epoch(history), "your function")
+            if answer is None:
+                raise _Wrong("your function returned None: return the best row's 'epoch'.")
+            if isinstance(answer, dict):
+                raise _Wrong("your function returned a whole row: return its 'epoch' (row['epoch']).")
+            if isinstance(answer, bool) or not isinstance(answer, numbers.Real):
+                raise _Wrong(f"your function returned {_a(type(answer).__name__)}; return one epoch number, "
+                             "the best row's 'epoch'.")
+            if answer == right:
+                continue
+            got = [row for row in history if row["epoch"] == answer]
+            said = f"for validation balanced accuracies {values} it returned {answer!r}, not {right}"
+            if answer == right - 1:
+                raise _Wrong(f"{said}: that is the row's position in the list; history's epochs count from 1 "
+                             "(return row['epoch']).")
+            if got and got[0]["val_loss"] == min(r["val_loss"] for r in history):
+                raise _Wrong(f"{said}: the epoch of the lowest validation loss; the course keeps the one of "
+                             "the highest validation balanced accuracy.")
+            if got and got[0]["val_accuracy"] == max(r["val_accuracy"] for r in history):
+                raise _Wrong(f"{said}: the epoch of the highest plain accuracy; compare 'val_balanced_accuracy'.")
+            if got and values.count(max(values)) > 1 and got[0]["val_balanced_accuracy"] == max(values):
+                raise _Wrong(f"{said}: on a tie keep the earlier epoch (compare with >, not >=).")
+            raise _Wrong(f"{said}.")
+        return "the epoch of the highest validation balanced accuracy, the earlier one on a tie."
+    return _report("best epoch", run)
+
