@@ -125,7 +125,7 @@ def plot_gradcam(images, heats, titles, colours=None, title: str = "", ncols: in
                                    rotation=90, ha="right", va="center")
     bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps["jet"]), ax=axes[1::2, :].ravel().tolist(),
                        shrink=0.8, ticks=[0, 0.5, 1])
-    bar.set_label("evidence for the class (1: the strongest in the image)")
+    bar.set_label("Grad-CAM (1: strongest evidence)")
     if title:
         fig.suptitle(title)
     return _done(fig)

@@ -388,3 +388,23 @@ def test_ppv_check_names_the_mistake(wrong, message, capsys):
 def test_an_error_in_the_students_code_is_one_sentence_not_a_traceback(capsys):
     assert checks.check_ppv(lambda se, sp, pr: se / 0) is False
     assert "✗ positive predictive value: your function raised ZeroDivisionError: float division by zero" in said(capsys)
+
+
+# ============================================================================== the notebooks
+LESSONS = {"03_resnet50_transfer_learning": 3, "04_evaluation_and_interpretation": 2, "05_try_the_model": 2}
+
+
+@pytest.mark.parametrize("name, count", LESSONS.items())
+def test_each_exercise_is_followed_by_its_check_cell(name, count):
+    import jupytext
+    cells = jupytext.reads((SOURCES / f"{name}.py").read_text(encoding="utf-8"), fmt="py:percent").cells
+    exercises = [i for i, cell in enumerate(cells) if "### BEGIN SOLUTION" in cell.source]
+    assert len(exercises) == count
+    for i in exercises:
+        check = cells[i + 1]
+        assert check.cell_type == "code" and "passed = check_" in check.source and "use_yours_or(" in check.source
+
+
+@pytest.mark.parametrize("name", LESSONS)
+def test_each_notebook_states_its_study_time(name):
+    assert "**Study time:**" in (SOURCES / f"{name}.py").read_text(encoding="utf-8")

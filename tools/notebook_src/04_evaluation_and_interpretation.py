@@ -255,12 +255,10 @@ def my_grad_cam(model, images, target, layer):
     handles = [layer.register_forward_hook(lambda module, inputs, output: saved.update(activations=output)),
                layer.register_full_backward_hook(
                    lambda module, grad_inputs, grad_outputs: saved.update(gradients=grad_outputs[0]))]
-    try:
-        logits = model(images)
-        logits.gather(1, target[:, None]).sum().backward()
-    finally:
-        for handle in handles:
-            handle.remove()
+    logits = model(images)
+    logits.gather(1, target[:, None]).sum().backward()  # the hooks fill `saved`
+    for handle in handles:
+        handle.remove()  # else every later pass through the layer runs them again
     weights = saved["gradients"].mean(dim=(2, 3), keepdim=True)  # one weight per feature map
     return torch.relu((weights * saved["activations"]).sum(dim=1)).detach()
     ### END SOLUTION

@@ -115,7 +115,8 @@ resnet = models["ResNet-50"].model.to(device)
 val_probs, val_targets = predict_probs(resnet, loaders["val"], device, max_batches=EVAL_BATCHES)
 probs, targets = predict_probs(resnet, loaders["test"], device, max_batches=EVAL_BATCHES)
 for name, t in (("validation", val_targets), ("test", targets)):
-    print(f"{name}: {len(t)} images, {int((t == MEL).sum())} melanomas{TAG}")
+    n = int((t == MEL).sum())
+    print(f"{name}: {len(t)} images, {n} melanoma{'' if n == 1 else 's'}{TAG}")
 
 # %% [markdown]
 # **Exercise 1.** Write `threshold_for_sensitivity(targets, mel_probs, sensitivity)`: the **highest** threshold
@@ -273,8 +274,10 @@ explanation_figure(answer, models["ResNet-50"].classes, "SYNTHETIC: stripes, not
                    f"ResNet-50 on a non-skin image{TAG}")
 
 # %% [markdown]
-# A confident-looking answer for an image that is not even skin: the probabilities describe the model, not the
-# image. A photograph taken with a phone (not a dermatoscope) is outside what the model learned from too.
+# An answer for an image that is not even skin. Whatever the image, the 8 probabilities add up to 1: the model
+# must name one of its classes, and after a full run the top probability of such an image can be high. The
+# probabilities describe the model, not the image. A photograph taken with a phone (not a dermatoscope) is
+# outside what the model learned from too.
 
 # %% [markdown]
 # ## 4. Try the model on an image
