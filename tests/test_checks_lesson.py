@@ -391,7 +391,7 @@ def test_an_error_in_the_students_code_is_one_sentence_not_a_traceback(capsys):
 
 
 # ============================================================================== the notebooks
-LESSONS = {"03_resnet50_transfer_learning": 3, "04_evaluation_and_interpretation": 2, "05_try_the_model": 2}
+LESSONS = {"03_resnet50_transfer_learning": 4, "04_evaluation_and_interpretation": 2, "05_try_the_model": 2}
 
 
 @pytest.mark.parametrize("name, count", LESSONS.items())
@@ -408,3 +408,24 @@ def test_each_exercise_is_followed_by_its_check_cell(name, count):
 @pytest.mark.parametrize("name", LESSONS)
 def test_each_notebook_states_its_study_time(name):
     assert "**Study time:**" in (SOURCES / f"{name}.py").read_text(encoding="utf-8")
+
+
+SUGGEST = solution("03_resnet50_transfer_learning", "suggest_lr")
+
+
+def test_the_notebooks_lr_suggestion_passes(capsys):
+    assert checks.check_lr_suggestion(SUGGEST) is True
+    assert said(capsys) == "✓ suggested learning rate: a tenth of the rate of the lowest loss (fastai's minimum / 10).\n"
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda r: r["lr"][int(np.argmin(r["loss"]))], "you return the rate of the lowest loss"),
+    (lambda r: min(r["loss"]), "you return the lowest loss, not a learning rate"),
+    (lambda r: int(np.argmin(r["loss"])), "you return a position in the list, not a learning rate"),
+    (lambda r: r["lr"][-1] / 10, "you use the last rate of the test, where the loss blew up"),
+    (lambda r: r["lr"][0], "you suggest 1.00e-06; the rate of the lowest loss is 1.47e-02, and a tenth of it 1.47e-03"),
+    (placeholder, "… suggested learning rate: not done yet"),
+], ids=["rate at minimum", "loss", "position", "last rate", "first rate", "placeholder"])
+def test_lr_suggestion_check_names_the_mistake(wrong, message, capsys):
+    assert checks.check_lr_suggestion(wrong) is False
+    assert message in said(capsys)

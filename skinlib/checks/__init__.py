@@ -13,13 +13,13 @@ from skinlib.checks.core import use_yours_or
 from skinlib.checks.model import check_fc1_inputs, check_simple_cnn
 from skinlib.checks.training import (INITIAL_LOSS, check_dataset_class, check_evaluate, check_initial_loss,
                                      check_train_one_epoch, reference_dataset)
-from skinlib.checks.transfer import (check_best_epoch, check_parameter_groups, check_resnet_head, compare_guess,
-                                     reference_best_epoch, reference_parameter_groups)
+from skinlib.checks.transfer import (check_best_epoch, check_lr_suggestion, check_parameter_groups, check_resnet_head,
+                                     compare_guess, reference_best_epoch, reference_parameter_groups)
 from skinlib.checks.evaluation import check_grad_cam, check_scores_from_confusion
 from skinlib.checks.decision import check_ppv, check_threshold_for_sensitivity
 
 __all__ = ["check_fc1_inputs", "check_simple_cnn", "check_initial_loss", "check_train_one_epoch",
            "check_evaluate", "check_dataset_class", "reference_dataset", "check_resnet_head",
-           "check_parameter_groups", "check_best_epoch", "compare_guess", "reference_parameter_groups",
+           "check_parameter_groups", "check_lr_suggestion", "check_best_epoch", "compare_guess", "reference_parameter_groups",
            "reference_best_epoch", "check_scores_from_confusion",
            "check_grad_cam", "check_threshold_for_sensitivity", "check_ppv", "use_yours_or", "INITIAL_LOSS"]

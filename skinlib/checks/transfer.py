@@ -204,3 +204,40 @@ def check_best_epoch(best_epoch: Callable[[list[dict]], Any]) -> bool:
         return "the epoch of the highest validation balanced accuracy, the earlier one on a tie."
     return _report("best epoch", run)
 
+
+
+# ------------------------------------------------------------------------------ the range test
+def _range_result(lowest_at: int, n: int = 40) -> dict[str, list[float]]:
+    rates = [1e-6 * 10 ** (k / 6) for k in range(n)]
+    losses = [2.0 - 1.5 * math.exp(-((k - lowest_at) / 8) ** 2) + (0.08 * (k - lowest_at) if k > lowest_at else 0)
+              for k in range(n)]
+    return {"lr": rates, "loss": losses}
+
+
+def check_lr_suggestion(suggest: Callable[[dict], Any]) -> bool:
+    """`suggest(result)` is a tenth of the rate at which the range test's loss was lowest."""
+    def run() -> str:
+        for lowest_at in (25, 31, 12):
+            result = _range_result(lowest_at)
+            answer = _call(lambda: suggest({key: list(values) for key, values in result.items()}), "your function")
+            if answer is None:
+                raise _Wrong("your function returned None: return a learning rate.")
+            value = _call(lambda: float(answer), "float(your answer)")
+            right, at_min = result["lr"][lowest_at] / 10, result["lr"][lowest_at]
+            if math.isclose(value, right, rel_tol=1e-6):
+                continue
+            if math.isclose(value, at_min, rel_tol=1e-6):
+                raise _Wrong(f"you return the rate of the lowest loss ({at_min:.2e}); there the loss is about to "
+                             "turn up: take a tenth of it.")
+            if math.isclose(value, min(result["loss"]), rel_tol=1e-6):
+                raise _Wrong("you return the lowest loss, not a learning rate: find where the loss is lowest, "
+                             "then read result['lr'] there.")
+            if value in (lowest_at, lowest_at / 10):
+                raise _Wrong("you return a position in the list, not a learning rate: read result['lr'] at it.")
+            if math.isclose(value, result["lr"][-1] / 10, rel_tol=1e-6) or math.isclose(value, result["lr"][-1]):
+                raise _Wrong("you use the last rate of the test, where the loss blew up: use the rate of the "
+                             "lowest loss.")
+            raise _Wrong(f"you suggest {value:.2e}; the rate of the lowest loss is {at_min:.2e}, and a tenth of "
+                         f"it {right:.2e}.")
+        return "a tenth of the rate of the lowest loss (fastai's minimum / 10)."
+    return _report("suggested learning rate", run)

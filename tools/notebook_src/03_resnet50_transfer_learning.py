@@ -15,11 +15,12 @@
 # - the two ways to transfer: *feature extraction* (freeze the pretrained layers, train the head) and *fine-tuning*
 #   (train everything);
 # - parameter groups: a higher learning rate for the new head than for the pretrained layers (as d2l fine-tunes);
+# - the learning-rate range test (fastai's `lr_find`): where the loss falls fastest, and where it blows up;
 # - to compare the models fairly, on a lesion-grouped test set, with balanced accuracy beside accuracy, and to pick
 #   the best epoch by validation balanced accuracy.
 #
-# **A lab: three exercises**, each a little harder than the last: the new head (1), parameter groups (2), the best
-# epoch (3). A cell marked *Exercise* only defines a function, so running it never stops the notebook; the check
+# **A lab: four exercises**, each a little harder than the last: the new head (1), parameter groups (2), a
+# learning rate read from a range test (3), the best epoch (4). A cell marked *Exercise* only defines a function, so running it never stops the notebook; the check
 # cell after it runs your function and says whether it is right, what to look at, or that it is "not done yet".
 # Until it passes, the cells below use skinlib's own version, so the notebook runs to the end at any time (Colab:
 # Runtime > Run all).
@@ -56,8 +57,8 @@ import torchvision
 from torch import nn
 
 import skinlib
-from skinlib.checks import (check_best_epoch, check_parameter_groups, check_resnet_head, compare_guess,
-                            reference_best_epoch, reference_parameter_groups, use_yours_or)
+from skinlib.checks import (check_best_epoch, check_lr_suggestion, check_parameter_groups, check_resnet_head,
+                            compare_guess, reference_best_epoch, reference_parameter_groups, use_yours_or)
 from skinlib.config import TrainConfig
 from skinlib.course import get_data
 from skinlib.data import CLASSES, load_index
@@ -65,6 +66,8 @@ from skinlib.device import select_device
 from skinlib.engine import CheckpointPlan, evaluate, fit
 from skinlib.export import data_fingerprint, export_model
 from skinlib.loaders import make_loaders
+from skinlib.lr_range import lr_range_test, plot_lr_range
+from skinlib.lr_range import suggest_lr as reference_suggest_lr
 from skinlib.metrics import per_class, summarize
 from skinlib.models import count_parameters, imagenet_state_dict, new_head
 from skinlib.models import resnet50 as skinlib_resnet50
@@ -97,6 +100,8 @@ RUNS = data.results_dir  # on Drive in Colab: notebook 02's results, this notebo
 FINETUNED_DIR = RUNS / "03_resnet50"  # checkpoint, results and model.pt (notebooks 04 and 05 load it)
 FROZEN_DIR = RUNS / "03_frozen"  # the feature-extraction run's checkpoint
 RESUME = data.drive_dir is not None  # on Drive: a run of the notebook continues the last one
+RUN_NAME = f"{'SYNTHETIC data' if SYNTHETIC else DATA_DIR.name}{', SMOKE run' if SMOKE else ''}" + \
+    ("" if PRETRAINED else ", RANDOM initial weights")  # on every figure's title
 torch.manual_seed(0)
 print(f"{'SMOKE mode: ' + str(MAX_BATCHES) + ' batches per epoch' if SMOKE else 'full mode'}; checkpoints in "
       f"{FROZEN_DIR} and {FINETUNED_DIR}{' (resumed if they exist)' if RESUME else ''}")
@@ -298,6 +303,52 @@ def train_with_recipe(model, config, checkpoint=None, resume=False, head_factor=
 plot_one_cycle(config, len(loaders["train"].dataset), smoke=SMOKE, synthetic=SYNTHETIC)
 
 # %% [markdown]
+# ### Is 7e-4 a sensible peak? A learning-rate range test
+# Where did 7e-4 come from? The *range test* (Smith, 2017; fastai's `lr_find`, used throughout fastbook) trains a
+# fresh copy for a few dozen batches while the rate grows exponentially, from 1e-7 to 10, and records the loss
+# after each batch (smoothed). At tiny rates nothing happens; then the loss falls, faster and faster; then the
+# rate is too large and the loss shoots up (the test stops there). `skinlib.lr_range.lr_range_test` runs it and
+# puts the weights back afterwards.
+
+# %%
+probe = skinlib_resnet50(num_classes=len(CLASSES), pretrained=PRETRAINED).to(device)
+range_test = lr_range_test(probe, loaders["train"], device, steps=6 if SMOKE else 100,
+                           weight_decay=config.weight_decay)
+del probe
+print(f"{len(range_test['lr'])} steps, rates {range_test['lr'][0]:.1e} to {range_test['lr'][-1]:.1e}"
+      f"{' (SMOKE run: a few steps, the curve means nothing)' if SMOKE else ''}")
+
+# %% [markdown]
+# **Exercise 3.** Write `suggest_lr(result)`: `result` is the test's dict, `result["lr"]` the rates and
+# `result["loss"]` the smoothed loss after each. Return fastai's "minimum / 10" suggestion: a tenth of the rate
+# at which the loss was lowest. (At the minimum itself the loss is about to turn up; a tenth of it is still on the
+# falling slope.)
+
+# %%
+def suggest_lr(result):
+    # TODO: a tenth of the rate (result["lr"]) at which the loss (result["loss"]) was lowest
+    ### BEGIN SOLUTION
+    lowest = min(range(len(result["loss"])), key=lambda step: result["loss"][step])
+    return result["lr"][lowest] / 10
+    ### END SOLUTION
+
+# %%
+passed = check_lr_suggestion(suggest_lr)
+suggest_lr = use_yours_or(reference_suggest_lr, suggest_lr, passed, "suggest_lr (skinlib.lr_range)")
+
+# %%
+suggested = suggest_lr(range_test)
+plot_lr_range(range_test, suggested, title=f"Range test, ResNet-50: {RUN_NAME}")
+
+# %%
+print(f"suggested peak rate {suggested:.1e}; the report's: {config.lr:.0e}"
+      f"{' (SMOKE run: the suggestion means nothing)' if SMOKE else ''}")
+
+# %% [markdown]
+# The suggestion is a starting point, not a law: the test runs a few batches of one configuration. If yours is
+# far from 7e-4, try it (in a new folder) and compare validation balanced accuracy.
+
+# %% [markdown]
 # ## 1. Feature extraction: freeze the backbone
 # A fresh ImageNet ResNet-50 through your `replace_head_and_freeze`; only the head learns.
 
@@ -336,8 +387,6 @@ print(f"saved for notebooks 04 and 05: {model_path}")
 # up in the later epochs, and the loss drop as the one-cycle schedule lowers the learning rate at the end.
 
 # %%
-RUN_NAME = f"{'SYNTHETIC data' if SYNTHETIC else DATA_DIR.name}{', SMOKE run' if SMOKE else ''}" + \
-    ("" if PRETRAINED else ", RANDOM initial weights")
 plot_curves(history, title=f"ResNet-50, fine-tuned: {RUN_NAME}")
 
 # %% [markdown]
@@ -354,7 +403,7 @@ plot_curves(frozen_history, title=f"ResNet-50, frozen backbone: {RUN_NAME}")
 # kept for the one final measurement). The course picks the epoch by **validation balanced accuracy**, not loss or
 # plain accuracy: it is the score we report, and it weighs the rare classes as much as NV.
 #
-# **Exercise 3.** Write `best_epoch(history)`: `history` is `fit`'s list of rows, one per epoch, each a dict with
+# **Exercise 4.** Write `best_epoch(history)`: `history` is `fit`'s list of rows, one per epoch, each a dict with
 # `"epoch"` (counting from 1) and `"val_balanced_accuracy"` among others. Return the `"epoch"` of the row with the
 # highest validation balanced accuracy; on a tie, the earlier epoch (it reached the score with less training).
 
@@ -444,7 +493,7 @@ print(f"saved to {FINETUNED_DIR}")
 # - On the synthetic set, or after a smoke run, the numbers describe that set or that run and nothing else.
 #
 # ## What to try next
-# Items 1 to 5 train runs that differ from the ones above, so **give them new folders first**, in the Parameters
+# Items 1 to 6 train runs that differ from the ones above, so **give them new folders first**, in the Parameters
 # cell: for example `FROZEN_DIR = RUNS / "03_frozen_try1"` or `FINETUNED_DIR = RUNS / "03_resnet50_try3"`. With the
 # old folders, a rerun in Colab would resume the finished run instead of training the new one (or stop because its
 # settings differ), and a new fine-tuned model would overwrite `03_resnet50/model.pt`, which notebooks 04 and 05 load.
@@ -458,10 +507,13 @@ print(f"saved to {FINETUNED_DIR}")
 # 4. **A higher rate for the head** (a new `FINETUNED_DIR`). Fine-tune with your parameter groups:
 #    `train_with_recipe(finetuned, config, checkpoint=..., head_factor=10)`. Does the head's higher rate help
 #    balanced accuracy, or just make the first epochs noisier?
-# 5. **The leak, measured** (a new `FINETUNED_DIR`). Train the fine-tuned model on `random_split(frame, seed=0)`
+# 5. **Pretraining, measured** (a new `FINETUNED_DIR`). SimpleCNN against ResNet-50 compares two architectures
+#    *and* pretraining at once. Fine-tune `skinlib_resnet50(num_classes=len(CLASSES), pretrained=False)` (the same
+#    architecture from random weights) with the same recipe: how much of ResNet-50's lead is ImageNet's?
+# 6. **The leak, measured** (a new `FINETUNED_DIR`). Train the fine-tuned model on `random_split(frame, seed=0)`
 #    from `skinlib.splits` instead (real data, full run). How much higher is its test accuracy than on the
 #    lesion-grouped split?
-# 6. **From the command line.** In a Colab code cell,
+# 7. **From the command line.** In a Colab code cell,
 #    `!python -m skinlib train --data "{DATA_DIR}" --cache "{data.cache_dir}" --model resnet50 --out "{RUNS}/cli"`
 #    runs this whole recipe on the same prepared images and writes metrics, curves, a checkpoint and `model.pt` to
 #    a folder on Drive (`--resume` continues it after a disconnect). Colab fills in the `{...}` from the notebook's
