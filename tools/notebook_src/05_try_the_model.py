@@ -149,7 +149,8 @@ if (val_targets == MEL).any():
     on_test = melanoma_decision(targets, probs[:, MEL], THRESHOLD)
     print(f"threshold {THRESHOLD:.3f} (validation, for {TARGET_SENSITIVITY:.0%}); on the test split: sensitivity "
           f"{on_test['sensitivity']:.3f}, specificity {on_test['specificity']:.3f}, "
-          f"{on_test['fp']} false alarms for {on_test['tp']} melanomas found{TAG}")
+          f"{on_test['fp']} false alarm{'' if on_test['fp'] == 1 else 's'} for {on_test['tp']} "
+          f"melanoma{'' if on_test['tp'] == 1 else 's'} found{TAG}")
 else:
     THRESHOLD = 0.5
     print(f"no melanoma among these validation images: threshold left at {THRESHOLD}{TAG}")
@@ -231,7 +232,8 @@ predicted = probs.argmax(1)
 print(f"{len(test_frame)} test images{TAG}")
 for column in SUBGROUPS:
     table = subgroup_recall(test_frame[column], targets, predicted).rename_axis(column)
-    display(table.style.format({"recall": "{:.2f}", "95% low": "{:.2f}", "95% high": "{:.2f}"}, na_rep="–"))
+    display(table.style.format({"recall": "{:.2f}", "95% low": "{:.2f}", "95% high": "{:.2f}"}, na_rep="–")
+            .set_caption(f"Recall of MEL by {column}, test split{TAG}"))
 
 # %% [markdown]
 # ### Which archive? A shortcut a network can learn
@@ -244,7 +246,8 @@ for column in SUBGROUPS:
 # %%
 mix = class_mix(frame, archive(frame))
 print(f"{len(frame)} images{' (SYNTHETIC: made-up ids)' if SYNTHETIC else ''}")
-mix.style.format({name: "{:.2f}" for name in mix.columns if name != "images"})
+mix.style.format({name: "{:.2f}" for name in mix.columns if name != "images"}).set_caption(
+    f"Class mix per archive (read from the lesion ids){' SYNTHETIC' if SYNTHETIC else ''}")
 
 # %% [markdown]
 # ### Which skin? What the data cannot tell
