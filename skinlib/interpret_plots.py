@@ -37,6 +37,11 @@ def _done(fig: Figure) -> Figure:
     return fig
 
 
+def _wrapped(title: str, fig: Figure) -> str:
+    """A suptitle broken into lines that fit the figure's width (about 9 characters an inch)."""
+    return "\n".join(textwrap.wrap(title, max(30, int(9 * fig.get_figwidth()))))
+
+
 def to_rgb(images: torch.Tensor) -> np.ndarray:
     """ImageNet-normalised images (N, 3, H, W) back to displayable colours: (N, H, W, 3) in [0, 1]."""
     images = torch.as_tensor(images).detach().float().cpu()
@@ -101,7 +106,7 @@ def plot_examples(images, targets, probs, classes=CLASSES, ncols: int = 6, title
             ax.set_title(f"true {classes[truth]}\npred {classes[pred]} {probs[i, pred]:.2f}", fontsize=9,
                          color="tab:green" if pred == truth else "tab:red")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_wrapped(title, fig))
     return _done(fig)
 
 
@@ -120,14 +125,17 @@ def plot_gradcam(images, heats, titles, colours=None, title: str = "", ncols: in
         top.imshow(pixels[i])
         top.set_title(titles[i], fontsize=9, color=(colours or ["black"] * n)[i])
         bottom.imshow(overlay(pixels[i], heats[i]))
-    for band in range(bands):
-        axes[2 * band + 1, 0].text(-0.05, 0.5, "Grad-CAM", transform=axes[2 * band + 1, 0].transAxes,
-                                   rotation=90, ha="right", va="center")
+    for band in range(bands):  # a y label (not free text) so that the layout keeps room for it
+        label = axes[2 * band + 1, 0]
+        label.axis("on")
+        label.set(xticks=[], yticks=[], ylabel="Grad-CAM")
+        for spine in label.spines.values():
+            spine.set_visible(False)
     bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps["jet"]), ax=axes[1::2, :].ravel().tolist(),
                        shrink=0.8, ticks=[0, 0.5, 1])
-    bar.set_label("Grad-CAM (1: strongest evidence)")
+    bar.set_label("evidence (1: strongest)")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_wrapped(title, fig))
     return _done(fig)
 
 

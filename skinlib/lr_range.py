@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import textwrap
 
 import matplotlib.pyplot as plt
 import torch
@@ -74,6 +75,7 @@ def plot_lr_range(result: dict[str, list[float]], suggestion: float | None = Non
     if suggestion is not None:
         ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested {suggestion:.1e}")
         ax.legend(fontsize=8)
-    ax.set(xscale="log", xlabel="learning rate (log scale)", ylabel="training loss (smoothed)", title=title)
+    ax.set(xscale="log", xlabel="learning rate (log scale)", ylabel="training loss (smoothed)",
+           title="\n".join(textwrap.wrap(title, 55)))  # a long title wraps instead of running off the figure
     plt.close(fig)
     return fig

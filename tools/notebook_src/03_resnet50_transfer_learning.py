@@ -32,7 +32,7 @@
 # ## Set-up
 # - In Colab, first **File > Save a copy in Drive**, and work in that copy: a notebook opened from its badge is not
 #   saved, so your answers would be lost with the runtime.
-# - **Run time.** Under a minute in smoke mode on a CPU (25 s measured on a 2-core CPU). The full run on ISIC 2019
+# - **Run time.** A minute or two in smoke mode on a CPU. The full run on ISIC 2019
 #   (5 epochs frozen, 25 fine-tuning) should take in the order of 30-60 minutes on Colab's T4: an estimate, not a
 #   measurement; `fit` prints the seconds and images per second of every epoch.
 # - **Checkpoints and resume.** A Colab runtime can disconnect, and its disk goes with it. `fit` writes a checkpoint
@@ -312,7 +312,7 @@ plot_one_cycle(config, len(loaders["train"].dataset), smoke=SMOKE, synthetic=SYN
 
 # %%
 probe = skinlib_resnet50(num_classes=len(CLASSES), pretrained=PRETRAINED).to(device)
-range_test = lr_range_test(probe, loaders["train"], device, steps=6 if SMOKE else 100,
+range_test = lr_range_test(probe, loaders["train"], device, steps=2 if SMOKE else 100,
                            weight_decay=config.weight_decay)
 del probe
 print(f"{len(range_test['lr'])} steps, rates {range_test['lr'][0]:.1e} to {range_test['lr'][-1]:.1e}"
