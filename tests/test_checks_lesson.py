@@ -86,8 +86,8 @@ def test_head_check_names_more_mistakes(wrong, message, capsys):
     (None, "(write your guess in MY_GUESS above and run this cell again to compare)"),
     (16392, "your guess: 16,392; the count: 16,392 (right)"),
     ("16,392", "your guess: 16,392; the count: 16,392 (right)"),
-    ("100M", "your guess: 100,000,000; the count: 16,392 (6.1e+03 times the count)"),
-    ("16k", "your guess: 16,000; the count: 16,392 (0.976 times the count)"),
+    ("100M", "your guess: 100,000,000; the count: 16,392 (6,101 times the count)"),
+    ("16k", "your guess: 16,000; the count: 16,392 (0.98 times the count)"),
     ("a lot", "your guess 'a lot' is not a number I can read (write e.g. 16392, \"16k\" or \"0.1M\"); "
               "the count: 16,392"),
     (True, "your guess True is not a number I can read"),

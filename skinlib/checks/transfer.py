@@ -95,7 +95,8 @@ def compare_guess(guess: Any, count: int) -> str:
         return (f"your guess {guess!r} is not a number I can read (write e.g. 16392, \"16k\" or \"0.1M\"); "
                 f"the count: {count:,}")
     ratio = value / count if count else float("inf")
-    verdict = "right" if round(value) == count else (f"{ratio:.3g} times the count" if value else "zero")
+    times = f"{ratio:,.0f}" if ratio >= 10 else f"{ratio:.2g}"
+    verdict = "right" if round(value) == count else (f"{times} times the count" if value else "zero")
     return f"your guess: {value:,.0f}; the count: {count:,} ({verdict})"
 
 
