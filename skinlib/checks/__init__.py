@@ -20,6 +20,7 @@ from skinlib.checks.decision import check_ppv, check_threshold_for_sensitivity
 
 __all__ = ["check_fc1_inputs", "check_simple_cnn", "check_initial_loss", "check_train_one_epoch",
            "check_evaluate", "check_dataset_class", "reference_dataset", "check_resnet_head",
-           "check_parameter_groups", "check_lr_suggestion", "check_best_epoch", "compare_guess", "reference_parameter_groups",
+           "check_parameter_groups", "check_lr_suggestion", "check_best_epoch", "compare_guess",
+           "reference_parameter_groups",
            "reference_best_epoch", "check_scores_from_confusion",
            "check_grad_cam", "check_threshold_for_sensitivity", "check_ppv", "use_yours_or", "INITIAL_LOSS"]

@@ -75,7 +75,8 @@ def check_ppv(ppv: Callable[[float, float, float], Any]) -> bool:
             right = ppv_at_prevalence(sens, spec, prev)
             if math.isclose(value, right, rel_tol=1e-6):
                 continue
-            said = f"for sensitivity {sens}, specificity {spec} and prevalence {prev} you give {value:.4f}, not {right:.4f}"
+            said = (f"for sensitivity {sens}, specificity {spec} and prevalence {prev} you give {value:.4f}, "
+                    f"not {right:.4f}")
             _explain_ppv(value, right, sens, spec, prev, said)
         return "Bayes' rule: true positives over all positives, at the prevalence you choose."
     return _report("positive predictive value", run)

@@ -101,10 +101,6 @@ def compare_guess(guess: Any, count: int) -> str:
 
 
 # ------------------------------------------------------------------------------ exercise 2
-def _probe_groups_model() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 8))
-
-
 def reference_parameter_groups(model: nn.Module, lr: float, head_factor: float) -> list[dict]:
     """skinlib's answer: the trainable backbone at `lr`, the trainable head (`fc.`) at lr x head_factor."""
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]

@@ -19,11 +19,11 @@
 # - to compare the models fairly, on a lesion-grouped test set, with balanced accuracy beside accuracy, and to pick
 #   the best epoch by validation balanced accuracy.
 #
-# **A lab: four exercises**, each a little harder than the last: the new head (1), parameter groups (2), a
-# learning rate read from a range test (3), the best epoch (4). A cell marked *Exercise* only defines a function, so running it never stops the notebook; the check
-# cell after it runs your function and says whether it is right, what to look at, or that it is "not done yet".
-# Until it passes, the cells below use skinlib's own version, so the notebook runs to the end at any time (Colab:
-# Runtime > Run all).
+# **A lab: four exercises**, each a little harder than the last: the new head (1), parameter groups (2), a learning
+# rate read from a range test (3), the best epoch (4). A cell marked *Exercise* only defines a function, so running
+# it never stops the notebook; the check cell after it runs your function and says whether it is right, what to look
+# at, or that it is "not done yet". Until it passes, the cells below use skinlib's own version, so the notebook runs
+# to the end at any time (Colab: Runtime > Run all).
 #
 # **Study time:** about 1.5 hours to read, answer the exercises and look at the results, plus the training run
 # (below).
@@ -112,7 +112,8 @@ if not PRETRAINED:
 # %% [markdown]
 # ## Data
 # The same lesion-grouped split as notebooks 00 and 02 (same seed, same split). On the real data the images are
-# read from the prepared cache on local disk that `get_data` made (notebook 02 explains why). `TrainConfig` holds the recipe: its defaults are the report's settings.
+# read from the prepared cache on local disk that `get_data` made (notebook 02 explains why). `TrainConfig` holds the
+# recipe: its defaults are the report's settings.
 
 # %%
 frame = load_index(DATA_DIR)
@@ -370,7 +371,8 @@ frozen_test = evaluate(frozen, loaders["test"], device, max_batches=MAX_BATCHES)
 #
 # ## 2. Fine-tuning: train everything
 # All 23.5 M parameters learn, starting from ImageNet's values: slower, and the network can adapt its features to
-# dermoscopy. This is the report's method, and the long run of the course. Once trained, the model alone goes to `model.pt` beside it, for notebooks 04 and 05.
+# dermoscopy. This is the report's method, and the long run of the course. Once trained, the model alone goes to
+# `model.pt` beside it, for notebooks 04 and 05.
 
 # %%
 finetuned = skinlib_resnet50(num_classes=len(CLASSES), pretrained=PRETRAINED)

@@ -249,7 +249,7 @@ with torch.no_grad():
 
 # %%
 def my_grad_cam(model, images, target, layer):
-    # TODO: forward hook -> activations, full backward hook -> gradients; backward of the target scores; remove the hooks
+    # TODO: hooks keep the layer's output and its gradient; backpropagate the target scores; remove the hooks
     ### BEGIN SOLUTION
     saved = {}
     handles = [layer.register_forward_hook(lambda module, inputs, output: saved.update(activations=output)),
@@ -268,9 +268,9 @@ passed = check_grad_cam(my_grad_cam)
 my_grad_cam = use_yours_or(reference_grad_cam, my_grad_cam, passed, "Grad-CAM (skinlib.gradcam)")
 
 # %% [markdown]
-# Your Grad-CAM on the test images: the correct predictions first (green titles), then the mistakes (red). A model that looks at the lesion is
-# reassuring; one that looks at a ruler or the image's corners has learned a shortcut. Grad-CAM is coarse (7x7) and
-# shows where the evidence was, not why: treat it as a hint, not a proof.
+# Your Grad-CAM on the test images: the correct predictions first (green titles), then the mistakes (red). A model
+# that looks at the lesion is reassuring; one that looks at a ruler or the image's corners has learned a shortcut.
+# Grad-CAM is coarse (7x7) and shows where the evidence was, not why: treat it as a hint, not a proof.
 
 # %%
 N_CAM = 2 if SMOKE else 4  # of each kind
@@ -284,7 +284,8 @@ plot_gradcam(images, heatmap(cams, images.shape[-2:]), titles, colours, title=f"
 
 # %% [markdown]
 # ## The imbalance: a class-balanced sampler
-# In ISIC 2019, NV is half of the images, DF and VASC under 1 % each. With plain sampling, every batch is mostly NV, and
+# In ISIC 2019, NV is half of the images, DF and VASC under 1 % each. With plain sampling, every batch is mostly NV,
+# and
 # the cheapest way to lower the loss is to answer NV. A **balanced sampler** draws training images with
 # probability 1 / (size of their class), so every class is equally frequent in the batches (rare images are seen
 # many times per epoch, with different augmentations). The same effect can be had with a class-weighted
