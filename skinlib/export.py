@@ -11,6 +11,8 @@ RUN/model.pt holds, as tensors and plain Python values only (it loads with
     data                     the run's data: fingerprint (SHA-256 of its images, labels and split),
                              images, synthetic, folder name
     metrics                  the run's test accuracy and balanced accuracy (when known)
+    smoke                    True when trained in smoke mode (a few batches): such a model is for
+                             checking that the cells run, and a full run refuses it
     skinlib_version          the version that wrote it
 
 A checkpoint (checkpoint.pt) is for resuming training; this file is for using the model.
@@ -55,10 +57,11 @@ def data_fingerprint(frame: pd.DataFrame, split: pd.Series) -> str:
 
 def export_model(path: str | os.PathLike, model: nn.Module, architecture: str, *,
                  data: dict[str, Any], classes=CLASSES, crop: int = 224, resize: int = 256,
-                 metrics: dict[str, float] | None = None) -> Path:
+                 metrics: dict[str, float] | None = None, smoke: bool = False) -> Path:
     """Write `model` to `path` (atomically) in the format above; return the path.
 
     `data` describes the run's data: at least {"fingerprint": data_fingerprint(frame, split)}.
+    `smoke` records that the model was trained in smoke mode, so that a full run can refuse it.
     """
     state = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "architecture": architecture,
@@ -66,7 +69,7 @@ def export_model(path: str | os.PathLike, model: nn.Module, architecture: str, *
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "preprocessing": {"resize": int(resize), "crop": int(crop),
                           "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-        "data": dict(data), "metrics": dict(metrics or {}), "skinlib_version": skinlib.__version__,
+        "data": dict(data), "metrics": dict(metrics or {}), "smoke": bool(smoke), "skinlib_version": skinlib.__version__,
     }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path, locked=False)  # a copy half-written by a process that was killed
@@ -84,6 +87,7 @@ class ExportedModel:
     data: dict[str, Any]
     metrics: dict[str, float]
     path: str
+    smoke: bool = False  # trained in smoke mode; files written before it was recorded read False
 
     def transform(self):
         """The evaluation transform the model was trained for (resize, centre crop, normalise)."""
@@ -124,7 +128,7 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> E
                              f"({lines[1] if len(lines) > 1 else lines[0]})") from None
     return ExportedModel(model=model.to(device).eval(), architecture=state["architecture"],
                          classes=list(state["classes"]), preprocessing=dict(pre), data=dict(state["data"]),
-                         metrics=dict(state.get("metrics", {})), path=str(path))
+                         metrics=dict(state.get("metrics", {})), path=str(path), smoke=state.get("smoke") is True)
 
 
 def _check_types(path: Path, state: dict[str, Any]) -> None:

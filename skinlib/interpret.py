@@ -105,16 +105,21 @@ COURSE_MODELS = {"SimpleCNN": ("simplecnn", "02_simple_cnn", "notebook 02"),
                  "ResNet-50": ("resnet50", "03_resnet50", "notebook 03")}
 
 
-def find_saved(folders, fingerprint: str) -> ExportedModel | None:
+def find_saved(folders, fingerprint: str, *, smoke: bool = False) -> ExportedModel | None:
     """The first FOLDER/model.pt among `folders` trained on the data of `fingerprint`; a file of
-    other data (or another split) is passed over, saying so: never used silently."""
+    other data (or another split), or in a full run (`smoke` False) one trained in smoke mode, is
+    passed over, saying so: never used silently."""
     for folder in map(Path, folders):
         if (folder / MODEL_FILE).is_file():
             saved = load_model(folder / MODEL_FILE)
-            if saved.data.get("fingerprint") == fingerprint:
-                print(f"{folder / MODEL_FILE}: {saved.architecture}, trained on this data and split")
+            if saved.data.get("fingerprint") != fingerprint:
+                print(f"{folder / MODEL_FILE} was trained on other data or another split: not used")
+            elif saved.smoke and not smoke:
+                print(f"{folder / MODEL_FILE} was trained in SMOKE mode (a few batches): not used in a full run")
+            else:
+                print(f"{folder / MODEL_FILE}: {saved.architecture}, trained on this data and split"
+                      f"{' in SMOKE mode' if saved.smoke else ''}")
                 return saved
-            print(f"{folder / MODEL_FILE} was trained on other data or another split: not used")
     return None
 
 
@@ -132,12 +137,12 @@ def course_models(results_dir, frame: pd.DataFrame, split: pd.Series, config, *,
     fingerprint, models = data_fingerprint(frame, split), {}
     for name, (architecture, folder, notebook) in COURSE_MODELS.items():
         stand_in = Path(results_dir) / f"stand-in-{architecture}"
-        found = find_saved([Path(results_dir) / folder, *([stand_in] if smoke else [])], fingerprint)
+        found = find_saved([Path(results_dir) / folder, *([stand_in] if smoke else [])], fingerprint, smoke=smoke)
         if found is None:
             where = Path(results_dir) / folder / MODEL_FILE
             if not smoke:
-                raise ModelFileError(f"no {name} trained on this data at {where}: run {notebook} first "
-                                     f"(it trains the model and saves it there)")
+                raise ModelFileError(f"no {name} trained in full mode on this data at {where}: run {notebook} "
+                                     f"first, not in smoke mode (it trains the model and saves it there)")
             print(f"no {name} of {notebook} for this data at {where} (run {notebook} to make it); "
                   f"SMOKE mode: training a short stand-in into {stand_in}")
             run(config.replace(model=architecture, out=str(stand_in)),

@@ -6,10 +6,14 @@ notebook shows it once and a script saves it).
 from __future__ import annotations
 
 import math
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import auc, roc_curve
@@ -18,16 +22,24 @@ from skinlib.data import CLASSES, IMAGENET_MEAN, IMAGENET_STD
 from skinlib.gradcam import overlay
 
 
-def caveat(synthetic: bool, smoke: bool) -> str:
-    """What a title must say of the model behind it: " (SYNTHETIC, SMOKE run)", or "" for a real run."""
-    said = [word for word, true in (("SYNTHETIC", synthetic), ("SMOKE run", smoke)) if true]
+def caveat(synthetic: bool, smoke: bool, pretrained: bool = True) -> str:
+    """What a title must say of the model behind it: " (SYNTHETIC, SMOKE run, RANDOM initial weights)",
+    or "" for a real run from ImageNet's weights."""
+    said = [word for word, true in (("SYNTHETIC", synthetic), ("SMOKE run", smoke),
+                                    ("RANDOM initial weights", not pretrained)) if true]
     return f" ({', '.join(said)})" if said else ""
 
 
 def _done(fig: Figure) -> Figure:
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # a figure with a suptitle lays itself out ("constrained")
+        fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def _wrapped(title: str, fig: Figure) -> str:
+    """A suptitle broken into lines that fit the figure's width (about 9 characters an inch)."""
+    return "\n".join(textwrap.wrap(title, max(30, int(9 * fig.get_figwidth()))))
 
 
 def to_rgb(images: torch.Tensor) -> np.ndarray:
@@ -48,10 +60,12 @@ def plot_roc_ovr(targets, probs, classes=CLASSES, title: str = "ROC, each class 
             ax.plot([], [], " ", label=f"{name}: no curve ({int(positive.sum())} positives)")
             continue
         fpr, tpr, _ = roc_curve(positive, probs[:, k])
-        ax.plot(fpr, tpr, label=f"{name}: AUC {auc(fpr, tpr):.2f} (n={int(positive.sum())})")  # n: its test images
+        # drawn over the frame and inside a margin: a perfect curve runs along the left and top edges
+        ax.plot(fpr, tpr, label=f"{name}: AUC {auc(fpr, tpr):.2f} (n={int(positive.sum())})",  # n: its test images
+                zorder=3, clip_on=False)
     ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
     ax.set(xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",
-           title=title, xlim=(0, 1), ylim=(0, 1.02))
+           title="\n".join(textwrap.wrap(title, 60)), xlim=(-0.02, 1.0), ylim=(0, 1.03))
     ax.legend(fontsize=8, loc="lower right")
     return _done(fig)
 
@@ -83,7 +97,7 @@ def plot_examples(images, targets, probs, classes=CLASSES, ncols: int = 6, title
     ncols = min(ncols, n)
     # at least 6 inches wide, so that a title over one or two images still fits above them
     fig, axes = plt.subplots(math.ceil(n / ncols), ncols, figsize=(max(2.2 * ncols, 6), 2.6 * math.ceil(n / ncols)),
-                             squeeze=False)
+                             squeeze=False, layout="constrained" if title else None)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
@@ -92,17 +106,18 @@ def plot_examples(images, targets, probs, classes=CLASSES, ncols: int = 6, title
             ax.set_title(f"true {classes[truth]}\npred {classes[pred]} {probs[i, pred]:.2f}", fontsize=9,
                          color="tab:green" if pred == truth else "tab:red")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_wrapped(title, fig))
     return _done(fig)
 
 
 def plot_gradcam(images, heats, titles, colours=None, title: str = "", ncols: int = 4) -> Figure:
     """Each image the model saw above its Grad-CAM overlay, `ncols` images to a band (more wrap
-    to the next band)."""
+    to the next band), with a colour bar of the heatmap's scale."""
     pixels, heats = to_rgb(images), torch.as_tensor(heats).cpu().numpy()
     n = len(pixels)
     ncols, bands = min(ncols, n), math.ceil(n / ncols)
-    fig, axes = plt.subplots(2 * bands, ncols, figsize=(max(2.6 * ncols, 6), 5.4 * bands), squeeze=False)
+    fig, axes = plt.subplots(2 * bands, ncols, figsize=(max(2.6 * ncols, 6) + 1, 5.4 * bands), squeeze=False,
+                             layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for i in range(n):
@@ -110,11 +125,17 @@ def plot_gradcam(images, heats, titles, colours=None, title: str = "", ncols: in
         top.imshow(pixels[i])
         top.set_title(titles[i], fontsize=9, color=(colours or ["black"] * n)[i])
         bottom.imshow(overlay(pixels[i], heats[i]))
-    for band in range(bands):
-        axes[2 * band + 1, 0].text(-0.05, 0.5, "Grad-CAM", transform=axes[2 * band + 1, 0].transAxes,
-                                   rotation=90, ha="right", va="center")
+    for band in range(bands):  # a y label (not free text) so that the layout keeps room for it
+        label = axes[2 * band + 1, 0]
+        label.axis("on")
+        label.set(xticks=[], yticks=[], ylabel="Grad-CAM")
+        for spine in label.spines.values():
+            spine.set_visible(False)
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps["jet"]), ax=axes[1::2, :].ravel().tolist(),
+                       shrink=0.8, ticks=[0, 0.5, 1])
+    bar.set_label("evidence (1: strongest)")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(_wrapped(title, fig))
     return _done(fig)
 
 
@@ -134,11 +155,11 @@ def plot_top_k(probs, classes=CLASSES, k: int = 3, ax=None) -> Figure:
 def plot_threshold_point(fpr, tpr, point: tuple[float, float], threshold: float,
                          title: str = "Where the threshold puts you") -> Figure:
     """The melanoma-against-rest ROC curve with the operating point of one threshold marked."""
-    fig, ax = plt.subplots(figsize=(4.8, 4))
-    ax.plot(fpr, tpr, label="MEL against the rest")
+    fig, ax = plt.subplots(figsize=(4.8, 4.3))
+    ax.plot(fpr, tpr, label="MEL against the rest", zorder=3, clip_on=False)
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.plot(*point, "o", color="tab:red", markersize=9, label=f"threshold {threshold:.2f}")
     ax.set(xlabel="1 - specificity (false alarms)", ylabel="sensitivity (melanomas found)",
-           xlim=(0, 1), ylim=(0, 1.02), title=title)
+           xlim=(-0.02, 1), ylim=(0, 1.03), title="\n".join(textwrap.wrap(title, 42)))  # a long title wraps
     ax.legend(fontsize=8, loc="lower right")
     return _done(fig)

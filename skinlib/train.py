@@ -187,7 +187,8 @@ def _write_results(config, folder: KitFolder, record: dict, history: list[dict],
     export_model(folder.file(MODEL_FILE), model, config.model,
                  data={"fingerprint": data["fingerprint"], "images": n_images,
                        "synthetic": record["synthetic"], "folder": Path(config.data).name},
-                 metrics={k: t[k] for k in ("accuracy", "balanced_accuracy")})
+                 metrics={k: t[k] for k in ("accuracy", "balanced_accuracy")},
+                 smoke=config.max_batches is not None)  # a run cut to a few batches is a smoke run
     print(f"test accuracy {t['accuracy']:.3f}, balanced accuracy {t['balanced_accuracy']:.3f} "
           f"(chance {1 / NUM_CLASSES:.3f}) on {t['n']} images"
           f"{' of SYNTHETIC data' if record['synthetic'] else ''}; results in {folder.path}/: "

@@ -108,13 +108,15 @@ def explanation_figure(result: Explanation, classes, title: str = "", heading: s
 
 
 def threshold_report(targets, mel_probs, threshold: float, synthetic: bool = False,
-                     smoke: bool = False) -> tuple[str, Figure]:
+                     smoke: bool = False, pretrained: bool = True) -> tuple[str, Figure]:
     """HTML with sensitivity, specificity and the MEL-against-rest counts at `threshold`, and the
     ROC curve with that operating point marked; both say SYNTHETIC when `synthetic`, and SMOKE run
-    when `smoke` (a model trained for a few batches: its numbers mean nothing)."""
+    when `smoke` (a model trained for a few batches: its numbers mean nothing), and RANDOM initial
+    weights when the model did not start from ImageNet's (`pretrained` False)."""
     d = melanoma_decision(targets, mel_probs, threshold)
     melanomas = d["tp"] + d["fn"]
-    said = "".join(f"<b>{word}</b>: " for word, true in (("SYNTHETIC data", synthetic), ("SMOKE run", smoke)) if true)
+    said = "".join(f"<b>{word}</b>: " for word, true in (("SYNTHETIC data", synthetic), ("SMOKE run", smoke),
+                                                         ("RANDOM initial weights", not pretrained)) if true)
     html = (f"<div>{said}refer when P(MEL) &ge; <b>{threshold:.2f}</b>: "
             f"sensitivity <b class='sensitivity'>{d['sensitivity']:.3f}</b> "
             f"({d['tp']} of {melanomas} melanoma{'s' if melanomas != 1 else ''} referred), "
@@ -129,7 +131,7 @@ def threshold_report(targets, mel_probs, threshold: float, synthetic: bool = Fal
         return html + "<p>(no ROC curve: the test images need melanomas and other lesions)</p>", None
     fpr, tpr, _ = roc_curve(truth, mel_probs)
     return html, plot_threshold_point(fpr, tpr, (1 - d["specificity"], d["sensitivity"]), threshold,
-                                      title=f"Where the threshold puts you{caveat(synthetic, smoke)}")
+                                      title=f"Where the threshold puts you{caveat(synthetic, smoke, pretrained)}")
 
 
 def _show(output: w.Output, *items: Figure) -> None:
@@ -142,7 +144,7 @@ def _show(output: w.Output, *items: Figure) -> None:
 
 
 def try_model_app(models: dict[str, ExportedModel], test_images: dict[str, str], synthetic: bool = False,
-                  smoke: bool = False) -> w.VBox:
+                  smoke: bool = False, pretrained: bool = True) -> w.VBox:
     """Pick a model and a test image (label -> path) or upload one: image, top 3, Grad-CAM; the
     figure is headed by the model's name, and says SYNTHETIC when the models learned from synthetic data
     and SMOKE run when they trained for a few batches only (`smoke`)."""
@@ -154,7 +156,8 @@ def try_model_app(models: dict[str, ExportedModel], test_images: dict[str, str],
     def show(image, title):
         exported = models[model_box.value]
         heading = (f"{model_box.value}{', trained on SYNTHETIC data' if synthetic else ''}"
-                   f"{' (SMOKE run: a few batches, its answers mean nothing)' if smoke else ''}")
+                   f"{' (SMOKE run: a few batches, its answers mean nothing)' if smoke else ''}"
+                   f"{', RANDOM initial weights' if not pretrained else ''}")
         _show(out, explanation_figure(explain(exported, image), exported.classes, title, heading))
 
     def on_test_image(_=None):
@@ -177,7 +180,7 @@ def try_model_app(models: dict[str, ExportedModel], test_images: dict[str, str],
 
 
 def threshold_app(targets, mel_probs, value: float = 0.5, synthetic: bool = False,
-                  smoke: bool = False) -> w.VBox:
+                  smoke: bool = False, pretrained: bool = True) -> w.VBox:
     """A melanoma threshold slider with live sensitivity, specificity, counts and ROC point
     (labelled SYNTHETIC when `synthetic`, SMOKE run when `smoke`)."""
     slider = w.FloatSlider(value=value, min=0.0, max=1.0, step=0.01, description="P(MEL) \u2265",
@@ -187,7 +190,7 @@ def threshold_app(targets, mel_probs, value: float = 0.5, synthetic: bool = Fals
     report.add_class("skinlib-threshold-report")
 
     def update(_=None):
-        html, figure = threshold_report(targets, mel_probs, slider.value, synthetic, smoke)
+        html, figure = threshold_report(targets, mel_probs, slider.value, synthetic, smoke, pretrained)
         report.value = html
         _show(out, *([figure] if figure is not None else []))
 

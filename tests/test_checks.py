@@ -315,7 +315,9 @@ FORMULAS_WRONG = [
     (conv_parameters, (lambda n_in, n_out: f"{n_in * n_out + n_out}"), "linear_parameters(89888, 1200) returned a str"),
 ]
 
-GUESSES_WRONG = [("100M", "MY_GUESS is a str ('100M'), not a number: write it without quotes or units"),
+GUESSES_WRONG = [("a lot", "MY_GUESS is a str ('a lot'), not a number: write a number, or text that reads as one "
+                           "such as \"100M\""),
+                 ("100 M params", "MY_GUESS is a str ('100 M params'), not a number"),
                  ([1e8], "MY_GUESS is a list ([100000000.0]), not a number"),
                  ((100, 0, 0), "MY_GUESS is a tuple ((100, 0, 0)), not a number: a comma separates values in "
                                "Python: write the number without commas"),  # MY_GUESS = 100,000,000

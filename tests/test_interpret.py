@@ -124,7 +124,9 @@ def test_the_grad_cam_grid_wraps_to_at_most_four_images_a_row(n, shape):
 
     titles = [f"image {i}" for i in range(n)]
     fig = plot_gradcam(torch.zeros(n, 3, 8, 8), torch.rand(n, 8, 8), titles)
-    grid = np.array(fig.axes, dtype=object).reshape(shape)
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == len(fig.axes) - 1, "one colour bar: the heatmap's scale"
+    grid = np.array(panels, dtype=object).reshape(shape)
     shown = [ax.get_title() for ax in grid[0::2].flat if ax.get_images()]
     assert shown == titles, "each image once, row after row"
     overlays = [ax for ax in grid[1::2].flat if ax.get_images()]

@@ -7,7 +7,9 @@ run" cell, whatever was typed into it.
 """
 from __future__ import annotations
 
+import math
 import numbers
+import re
 import sysconfig
 from pathlib import Path
 from typing import Any, Callable
@@ -159,16 +161,31 @@ def compare_guess(guess: Any, actual: float, what: str, example: str, unit: str 
         return False
     if isinstance(guess, torch.Tensor) and guess.numel() == 1:
         guess = guess.item()  # torch.log(torch.tensor(8.0)): a number written the PyTorch way
+    if isinstance(guess, str) and read_guess(guess) is not None:
+        guess = read_guess(guess)  # "100M", "16k", "16,392": what a student types for a count
     if isinstance(guess, bool) or not isinstance(guess, numbers.Real) or guess != guess:
         shown = repr(guess) if len(repr(guess)) <= 40 else repr(guess)[:37] + "..."
         how = ("a comma separates values in Python: write the number without commas (an underscore may group "
-               "its digits)" if isinstance(guess, tuple) else "write it without quotes or units")
+               "its digits)" if isinstance(guess, tuple) else
+               "write a number, or text that reads as one such as \"100M\" or \"16k\"")
         print(f"MY_GUESS is {_a(type(guess).__name__)} ({shown}), not a number: {how}, e.g. MY_GUESS = {example}, "
               "and run this cell again")
         return False
     ratio = f", {float(guess) / actual:.2g} times the real value" if actual and guess else ""
     print(f"your guess for {what}: {_readable(guess)}{unit}; {source}: {_readable(actual)}{unit}{ratio}")
     return True
+
+
+_SCALES = {"": 1, "k": 1e3, "thousand": 1e3, "m": 1e6, "million": 1e6, "mio": 1e6, "b": 1e9, "billion": 1e9}
+
+
+def read_guess(text: str) -> float | None:
+    """A count typed as text: "16,392", "16k", "0.016 M", "1.6e4", "100M"; None if unreadable."""
+    match = re.fullmatch(r"\s*~?\s*([0-9][0-9_,]*(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*", text.lower())
+    if not match or match.group(2) not in _SCALES:
+        return None
+    value = float(match.group(1).replace(",", "").replace("_", "")) * _SCALES[match.group(2)]
+    return value if math.isfinite(value) else None
 
 
 def _readable(value: float) -> str:

@@ -5,27 +5,34 @@
 #
 # Notebooks 02 and 03 ended with a confusion matrix and one or two accuracies. Here we open the trained models up:
 # which classes they miss, how sure they are and whether that certainty can be trusted, which images fool them,
-# and which part of an image made them decide. Then two cheap ways to do better on the rare classes.
+# and which part of an image made them decide. Then a cheap way to do better on the rare classes (a balanced
+# sampler), and one to steady every prediction (test-time augmentation).
 #
 # **You will learn**
-# - per-class precision, recall and F1, the row-normalised confusion matrix, and balanced accuracy beside accuracy;
+# - per-class precision, recall and F1, computed by hand from the confusion matrix, and balanced accuracy;
 # - one-vs-rest ROC curves and their AUC: how well a class is *ranked*, whatever the threshold;
 # - calibration: when the model says 90 %, is it right 90 % of the time? (a reliability diagram);
 # - to look at the most confident mistakes, and at what the model recognises best;
-# - Grad-CAM: a heatmap of the image regions that raised the score of the predicted class;
+# - Grad-CAM, with the two hooks written by you: a heatmap of the image regions that raised a class's score;
 # - the class imbalance: plain training against a class-balanced sampler, compared on balanced accuracy and recall;
 # - test-time augmentation: averaging the predictions over flipped copies of each image.
 #
-# Run notebooks 02 and 03 first: this notebook starts from the models they saved.
+# **A lab: two exercises.** The scores of every class from the confusion matrix, by hand (1), and Grad-CAM's hooks
+# (2), checked against scikit-learn and captum. As before, an *Exercise* cell only defines a function, its check
+# cell says what is right or wrong, and until it passes the cells below use skinlib's version.
 #
-# Time: a minute or two in smoke mode on a CPU. In full mode, with the models of notebooks 02 and 03 saved, the
-# evaluation takes a few minutes on Colab's T4 and the imbalance comparison (two 5-epoch trainings of ResNet-50's
-# head) in the order of 10-20 minutes: estimates, not measurements; every step prints its own time.
+# **Study time:** about 1.5 hours, plus the imbalance comparison's training (below).
 
 # %% [markdown]
 # ## Set-up
-# In Colab, first **File > Save a copy in Drive**, and work in that copy: a notebook opened from its badge is not
-# saved, so your answers would be lost with the runtime.
+# - Run notebooks 02 and 03 first: this notebook starts from the models they saved in the results folder
+#   (`data.results_dir`: on Drive in Colab, so a fresh runtime finds them). A model file made on other data, or in
+#   smoke mode when this is a full run, is not used; a missing one is named with the notebook that makes it.
+# - In Colab, first **File > Save a copy in Drive**, and work in that copy: a notebook opened from its badge is not
+#   saved, so your answers would be lost with the runtime.
+# - **Run time.** A minute or two in smoke mode on a CPU. In full mode the evaluation takes a few minutes on Colab's
+#   T4 and the imbalance comparison (two 5-epoch trainings of ResNet-50's head) in the order of 10-20 minutes:
+#   estimates, not measurements; every step prints its own time.
 
 # %% [setup]
 
@@ -34,6 +41,7 @@ import os
 import platform
 import time
 
+import numpy as np
 import pandas as pd
 import torch
 import torchvision
@@ -44,7 +52,9 @@ from skinlib.course import get_data
 from skinlib.data import CLASSES
 from skinlib.device import select_device
 from skinlib.engine import fit
-from skinlib.gradcam import grad_cam, heatmap
+from skinlib.checks import check_grad_cam, check_scores_from_confusion, use_yours_or
+from skinlib.checks.evaluation import reference_grad_cam, reference_scores
+from skinlib.gradcam import default_layer, heatmap
 from skinlib.interpret import (balanced_loader, load_for_evaluation, most_confident, normalised_images,
                                per_class_report, predict_probs)
 from skinlib.interpret_plots import caveat, plot_examples, plot_gradcam, plot_reliability, plot_roc_ovr
@@ -80,11 +90,9 @@ print(f"{'SMOKE mode: ' + str(EVAL_BATCHES) + ' test batches' if SMOKE else 'ful
 
 # %% [markdown]
 # ## Data and the saved models
-# The same lesion-grouped split as every notebook, and the models of notebooks 02 (SimpleCNN) and 03 (ResNet-50)
-# from the results folder (`data.results_dir`: on Drive in Colab, so a fresh runtime finds them). Each model file
-# records a fingerprint of the images, labels and split it was trained on; a file made on other data is not used.
-# A missing model is named with the notebook that makes it: run that notebook first. (In smoke mode a short
-# stand-in is trained instead, and the notebook says so.)
+# The same lesion-grouped split as every notebook, and the models of notebooks 02 (SimpleCNN) and 03 (ResNet-50).
+# Each model file records a fingerprint of the images, labels and split it was trained on. (In smoke mode a short
+# stand-in is trained when a model is missing, and the notebook says so.)
 
 # %%
 start = time.perf_counter()
@@ -109,7 +117,7 @@ start = time.perf_counter()
 tables = {name: predict_probs(saved.model.to(device), loaders["test"], device, max_batches=EVAL_BATCHES)
           for name, saved in models.items()}
 LOOK_AT = "ResNet-50"  # the model looked at closely below
-TAG = caveat(SYNTHETIC, SMOKE)  # on every figure: " (SYNTHETIC, SMOKE run)", or nothing for a real run
+TAG = caveat(SYNTHETIC, SMOKE, PRETRAINED)  # on every figure: " (SYNTHETIC, SMOKE run)", or nothing for a real run
 probs, targets = tables[LOOK_AT]
 predicted = probs.argmax(1)
 print(f"{len(targets)} test images, {len(models)} models, in {time.perf_counter() - start:.1f} s"
@@ -120,16 +128,48 @@ pd.DataFrame([scores(p, t) for p, t in tables.values()], index=list(tables)).rou
 # %% [markdown]
 # ## Per class: precision, recall, F1, support
 # - **recall** (sensitivity): of the lesions of this class, the share the model finds;
-# - **precision**: of the lesions it calls this class, the share that are;
+# - **precision**: of the lesions it calls this class, the share that are of it;
 # - **F1**: their harmonic mean; **support**: how many test images the class has. A class with a handful of test
 #   images has a recall that can jump by 20 points from one image to the next.
 #
 # Balanced accuracy is the mean of the recall column over the classes that have test images (a class with none has
-# no recall: a dash): every class counts the same, however rare. Accuracy weighs them by support, so NV (half of
-# ISIC 2019) dominates it.
+# no recall): every class counts the same, however rare. Accuracy weighs them by support, so NV (half of ISIC 2019)
+# dominates it.
+#
+# All of them come from the confusion matrix `cm`, where `cm[i, j]` counts the images of true class `i` predicted
+# as class `j`: a row is a true class, a column a predicted one.
+#
+# **Exercise 1.** Write `scores_from_confusion(cm)` with numpy: return a dict with `"precision"`, `"recall"` and
+# `"f1"` (arrays of 8, one per class) and `"balanced_accuracy"` (a number). A score that divides by zero (a class
+# never predicted has no precision, one without images no recall) may be NaN; balanced accuracy averages the
+# recalls that exist (`np.nanmean`). The check compares your numbers with scikit-learn's.
 
 # %%
-per_class_report(targets, probs).style.format(precision=3, na_rep="–")  # a dash: undefined (no image)
+def scores_from_confusion(cm):
+    # TODO: precision, recall, F1 per class and balanced accuracy, from cm[true class, predicted class]
+    ### BEGIN SOLUTION
+    cm = np.asarray(cm, dtype=float)
+    hits = np.diag(cm)
+    precision = hits / cm.sum(axis=0)  # of the images predicted as the class: a column
+    recall = hits / cm.sum(axis=1)  # of the images of the class: a row
+    f1 = 2 * precision * recall / (precision + recall)
+    return {"precision": precision, "recall": recall, "f1": f1, "balanced_accuracy": np.nanmean(recall)}
+    ### END SOLUTION
+
+# %%
+passed = check_scores_from_confusion(scores_from_confusion)
+scores_from_confusion = use_yours_or(reference_scores, scores_from_confusion, passed, "per-class scores")
+
+# %% [markdown]
+# Your function on ResNet-50's test predictions (a dash: undefined, a class with no image or never predicted):
+
+# %%
+cm = confusion_matrix(targets, predicted, labels=range(len(CLASSES)))
+with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 where a class has no image: NaN, shown as a dash
+    mine = scores_from_confusion(cm)
+print(f"balanced accuracy {float(mine['balanced_accuracy']):.3f}{TAG}")
+pd.DataFrame({key: mine[key] for key in ("precision", "recall", "f1")} | {"support": cm.sum(axis=1)},
+             index=CLASSES).style.format(precision=3, na_rep="–")
 
 # %% [markdown]
 # ## The confusion matrix, row-normalised
@@ -137,8 +177,7 @@ per_class_report(targets, probs).style.format(precision=3, na_rep="–")  # a da
 # NV's. Read MEL's row: which classes are melanomas mistaken for?
 
 # %%
-plot_confusion(confusion_matrix(targets, predicted, labels=range(len(CLASSES))), normalize=True,
-               title=f"{LOOK_AT}, test split{TAG}")
+plot_confusion(cm, normalize=True, title=f"{LOOK_AT}, test split{TAG}")
 
 # %% [markdown]
 # ## ROC curves, one class against the rest
@@ -186,10 +225,13 @@ for wrong, title in [(True, "most confident mistakes"), (False, "recognised with
 # cam = relu((weights * activations).sum(dim=1))       # weighted sum of the maps; keep what raised the score
 # ```
 #
-# then the 7x7 map is stretched to the image and scaled to [0, 1] (red: strongest evidence). The kit writes these
-# lines out (`skinlib.gradcam`) because they are the lesson: a forward hook keeps the activations, one backward pass
-# gives the gradients. Its tests check them against **captum**'s `LayerGradCam`, the maintained library, which also
-# has the other attribution methods (integrated gradients, occlusion...) if you want to go further.
+# then the 7x7 map is stretched to the image and scaled to [0, 1] (red: strongest evidence). The activations and
+# gradients live inside the network, so they are caught with **hooks**: functions PyTorch calls as data passes a
+# layer. `layer.register_forward_hook(f)` calls `f(module, inputs, output)` after the layer's forward pass;
+# `layer.register_full_backward_hook(g)` calls `g(module, grad_inputs, grad_outputs)` during `backward()`, where
+# `grad_outputs[0]` is the gradient of the score with respect to the layer's output. Each returns a handle:
+# `handle.remove()` takes the hook off again (forget it, and every later pass still runs your hook).
+# **captum**'s `LayerGradCam` is the maintained library version (with integrated gradients, occlusion and more).
 #
 # The layer's output, for one image:
 
@@ -199,22 +241,51 @@ with torch.no_grad():
     print(f"layer4 activations for one 224x224 image: {tuple(backbone(torch.zeros(1, 3, 224, 224)).shape)}")
 
 # %% [markdown]
-# The correct predictions first (green titles), then the mistakes (red). A model that looks at the lesion is
-# reassuring; one that looks at a ruler or the image's corners has learned a shortcut. Grad-CAM is coarse (7x7) and
-# shows where the evidence was, not why: treat it as a hint, not a proof.
+# **Exercise 2.** Write `my_grad_cam(model, images, target, layer)`: `images` a normalised batch (N, 3, H, W),
+# `target` the class of each image (a tensor of N), `layer` the layer to look at. Register the two hooks, run the
+# model, backpropagate the sum of each image's `target` score (`logits.gather(1, target[:, None]).sum()`; the images
+# do not mix, so one backward pass serves them all), remove the hooks, and return the maps (N, h, w). The check
+# compares them with captum's `LayerGradCam` on a small network.
+
+# %%
+def my_grad_cam(model, images, target, layer):
+    # TODO: hooks keep the layer's output and its gradient; backpropagate the target scores; remove the hooks
+    ### BEGIN SOLUTION
+    saved = {}
+    handles = [layer.register_forward_hook(lambda module, inputs, output: saved.update(activations=output)),
+               layer.register_full_backward_hook(
+                   lambda module, grad_inputs, grad_outputs: saved.update(gradients=grad_outputs[0]))]
+    logits = model(images)
+    logits.gather(1, target[:, None]).sum().backward()  # the hooks fill `saved`
+    for handle in handles:
+        handle.remove()  # else every later pass through the layer runs them again
+    weights = saved["gradients"].mean(dim=(2, 3), keepdim=True)  # one weight per feature map
+    return torch.relu((weights * saved["activations"]).sum(dim=1)).detach()
+    ### END SOLUTION
+
+# %%
+passed = check_grad_cam(my_grad_cam)
+my_grad_cam = use_yours_or(reference_grad_cam, my_grad_cam, passed, "Grad-CAM (skinlib.gradcam)")
+
+# %% [markdown]
+# Your Grad-CAM on the test images: the correct predictions first (green titles), then the mistakes (red). A model
+# that looks at the lesion is reassuring; one that looks at a ruler or the image's corners has learned a shortcut.
+# Grad-CAM is coarse (7x7) and shows where the evidence was, not why: treat it as a hint, not a proof.
 
 # %%
 N_CAM = 2 if SMOKE else 4  # of each kind
 show = [*most_confident(probs, targets, N_CAM, wrong=False), *most_confident(probs, targets, N_CAM, wrong=True)]
 images = normalised_images(test_set, show)
-cams, _ = grad_cam(models[LOOK_AT].model.cpu(), images, target=torch.as_tensor(predicted[show]))
+network = models[LOOK_AT].model.cpu().eval()
+cams = my_grad_cam(network, images, torch.as_tensor(predicted[show]), default_layer(network)).detach()
 titles = [f"true {CLASSES[targets[i]]}\npred {CLASSES[predicted[i]]} {probs[i, predicted[i]]:.2f}" for i in show]
 colours = ["tab:green" if targets[i] == predicted[i] else "tab:red" for i in show]
 plot_gradcam(images, heatmap(cams, images.shape[-2:]), titles, colours, title=f"{LOOK_AT}: Grad-CAM{TAG}")
 
 # %% [markdown]
 # ## The imbalance: a class-balanced sampler
-# In ISIC 2019, NV is half of the images, DF and VASC under 1 % each. With plain sampling, every batch is mostly NV, and
+# In ISIC 2019, NV is half of the images, DF and VASC under 1 % each. With plain sampling, every batch is mostly NV,
+# and
 # the cheapest way to lower the loss is to answer NV. A **balanced sampler** draws training images with
 # probability 1 / (size of their class), so every class is equally frequent in the batches (rare images are seen
 # many times per epoch, with different augmentations). The same effect can be had with a class-weighted
