@@ -7,6 +7,7 @@ when it is unset; under CI=true a missing folder fails the run instead of hiding
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,14 @@ def synthetic_cache(synthetic_dir, tmp_path_factory) -> Path:
     cache_dir = tmp_path_factory.mktemp("cache") / "synthetic"
     prepare(synthetic_dir, cache_dir, size=256, workers=1, progress=False)
     return cache_dir
+
+
+@pytest.fixture
+def sigint_raises_keyboard_interrupt():
+    """Ctrl+C as Python's own handler takes it, whatever the parent set: a shell or CI runner that
+    ignores SIGINT (`nohup`, a background job) would otherwise make a SIGINT test pass or hang by chance."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
