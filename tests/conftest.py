@@ -3,6 +3,12 @@
 Real ISIC 2019 files are reached only through $SKINLIB_TEST_DATA (a folder holding
 `isic2019/`, `isic2019-sample/` and `colab/`). Locally, tests that need it are skipped
 when it is unset; under CI=true a missing folder fails the run instead of hiding it.
+
+Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`): each worker, and every process it
+starts (notebook kernels, torchrun, the CLI), uses its share of the cores, so two workers do not
+fight over two cores; a module whose tests share a module-scoped fixture stays on one worker (the
+fixture is built once), other tests are spread one by one; and the longest work (the notebook runs,
+the two-process training) is handed out first, so no long test starts last and runs alone.
 """
 from __future__ import annotations
 
@@ -11,6 +17,44 @@ import signal
 from pathlib import Path
 
 import pytest
+
+
+# Handed out first, in this order (each several to 150 s): whatever starts last decides the run's length.
+LONGEST_FIRST = ("test_journey.py", "test_notebooks_meta.py", "test_distributed.py", "test_cli.py",
+                 "test_browser.py", "test_benchmarks.py", "test_predict.py", "test_resume.py")
+
+
+def pytest_configure(config):
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = str(max(1, (os.cpu_count() or 1) // int(workers)))
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # read by torch when it is first imported
+            os.environ.setdefault(name, threads)
+
+
+def _shares_a_module_fixture(item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    return info is not None and any(
+        fixturedef.scope in ("module", "class", "package")
+        for fixturedefs in info.name2fixturedefs.values() for fixturedef in fixturedefs)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into node ids
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.has_plugin("xdist") or config.getoption("dist", "no") != "loadgroup":
+        return
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            group = item.path.name if _shares_a_module_fixture(item) else item.nodeid.replace("@", "_")
+            item.add_marker(pytest.mark.xdist_group(group))
+    first = {}  # group -> its rank: the earliest that any of its tests would take
+    for position, item in enumerate(items):
+        group = next(item.iter_markers("xdist_group")).args[0]
+        heavy = LONGEST_FIRST.index(item.path.name) if item.path.name in LONGEST_FIRST else len(LONGEST_FIRST)
+        rank = (item.get_closest_marker("slow") is None, heavy, position)
+        first[group] = min(first.get(group, rank), rank)
+    order = {id(item): (first[next(item.iter_markers("xdist_group")).args[0]], i) for i, item in enumerate(items)}
+    items.sort(key=lambda item: order[id(item)])
 
 
 def _in_ci() -> bool:

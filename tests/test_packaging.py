@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -38,3 +39,25 @@ def test_pinned_versions_satisfy_the_package_bounds():
         req = Requirement(text)
         assert canonicalize_name(req.name) in pinned, f"{req.name} is not pinned in requirements.txt"
         assert req.specifier.contains(Version(pinned[canonicalize_name(req.name)])), text
+
+
+def test_the_version_is_written_once_as_skinlibs_version():
+    import skinlib
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import build_notebooks
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"] and "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "skinlib.__version__"}
+    assert build_notebooks.package_version() == skinlib.__version__
+    assert len(re.findall(r"^__version__ = ", (ROOT / "skinlib" / "__init__.py").read_text(), re.M)) == 1
+
+
+def test_the_colab_environment_pins_exactly_the_versions_of_colabs_image(test_data):
+    colab = pins((test_data / "colab" / "pip-freeze.gpu.txt").read_text())
+    ours = pins((ROOT / "requirements-colab.txt").read_text())
+    assert "torch" not in ours and "torchvision" not in ours  # taken from .venv: see the file's comment
+    tools = {"nbval", "captum", "pytest-xdist"}  # test tools Colab does not ship
+    assert ours.keys() - tools and all(name in colab for name in ours.keys() - tools)
+    assert {name: ours[name] for name in ours.keys() - tools} == {name: colab[name] for name in ours.keys() - tools}
