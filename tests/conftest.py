@@ -27,9 +27,9 @@ LONGEST_FIRST = ("test_journey.py", "test_notebooks_meta.py", "test_distributed.
 def pytest_configure(config):
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
-        threads = str(max(1, (os.cpu_count() or 1) // int(workers)))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # read by torch when it is first imported
-            os.environ.setdefault(name, threads)
+            os.environ.setdefault(name, str(max(1, cores // int(workers))))
 
 
 def _shares_a_module_fixture(item) -> bool:
@@ -41,19 +41,24 @@ def _shares_a_module_fixture(item) -> bool:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into node ids
 def pytest_collection_modifyitems(config, items):
+    """Under `--dist loadgroup`: a module with a module-scoped fixture is one unit of work (one
+    xdist_group), any other test a unit of its own; units are handed out longest first."""
     if not config.pluginmanager.has_plugin("xdist") or config.getoption("dist", "no") != "loadgroup":
         return
+    units = {}
     for item in items:
-        if not any(item.iter_markers("xdist_group")):
-            group = item.path.name if _shares_a_module_fixture(item) else item.nodeid.replace("@", "_")
-            item.add_marker(pytest.mark.xdist_group(group))
-    first = {}  # group -> its rank: the earliest that any of its tests would take
+        marker = item.get_closest_marker("xdist_group")
+        if marker is None and _shares_a_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
+            marker = item.get_closest_marker("xdist_group")
+        units[id(item)] = marker.args[0] if marker is not None else item.nodeid
+    first = {}  # unit -> the earliest rank of its tests
     for position, item in enumerate(items):
-        group = next(item.iter_markers("xdist_group")).args[0]
-        heavy = LONGEST_FIRST.index(item.path.name) if item.path.name in LONGEST_FIRST else len(LONGEST_FIRST)
-        rank = (item.get_closest_marker("slow") is None, heavy, position)
-        first[group] = min(first.get(group, rank), rank)
-    order = {id(item): (first[next(item.iter_markers("xdist_group")).args[0]], i) for i, item in enumerate(items)}
+        name = item.path.name
+        rank = (item.get_closest_marker("slow") is None,
+                LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST), position)
+        first[units[id(item)]] = min(first.get(units[id(item)], rank), rank)
+    order = {id(item): (first[units[id(item)]], i) for i, item in enumerate(items)}
     items.sort(key=lambda item: order[id(item)])
 
 
