@@ -61,3 +61,22 @@ def test_the_colab_environment_pins_exactly_the_versions_of_colabs_image(test_da
     tools = {"nbval", "captum", "pytest-xdist"}  # test tools Colab does not ship
     assert ours.keys() - tools and all(name in colab for name in ours.keys() - tools)
     assert {name: ours[name] for name in ours.keys() - tools} == {name: colab[name] for name in ours.keys() - tools}
+
+
+# Colab's torch and torchvision cannot be installed offline: their bounds are Colab's versions (tests/test_colab.py).
+UNTESTED_BOUNDS = {"torch": "2.11", "torchvision": "0.26"}
+
+
+def test_every_lower_bound_is_a_version_a_tested_environment_runs():
+    tested = {"colab": pins((ROOT / "requirements-colab.txt").read_text()),
+              "requirements": pins((ROOT / "requirements.txt").read_text())}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for text in project["dependencies"] + sum(project["optional-dependencies"].values(), []):
+        req = Requirement(text)
+        name = canonicalize_name(req.name)
+        (bound,) = [spec.version for spec in req.specifier if spec.operator == ">="]
+        if name in UNTESTED_BOUNDS:
+            assert bound == UNTESTED_BOUNDS[name], text
+            continue
+        oldest = tested["colab"].get(name, tested["requirements"].get(name))  # Colab's, else requirements.txt's
+        assert oldest is not None and Version(bound) == Version(oldest), f"{text}: the oldest tested is {oldest}"
