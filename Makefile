@@ -41,9 +41,12 @@ test: $(STAMP)
 # Colab's versions (requirements-colab.txt, from shared/colab/pip-freeze.gpu.txt) in an environment of their own.
 # torch and torchvision come from .venv through a .pth file read after the environment's own packages: Colab's
 # torch 2.11 cannot be installed offline. The .pth is written after pip ran, so pip never sees .venv's packages.
+# captum without its dependencies: it asks for torch, which pip would otherwise fetch.
 $(COLAB_STAMP): requirements-colab.txt pyproject.toml $(STAMP)
 	$(PYTHON) -m venv $(COLAB_VENV)
-	$(COLAB_PY) -m pip install --quiet --no-cache-dir -r requirements-colab.txt
+	grep -v '^captum==' requirements-colab.txt > $(COLAB_VENV)/requirements.txt
+	$(COLAB_PY) -m pip install --quiet --no-cache-dir -r $(COLAB_VENV)/requirements.txt
+	$(COLAB_PY) -m pip install --quiet --no-cache-dir --no-deps $$(grep '^captum==' requirements-colab.txt)
 	$(COLAB_PY) -m pip install --quiet --no-deps -e .
 	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
 		> "$$($(COLAB_PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/zz-torch-from-venv.pth"
