@@ -122,13 +122,16 @@ def run_tests(tests: tuple[str, ...], where: Path, scratch: Path) -> tuple[int, 
     return done.returncode, done.stdout + done.stderr
 
 
-def apply(mutant: Mutant, where: Path) -> None:
+def mutated_text(mutant: Mutant, where: Path) -> str:
+    """The module's text with the mutation made; exits with one error line if it cannot be made."""
     path = where / mutant.module
+    if not path.is_file():
+        raise SystemExit(f"error: {mutant.module}: no such module for mutant {mutant.name!r}; update tools/mutate.py")
     text = path.read_text(encoding="utf-8")
     if text.count(mutant.original) != 1:
         raise SystemExit(f"error: {mutant.module}: the text of mutant {mutant.name!r} occurs "
                          f"{text.count(mutant.original)} times (once expected); update tools/mutate.py")
-    path.write_text(text.replace(mutant.original, mutant.mutated), encoding="utf-8")
+    return text.replace(mutant.original, mutant.mutated)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,25 +143,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.list or not chosen:
         print("\n".join(m.name for m in chosen) if chosen else f"error: no mutant matches {args.names}")
         return 0 if chosen else 2
+    for mutant in chosen:  # every mutation can be made, before minutes of tests
+        mutated_text(mutant, ROOT)
     files = tracked_files()
     with tempfile.TemporaryDirectory(prefix="skinlib-mutate-") as scratch_name:
         scratch = Path(scratch_name)
         # the unmutated copy first: tests that fail anyway would make every mutant look killed
         clean = scratch / "clean"
         copy_tree(files, clean)
-        selections = sorted({m.tests for m in chosen})
-        for tests in selections:
-            code, output = run_tests(tests, clean, scratch)
-            if code != 0:
-                print(output[-3000:])
-                print(f"error: the tests {' '.join(tests)} fail without any mutant; fix them first")
-                return 2
+        # in one pytest run: every file the mutants name (a -k choice is a part of its file)
+        files_named = tuple(sorted({arg for m in chosen for arg in m.tests if arg.startswith("tests/")}))
+        code, output = run_tests(files_named, clean, scratch)
+        if code != 0:
+            print(output[-3000:])
+            print(f"error: the tests {' '.join(files_named)} fail without any mutant; fix them first")
+            return 2
         survivors = []
         for mutant in chosen:
             where = scratch / "mutant"
             shutil.rmtree(where, ignore_errors=True)
             copy_tree(files, where)
-            apply(mutant, where)
+            (where / mutant.module).write_text(mutated_text(mutant, where), encoding="utf-8")
             start = time.perf_counter()
             code, output = run_tests(mutant.tests, where, scratch)
             verdict = {0: "SURVIVED", 1: "killed"}.get(code, f"error (pytest exit {code})")
