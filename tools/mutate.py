@@ -17,6 +17,7 @@ import argparse
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -179,7 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt  # a `kill` cleans up as Ctrl+C does
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _stop)
     try:
         sys.exit(main())
     except KeyboardInterrupt:
