@@ -80,3 +80,34 @@ def test_every_lower_bound_is_a_version_a_tested_environment_runs():
             continue
         oldest = tested["colab"].get(name, tested["requirements"].get(name))  # Colab's, else requirements.txt's
         assert oldest is not None and Version(bound) == Version(oldest), f"{text}: the oldest tested is {oldest}"
+
+
+def test_release_check_names_each_missing_piece_and_passes_a_tagged_release(tmp_path):
+    import subprocess
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import build_notebooks
+    import release_check
+
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in filter(None, listed.split("\0")):
+        if (ROOT / name).is_file():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, tmp_path / name)
+    git = lambda *args: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,  # noqa: E731
+                                       capture_output=True, text=True, check=True)
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "release")
+    version = build_notebooks.package_version()
+    assert [p.split(" ")[:2] for p in release_check.problems(version, tmp_path)] == [["tag", f"v{version}"]]
+    git("tag", f"v{version}")
+    assert release_check.problems(version, tmp_path, notebooks=False) == []
+    (tmp_path / "CHANGELOG.md").write_text("# Changelog\n\n## 0.0.1\n")
+    assert [p.split(" ")[:4] for p in release_check.problems(version, tmp_path, notebooks=False)] == \
+        [["the", "working", "tree", "has"], ["CHANGELOG.md", "has", "no", "entry"]]
+    git("checkout", "CHANGELOG.md")
+    notebook = next((tmp_path / "notebooks").glob("*.ipynb"))
+    notebook.write_text(notebook.read_text().replace(f'KIT_VERSION = \\"{version}\\"', 'KIT_VERSION = \\"0.0.1\\"'))
+    assert any(p.startswith("notebooks are not built") for p in release_check.problems(version, tmp_path))
