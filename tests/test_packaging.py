@@ -95,8 +95,11 @@ def test_release_check_names_each_missing_piece_and_passes_a_tagged_release(tmp_
         if (ROOT / name).is_file():
             (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, tmp_path / name)
-    git = lambda *args: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,  # noqa: E731
-                                       capture_output=True, text=True, check=True)
+
+    def git(*args):
+        identity = ["-c", "user.name=Instructor", "-c", "user.email=instructor@example.org"]
+        subprocess.run(["git", *identity, *args], cwd=tmp_path, capture_output=True, text=True, check=True)
+
     git("init", "-q")
     git("add", "-A")
     git("commit", "-qm", "release")
