@@ -15,7 +15,7 @@ COLAB_STAMP := $(COLAB_VENV)/.installed
 # pytest-xdist: one worker per logical core (tests/conftest.py gives each its share of threads and hands out the
 # longest work first); `make test TEST_WORKERS=0` runs in one process
 TEST_WORKERS ?= logical
-XDIST := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+XDIST := -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 .PHONY: venv demo test test-colab mutate release-check clean
 

@@ -4,11 +4,11 @@ Real ISIC 2019 files are reached only through $SKINLIB_TEST_DATA (a folder holdi
 `isic2019/`, `isic2019-sample/` and `colab/`). Locally, tests that need it are skipped
 when it is unset; under CI=true a missing folder fails the run instead of hiding it.
 
-Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`): each worker, and every process it
-starts (notebook kernels, torchrun, the CLI), uses its share of the cores, so two workers do not
-fight over two cores; a module whose tests share a module-scoped fixture stays on one worker (the
-fixture is built once), other tests are spread one by one; and the longest work (the notebook runs,
-the two-process training) is handed out first, so no long test starts last and runs alone.
+Under pytest-xdist (`make test` runs `-n logical --dist loadscope`): each worker, and every process
+it starts (notebook kernels, torchrun, the CLI), uses its share of the cores, so two workers do not
+fight over two cores; a test module is one unit of work (its module-scoped fixtures are built once),
+except the tests listed in ALONE, which share no module fixture and are long enough to be units of
+their own; and the units are handed out longest first, so no long one starts last and runs alone.
 """
 from __future__ import annotations
 
@@ -22,6 +22,15 @@ import pytest
 # Handed out first, in this order (each several to 150 s): whatever starts last decides the run's length.
 LONGEST_FIRST = ("test_journey.py", "test_notebooks_meta.py", "test_distributed.py", "test_cli.py",
                  "test_browser.py", "test_benchmarks.py", "test_predict.py", "test_resume.py")
+# Units of work of their own (node id prefixes): long tests that share no module-scoped fixture with their module.
+ALONE = ("tests/test_journey.py::test_the_synthetic_course_runs_as_a_chain_of_fresh_runtimes",
+         "tests/test_notebooks_meta.py::test_notebook_runs_on_the_synthetic_data[",
+         "tests/test_notebooks_meta.py::test_run_notebooks_keeps_an_executed_copy_with_outputs",
+         "tests/test_distributed.py::")
+
+
+def unit_of_work(nodeid: str) -> str:
+    return nodeid if nodeid.startswith(ALONE) else nodeid.split("::", 1)[0]
 
 
 def pytest_configure(config):
@@ -32,33 +41,33 @@ def pytest_configure(config):
             os.environ.setdefault(name, str(max(1, cores // int(workers))))
 
 
-def _shares_a_module_fixture(item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    return info is not None and any(
-        fixturedef.scope in ("module", "class", "package")
-        for fixturedefs in info.name2fixturedefs.values() for fixturedef in fixturedefs)
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadscope` with the units of `unit_of_work` (xdist's loadgroup marks do not reach pytest 9's
+    node ids), in the order of collection (`--no-loadscope-reorder`)."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Units(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of_work(nodeid)
+
+    return Units(config, log)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into node ids
 def pytest_collection_modifyitems(config, items):
-    """Under `--dist loadgroup`: a module with a module-scoped fixture is one unit of work (one
-    xdist_group), any other test a unit of its own; units are handed out longest first."""
-    if not config.pluginmanager.has_plugin("xdist") or config.getoption("dist", "no") != "loadgroup":
+    """Under xdist, the longest units first (the order in which workers collect is the order handed out)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    units = {}
-    for item in items:
-        marker = item.get_closest_marker("xdist_group")
-        if marker is None and _shares_a_module_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
-            marker = item.get_closest_marker("xdist_group")
-        units[id(item)] = marker.args[0] if marker is not None else item.nodeid
     first = {}  # unit -> the earliest rank of its tests
     for position, item in enumerate(items):
         name = item.path.name
         rank = (item.get_closest_marker("slow") is None,
                 LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST), position)
-        first[units[id(item)]] = min(first.get(units[id(item)], rank), rank)
-    order = {id(item): (first[units[id(item)]], i) for i, item in enumerate(items)}
+        unit = unit_of_work(item.nodeid)
+        first[unit] = min(first.get(unit, rank), rank)
+    order = {id(item): (first[unit_of_work(item.nodeid)], i) for i, item in enumerate(items)}
     items.sort(key=lambda item: order[id(item)])
 
 
