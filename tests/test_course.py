@@ -40,3 +40,27 @@ def test_outside_colab_the_data_folder_is_used_as_it_is_and_prepared_once(real_s
     assert again.cache_dir == data.cache_dir and again.data_id == data.data_id
     assert "already up to date, nothing to do" in capsys.readouterr().out
     assert _snapshot(real_sample_dir) == before
+
+
+def _as_in_colab(monkeypatch, local_disk: Path) -> None:
+    """`google.colab` imported (as Colab's kernel does), with a `drive.mount` that makes the mount point."""
+    import types
+
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=lambda where: (Path(where) / "MyDrive").mkdir(parents=True))
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setenv("SKINLIB_LOCAL_DISK", str(local_disk))
+
+
+def test_in_colab_the_results_folder_on_drive_is_keyed_by_the_data(synthetic_dir, tmp_path, monkeypatch, capsys):
+    # Two data sets (say the SYNTHETIC one and the real one) must never share a results folder:
+    # notebook 04 would load a model trained on the other data.
+    _as_in_colab(monkeypatch, tmp_path / "content")
+    monkeypatch.setenv("SKINLIB_DATA", str(synthetic_dir))
+    data = course.get_data()
+    truth = hashlib.sha256((synthetic_dir / GROUND_TRUTH_CSV).read_bytes()).hexdigest()
+    drive = tmp_path / "content" / "drive" / "MyDrive" / course.DRIVE_FOLDER
+    assert data.drive_dir == drive and data.data_id == f"{synthetic_dir.name}-{truth[:12]}"
+    assert data.results_dir == drive / "runs" / data.data_id
+    assert f"results: {data.results_dir}" in capsys.readouterr().out

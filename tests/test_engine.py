@@ -202,6 +202,25 @@ def test_one_training_step_is_the_hand_written_step_of_notebook_02():
     assert result["lr"] == 0.5 and opt.param_groups[0]["lr"] == 0.25  # stepped after the batch
 
 
+def test_every_step_starts_from_fresh_gradients_as_the_hand_written_loop_does():
+    # Three batches: a loop that forgot zero_grad would step the second and third batches with the
+    # gradients of the earlier ones added in, and end with other weights.
+    x, y = blobs(n=48)
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    by_hand = copy.deepcopy(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU, progress=False)
+
+    hand_opt = torch.optim.SGD(by_hand.parameters(), lr=0.5, momentum=0.9)
+    for images, labels in loader(x, y, batch_size=16):
+        hand_opt.zero_grad()
+        nn.CrossEntropyLoss()(by_hand(images), labels).backward()
+        hand_opt.step()
+    for mine, reference in zip(model.parameters(), by_hand.parameters()):
+        torch.testing.assert_close(mine, reference)
+
+
 def test_a_non_finite_loss_stops_training_naming_the_batch_and_the_learning_rate():
     x, y = blobs(n=48)
     x[20] = float("nan")  # the second batch of 16

@@ -34,13 +34,20 @@ def test_per_class_report_matches_scikit_learns_classification_report():
         assert ours.loc[name, "support"] == theirs[name]["support"]
 
 
-@pytest.mark.parametrize("threshold", [0.0, 0.1, 0.2, 0.5, 1.0])
+# Two thresholds are the P(MEL) of an image itself: it is referred (P(MEL) >= threshold), as the slider says.
+@pytest.mark.parametrize("threshold", [0.0, 0.1, 0.2, 0.5, 1.0, float(PROBS[TARGETS == MEL][0, MEL]),
+                                       float(PROBS[TARGETS != MEL][0, MEL])])
 def test_melanoma_decision_matches_scikit_learns_recall_of_each_side(threshold):
     d = melanoma_decision(TARGETS, PROBS[:, MEL], threshold)
     truth, referred = TARGETS == MEL, PROBS[:, MEL] >= threshold
     assert d["sensitivity"] == pytest.approx(recall_score(truth, referred, zero_division=0))
     assert d["specificity"] == pytest.approx(recall_score(~truth, ~referred, zero_division=0))
     assert d["tp"] + d["fn"] == truth.sum() and d["fp"] + d["tn"] == (~truth).sum()
+
+
+def test_a_lesion_exactly_at_the_threshold_is_referred():
+    d = melanoma_decision([MEL, 1, MEL, 2], [0.5, 0.5, 0.49, 0.2], 0.5)
+    assert (d["tp"], d["fn"], d["fp"], d["tn"]) == (1, 1, 1, 1)
 
 
 def test_melanoma_decision_without_melanomas_has_no_sensitivity():

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import shutil
 import signal
 
 import numpy as np
@@ -118,7 +120,8 @@ def ctrl_c(items_served):
 
 @pytest.mark.parametrize("hook, error", [(crash, RuntimeError), (ctrl_c, KeyboardInterrupt)],
                          ids=["exception", "sigint"])
-def test_resumed_run_ends_exactly_like_the_uninterrupted_one(tmp_path, reference, hook, error):
+def test_resumed_run_ends_exactly_like_the_uninterrupted_one(tmp_path, reference, hook, error,
+                                                             sigint_raises_keyboard_interrupt):
     ref_parts, ref_history = reference
     path = tmp_path / "checkpoint.pt"
     interrupted = build(path)
@@ -156,15 +159,34 @@ def test_resume_without_a_checkpoint_starts_at_epoch_one(tmp_path, reference):
     assert without_timing(history) == without_timing(ref_history)
 
 
-def test_resume_under_other_settings_is_refused_naming_them(tmp_path):
-    path = tmp_path / "checkpoint.pt"
+@pytest.fixture(scope="module")
+def interrupted_checkpoint(tmp_path_factory):
+    """The checkpoint of a run stopped in its third epoch (two finished)."""
+    path = tmp_path_factory.mktemp("interrupted") / "checkpoint.pt"
     first = build(path)
     first["dataset"].hook = crash
     with pytest.raises(RuntimeError):
         run(first, path)
-    with pytest.raises(CheckpointError, match=r"checkpoint\.pt belongs to a run with other "
-                                              r"settings.*lr: 0\.02 in the checkpoint, 0\.05 now"):
-        run(build(path, lr=0.05), path, resume=True)
+    return path
+
+
+# Each setting that changes the course of training, changed alone (the settings of `build`: lr 0.02,
+# batch 8, weight decay 1e-4, no clipping, EPOCHS epochs, seed SEED).
+OTHER_SETTINGS = [dict(lr=0.05), dict(batch_size=4), dict(grad_clip=1.0), dict(weight_decay=0.0),
+                  dict(epochs=EPOCHS + 1), dict(seed=SEED + 1), dict(max_batches=3)]
+
+
+@pytest.mark.parametrize("change", OTHER_SETTINGS, ids=lambda change: next(iter(change)))
+def test_resume_under_other_settings_is_refused_naming_them(interrupted_checkpoint, tmp_path, change):
+    (name, value), = change.items()
+    path = tmp_path / "checkpoint.pt"
+    shutil.copy(interrupted_checkpoint, path)
+    saved = load_checkpoint(path)["config"][name]
+    with pytest.raises(CheckpointError, match=rf"checkpoint\.pt belongs to a run with other settings.*"
+                                              rf"{name}: {re.escape(repr(saved))} in the checkpoint, "
+                                              rf"{re.escape(repr(value))} now"):
+        run(build(path, **change), path, resume=True)
+    assert load_checkpoint(path)["epoch"] == 2  # refused before anything was trained or saved
 
 
 def test_resume_into_a_model_with_another_number_of_classes_is_refused(tmp_path, reference):

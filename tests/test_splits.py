@@ -110,6 +110,22 @@ def test_load_split_names_the_row_with_an_unknown_split(real_index, real_split, 
         load_split(path)
 
 
+@pytest.mark.parametrize("label", ["-1", "1.5", "MEL", ""])
+def test_load_split_names_the_row_whose_label_is_not_a_class_index(tmp_path, label):
+    path = tmp_path / "split.csv"
+    path.write_text("image,label,group,split\nISIC_1,0,g1,train\nISIC_2,3,g2,val\n"
+                    f"ISIC_3,{label},g3,test\nISIC_4,7,g4,train\n")
+    with pytest.raises(DataError, match=r"split\.csv: label is not a class index in row 3 \(line 4, ISIC_3\)"):
+        load_split(path)
+
+
+def test_load_split_reads_whole_labels_as_integers(tmp_path):
+    path = tmp_path / "split.csv"
+    path.write_text("image,label,group,split\nISIC_1,0,g1,train\nISIC_2,7.0,g2,val\n")
+    table = load_split(path)
+    assert table["label"].tolist() == [0, 7] and table["label"].dtype == np.int64
+
+
 @pytest.mark.parametrize("fractions", [(0.7, 0.2, 0.2), (0.0, 0.5, 0.5), (0.5, 0.5), (1.2, -0.1, -0.1)])
 def test_bad_fractions_are_rejected(real_index, fractions):
     with pytest.raises(ValueError, match="fractions"):

@@ -36,6 +36,20 @@ def shown_sensitivity(html: str) -> str:
 
 
 # ---------------------------------------------------------------- uploads
+def upload_as_the_browser_does(upload, name: str, content: bytes) -> None:
+    """What the front end sends a FileUpload when a file is chosen: in ipywidgets 8 its `value`; in
+    ipywidgets 7 (Colab's 7.7.1, where `value` is read-only) the metadata, the bytes, then a counter."""
+    import ipywidgets
+
+    if int(ipywidgets.__version__.split(".")[0]) >= 8:
+        upload.value = ({"name": name, "type": "image/jpeg", "size": len(content), "content": memoryview(content),
+                         "last_modified": datetime.datetime(2026, 1, 1)},)
+    else:
+        upload.metadata = [{"name": name, "type": "image/jpeg", "size": len(content), "lastModified": 0}]
+        upload.data = [content]
+        upload._counter += 1
+
+
 def test_an_upload_is_read_from_ipywidgets_8_and_7_values(jpeg):
     data = jpeg.read_bytes()
     v8 = ({"name": "lesion.jpg", "type": "image/jpeg", "size": len(data), "content": memoryview(data),
@@ -76,8 +90,7 @@ def test_the_try_app_redraws_for_another_image_and_for_an_upload(exported, real_
     assert first and "image/png" in first[0]["data"], "the first image is shown at once"
     image_box.value = paths[1].stem
     assert out.outputs and out.outputs != first
-    upload.value = ({"name": "bad.jpg", "type": "image/jpeg", "size": 3, "content": memoryview(b"abc"),
-                     "last_modified": datetime.datetime(2026, 1, 1)},)
+    upload_as_the_browser_does(upload, "bad.jpg", b"abc")
     assert "bad.jpg" in message.value
 
 
@@ -137,8 +150,7 @@ def test_the_try_app_heads_every_figure_with_the_model_and_synthetic_and_smoke_w
     monkeypatch.setattr(widgets, "_show", lambda output, *figures: shown.extend(figures))
     app = try_model_app({"ResNet-50": exported}, {jpeg.stem: str(jpeg)}, synthetic=synthetic, smoke=smoke)
     upload = app.children[1].children[2]
-    upload.value = ({"name": "mine.jpg", "type": "image/jpeg", "size": 1, "content": memoryview(jpeg.read_bytes()),
-                     "last_modified": datetime.datetime(2026, 1, 1)},)
+    upload_as_the_browser_does(upload, "mine.jpg", jpeg.read_bytes())
     assert len(shown) == 2, "the first test image, then the upload"
     for figure in shown:
         heading = figure._suptitle.get_text()

@@ -132,9 +132,13 @@ def repository_url(pyproject: Path = ROOT / "pyproject.toml") -> str:
     return url
 
 
-def package_version(pyproject: Path = ROOT / "pyproject.toml") -> str:
-    """`version` under [project] in pyproject.toml: the set-up cell installs the tag v<version>."""
-    return _pyproject_value(pyproject, "project", "version")
+def package_version(init: Path = ROOT / "skinlib" / "__init__.py") -> str:
+    """skinlib's `__version__`, the one place the version is written (pyproject.toml reads it too):
+    the set-up cell installs the tag v<version>. Read from the source, so that no install is needed."""
+    for node in ast.parse(init.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__version__"]:
+            return ast.literal_eval(node.value)
+    raise SystemExit(f"error: {init}: no `__version__ = \"...\"`")
 
 
 def colab_url(repo_url: str, notebook_name: str, folder: str = "notebooks") -> str:
