@@ -17,7 +17,9 @@ import os
 import sys
 from pathlib import Path
 
-from skinlib import cache, download, predict, subset
+from skinlib import predict
+from skinlib.acquire import download, subset
+from skinlib.storage import cache
 from skinlib.cli_errors import (OneLineParser, device_name, expected_errors, int_at_least,  # noqa: F401
                                 interrupted_line, one_line, option_names, worker_count)
 from skinlib.config import TrainConfig
@@ -34,7 +36,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 # ---------------------------------------------------------------- check
 def cmd_check(args: argparse.Namespace) -> int:
-    from skinlib.bundle import check_provenance
+    from skinlib.acquire.bundle import check_provenance
     from skinlib.data import check_dataset
 
     check_provenance(args.data)  # restored from a course bundle: where it came from; refused if its CSVs changed
@@ -54,7 +56,7 @@ def register_check(subparsers) -> None:
 
 # ---------------------------------------------------------------- synth
 def cmd_synth(args: argparse.Namespace) -> int:
-    from skinlib.synth import make_synthetic
+    from skinlib.acquire.synth import make_synthetic
 
     try:
         out = make_synthetic(args.out, n=args.n, seed=args.seed)
@@ -91,7 +93,7 @@ def config_from_args(args: argparse.Namespace):
     values = {field: getattr(args, dest) for dest, field in _TRAIN_FIELDS.items()
               if getattr(args, dest) is not None}
     if "data" not in values:
-        from skinlib.synth import default_data_dir
+        from skinlib.acquire.synth import default_data_dir
 
         values["data"] = default_data_dir()
     return TrainConfig(**values)
@@ -187,9 +189,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import time
 
     from skinlib.data import METADATA_CSV
-    from skinlib.files import claim_folder
-    from skinlib.runfolder import open_run_folder
-    from skinlib.synth import is_synthetic, make_synthetic
+    from skinlib.storage.folders import claim_folder
+    from skinlib.storage.runfolder import open_run_folder
+    from skinlib.acquire.synth import is_synthetic, make_synthetic
     from skinlib.train import run
 
     started = time.perf_counter()

@@ -3,13 +3,13 @@
 In Colab every notebook runs on a fresh runtime whose local disk starts empty, so what a later
 notebook needs is kept on Google Drive, in one folder (`MyDrive/skin-lesion-kit`):
 
-    isic2019-bundle.zip          the course bundle (skinlib.bundle): both CSVs and the prepared
+    isic2019-bundle.zip          the course bundle (skinlib.acquire.bundle): both CSVs and the prepared
                                  256-pixel images, written once by the first notebook that runs
     runs/isic2019-<id>/...       results later notebooks read (02's SimpleCNN, 03's checkpoints),
                                  in a folder named after the data they were computed on
 
 `get_data()` in Colab: mounts Drive (Colab asks the student's consent), then restores the
-bundle to local disk if Drive has one; else downloads ISIC 2019 (`skinlib.download`, from an
+bundle to local disk if Drive has one; else downloads ISIC 2019 (`skinlib.acquire.download`, from an
 instructor's mirror if one is given), prepares the images and saves the bundle to Drive.
 Everything is read from local disk afterwards: training straight from Drive would be far too
 slow. Outside Colab nothing changes: the folder in $SKINLIB_DATA, else the embedded SYNTHETIC
@@ -28,12 +28,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from skinlib.bundle import (check_provenance, make_bundle, provenance_lines, read_manifest, restore_bundle,
+from skinlib.acquire.bundle import (check_provenance, make_bundle, provenance_lines, read_manifest, restore_bundle,
                             sha256_bytes)
-from skinlib.cache import prepare
+from skinlib.storage.cache import prepare
 from skinlib.data import GROUND_TRUTH_CSV, DataError
-from skinlib.files import expand_home
-from skinlib.synth import default_data_dir, is_synthetic, make_synthetic
+from skinlib.storage.folders import expand_home
+from skinlib.acquire.synth import default_data_dir, is_synthetic, make_synthetic
 
 DRIVE_FOLDER = "skin-lesion-kit"
 DATASETS = ("isic2019", "synthetic")
@@ -121,7 +121,7 @@ def get_data(dataset: str | None = None, *, mirror: str | None = None, use_drive
 def _fetch(name: str, data_dir: Path, mirror: str | None) -> None:
     with step("download and verify" if name == "isic2019" else "generate"):
         if name == "isic2019":
-            from skinlib.download import BASE_URL, download_isic2019
+            from skinlib.acquire.download import BASE_URL, download_isic2019
 
             download_isic2019(data_dir, base_url=mirror or BASE_URL)
         elif not (is_synthetic(data_dir) and (data_dir / GROUND_TRUTH_CSV).is_file()):

@@ -28,7 +28,7 @@ from skinlib.device import autocast_dtype, make_scaler
 from skinlib.divergence import LossWatch, NonFiniteLoss
 from skinlib.history import epoch_row, format_epoch
 from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy
-from skinlib.resume import CheckpointPlan
+from skinlib.storage.resume import CheckpointPlan
 from skinlib.sampling import set_loader_epoch
 
 

@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 import skinlib
-from skinlib.checkpoint import CheckpointError
+from skinlib.storage.checkpoint import CheckpointError
 from skinlib.data import CLASSES, IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from skinlib.atomic import atomic_write
+from skinlib.storage.atomic import atomic_write
 from skinlib.models import build_model
 
 FORMAT, FORMAT_VERSION = "skinlib-model", 1

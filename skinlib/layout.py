@@ -56,7 +56,7 @@ class DataWarning(UserWarning):
     """Something was ignored (and counted): images without a CSV row, a missing metadata file."""
 
 
-SYNTHETIC_MARKER = "SYNTHETIC.txt"  # what `skinlib.synth.make_synthetic` leaves in its folders
+SYNTHETIC_MARKER = "SYNTHETIC.txt"  # what `skinlib.acquire.synth.make_synthetic` leaves in its folders
 FIRST_SYNTHETIC_NUMBER = 9_000_000  # synthetic images are ISIC_9xxxxxx: real ISIC 2019 names stop below ISIC_0074000
 
 

@@ -66,7 +66,7 @@ def make_datasets(frame: pd.DataFrame, split: pd.Series, config) -> dict[str, Da
     parts = {name: frame[split == name].reset_index(drop=True) for name in SPLIT_NAMES}
     size = config.image_size
     if config.cache:
-        from skinlib.cache import CachedDataset  # lazily: the cache module is optional
+        from skinlib.storage.cache import CachedDataset  # lazily: the cache module is optional
 
         return {name: CachedDataset(config.cache, part, train=(name == "train"), size=size)
                 for name, part in parts.items()}

@@ -24,7 +24,7 @@ from torchvision.models import ResNet50_Weights
 from torchvision.models import resnet50 as _torchvision_resnet50
 
 from skinlib.errors import SkinlibError
-from skinlib.fetch import DownloadError, DownloadTimeout, Fetcher
+from skinlib.acquire.fetch import DownloadError, DownloadTimeout, Fetcher
 
 # The seed fine-tuned torchvision's `pretrained=True` ResNet-50, i.e. IMAGENET1K_V1.
 WEIGHT_URLS: dict[str, str] = {

@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 from skinlib.cli_errors import device_name, int_at_least
 from skinlib.data import DataError, open_image
 from skinlib.export import ExportedModel, load_model
-from skinlib.atomic import atomic_write, atomic_write_text
-from skinlib.files import IGNORED, FolderError, KitFolder, claim_folder
+from skinlib.storage.atomic import atomic_write, atomic_write_text
+from skinlib.storage.folders import IGNORED, FolderError, KitFolder, claim_folder
 from skinlib.gradcam import grad_cam, heatmap
 from skinlib.interpret_plots import plot_gradcam
 

@@ -37,26 +37,26 @@ import torchvision
 
 import skinlib
 from skinlib import distributed, engine
-from skinlib.cache_folder import reading
-from skinlib.checkpoint import CheckpointError
+from skinlib.storage.cache_folder import reading
+from skinlib.storage.checkpoint import CheckpointError
 from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
 from skinlib.device import autocast_dtype, describe_device, select_device
 from skinlib.export import MODEL_FILE, data_fingerprint, export_model
-from skinlib.atomic import atomic_write_text
-from skinlib.files import LOCK, MARKER, KitFolder, expand_home
-from skinlib.freshness import check_cache_matches
+from skinlib.storage.atomic import atomic_write_text
+from skinlib.storage.folders import LOCK, MARKER, KitFolder, expand_home
+from skinlib.storage.freshness import check_cache_matches
 from skinlib.loaders import make_loaders
 from skinlib.metrics import json_safe, roc_auc_ovr, summarize
 from skinlib.models import build_model
 from skinlib.optim import make_optimizer, make_scheduler
 from skinlib.plots import plot_confusion, plot_curves
-from skinlib.resume import CheckpointPlan
-from skinlib.runfolder import (CHECKPOINT, CONFIG_JSON, CONFUSION_PNG, CURVES_PNG, METRICS_JSON,
+from skinlib.storage.resume import CheckpointPlan
+from skinlib.storage.runfolder import (CHECKPOINT, CONFIG_JSON, CONFUSION_PNG, CURVES_PNG, METRICS_JSON,
                               SPLIT_CSV, check_checkpoint_data, check_saved_split, check_settings,
                               open_run_folder, remove_leftovers)
 from skinlib.sampling import seed_everything
 from skinlib.splits import SPLITS, grouped_split, load_split, save_split
-from skinlib.synth import is_synthetic
+from skinlib.acquire.synth import is_synthetic
 
 
 def run(config, *, resume: bool = False) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
     run continues from RUN/checkpoint.pt with its saved split, and a finished run is only
     evaluated again. Without it, a folder that already holds a checkpoint is refused rather
     than overwritten. The folder must be new, empty or the kit's own run folder, and is locked
-    while the run writes it (see `skinlib.runfolder`). Under torchrun only process 0 claims,
+    while the run writes it (see `skinlib.storage.runfolder`). Under torchrun only process 0 claims,
     locks, cleans and writes the folder; the other processes only read from it.
     """
     if not distributed.is_main_process():  # a view of the folder, never written through
@@ -210,7 +210,7 @@ def _frame_and_split(config, folder: KitFolder, *, reuse: bool) -> tuple[pd.Data
     exactly the data folder's images, unchanged (`freshness.check_cache_matches`)."""
     frame = load_index(config.data)
     if config.cache is not None:
-        from skinlib.cache import open_cache  # lazily, as loaders does: the cache is optional
+        from skinlib.storage.cache import open_cache  # lazily, as loaders does: the cache is optional
 
         check_cache_matches(open_cache(config.cache), frame, config.data)
     split_csv = folder.path / SPLIT_CSV

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from skinlib import distributed  # skinlib.engine imports torchvision: seconds, so imported where needed
-from skinlib.checkpoint import load_checkpoint
+from skinlib.storage.checkpoint import load_checkpoint
 from skinlib.sampling import SeededItems, ShuffleWithSeeds, make_generator, seed_everything
 
 CPU = torch.device("cpu")

@@ -18,11 +18,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms import Normalize
 
 from skinlib import device, engine, history, optim, sampling
-from skinlib.checkpoint import load_checkpoint
+from skinlib.storage.checkpoint import load_checkpoint
 from skinlib.config import TrainConfig
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD
 from skinlib.errors import SkinlibError
-from skinlib.resume import CheckpointPlan
+from skinlib.storage.resume import CheckpointPlan
 from skinlib.metrics import ConfusionMatrix
 
 CPU = torch.device("cpu")

@@ -11,9 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from skinlib import cache_folder
-from skinlib.cache_files import CacheError
-from skinlib.runfolder import open_run_folder, remove_leftovers
+from skinlib.storage import cache_folder
+from skinlib.storage.cache_files import CacheError
+from skinlib.storage.runfolder import open_run_folder, remove_leftovers
 
 
 def test_a_cache_that_does_not_fit_on_the_disk_is_refused_before_any_row_is_written(tmp_path, monkeypatch):
@@ -40,7 +40,7 @@ def test_reserving_gives_the_file_its_blocks_on_disk(tmp_path):
 WORKERS_OF_A_KILLED_PARENT = """
 import os, sys, time
 from concurrent.futures import ProcessPoolExecutor
-from skinlib.cache_folder import die_with_parent
+from skinlib.storage.cache_folder import die_with_parent
 
 with ProcessPoolExecutor(2, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
     print(*{f.result() for f in [pool.submit(os.getpid) for _ in range(8)]}, flush=True)

@@ -19,7 +19,7 @@ from torch import nn
 from skinlib import cli
 from skinlib.data import CLASSES, IMAGES_DIR
 from skinlib.export import export_model, load_model
-from skinlib.files import MARKER
+from skinlib.storage.folders import MARKER
 from skinlib.images import open_image
 
 

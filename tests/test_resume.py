@@ -21,9 +21,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from skinlib import engine, optim, sampling
-from skinlib.checkpoint import CheckpointError, load_checkpoint
+from skinlib.storage.checkpoint import CheckpointError, load_checkpoint
 from skinlib.config import TrainConfig
-from skinlib.resume import CheckpointPlan
+from skinlib.storage.resume import CheckpointPlan
 
 CPU = torch.device("cpu")
 SEED = 7
@@ -211,7 +211,7 @@ def test_an_interrupted_training_job_resumes_to_the_same_weights_and_metrics(
     """train.run with two worker processes and random augmentation: interrupted in the middle of
     epoch 3 (Ctrl+C), then resumed as `train --resume` does, it ends like an uninterrupted run."""
     from skinlib import models, train
-    from skinlib.cache import prepare
+    from skinlib.storage.cache import prepare
 
     monkeypatch.setitem(models.MODELS, "tiny", tiny)
     cache = None

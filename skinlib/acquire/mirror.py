@@ -15,8 +15,8 @@ from pathlib import Path
 import requests
 import urllib3
 
-from skinlib.fetch import DownloadError, Fetcher, flat_message, move_aside, sha256_of
-from skinlib.atomic import atomic_write_text
+from skinlib.acquire.fetch import DownloadError, Fetcher, flat_message, move_aside, sha256_of
+from skinlib.storage.atomic import atomic_write_text
 
 MIRROR_MANIFEST = "skinlib-mirror.json"
 FORMAT = "skinlib-mirror"

@@ -27,13 +27,13 @@ import zipfile
 from pathlib import Path
 
 from skinlib.data import GROUND_TRUTH_CSV, IMAGE_SUFFIX, IMAGES_DIR, METADATA_CSV, DataError, load_index
-from skinlib.download import ARCHIVE
-from skinlib.fetch import sha256_of
-from skinlib.atomic import atomic_write_text
-from skinlib.files import claim_folder
-from skinlib.mirror import FORMAT, MIRROR_MANIFEST
+from skinlib.acquire.download import ARCHIVE
+from skinlib.acquire.fetch import sha256_of
+from skinlib.storage.atomic import atomic_write_text
+from skinlib.storage.folders import claim_folder
+from skinlib.acquire.mirror import FORMAT, MIRROR_MANIFEST
 from skinlib.splits import grouped_split
-from skinlib.synth import is_synthetic
+from skinlib.acquire.synth import is_synthetic
 
 LICENSE = "LICENSE.txt"
 

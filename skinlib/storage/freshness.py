@@ -1,6 +1,6 @@
 """Is a prepared cache still the images of the data folder? Checked before training from it.
 
-A cache (see `skinlib.cache`) records the folder it was prepared from and, per image, the source
+A cache (see `skinlib.storage.cache`) records the folder it was prepared from and, per image, the source
 file's size and modification time. `check_cache_matches` compares them with the data folder as
 it is now: another folder, an image added, removed, replaced or edited since `prepare` is refused
 with one line naming the cache, the image and the command that brings the cache up to date.
@@ -36,7 +36,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 def check_cache_matches(cache, frame: pd.DataFrame, data_dir: str | os.PathLike) -> None:
     """Raise CacheError unless `cache` (a `cache.Cache`) holds exactly the images of `frame`
     (the whole index of `data_dir`, before any --limit), unchanged since it was prepared."""
-    from skinlib.cache_files import CacheError
+    from skinlib.storage.cache_files import CacheError
 
     data_dir = Path(data_dir)
     again = (f"run `python -m skinlib prepare --data {data_dir} --cache {cache.cache_dir}` "

@@ -31,13 +31,13 @@ from urllib.parse import urlsplit
 from typing import Mapping
 
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV
-from skinlib.fetch import BACKOFF, RETRIES, TIMEOUT, DownloadError, Fetcher, move_aside, sha256_of
-from skinlib.atomic import atomic_write_text
-from skinlib.files import claim_folder, expand_home
+from skinlib.acquire.fetch import BACKOFF, RETRIES, TIMEOUT, DownloadError, Fetcher, move_aside, sha256_of
+from skinlib.storage.atomic import atomic_write_text
+from skinlib.storage.folders import claim_folder, expand_home
 from skinlib.layout import synthetic_image_ids
-from skinlib.mirror import (MIRROR_MANIFEST, check_archive, fetch_mirror_manifest, mirror_hashes,
+from skinlib.acquire.mirror import (MIRROR_MANIFEST, check_archive, fetch_mirror_manifest, mirror_hashes,
                             saved_mirror_manifest)
-from skinlib.unpack import SCRATCH, extract
+from skinlib.acquire.unpack import SCRATCH, extract
 
 __all__ = ["BASE_URL", "ARCHIVE", "MANIFEST", "SHA256", "DownloadError", "sha256_of",
            "download_isic2019", "register"]
@@ -53,7 +53,7 @@ SHA256 = {
 }
 
 ARCHIVE_ROOT_FILES = ("LICENSE.txt", "ATTRIBUTION.txt")  # what an archive may hold beside its folder
-LICENSE = "LICENSE.txt"  # also what a subset mirror serves beside its files (skinlib.subset)
+LICENSE = "LICENSE.txt"  # also what a subset mirror serves beside its files (skinlib.acquire.subset)
 # Every name a download writes in its folder (the archive's root may add LICENSE/ATTRIBUTION files).
 KIT_NAMES = (GROUND_TRUTH_CSV, METADATA_CSV, IMAGES_DIR, ARCHIVE, MANIFEST, SCRATCH, MIRROR_MANIFEST,
              *ARCHIVE_ROOT_FILES,
@@ -98,7 +98,7 @@ def download_isic2019(
     """
     data_dir = expand_home(data_dir)
     hashes = dict(SHA256 if expected_sha256 is None else expected_sha256)
-    # A subset mirror's own manifest (skinlib.mirror); never at the official address.
+    # A subset mirror's own manifest (skinlib.acquire.mirror); never at the official address.
     use_mirror_manifest = expected_sha256 is None and base_url.rstrip("/") != BASE_URL.rstrip("/")
     mirror = saved_mirror_manifest(data_dir, MANIFEST, base_url) if use_mirror_manifest else None
     if mirror is not None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from skinlib.data import DataError
-from skinlib.atomic import remove_stale_temporaries, temporary_name_pattern
-from skinlib.files import KitFolder, claim_folder
+from skinlib.storage.atomic import remove_stale_temporaries, temporary_name_pattern
+from skinlib.storage.folders import KitFolder, claim_folder
 
 CONFIG_JSON, SPLIT_CSV, CHECKPOINT = "config.json", "split.csv", "checkpoint.pt"
 METRICS_JSON, CURVES_PNG, CONFUSION_PNG = "metrics.json", "curves.png", "confusion.png"

@@ -44,9 +44,9 @@ import pandas as pd
 import torch
 
 from skinlib.augment import CenterCrop, TrainAugment
-from skinlib.cache_files import (DEFAULT_SIZE, MANIFEST, Cache, CacheError, cache_bytes,
+from skinlib.storage.cache_files import (DEFAULT_SIZE, MANIFEST, Cache, CacheError, cache_bytes,
                                  open_cache)
-from skinlib.cache_prepare import PrepareReport, load_resized, prepare
+from skinlib.storage.prepare import PrepareReport, load_resized, prepare
 
 __all__ = ["MANIFEST", "DEFAULT_SIZE", "Cache", "CacheError", "cache_bytes", "open_cache",
            "PrepareReport", "load_resized", "prepare", "CachedDataset", "register"]
@@ -103,7 +103,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     report = prepare(args.data, args.cache, size=args.size, workers=args.workers,
                      progress=not args.quiet, force=args.force)
     print(report.format())
-    from skinlib.synth import is_synthetic  # only the command needs it
+    from skinlib.acquire.synth import is_synthetic  # only the command needs it
 
     if is_synthetic(args.data):
         print("the images are SYNTHETIC (made by `skinlib synth`): drawn shapes, not medical images")

@@ -1,4 +1,4 @@
-"""Folders the kit may write to (its files are written whole: `skinlib.atomic`).
+"""Folders the kit may write to (its files are written whole: `skinlib.storage.atomic`).
 
 Folder ownership. A command writes only into a folder that is new, empty, or marked as the
 kit's, and deletes only files it recorded writing. `claim_folder(path, kind)` returns a
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from skinlib.atomic import atomic_write_text
+from skinlib.storage.atomic import atomic_write_text
 from skinlib.layout import DataError
 
 KIT = "skinlib"

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from skinlib.cache import open_cache
+from skinlib.storage.cache import open_cache
 from skinlib.data import GROUND_TRUTH_CSV, IMAGE_SUFFIX, IMAGES_DIR, METADATA_CSV, DataError
 from skinlib.layout import SYNTHETIC_MARKER
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skinlib import distributed
-from skinlib.checkpoint import (FORMAT_VERSION, CheckpointError, capture_rng_state,
+from skinlib.storage.checkpoint import (FORMAT_VERSION, CheckpointError, capture_rng_state,
                                 check_compatible, load_checkpoint, restore_rng_state,
                                 save_checkpoint)
 

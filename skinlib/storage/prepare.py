@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from skinlib.cache_files import (DEFAULT_SIZE, FORMAT, MANIFEST, VERSION, Cache, CacheError,
+from skinlib.storage.cache_files import (DEFAULT_SIZE, FORMAT, MANIFEST, VERSION, Cache, CacheError,
                                  cache_bytes, cache_key, open_valid)
-from skinlib.cache_folder import die_with_parent, open_cache_folder, remove_stale, reserve
+from skinlib.storage.cache_folder import die_with_parent, open_cache_folder, remove_stale, reserve
 from skinlib.data import load_index
 from skinlib.device import available_cpus
-from skinlib.atomic import atomic_write, atomic_write_text
-from skinlib.files import KitFolder
-from skinlib.freshness import file_stats, sha256_file
+from skinlib.storage.atomic import atomic_write, atomic_write_text
+from skinlib.storage.folders import KitFolder
+from skinlib.storage.freshness import file_stats, sha256_file
 from skinlib.images import load_resized
 from skinlib.layout import GROUND_TRUTH_CSV
 

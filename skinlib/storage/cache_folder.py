@@ -22,8 +22,8 @@ import shutil
 import signal
 from pathlib import Path
 
-from skinlib.cache_files import FORMAT, MANIFEST, CacheError
-from skinlib.files import LOCK, MARKER, KitFolder, claim_folder, hold_lock
+from skinlib.storage.cache_files import FORMAT, MANIFEST, CacheError
+from skinlib.storage.folders import LOCK, MARKER, KitFolder, claim_folder, hold_lock
 
 # The names of the files `prepare` writes (the key is 16 hex digits), and their temporaries.
 KIT_FILE = re.compile(r"(images-[0-9a-f]{16}\.npy|index-[0-9a-f]{16}\.csv|progress-[0-9a-f]{16}\.npy"

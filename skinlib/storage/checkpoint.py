@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from skinlib.errors import SkinlibError
-from skinlib.atomic import atomic_write
+from skinlib.storage.atomic import atomic_write
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "epoch", "model", "optimizer", "history")
