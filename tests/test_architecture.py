@@ -9,25 +9,27 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "skinlib"
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__"))
+# A module's name is its path under skinlib/ without .py ("engine", "storage/cache"); checks/ is listed as one.
+MODULES = sorted(str(p.relative_to(PACKAGE).with_suffix("")) for p in PACKAGE.glob("**/*.py")
+                 if p.stem not in ("__init__", "__main__") and p.parent.name != "checks")
 
 
 def skinlib_imports(module: str) -> set[str]:
     """The skinlib modules that `module` imports, at its top or inside a function."""
     found = set()
     for node in ast.walk(ast.parse((PACKAGE / f"{module}.py").read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("skinlib."):
-            found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.ImportFrom) and node.module == "skinlib":
-            found |= {alias.name for alias in node.names if alias.name in MODULES}
-    return found - {module}
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("skinlib"):
+            base = node.module.split(".")[1:]
+            names = ["/".join(base + [alias.name]) for alias in node.names]
+            found |= {name for name in names if name in MODULES} or {"/".join(base)}
+    return {name for name in found if name in MODULES} - {module}
 
 
 def table_rows(document: str, start: str, end: str) -> list[list[str]]:
     """The modules named in each row of the table between two headings of `document`."""
     text = (ROOT / document).read_text()
     section = text[text.index(start):text.index(end)]
-    return [re.findall(r"`(?:skinlib/)?([a-z_]+)\.py`", line)
+    return [re.findall(r"`(?:skinlib/)?([a-z_/]+)\.py`", line)
             for line in section.splitlines() if line.startswith("| `")]
 
 
