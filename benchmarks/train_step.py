@@ -12,7 +12,7 @@ synthetic batches that already sit on the device (so no input pipeline is involv
            torch.compile with `--compile`
 
 then end to end: one epoch of `--e2e-images` SYNTHETIC images prepared with
-`skinlib.storage.cache.prepare`, read through CachedDataset and skinlib's DataLoader options
+`skinlib.storage.prepare.prepare`, read through CachedDataset and skinlib's DataLoader options
 (`loaders.loader_options`) with the whole process confined to `--cores` CPU cores (2, as in
 Colab), skinlib's settings. The epoch after a warm-up epoch is timed.
 
@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader
 from benchmarks.common import format_table, machine_info, write_dataset, write_json
 from skinlib import engine, models
 from skinlib.augment import EVAL_CROP_FRACTION
-from skinlib.storage.cache import CachedDataset, prepare
+from skinlib.storage.cache import CachedDataset
+from skinlib.storage.prepare import prepare
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD, load_index
 from skinlib.device import autocast_dtype, make_scaler, select_device
 from skinlib.loaders import loader_options

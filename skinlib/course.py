@@ -30,7 +30,7 @@ from pathlib import Path
 
 from skinlib.acquire.bundle import (check_provenance, make_bundle, provenance_lines, read_manifest, restore_bundle,
                             sha256_bytes)
-from skinlib.storage.cache import prepare
+from skinlib.storage.prepare import prepare
 from skinlib.data import GROUND_TRUTH_CSV, DataError
 from skinlib.storage.folders import expand_home
 from skinlib.acquire.synth import default_data_dir, is_synthetic, make_synthetic

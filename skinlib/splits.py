@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from skinlib.csvfiles import read_csv, require_columns, row_refs
+from skinlib.data import read_csv, require_columns, row_refs
 from skinlib.layout import DataError
 
 SPLITS = ("train", "val", "test")

@@ -6,8 +6,8 @@
 2. with `config.limit`, keep N images drawn stratified by class (seeded), *before* the split;
 3. split grouped by lesion and stratified by class (`splits.grouped_split`), saved as
    RUN/split.csv; a resumed run reads that file back instead of splitting again;
-4. build the loaders, the model, Adam and the one-cycle schedule (`optim.make_optimizer`,
-   `optim.make_scheduler`) and train with `engine.fit`, checkpointing to RUN/checkpoint.pt;
+4. build the loaders, the model, Adam and the one-cycle schedule (`config.make_optimizer`,
+   `config.make_scheduler`) and train with `engine.fit`, checkpointing to RUN/checkpoint.pt;
 5. evaluate on the test split and write RUN/metrics.json, RUN/config.json, RUN/curves.png and
    RUN/confusion.png.
 
@@ -37,26 +37,24 @@ import torchvision
 
 import skinlib
 from skinlib import distributed, engine
-from skinlib.storage.cache_folder import reading
-from skinlib.storage.checkpoint import CheckpointError
+from skinlib.acquire.synth import is_synthetic
+from skinlib.config import make_optimizer, make_scheduler
 from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
 from skinlib.device import autocast_dtype, describe_device, select_device
 from skinlib.export import MODEL_FILE, data_fingerprint, export_model
-from skinlib.storage.atomic import atomic_write_text
-from skinlib.storage.folders import LOCK, MARKER, KitFolder, expand_home
-from skinlib.storage.freshness import check_cache_matches
 from skinlib.loaders import make_loaders
 from skinlib.metrics import json_safe, roc_auc_ovr, summarize
 from skinlib.models import build_model
-from skinlib.optim import make_optimizer, make_scheduler
 from skinlib.plots import plot_confusion, plot_curves
-from skinlib.storage.resume import CheckpointPlan
-from skinlib.storage.runfolder import (CHECKPOINT, CONFIG_JSON, CONFUSION_PNG, CURVES_PNG, METRICS_JSON,
-                              SPLIT_CSV, check_checkpoint_data, check_saved_split, check_settings,
-                              open_run_folder, remove_leftovers)
 from skinlib.sampling import seed_everything
 from skinlib.splits import SPLITS, grouped_split, load_split, save_split
-from skinlib.acquire.synth import is_synthetic
+from skinlib.storage.atomic import atomic_write_text
+from skinlib.storage.cache import check_cache_matches, reading
+from skinlib.storage.checkpoint import CheckpointError, CheckpointPlan
+from skinlib.storage.folders import LOCK, MARKER, KitFolder, expand_home
+from skinlib.storage.runfolder import (CHECKPOINT, CONFIG_JSON, CONFUSION_PNG, CURVES_PNG, METRICS_JSON, SPLIT_CSV,
+                                       check_checkpoint_data, check_saved_split, check_settings, open_run_folder,
+                                       remove_leftovers)
 
 
 def run(config, *, resume: bool = False) -> dict[str, Any]:

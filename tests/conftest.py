@@ -58,7 +58,7 @@ def synthetic_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_cache(synthetic_dir, tmp_path_factory) -> Path:
     """The synthetic set prepared once into an image cache (S=256); tests must not change it."""
-    from skinlib.storage.cache import prepare
+    from skinlib.storage.prepare import prepare
 
     cache_dir = tmp_path_factory.mktemp("cache") / "synthetic"
     prepare(synthetic_dir, cache_dir, size=256, workers=1, progress=False)

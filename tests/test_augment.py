@@ -87,7 +87,7 @@ def test_the_evaluation_view_is_torchvisions_centre_square_resize_and_centre_cro
 
 
 def eval_stats():
-    from skinlib.data import IMAGENET_MEAN, IMAGENET_STD
+    from skinlib.layout import IMAGENET_MEAN, IMAGENET_STD
 
     return IMAGENET_MEAN, IMAGENET_STD
 

@@ -10,7 +10,8 @@ from PIL import Image
 
 from skinlib.acquire.bundle import (MANIFEST, BundleError, check_provenance, make_bundle, provenance_lines,
                             read_manifest, restore_bundle)
-from skinlib.storage.cache import open_cache, prepare
+from skinlib.storage.cache import open_cache
+from skinlib.storage.prepare import prepare
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV, load_index
 
 

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from skinlib import divergence, engine
-from skinlib.divergence import LossWatch, NonFiniteLoss
+from skinlib import engine
+from skinlib.engine import LossWatch, NonFiniteLoss
 
 CPU = torch.device("cpu")
 
@@ -77,11 +77,11 @@ def test_off_the_cpu_the_note_is_read_only_every_few_batches():
     # A tensor on the "meta" device has no value: reading one (a GPU wait on CUDA) raises.
     meta = torch.device("meta")
     watch = LossWatch(meta)
-    assert LossWatch(CPU).check_every == 1 and watch.check_every == divergence.CHECK_EVERY > 1
-    for batch in range(divergence.CHECK_EVERY - 1):
+    assert LossWatch(CPU).check_every == 1 and watch.check_every == engine.CHECK_EVERY > 1
+    for batch in range(engine.CHECK_EVERY - 1):
         watch.note(torch.tensor(1.0, device=meta), batch, 0.1)  # never read
     with pytest.raises(RuntimeError, match="meta"):
-        watch.note(torch.tensor(1.0, device=meta), divergence.CHECK_EVERY - 1, 0.1)  # read here
+        watch.note(torch.tensor(1.0, device=meta), engine.CHECK_EVERY - 1, 0.1)  # read here
 
 
 def test_finite_losses_raise_nothing():

@@ -17,12 +17,12 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms import Normalize
 
-from skinlib import device, engine, history, optim, sampling
-from skinlib.storage.checkpoint import load_checkpoint
+from skinlib import device, engine, sampling
+from skinlib.config import make_optimizer, make_scheduler
+from skinlib.storage.checkpoint import CheckpointPlan, load_checkpoint
 from skinlib.config import TrainConfig
-from skinlib.data import IMAGENET_MEAN, IMAGENET_STD
+from skinlib.layout import IMAGENET_MEAN, IMAGENET_STD
 from skinlib.errors import SkinlibError
-from skinlib.storage.resume import CheckpointPlan
 from skinlib.metrics import ConfusionMatrix
 
 CPU = torch.device("cpu")
@@ -331,8 +331,8 @@ def test_fit_reduces_the_loss_on_a_learnable_problem(capsys):
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
     config = TrainConfig(data="synthetic", out="o", epochs=5, lr=0.05, weight_decay=0.0)
     train_loader = loader(x, y, batch_size=16, shuffle=True)
-    opt = optim.make_optimizer(model, config)
-    sched = optim.make_scheduler(opt, config, steps_per_epoch=len(train_loader))
+    opt = make_optimizer(model, config)
+    sched = make_scheduler(opt, config, steps_per_epoch=len(train_loader))
     history = engine.fit(model, train_loader, loader(x, y, batch_size=32), opt, CPU,
                          epochs=config.epochs, scheduler=sched, config=config, progress=False)
     assert history[-1]["train_loss"] < history[0]["train_loss"] / 2
@@ -380,10 +380,10 @@ def test_fit_runs_a_convolutional_model_on_uint8_images():
 def test_make_scheduler_is_one_cycle_peaking_at_the_config_lr():
     model = nn.Linear(4, 3)
     config = TrainConfig(data="d", out="o", epochs=4)
-    opt = optim.make_optimizer(model, config)
+    opt = make_optimizer(model, config)
     assert isinstance(opt, torch.optim.Adam)
     assert opt.param_groups[0]["weight_decay"] == config.weight_decay
-    sched = optim.make_scheduler(opt, config, steps_per_epoch=10)
+    sched = make_scheduler(opt, config, steps_per_epoch=10)
     assert isinstance(sched, torch.optim.lr_scheduler.OneCycleLR) and sched.total_steps == 40
     lrs = []
     for _ in range(40):
@@ -396,7 +396,7 @@ def test_make_scheduler_is_one_cycle_peaking_at_the_config_lr():
 def test_make_optimizer_skips_frozen_parameters():
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 3))
     model[0].requires_grad_(False)
-    opt = optim.make_optimizer(model, TrainConfig(data="d", out="o"))
+    opt = make_optimizer(model, TrainConfig(data="d", out="o"))
     assert len(opt.param_groups[0]["params"]) == 2
 
 
@@ -470,11 +470,11 @@ def test_the_epoch_line_gives_the_epochs_learning_rates_not_only_the_last():
         reference.step()
     train = engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU, scheduler=sched, progress=False)
     assert (train["lr_first"], train["lr_peak"], train["lr"]) == pytest.approx((used[0], max(used), used[-1]))
-    row = history.epoch_row(1, train, dict(train), seconds=3.0)
-    assert f"lr {used[0]:.2e}→{used[-1]:.2e} (peak {max(used):.2e})" in history.format_epoch(row, 1)
+    row = engine.epoch_row(1, train, dict(train), seconds=3.0)
+    assert f"lr {used[0]:.2e}→{used[-1]:.2e} (peak {max(used):.2e})" in engine.format_epoch(row, 1)
 
     constant = engine.train_one_epoch(model, loader(x, y, batch_size=16), torch.optim.SGD(model.parameters(), lr=1e-4),
                                       CPU, progress=False)
-    assert "|  lr 1.00e-04  3s" in history.format_epoch(history.epoch_row(1, constant, constant, seconds=3.0), 1)
+    assert "|  lr 1.00e-04  3s" in engine.format_epoch(engine.epoch_row(1, constant, constant, seconds=3.0), 1)
     saved_before = {key: value for key, value in row.items() if key not in ("lr_first", "lr_peak")}
-    assert f"|  lr {used[-1]:.2e}  3s" in history.format_epoch(saved_before, 1)  # a history saved by an older kit
+    assert f"|  lr {used[-1]:.2e}  3s" in engine.format_epoch(saved_before, 1)  # a history saved by an older kit

@@ -117,7 +117,7 @@ def test_augmented_batches_do_not_depend_on_the_number_of_workers(sample_frame, 
                                                                   tmp_path, use_cache):
     cache = None
     if use_cache:
-        from skinlib.storage.cache import prepare
+        from skinlib.storage.prepare import prepare
 
         cache = str(tmp_path / "cache")
         prepare(real_sample_dir, cache, progress=False)

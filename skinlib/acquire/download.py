@@ -22,7 +22,6 @@ re-checks the files and makes no request at all.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -40,7 +39,7 @@ from skinlib.acquire.mirror import (MIRROR_MANIFEST, check_archive, fetch_mirror
 from skinlib.acquire.unpack import SCRATCH, extract
 
 __all__ = ["BASE_URL", "ARCHIVE", "MANIFEST", "SHA256", "DownloadError", "sha256_of",
-           "download_isic2019", "register"]
+           "download_isic2019"]
 
 BASE_URL = "https://isic-challenge-data.s3.amazonaws.com/2019/"
 ARCHIVE = IMAGES_DIR + ".zip"
@@ -234,29 +233,3 @@ def _already_done(data_dir: Path, hashes: Mapping[str, str]) -> bool:
         return n == manifest["images"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def register(subparsers) -> None:
-    """Add `download` to the `python -m skinlib` command line."""
-    parser = subparsers.add_parser(
-        "download",
-        help="download, verify and unpack the ISIC 2019 training data (about 9 GB)",
-        description="Download ISIC 2019 (images, ground truth, metadata) into DATA, check every "
-        "file and unpack the images. Re-running resumes an interrupted download; a finished "
-        "one is only re-checked.",
-    )
-    parser.add_argument("data", type=Path, help="folder to fill (use local disk, e.g. /content/isic2019 in Colab)")
-    parser.add_argument("--base-url", default=BASE_URL, help=f"where the three files live (default {BASE_URL})")
-    parser.add_argument("--keep-archive", action="store_true", help="keep the 9 GB zip after unpacking it")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    download_isic2019(
-        args.data, base_url=args.base_url, progress=not args.no_progress, keep_archive=args.keep_archive
-    )
-    return 0

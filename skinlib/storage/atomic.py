@@ -4,10 +4,12 @@ A crash, a full disk or Ctrl+C in the middle of a write must not leave a truncat
 cache manifest or metrics file that a later run would trust. `atomic_write` writes to a
 temporary file in the same folder, flushes it to disk, and only then renames it over the target
 (`os.replace` is atomic on one file system). The file gets the permissions any new file of the
-user gets (0666 less the umask), not mkstemp's owner-only 0600.
+user gets (0666 less the umask), not mkstemp's owner-only 0600. `sha256_file` is the one hash
+of a file's bytes that the kit records and checks.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -86,3 +88,9 @@ def _fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in blocks (a 9 GB archive never sits in memory)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

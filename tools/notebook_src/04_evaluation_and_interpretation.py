@@ -50,7 +50,7 @@ from skinlib.interpret import (balanced_loader, load_for_evaluation, most_confid
 from skinlib.interpret_plots import caveat, plot_examples, plot_gradcam, plot_reliability, plot_roc_ovr
 from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy
 from skinlib.models import resnet50
-from skinlib.optim import make_optimizer
+from skinlib.config import make_optimizer
 from skinlib.plots import plot_confusion
 
 print(f"Python {platform.python_version()}, torch {torch.__version__}, "
