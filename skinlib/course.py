@@ -1,4 +1,5 @@
-"""The course's data cell in one call: `get_data()` finds, fetches or restores the data.
+"""The course's data cell in one call: `get_data()` finds, fetches or restores the data; and
+`load_for_evaluation()`, which finds the models notebooks 02 and 03 saved, for notebooks 04 and 05.
 
 In Colab every notebook runs on a fresh runtime whose local disk starts empty, so what a later
 notebook needs is kept on Google Drive, in one folder (`MyDrive/skin-lesion-kit`):
@@ -28,12 +29,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from skinlib.acquire.bundle import (check_provenance, make_bundle, provenance_lines, read_manifest, restore_bundle,
-                            sha256_bytes)
-from skinlib.storage.prepare import prepare
-from skinlib.data import GROUND_TRUTH_CSV, DataError
-from skinlib.storage.folders import expand_home
+                                   sha256_bytes)
 from skinlib.acquire.synth import default_data_dir, is_synthetic, make_synthetic
+from skinlib.config import TrainConfig
+from skinlib.data import GROUND_TRUTH_CSV, DataError, load_index
+from skinlib.export import MODEL_FILE, ExportedModel, ModelFileError, data_fingerprint, load_model
+from skinlib.loaders import make_loaders
+from skinlib.splits import grouped_split
+from skinlib.storage.folders import expand_home
+from skinlib.storage.prepare import prepare
+from skinlib.train import run
 
 DRIVE_FOLDER = "skin-lesion-kit"
 DATASETS = ("isic2019", "synthetic")
@@ -153,3 +161,74 @@ def _course_data(data_dir: Path, cache_dir: Path | None, drive_dir: Path | None,
     print(f"data: {data_dir}{' (SYNTHETIC)' if synthetic else ''}; results: {results}")
     return CourseData(data_dir, cache_dir, results, synthetic, drive_dir, data_id)
 
+
+# ---------------------------------------------------------------- the course's saved models
+# The course's saved models: name shown -> (architecture, run folder, the notebook that trains and saves it)
+COURSE_MODELS = {"SimpleCNN": ("simplecnn", "02_simple_cnn", "notebook 02"),
+                 "ResNet-50": ("resnet50", "03_resnet50", "notebook 03")}
+
+
+def find_saved(folders, fingerprint: str) -> ExportedModel | None:
+    """The first FOLDER/model.pt among `folders` trained on the data of `fingerprint`; a file of
+    other data (or another split) is passed over, saying so: never used silently."""
+    for folder in map(Path, folders):
+        if (folder / MODEL_FILE).is_file():
+            saved = load_model(folder / MODEL_FILE)
+            if saved.data.get("fingerprint") == fingerprint:
+                print(f"{folder / MODEL_FILE}: {saved.architecture}, trained on this data and split")
+                return saved
+            print(f"{folder / MODEL_FILE} was trained on other data or another split: not used")
+    return None
+
+
+def course_models(results_dir, frame: pd.DataFrame, split: pd.Series, config, *,
+                  smoke: bool) -> dict[str, ExportedModel]:
+    """Notebook 02's SimpleCNN and notebook 03's ResNet-50 as those notebooks saved them in
+    `results_dir` (on Drive in Colab), trained on these images with this split.
+
+    A missing one is named with the notebook that makes it. In smoke mode a short stand-in is
+    then trained (`config` with that architecture) into results_dir/stand-in-ARCHITECTURE, where
+    the next notebook finds it; in full mode it is an error: that notebook is the long run.
+    """
+    fingerprint, models = data_fingerprint(frame, split), {}
+    for name, (architecture, folder, notebook) in COURSE_MODELS.items():
+        stand_in = Path(results_dir) / f"stand-in-{architecture}"
+        found = find_saved([Path(results_dir) / folder, *([stand_in] if smoke else [])], fingerprint)
+        if found is None:
+            where = Path(results_dir) / folder / MODEL_FILE
+            if not smoke:
+                raise ModelFileError(f"no {name} trained on this data at {where}: run {notebook} first "
+                                     f"(it trains the model and saves it there)")
+            print(f"no {name} of {notebook} for this data at {where} (run {notebook} to make it); "
+                  f"SMOKE mode: training a short stand-in into {stand_in}")
+            run(config.replace(model=architecture, out=str(stand_in)),
+                resume=(stand_in / "checkpoint.pt").is_file())
+            found = load_model(stand_in / MODEL_FILE)
+        models[name] = found
+    return models
+
+
+@dataclass
+class Evaluation:
+    """What notebooks 04 and 05 start from: the course's lesion-grouped split of the data, its
+    loaders, the config of their data (and of any stand-in) and the saved models by name."""
+
+    frame: pd.DataFrame
+    split: pd.Series
+    config: TrainConfig
+    loaders: dict
+    models: dict[str, ExportedModel]
+
+
+def load_for_evaluation(data, device, *, smoke: bool, pretrained: bool, batch_size: int) -> Evaluation:
+    """The split, loaders and saved models (`course_models`) for `data`, a `course.get_data()`:
+    its images (the prepared cache when it has one) and its results folder."""
+    frame = load_index(data.data_dir)
+    split = grouped_split(frame, seed=0)  # the split of every notebook
+    config = TrainConfig(data=str(data.data_dir), out=str(Path(data.results_dir) / "stand-in"), model="resnet50",
+                         batch_size=batch_size, epochs=1 if smoke else 25, max_batches=1 if smoke else None,
+                         pretrained=pretrained, num_workers=0 if smoke else None,
+                         cache=None if data.cache_dir is None else str(data.cache_dir))
+    loaders = make_loaders(frame, split, config, device=device)
+    models = course_models(data.results_dir, frame, split, config, smoke=smoke)
+    return Evaluation(frame, split, config, loaders, models)

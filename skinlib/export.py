@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 from torch import nn
 
 import skinlib
-from skinlib.storage.checkpoint import CheckpointError
+from skinlib.storage.checkpoint import CheckpointError, read_weights
 from skinlib.data import CLASSES, IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from skinlib.storage.atomic import atomic_write
 from skinlib.models import build_model
@@ -175,13 +174,7 @@ def _read(path: Path) -> dict[str, Any]:
         raise ModelFileError(f"no model file at {path}")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-short one has no directory
         raise ModelFileError(f"{path} is truncated or not a PyTorch file ({path.stat().st_size:,} bytes)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ModelFileError(f"{path} holds pickled Python objects and is refused (model files are "
-                             f"read with torch.load(weights_only=True), which runs no code)") from None
-    except Exception as err:
-        raise ModelFileError(f"{path} is truncated or corrupt ({type(err).__name__})") from None
+    state = read_weights(path, "model file", ModelFileError)
     if not isinstance(state, dict):
         raise ModelFileError(f"{path} is not a skinlib model file (it holds a {type(state).__name__})")
     return state

@@ -25,6 +25,7 @@ from torchvision.models import resnet50 as _torchvision_resnet50
 
 from skinlib.errors import SkinlibError
 from skinlib.acquire.fetch import DownloadError, DownloadTimeout, Fetcher
+from skinlib.storage.checkpoint import read_weights
 
 # The seed fine-tuned torchvision's `pretrained=True` ResNet-50, i.e. IMAGENET1K_V1.
 WEIGHT_URLS: dict[str, str] = {
@@ -183,11 +184,7 @@ _WAYS_OUT = (
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsFileError(f"weights file {path} does not exist")
-    try:
-        # weights_only=True: a .pth file is a pickle, and this refuses anything but tensors.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise WeightsFileError(f"{path} is not a readable PyTorch state_dict ({error})") from None
+    state = read_weights(path, "state_dict", WeightsFileError)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsFileError(f"{path} does not hold a state_dict (a dict of tensor names to tensors)")
     return state

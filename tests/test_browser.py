@@ -96,7 +96,7 @@ def _saved_model(root: Path, data: Path) -> None:
     then loads them instead of training stand-ins, and the test is about the page, not training."""
     from skinlib.data import load_index
     from skinlib.export import MODEL_FILE, data_fingerprint, export_model
-    from skinlib.interpret import COURSE_MODELS
+    from skinlib.course import COURSE_MODELS
     from skinlib.models import build_model
     from skinlib.splits import grouped_split
 

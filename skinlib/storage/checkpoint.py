@@ -58,6 +58,27 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
             f"(the previous checkpoint, if any, is unchanged)") from exc
 
 
+def read_weights(path: str | os.PathLike, what: str, error: type[Exception], *, map_location: Any = "cpu",
+                 mmap: bool = False) -> Any:
+    """The one way the kit reads a .pt or .pth file: `torch.load(weights_only=True)`, which reads
+    tensors and plain containers only. A file that holds a pickled object, or is cut short or
+    corrupt, raises `error` naming it (`what` says what the file should have been)."""
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive whose directory comes last
+        raise error(f"{path} is not a readable PyTorch {what}: cut short, or not a file torch.save wrote "
+                    f"({Path(path).stat().st_size:,} bytes, no complete archive)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise error(
+            f"{path} holds a pickled Python object and is refused: a {what} is loaded with "
+            f"torch.load(weights_only=True), which only reads tensors and plain containers because "
+            f"unpickling an arbitrary object can run arbitrary code ({detail})") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        raise error(f"{path} is not a readable PyTorch {what}: cut short or corrupt "
+                    f"({' '.join(str(exc).split()) or type(exc).__name__})") from None
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint` (tensors and plain containers only)."""
     path = Path(path)
@@ -75,17 +96,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             f"checkpoint {path} is truncated or corrupt ({size:,} bytes, no complete archive): "
             f"it was probably cut short while being written or copied; use another copy or "
             f"train without resuming")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"checkpoint {path} holds a pickled Python object and is refused: it is loaded "
-            f"with torch.load(weights_only=True), which only reads tensors and plain "
-            f"containers because unpickling an arbitrary object can run arbitrary code "
-            f"({detail})") from exc
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {exc}") from exc
+    state = read_weights(path, "checkpoint", CheckpointError, map_location=map_location)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a training checkpoint (it holds a {type(state).__name__})")
     missing = [k for k in REQUIRED_KEYS if k not in state]

@@ -15,6 +15,7 @@ import pandas as pd
 
 from skinlib.data import DataError
 from skinlib.storage.atomic import remove_stale_temporaries, temporary_name_pattern
+from skinlib.storage.checkpoint import CheckpointError, read_weights
 from skinlib.storage.folders import KitFolder, claim_folder
 
 CONFIG_JSON, SPLIT_CSV, CHECKPOINT = "config.json", "split.csv", "checkpoint.pt"
@@ -84,11 +85,9 @@ def check_checkpoint_data(checkpoint: Path, data: dict, split_csv: Path) -> None
     Read through a memory map: only the small record is loaded, not the weights. Checkpoints
     written before the record existed have none and are not checked.
     """
-    import torch
-
     try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("data")
-    except Exception:  # noqa: BLE001 - a damaged file is reported by load_checkpoint, with its name
+        saved = read_weights(checkpoint, "checkpoint", CheckpointError, mmap=True).get("data")
+    except (CheckpointError, AttributeError):  # a damaged file is reported by load_checkpoint, with its name
         return
     if not isinstance(saved, dict):
         return

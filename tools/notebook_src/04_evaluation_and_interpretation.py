@@ -40,17 +40,16 @@ import torchvision
 from sklearn.metrics import confusion_matrix
 
 import skinlib
-from skinlib.course import get_data
+from skinlib.config import make_optimizer
+from skinlib.course import get_data, load_for_evaluation
 from skinlib.data import CLASSES
 from skinlib.device import select_device
 from skinlib.engine import fit
 from skinlib.gradcam import grad_cam, heatmap
-from skinlib.interpret import (balanced_loader, load_for_evaluation, most_confident, normalised_images,
-                               per_class_report, predict_probs)
+from skinlib.interpret import balanced_loader, most_confident, normalised_images, per_class_report, predict_probs
 from skinlib.interpret_plots import caveat, plot_examples, plot_gradcam, plot_reliability, plot_roc_ovr
 from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy
 from skinlib.models import resnet50
-from skinlib.config import make_optimizer
 from skinlib.plots import plot_confusion
 
 print(f"Python {platform.python_version()}, torch {torch.__version__}, "

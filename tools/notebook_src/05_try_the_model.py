@@ -38,10 +38,10 @@ import torch
 import torchvision
 
 import skinlib
-from skinlib.course import get_data
+from skinlib.course import get_data, load_for_evaluation
 from skinlib.data import CLASSES
 from skinlib.device import select_device
-from skinlib.interpret import MEL, load_for_evaluation, melanoma_decision, predict_probs
+from skinlib.interpret import MEL, melanoma_decision, predict_probs
 from skinlib.widgets import threshold_app, try_model_app
 
 print(f"Python {platform.python_version()}, torch {torch.__version__}, "
