@@ -17,7 +17,7 @@ import functools
 import itertools
 import os
 import time
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 import torch.distributed as dist
@@ -30,7 +30,9 @@ from skinlib.device import autocast_dtype, make_scaler
 from skinlib.errors import SkinlibError
 from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy
 from skinlib.sampling import set_loader_epoch
-from skinlib.storage.checkpoint import CheckpointPlan
+
+if TYPE_CHECKING:  # `fit` only calls the plan it is given: the loop does not load the storage wing
+    from skinlib.storage.checkpoint import CheckpointPlan
 
 
 @functools.lru_cache(maxsize=8)

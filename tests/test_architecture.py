@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,13 @@ def test_architecture_lists_each_module_after_every_module_it_imports():
     for module in (m for row in table_rows("ARCHITECTURE.md", "## The modules", "## From a data folder") for m in row):
         assert skinlib_imports(module) <= before, (module, sorted(skinlib_imports(module) - before))
         before.add(module)
+
+
+def test_the_loop_a_student_reads_loads_at_most_eight_skinlib_modules():
+    # Notebook 02 sends the student to engine.py: importing it must not drag in the data
+    # folder's readers, the cache or the download (the package itself counts as one).
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, skinlib.engine; "
+                               "print(*sorted(m for m in sys.modules if m.split('.')[0] == 'skinlib'))"],
+        capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
+    assert "skinlib.engine" in loaded and len(loaded) <= 8, loaded
