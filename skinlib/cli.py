@@ -248,12 +248,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _check_weights_options(args: argparse.Namespace) -> None:
-    """--weights is ResNet-50's ImageNet weights: refused with another model or --no-pretrained."""
+    """--weights is a network's ImageNet weights: refused for one without any, or with --no-pretrained."""
     if args.weights is None:
         return
-    if (args.model or TrainConfig.model) != "resnet50":
-        raise ValueError(f"--weights {args.weights}: --weights is the ImageNet weights file of resnet50; "
-                         f"{args.model} has none (leave --weights out)")
+    model = args.model or TrainConfig.model
+    if not MODELS[model].imagenet_weights:
+        with_weights = ", ".join(name for name, network in MODELS.items() if network.imagenet_weights)
+        raise ValueError(f"--weights {args.weights}: --weights is the ImageNet weights file of {with_weights}; "
+                         f"{model} has none (leave --weights out)")
     if args.pretrained is False:
         raise ValueError(f"--weights {args.weights} and --no-pretrained contradict each other (ImageNet "
                          f"weights from the file, or random weights); leave one out")
@@ -272,7 +274,7 @@ def register_train(subparsers) -> None:
     p.add_argument("--data", type=Path, default=None,
                    help="dataset folder (default: $SKINLIB_DATA, else the embedded SYNTHETIC set)")
     p.add_argument("--model", choices=sorted(MODELS), default=None,
-                   help="network (default: resnet50)")
+                   help=f"network (default: {TrainConfig.model})")
     p.add_argument("--epochs", type=int, default=None, help=f"passes over the training split (default: {TrainConfig.epochs})")
     p.add_argument("--out", type=Path, required=True, help="run folder for checkpoint, metrics, figures")
     p.add_argument("--batch-size", type=int, default=None, help=f"images per batch (default: {TrainConfig.batch_size})")

@@ -38,6 +38,7 @@ from skinlib.config import TrainConfig
 from skinlib.data import GROUND_TRUTH_CSV, DataError, load_index
 from skinlib.export import MODEL_FILE, ExportedModel, ModelFileError, data_fingerprint, load_model
 from skinlib.loaders import make_loaders
+from skinlib.models import MODELS
 from skinlib.splits import grouped_split
 from skinlib.storage.folders import expand_home
 from skinlib.storage.prepare import prepare
@@ -163,9 +164,10 @@ def _course_data(data_dir: Path, cache_dir: Path | None, drive_dir: Path | None,
 
 
 # ---------------------------------------------------------------- the course's saved models
-# The course's saved models: name shown -> (architecture, run folder, the notebook that trains and saves it)
-COURSE_MODELS = {"SimpleCNN": ("simplecnn", "02_simple_cnn", "notebook 02"),
-                 "ResNet-50": ("resnet50", "03_resnet50", "notebook 03")}
+def course_networks() -> dict[str, tuple[str, str, str]]:
+    """The course's saved models, read from `models.MODELS` when called (a network registered in a
+    notebook counts): name shown -> (architecture, run folder, the notebook that trains and saves it)."""
+    return {network.title: (name, *network.course) for name, network in MODELS.items() if network.course}
 
 
 def find_saved(folders, fingerprint: str) -> ExportedModel | None:
@@ -191,7 +193,7 @@ def course_models(results_dir, frame: pd.DataFrame, split: pd.Series, config, *,
     the next notebook finds it; in full mode it is an error: that notebook is the long run.
     """
     fingerprint, models = data_fingerprint(frame, split), {}
-    for name, (architecture, folder, notebook) in COURSE_MODELS.items():
+    for name, (architecture, folder, notebook) in course_networks().items():
         stand_in = Path(results_dir) / f"stand-in-{architecture}"
         found = find_saved([Path(results_dir) / folder, *([stand_in] if smoke else [])], fingerprint)
         if found is None:

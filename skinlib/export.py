@@ -32,7 +32,7 @@ import skinlib
 from skinlib.storage.checkpoint import CheckpointError, read_weights
 from skinlib.data import CLASSES, IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from skinlib.storage.atomic import atomic_write
-from skinlib.models import build_model
+from skinlib.models import MODELS, build_model
 
 FORMAT, FORMAT_VERSION = "skinlib-model", 1
 MODEL_FILE = "model.pt"
@@ -160,10 +160,10 @@ def _check_fit(path: Path, state: dict[str, Any], model: nn.Module) -> None:
         raise ModelFileError(f"{path}: preprocessing resize {resize!r}, crop {crop!r} cannot be used (both "
                              f"must be whole numbers of pixels, crop at most resize); use the model file "
                              f"as train wrote it")
-    needs = getattr(model, "input_size", None)  # SimpleCNN takes one image size only
-    if needs is not None and crop != needs[-1]:
+    needs = MODELS[state["architecture"]].image_size  # SimpleCNN takes one image size only
+    if needs is not None and crop != needs:
         raise ModelFileError(f"{path}: preprocessing crop {crop} gives {crop}x{crop} images, but "
-                             f"{state['architecture']!r} takes {needs[-1]}x{needs[-1]} only; use the "
+                             f"{state['architecture']!r} takes {needs}x{needs} only; use the "
                              f"model file as train wrote it")
 
 

@@ -27,7 +27,7 @@ import contextlib
 import json
 import platform
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -57,7 +57,7 @@ from skinlib.storage.runfolder import (CHECKPOINT, CONFIG_JSON, CONFUSION_PNG, C
                                        remove_leftovers)
 
 
-def run(config, *, resume: bool = False) -> dict[str, Any]:
+def run(config, *, resume: bool = False, train_augment: Callable | None = None) -> dict[str, Any]:
     """Train, evaluate and write the run folder `config.out`; return the metrics.
 
     The returned dict is what RUN/metrics.json holds (see `metrics_record`), plus the trained
@@ -67,14 +67,16 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
     than overwritten. The folder must be new, empty or the kit's own run folder, and is locked
     while the run writes it (see `skinlib.storage.runfolder`). Under torchrun only process 0 claims,
     locks, cleans and writes the folder; the other processes only read from it.
+    `train_augment` replaces the training augmentation (see `loaders.make_loaders`); like the
+    model, it is code, not a setting: a resumed run must be given the same one.
     """
     if not distributed.is_main_process():  # a view of the folder, never written through
-        return _run(config, KitFolder(Path(config.out), "run"), resume)
+        return _run(config, KitFolder(Path(config.out), "run"), resume, train_augment)
     created = not expand_home(config.out).exists()
     folder = open_run_folder(config.out)
     try:
         with folder.lock("another run"), reading(config.cache):  # prepare cannot rewrite it meanwhile
-            return _run(config, folder, resume)
+            return _run(config, folder, resume, train_augment)
     except BaseException:
         if created:
             _remove_if_unused(folder)
@@ -92,7 +94,7 @@ def _remove_if_unused(folder: KitFolder) -> None:
         folder.path.rmdir()
 
 
-def _run(config, folder: KitFolder, resume: bool) -> dict[str, Any]:
+def _run(config, folder: KitFolder, resume: bool, train_augment: Callable | None) -> dict[str, Any]:
     """`run` in a claimed and locked folder: check, split, train, test, write the results."""
     out = folder.path
     checkpoint = out / CHECKPOINT
@@ -119,7 +121,7 @@ def _run(config, folder: KitFolder, resume: bool) -> dict[str, Any]:
     data = {"fingerprint": data_fingerprint(frame, split), "pretrained": config.pretrained}
     if resume and checkpoint.exists():
         check_checkpoint_data(checkpoint, data, out / SPLIT_CSV)
-    loaders = make_loaders(frame, split, config, device=device)
+    loaders = make_loaders(frame, split, config, device=device, train_augment=train_augment)
     if not resume and main:  # a resumed run's settings are only known to be valid once fit accepts them
         _write_json(folder.file(CONFIG_JSON), config.to_dict())
     model, history = _train(config, folder, loaders, split, device, data, resume)

@@ -8,6 +8,7 @@ images, gradients averaged over the same images, up to float rounding.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -222,7 +223,7 @@ def test_a_dead_process_ends_the_run_in_one_line_and_the_resumed_run_equals_one_
 
     from skinlib import cli, models
 
-    monkeypatch.setitem(models.MODELS, "resnet50", TinyNet)
+    monkeypatch.setitem(models.MODELS, "resnet50", dataclasses.replace(models.MODELS["resnet50"], build=TinyNet))
     assert cli.main(train_args(synthetic_dir, run, BATCH, "--resume")) == 1  # one process cannot
     assert "written by 2 processes, this run has 1" in capsys.readouterr().err
 
@@ -271,7 +272,7 @@ def worker(argv: list[str]) -> int:
         return 0
     from skinlib import cli, engine, models
 
-    models.MODELS["resnet50"] = TinyNet
+    models.MODELS["resnet50"] = dataclasses.replace(models.MODELS["resnet50"], build=TinyNet)
     die_at = os.environ.get("TEST_DIE_AT_EPOCH")
     if die_at:  # this process is killed as it starts that epoch, as by the out-of-memory killer
         real, epochs = engine.train_one_epoch, []

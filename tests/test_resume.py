@@ -213,7 +213,8 @@ def test_an_interrupted_training_job_resumes_to_the_same_weights_and_metrics(
     from skinlib import models, train
     from skinlib.storage.prepare import prepare
 
-    monkeypatch.setitem(models.MODELS, "tiny", tiny)
+    monkeypatch.setitem(models.MODELS, "tiny", models.Network(tiny, TinyNet, "features", imagenet_weights=False,
+                                                                      title="TinyNet"))
     cache = None
     if use_cache:
         cache = str(tmp_path / "cache")

@@ -38,6 +38,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -204,14 +205,15 @@ class CachedDataset(torch.utils.data.Dataset):
     """Images of `frame` read from a prepared cache: item -> (uint8 tensor [3, size, size], label).
 
     `frame` is a DataFrame with columns image and label (as from `skinlib.data.load_index`,
-    usually one split of it); its labels are used. `train=True` applies TrainAugment (the one
-    training augmentation, `augment.TRAIN_RECIPE`; new draws for every sample), `train=False`
-    the deterministic centre crop. The output is uint8: convert to float and normalise on the
-    device, where it is almost free.
+    usually one split of it); its labels are used. `transform` turns a stored-form row into the
+    sample (`loaders.make_loaders` passes the training augmentation); without it `train=True`
+    applies `augment.TrainAugment` (new draws for every sample), `train=False` the deterministic
+    centre crop. The output is uint8: convert to float and normalise on the device, where it is
+    almost free.
     """
 
-    def __init__(self, cache_dir: str | os.PathLike, frame: pd.DataFrame, train: bool,
-                 size: int = 224):
+    def __init__(self, cache_dir: str | os.PathLike, frame: pd.DataFrame, train: bool = False,
+                 size: int = 224, transform: Callable | None = None):
         self.cache = open_cache(cache_dir)
         if size > self.cache.size:
             raise CacheError(f"{cache_dir} holds {self.cache.size}x{self.cache.size} images, "
@@ -227,7 +229,7 @@ class CachedDataset(torch.utils.data.Dataset):
         self.rows = row_of.loc[frame["image"]].to_numpy()
         self.labels = frame["label"].to_numpy(dtype=np.int64)
         self.train, self.size = train, size
-        self.transform = TrainAugment(size) if train else CenterCrop(size)
+        self.transform = transform or (TrainAugment(size) if train else CenterCrop(size))
         self._images = None  # opened lazily, once per DataLoader worker process
 
     def __len__(self) -> int:
