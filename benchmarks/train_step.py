@@ -73,8 +73,8 @@ def run_epoch(model, loader, device, *, amp_dtype, channels_last, max_batches=No
     optimizer = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     result = engine.train_one_epoch(
         model, loader, optimizer, device, grad_clip=GRAD_CLIP,
-        scaler=make_scaler(device, amp_dtype), amp_dtype=amp_dtype,
-        channels_last=channels_last, progress=False, max_batches=max_batches)
+        scaler=make_scaler(device, amp_dtype),
+        options=engine.LoopOptions(amp_dtype, channels_last, progress=False, max_batches=max_batches))
     return {"images_per_s": result["images_per_s"], "images": result["images"],
             "seconds": result["seconds"]}
 

@@ -17,6 +17,7 @@ import functools
 import itertools
 import os
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
@@ -65,8 +66,9 @@ def to_device_batch(images: torch.Tensor, labels: torch.Tensor, device: torch.de
     return images, labels
 
 
-def _batches(loader: Iterable, max_batches: int | None, progress: bool, desc: str):
-    """Iterate `loader` (stopping after `max_batches`) behind a tqdm bar that vanishes when done."""
+def _batches(loader: Iterable, options: LoopOptions, desc: str):
+    """Iterate `loader` (stopping after `options.max_batches`) behind a tqdm bar that vanishes when done."""
+    max_batches, progress = options.max_batches, options.progress
     total = len(loader) if hasattr(loader, "__len__") else None
     if max_batches is not None:
         total = max_batches if total is None else min(total, max_batches)
@@ -95,13 +97,22 @@ def _results(loss_sum: torch.Tensor, cm: ConfusionMatrix | None, images: int, st
 
 
 # ---------------------------------------------------------------------------- loops
+@dataclass(frozen=True)
+class LoopOptions:
+    """How both loops run, apart from what they train: mixed precision (`amp_dtype`, None for
+    float32), channels_last memory layout, tqdm bars, and `max_batches` (stop each pass after N
+    batches: smoke runs). `fit` makes one per run and hands it to every epoch."""
+
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+    progress: bool = True
+    max_batches: int | None = None
 
 
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer,
                     device: torch.device, *, scheduler: Any = None, grad_clip: float | None = None,
-                    scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
-                    channels_last: bool = False, progress: bool = True,
-                    max_batches: int | None = None) -> dict[str, Any]:
+                    scaler: torch.amp.GradScaler | None = None,
+                    options: LoopOptions = LoopOptions()) -> dict[str, Any]:
     """Train `model` for one pass over `loader`; return the epoch's results.
 
     Returns a dict: loss (mean cross-entropy per image), accuracy, balanced_accuracy,
@@ -109,9 +120,10 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     learning rate of the last step, the first and the highest). `scheduler` is stepped after
     every batch (one-cycle). `grad_clip` clips each gradient element to [-grad_clip, grad_clip]
     (`clip_grad_value_`). With
-    `amp_dtype=torch.float16` pass an enabled `scaler` (see `make_scaler`). Raises
+    `options.amp_dtype=torch.float16` pass an enabled `scaler` (see `make_scaler`). Raises
     NonFiniteLoss, naming the first batch whose loss was NaN or infinite, and stops there: at
-    that batch on a CPU, a few batches later on a GPU (`LossWatch`).
+    that batch on a CPU, a few batches later on a GPU (`LossWatch`). `options` says how the loop
+    runs (mixed precision, memory layout, progress bar, a batch limit).
 
     A little over 50 lines on purpose: the whole step, in notebook 02's order and names, reads
     in one piece beside the student's own loop.
@@ -125,8 +137,9 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     watch = LossWatch(device)  # stops the epoch at a NaN or infinite loss (LossWatch, below)
     images_seen, lr, start = 0, optimizer.param_groups[0]["lr"], time.perf_counter()
     first_lr, peak_lr = lr, lr  # the epoch's line shows them: a one-cycle epoch ends near 0
-    for batch, (images, labels) in enumerate(_batches(loader, max_batches, progress, "train")):
-        images, labels = to_device_batch(images, labels, device, channels_last=channels_last)
+    amp_dtype = options.amp_dtype
+    for batch, (images, labels) in enumerate(_batches(loader, options, "train")):
+        images, labels = to_device_batch(images, labels, device, channels_last=options.channels_last)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             outputs = model(images)
@@ -155,15 +168,13 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
 
 
 def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
-             amp_dtype: torch.dtype | None = None, channels_last: bool = False,
-             progress: bool = True, max_batches: int | None = None,
-             return_probs: bool = False) -> dict[str, Any]:
+             options: LoopOptions = LoopOptions(), return_probs: bool = False) -> dict[str, Any]:
     """Evaluate `model` on `loader` without gradients; return the results.
 
     Returns a dict: loss, accuracy, balanced_accuracy, confusion, images, seconds,
     images_per_s, and with `return_probs=True` also probs (N, C softmax, float32, CPU) and
     targets (the N labels, int64, CPU), in loader order, for ROC curves and AUC. The model's
-    train/eval mode is restored afterwards.
+    train/eval mode is restored afterwards. `options` as for `train_one_epoch`.
     """
     device = torch.device(device)
     criterion = nn.CrossEntropyLoss(reduction="sum")
@@ -173,9 +184,9 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
     all_probs, all_labels, start = [], [], time.perf_counter()
     try:
         with torch.inference_mode():
-            for images, labels in _batches(loader, max_batches, progress, "eval"):
-                images, labels = to_device_batch(images, labels, device, channels_last=channels_last)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            for images, labels in _batches(loader, options, "eval"):
+                images, labels = to_device_batch(images, labels, device, channels_last=options.channels_last)
+                with torch.autocast(device.type, dtype=options.amp_dtype, enabled=options.amp_dtype is not None):
                     outputs = model(images)
                 outputs = outputs.float()
                 loss_sum += criterion(outputs, labels)
@@ -198,42 +209,41 @@ def evaluate(model: nn.Module, loader: Iterable, device: torch.device, *,
 # ---------------------------------------------------------------------------- fit
 
 
-def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable,
-        optimizer: torch.optim.Optimizer, device: torch.device, *, epochs: int,
-        scheduler: Any = None, config: Any = None, checkpoint: CheckpointPlan | None = None,
-        max_batches: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """Train for `epochs` epochs, evaluating on `val_loader` after each; return the history.
+def fit(model: nn.Module, loaders: dict[str, Iterable], optimizer: torch.optim.Optimizer,
+        device: torch.device, *, epochs: int, scheduler: Any = None, config: Any = None,
+        checkpoint: CheckpointPlan | None = None) -> list[dict[str, Any]]:
+    """Train for `epochs` epochs on `loaders["train"]`, evaluating on `loaders["val"]` after each;
+    return the history.
 
     The history has one dict per epoch (see `epoch_row`): epoch, train_loss,
     train_accuracy, train_balanced_accuracy, val_loss, val_accuracy, val_balanced_accuracy,
     lr (the last step's), lr_first, lr_peak, seconds, images_per_s. One summary line is printed
-    per epoch; `progress` adds tqdm bars.
+    per epoch.
 
     The model should already be on `device`; the optimizer and scheduler (stepped after every
-    batch) are used as given. `config` (a TrainConfig) brings gradient clipping, mixed
-    precision, channels_last and the seed of the data order, and is saved in the checkpoint;
-    without it there is no clipping, mixed precision and channels_last are on where the
-    device supports them, and the data order is the loader's own. `checkpoint` (a
-    CheckpointPlan) saves the run after every epoch and can continue it. A NaN or infinite
+    batch) are used as given. `config` (a TrainConfig) brings the settings that travel with a
+    run: gradient clipping, mixed precision, channels_last, progress bars, `max_batches` and
+    the seed of the data order, and is saved in the checkpoint; without it there is no
+    clipping, mixed precision and channels_last are on where the device supports them, every
+    batch is used behind a progress bar, and the data order is the loader's own. `checkpoint`
+    (a CheckpointPlan) saves the run after every epoch and can continue it. A NaN or infinite
     loss raises NonFiniteLoss."""
     device = torch.device(device)
     amp_dtype = autocast_dtype(device) if getattr(config, "amp", True) else None
     scaler = make_scaler(device, amp_dtype)
-    channels_last = getattr(config, "channels_last", True) and device.type == "cuda"
-    if channels_last:
+    options = LoopOptions(amp_dtype, getattr(config, "channels_last", True) and device.type == "cuda",
+                          getattr(config, "progress", True), getattr(config, "max_batches", None))
+    if options.channels_last:
         model.to(memory_format=torch.channels_last)  # same Parameter objects: optimizer unaffected
     history = checkpoint.start(model, optimizer, scheduler, scaler, config) if checkpoint else []
-    options = dict(channels_last=channels_last, progress=progress, max_batches=max_batches,
-                   amp_dtype=amp_dtype)
     for epoch in range(len(history) + 1, epochs + 1):
         if config is not None:
-            set_loader_epoch(train_loader, config.seed, epoch)
+            set_loader_epoch(loaders["train"], config.seed, epoch)
         epoch_start = time.perf_counter()
         try:
-            train = train_one_epoch(model, train_loader, optimizer, device, scheduler=scheduler,
-                                    grad_clip=getattr(config, "grad_clip", None), scaler=scaler,
-                                    **options)
-            val = evaluate(model, val_loader, device, **options)
+            train = train_one_epoch(model, loaders["train"], optimizer, device, scheduler=scheduler,
+                                    grad_clip=getattr(config, "grad_clip", None), scaler=scaler, options=options)
+            val = evaluate(model, loaders["val"], device, options=options)
         except NonFiniteLoss as err:
             raise NonFiniteLoss(epoch, err.batch, err.lr, history) from None
         except KeyboardInterrupt:

@@ -129,10 +129,9 @@ def _run(config, folder: KitFolder, resume: bool, train_augment: Callable | None
         _write_json(folder.file(CONFIG_JSON), config.to_dict())
 
     amp_dtype = autocast_dtype(device) if config.amp else None
-    test = engine.evaluate(model, loaders["test"], device, amp_dtype=amp_dtype,
-                           channels_last=config.channels_last and device.type == "cuda",
-                           progress=config.progress and main, max_batches=config.max_batches,
-                           return_probs=True)
+    options = engine.LoopOptions(amp_dtype, config.channels_last and device.type == "cuda",
+                                 config.progress and main, config.max_batches)
+    test = engine.evaluate(model, loaders["test"], device, options=options, return_probs=True)
     record = metrics_record(config, history, test, split, device)
     model = distributed.unwrap(model)
     if main:
@@ -156,9 +155,8 @@ def _train(config, folder: KitFolder, loaders: dict, split: pd.Series, device: t
     try:  # every process reads a checkpoint to resume; process 0 alone saves it (engine.fit)
         plan = CheckpointPlan(folder.file(CHECKPOINT) if main else folder.path / CHECKPOINT, resume,
                               {"data": data})
-        history = engine.fit(model, loaders["train"], loaders["val"], optimizer, device,
-                             epochs=config.epochs, scheduler=scheduler, config=config, checkpoint=plan,
-                             max_batches=config.max_batches, progress=config.progress and main)
+        history = engine.fit(model, loaders, optimizer, device, epochs=config.epochs, scheduler=scheduler,
+                             config=config.replace(progress=config.progress and main), checkpoint=plan)
     except engine.NonFiniteLoss as err:  # the checkpoint keeps the last good epoch; say what finished
         if main:
             _write_json(folder.file(METRICS_JSON),

@@ -61,3 +61,20 @@ def test_the_loop_a_student_reads_loads_at_most_eight_skinlib_modules():
                                "print(*sorted(m for m in sys.modules if m.split('.')[0] == 'skinlib'))"],
         capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
     assert "skinlib.engine" in loaded and len(loaded) <= 8, loaded
+
+
+def test_no_function_of_the_kit_is_longer_than_sixty_lines():
+    long = [f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in sorted(PACKAGE.rglob("*.py")) for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60]
+    assert not long, long
+
+
+def test_the_loops_take_at_most_eight_parameters():
+    # Settings that travel together travel as one object (engine.LoopOptions, a TrainConfig).
+    import inspect
+
+    from skinlib import engine
+
+    for loop in (engine.fit, engine.train_one_epoch, engine.evaluate):
+        assert len(inspect.signature(loop).parameters) <= 8, loop.__name__

@@ -109,9 +109,9 @@ def simplecnn_epoch(batch: int, train_sampler, val_sampler) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=1.5e-4, eps=ADAM_EPS)
     train = engine.train_one_epoch(model, DataLoader(SeededItems(Images(N_TRAIN, 0)), batch_size=batch,
                                                      sampler=train_sampler),
-                                   optimizer, CPU, grad_clip=0.1, progress=False)
+                                   optimizer, CPU, grad_clip=0.1, options=engine.LoopOptions(progress=False))
     val = engine.evaluate(model, DataLoader(Images(N_VAL, 1), batch_size=batch, sampler=val_sampler),
-                          CPU, progress=False, return_probs=True)
+                          CPU, options=engine.LoopOptions(progress=False), return_probs=True)
     return {"weights": distributed.unwrap(model).state_dict(),
             **{f"{part}_{key}": result[key] for part, result in (("train", train), ("val", val))
                for key in ("loss", "images")},

@@ -40,7 +40,8 @@ def test_on_a_cpu_training_stops_at_the_first_bad_batch_before_its_optimizer_ste
     reference = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.3)
     with pytest.raises(NonFiniteLoss, match=r"at batch 3: .*learning rate \(0\.3\)") as caught:
-        engine.train_one_epoch(model, DataLoader(data, batch_size=8), opt, CPU, progress=False)
+        engine.train_one_epoch(model, DataLoader(data, batch_size=8), opt, CPU,
+                               options=engine.LoopOptions(progress=False))
     assert (caught.value.batch, caught.value.epoch) == (3, None)
     assert data.served == 3 * 8  # batches 4 to 6 were never loaded
 

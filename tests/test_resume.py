@@ -72,10 +72,10 @@ def build(checkpoint_path, **config_changes):
 
 
 def run(parts, checkpoint_path, resume=False):
-    return engine.fit(parts["model"], parts["train_loader"], parts["val_loader"],
+    return engine.fit(parts["model"], {"train": parts["train_loader"], "val": parts["val_loader"]},
                       parts["optimizer"], CPU, epochs=parts["config"].epochs,
                       scheduler=parts["scheduler"], checkpoint=CheckpointPlan(checkpoint_path, resume),
-                      config=parts["config"], progress=False)
+                      config=parts["config"].replace(progress=False))
 
 
 def without_timing(history):

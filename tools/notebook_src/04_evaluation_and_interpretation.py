@@ -232,8 +232,8 @@ def train_head(train_loader):
     for name, parameter in model.named_parameters():
         parameter.requires_grad = name.startswith("fc.")
     optimizer = make_optimizer(model.to(device), config)
-    fit(model, train_loader, loaders["val"], optimizer, device, epochs=IMBALANCE_EPOCHS, config=config,
-        max_batches=MAX_BATCHES, progress=not SMOKE)
+    fit(model, {"train": train_loader, "val": loaders["val"]}, optimizer, device, epochs=IMBALANCE_EPOCHS,
+        config=config.replace(max_batches=MAX_BATCHES, progress=not SMOKE))
     return predict_probs(model, loaders["test"], device, max_batches=MAX_BATCHES)
 
 
