@@ -4,7 +4,7 @@
 a network, add one `Network` entry to `MODELS`: its builder, its Grad-CAM layer, whether ImageNet
 weights exist, its input size, and whether the course trains it for notebooks 04 and 05.
 
-ImageNet weights are fetched with the dataset's own fetching code (`fetch.Fetcher`) rather than
+ImageNet weights are fetched with the dataset's own fetching code (`acquire.fetch.Fetcher`) rather than
 by torchvision, whose download has no timeout: on a machine whose network silently drops
 packets `resnet50(weights=...)` would wait forever. Here every network wait is bounded by
 `DOWNLOAD_TIMEOUT`, a dropped connection is resumed, the file is checked against the hash that
@@ -151,7 +151,7 @@ def download_weights(
     url: str, dest: str | os.PathLike, *, timeout: float | None = None, progress: bool = True,
     retries: int | None = None, backoff: float | None = None,
 ) -> Path:
-    """Download `url` to `dest` with `fetch.Fetcher`; return `dest`.
+    """Download `url` to `dest` with `acquire.fetch.Fetcher`; return `dest`.
 
     Every network wait is bounded by `timeout` seconds (default DOWNLOAD_TIMEOUT), a dropped
     connection is resumed up to `retries` times (DOWNLOAD_RETRIES) after `backoff` seconds

@@ -8,7 +8,7 @@ found the evidence for the class it chose). A damaged image stops the run with o
 naming the file, like everywhere in the kit.
 
 Images are named as they were given, so two of the same name in different folders stay apart.
-The --cam folder is the kit's like every folder it writes (`files.claim_folder`): new, empty or
+The --cam folder is the kit's like every folder it writes (`storage.folders.claim_folder`): new, empty or
 marked by an earlier predict, its marker recording every overlay; a file of the user's is never
 overwritten. A model trained on the SYNTHETIC set says so on every output: printout, CSV, overlays.
 """
@@ -31,7 +31,7 @@ from skinlib.gradcam import grad_cam, heatmap
 from skinlib.interpret_plots import plot_gradcam
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")  # what a folder gives
-CAM_KIND = "gradcam"  # the kind of kit folder --cam is (see files.claim_folder)
+CAM_KIND = "gradcam"  # the kind of kit folder --cam is (see storage.folders.claim_folder)
 SYNTHETIC_NOTE = "SYNTHETIC: this model was trained on synthetic images; its answers say nothing about real lesions"
 
 

@@ -205,7 +205,7 @@ def stratified_sample(frame: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFram
 def _frame_and_split(config, folder: KitFolder, *, reuse: bool) -> tuple[pd.DataFrame, pd.Series]:
     """The images of the run and their split: read back from RUN/split.csv when `reuse` and it
     exists, else drawn (limit, then grouped split) and saved there. A prepared cache must hold
-    exactly the data folder's images, unchanged (`freshness.check_cache_matches`)."""
+    exactly the data folder's images, unchanged (`storage.cache.check_cache_matches`)."""
     frame = load_index(config.data)
     if config.cache is not None:
         from skinlib.storage.cache import open_cache  # lazily, as loaders does: the cache is optional

@@ -1,6 +1,6 @@
 """The run folder of `train`: the kit's own, locked while a run writes it, checked before use.
 
-`open_run_folder` claims `--out` as a run folder (see `files.claim_folder`): new, empty, marked
+`open_run_folder` claims `--out` as a run folder (see `storage.folders.claim_folder`): new, empty, marked
 as a run, or a run folder written before markers existed (it holds a checkpoint and only the
 files of a run). `check_settings` refuses, before any training, settings that cannot work on
 the images of the run. `check_saved_split` refuses to resume on a split.csv that was drawn for
