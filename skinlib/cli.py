@@ -323,7 +323,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     data, cache_dir, run_dir = out / f"synthetic-{DEMO_IMAGES}", out / "cache", out / "run"
     parts = {data.name, cache_dir.name, run_dir.name}
-    demo = claim_folder(out, "demo", option="--out", adopt=lambda path: _demo_parts(path, parts))
+    demo = claim_folder(out, "demo", option="--out")
     demo.record(*parts)
     if not (is_synthetic(data) and (data / METADATA_CSV).is_file()):  # the CSVs are written last
         print(f"generating {DEMO_IMAGES} SYNTHETIC images (drawn shapes, not medical images) in {data}")
@@ -339,15 +339,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     run(config)
     print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return EXIT_OK
-
-
-def _demo_parts(path: Path, parts: set[str]) -> set[str] | None:
-    """The parts of a demo folder written before markers existed, each with the kit's own file."""
-    own = ("skinlib-folder.json", "SYNTHETIC.txt", "manifest.json", "checkpoint.pt")
-    present = {p.name for p in path.iterdir()}
-    if present <= parts and all(any((path / name / f).exists() for f in own) for name in present):
-        return present
-    return None
 
 
 def register_demo(subparsers) -> None:

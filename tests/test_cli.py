@@ -356,11 +356,12 @@ def test_demo_runs_end_to_end_and_replaces_its_previous_run(tmp_path, monkeypatc
     monkeypatch.setitem(cli.DEMO_SETTINGS, "max_batches", 1)
     monkeypatch.setitem(cli.DEMO_SETTINGS, "num_workers", 0)
     old_run = tmp_path / "demo" / "run"
-    old_run.mkdir(parents=True)
-    (old_run / "config.json").write_text("{}")
-    (old_run / "checkpoint.pt").write_bytes(b"an older run")
+    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    (old_run / "checkpoint.pt").write_bytes(b"an older run")  # replaced, not resumed
+    capsys.readouterr()
     assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
     out = capsys.readouterr().out
+    assert f"replacing the previous demo run in {old_run}" in out
     record = json.loads((old_run / "metrics.json").read_text())
     assert record["synthetic"] is True and record["config"]["model"] == "simplecnn"
     assert record["config"]["cache"] == str(tmp_path / "demo" / "cache")

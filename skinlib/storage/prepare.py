@@ -50,17 +50,7 @@ TEMPORARY = re.compile(rf"\.({KIT_FILE.pattern})\..+\.tmp")
 
 def open_cache_folder(cache_dir: str | os.PathLike) -> KitFolder:
     """`cache_dir` as the kit's cache folder (FolderError if it holds anything else)."""
-    return claim_folder(cache_dir, "cache", option="--cache", adopt=_cache_before_markers)
-
-
-def _cache_before_markers(path: Path) -> list[str] | None:
-    """The kit's files in an unmarked folder holding a manifest of the kit's cache, else None."""
-    try:
-        if json.loads((path / MANIFEST).read_text()).get("format") != FORMAT:
-            return None
-    except (OSError, ValueError, AttributeError):
-        return None
-    return [p.name for p in path.iterdir() if KIT_FILE.fullmatch(p.name) or TEMPORARY.fullmatch(p.name)]
+    return claim_folder(cache_dir, "cache", option="--cache")
 
 
 def remove_stale(folder: KitFolder, keep: set[str]) -> None:

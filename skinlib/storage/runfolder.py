@@ -1,8 +1,7 @@
 """The run folder of `train`: the kit's own, locked while a run writes it, checked before use.
 
-`open_run_folder` claims `--out` as a run folder (see `storage.folders.claim_folder`): new, empty, marked
-as a run, or a run folder written before markers existed (it holds a checkpoint and only the
-files of a run). `check_settings` refuses, before any training, settings that cannot work on
+`open_run_folder` claims `--out` as a run folder (see `storage.folders.claim_folder`): new, empty or
+marked as a run. `check_settings` refuses, before any training, settings that cannot work on
 the images of the run. `check_saved_split` refuses to resume on a split.csv that was drawn for
 other settings (one left by a run that failed before its first checkpoint).
 """
@@ -14,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from skinlib.data import DataError
-from skinlib.storage.atomic import remove_stale_temporaries, temporary_name_pattern
+from skinlib.storage.atomic import remove_stale_temporaries
 from skinlib.storage.checkpoint import CheckpointError, read_weights
 from skinlib.storage.folders import KitFolder, claim_folder
 
@@ -27,17 +26,7 @@ SPLIT_SETTINGS = ("seed", "limit", "fractions")
 
 def open_run_folder(out: str | Path) -> KitFolder:
     """`out` as the kit's run folder (FolderError if it holds anything else)."""
-    return claim_folder(out, "run", option="--out", adopt=_run_before_markers)
-
-
-def _run_before_markers(path: Path) -> list[str] | None:
-    """The run files of an unmarked folder that holds a checkpoint (an older run), else None."""
-    if not (path / CHECKPOINT).is_file():
-        return None
-    names = [name for name in RUN_FILES if (path / name).exists()]
-    for name in RUN_FILES:  # temporary files of a write that was cut off
-        names += [p.name for p in path.glob(temporary_name_pattern(name))]
-    return names
+    return claim_folder(out, "run", option="--out")
 
 
 def remove_leftovers(folder: KitFolder) -> list[Path]:
