@@ -40,7 +40,7 @@ from skinlib.export import MODEL_FILE, ExportedModel, ModelFileError, data_finge
 from skinlib.loaders import make_loaders
 from skinlib.models import MODELS
 from skinlib.splits import grouped_split
-from skinlib.storage.folders import expand_home
+from skinlib.storage.folders import cache_home
 from skinlib.storage.prepare import prepare
 from skinlib.train import run
 
@@ -148,7 +148,7 @@ def _prepare(data_dir: Path, cache_dir: Path) -> Path:
 def _cache_root() -> Path:
     if in_colab():
         return local_disk()
-    return expand_home(os.environ.get("SKINLIB_CACHE") or Path.home() / ".cache" / "skinlib")
+    return cache_home()
 
 
 def _course_data(data_dir: Path, cache_dir: Path | None, drive_dir: Path | None, synthetic: bool,

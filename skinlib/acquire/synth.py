@@ -33,7 +33,7 @@ from skinlib.data import (
     CLASSES, GROUND_TRUTH_CSV, IMAGE_SUFFIX, IMAGES_DIR, METADATA_COLUMNS, METADATA_CSV, UNKNOWN_CLASS,
     DataError,
 )
-from skinlib.storage.folders import claim_folder, expand_home
+from skinlib.storage.folders import cache_home, claim_folder, expand_home
 from skinlib.layout import FIRST_SYNTHETIC_NUMBER, SYNTHETIC_MARKER, synthetic_image_ids
 from skinlib.acquire.synth_draw import Lesion, draw_view, make_lesion
 # Images per class in the real ISIC 2019 training set (shared/README.md), scaled to n.
@@ -173,7 +173,7 @@ def default_data_dir(*, n: int = 800, seed: int = 0) -> Path:
                 "(the one holding ISIC_2019_Training_GroundTruth.csv), or unset it to use synthetic data"
             )
         return path
-    cache = expand_home(os.environ.get("SKINLIB_CACHE") or Path.home() / ".cache" / "skinlib")
+    cache = cache_home()
     path = cache / f"synthetic-{n}-{seed}"
     if not is_synthetic(path):
         try:
