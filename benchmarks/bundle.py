@@ -36,8 +36,9 @@ from pathlib import Path
 from benchmarks.common import (format_table, machine_info, mean_file_bytes, with_one_torch_thread, write_dataset,
                                write_json)
 from benchmarks.input_pipeline import StockDataset, images_per_second, make_loader
-from skinlib.bundle import make_bundle, restore_bundle
-from skinlib.cache import CachedDataset, prepare
+from skinlib.acquire.bundle import make_bundle, restore_bundle
+from skinlib.storage.cache import CachedDataset
+from skinlib.storage.prepare import prepare
 from skinlib.data import load_index
 
 # Images of the full ISIC 2019 per archive, counted by lesion-id prefix in the real metadata.

@@ -42,7 +42,8 @@ from torch.utils.data import DataLoader
 
 from benchmarks import train_step
 from benchmarks.common import format_table, machine_info, write_dataset, write_json
-from skinlib.cache import CachedDataset, prepare
+from skinlib.storage.cache import CachedDataset
+from skinlib.storage.prepare import prepare
 from skinlib.data import load_index
 from skinlib.device import autocast_dtype, select_device
 from skinlib.loaders import loader_options

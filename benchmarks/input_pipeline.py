@@ -7,7 +7,7 @@ like HAM10000, quality 90), with training augmentation at 224x224, batches of 64
 DataLoader with `--workers` processes, the loop only counts the batches (no model):
 
 - stock:   Pillow open + RandomResizedCrop(224) + flips + ToTensor + Normalize per sample
-- cached:  `skinlib.cache.prepare` once, then CachedDataset (memory-mapped uint8 rows,
+- cached:  `skinlib.storage.prepare.prepare` once, then CachedDataset (memory-mapped uint8 rows,
            the training augmentation `skinlib.augment.TrainAugment` on uint8: crop, flips,
            rotation by any angle and colour jitter, one OpenCV warp and one colour matrix;
            each image's draws seeded by the sampler as in training; normalisation happens
@@ -40,7 +40,8 @@ from torchvision import transforms
 from benchmarks.common import (format_table, machine_info, mean_file_bytes, with_one_torch_thread, write_dataset,
                                write_json)
 from skinlib.augment import TrainAugment
-from skinlib.cache import CachedDataset, cache_bytes, open_cache, prepare
+from skinlib.storage.cache import CachedDataset, cache_bytes, open_cache
+from skinlib.storage.prepare import prepare
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD, load_index
 from skinlib.loaders import loader_options
 from skinlib.sampling import SeededItems, ShuffleWithSeeds

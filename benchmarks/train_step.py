@@ -12,7 +12,7 @@ synthetic batches that already sit on the device (so no input pipeline is involv
            torch.compile with `--compile`
 
 then end to end: one epoch of `--e2e-images` SYNTHETIC images prepared with
-`skinlib.cache.prepare`, read through CachedDataset and skinlib's DataLoader options
+`skinlib.storage.prepare.prepare`, read through CachedDataset and skinlib's DataLoader options
 (`loaders.loader_options`) with the whole process confined to `--cores` CPU cores (2, as in
 Colab), skinlib's settings. The epoch after a warm-up epoch is timed.
 
@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader
 from benchmarks.common import format_table, machine_info, write_dataset, write_json
 from skinlib import engine, models
 from skinlib.augment import EVAL_CROP_FRACTION
-from skinlib.cache import CachedDataset, prepare
+from skinlib.storage.cache import CachedDataset
+from skinlib.storage.prepare import prepare
 from skinlib.data import IMAGENET_MEAN, IMAGENET_STD, load_index
 from skinlib.device import autocast_dtype, make_scaler, select_device
 from skinlib.loaders import loader_options
@@ -72,8 +73,8 @@ def run_epoch(model, loader, device, *, amp_dtype, channels_last, max_batches=No
     optimizer = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     result = engine.train_one_epoch(
         model, loader, optimizer, device, grad_clip=GRAD_CLIP,
-        scaler=make_scaler(device, amp_dtype), amp_dtype=amp_dtype,
-        channels_last=channels_last, progress=False, max_batches=max_batches)
+        scaler=make_scaler(device, amp_dtype),
+        options=engine.LoopOptions(amp_dtype, channels_last, progress=False, max_batches=max_batches))
     return {"images_per_s": result["images_per_s"], "images": result["images"],
             "seconds": result["seconds"]}
 

@@ -120,7 +120,7 @@ def torchrun_session(device: str | None = None, run_dir: str | os.PathLike | Non
         return
     # torchrun killed outright (kill -9, a Colab runtime that stops) must take its processes with
     # it: left running, they write checkpoints and hold the run's lock against `--resume`.
-    from skinlib.cache_folder import die_with_parent
+    from skinlib.storage.prepare import die_with_parent
 
     die_with_parent(os.getppid())
     cuda = torch.device(device).type == "cuda" if device else torch.cuda.is_available()

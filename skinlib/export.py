@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +31,11 @@ import torch
 from torch import nn
 
 import skinlib
-from skinlib.checkpoint import CheckpointError
+from skinlib.storage.checkpoint import CheckpointError, read_weights
 from skinlib.data import CLASSES, IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from skinlib.atomic import atomic_write, remove_stale_temporaries
+from skinlib.storage.atomic import atomic_write, remove_stale_temporaries
 from skinlib.models import build_model
+from skinlib.models import MODELS
 
 FORMAT, FORMAT_VERSION = "skinlib-model", 1
 MODEL_FILE = "model.pt"
@@ -166,10 +166,10 @@ def _check_fit(path: Path, state: dict[str, Any], model: nn.Module) -> None:
         raise ModelFileError(f"{path}: preprocessing resize {resize!r}, crop {crop!r} cannot be used (both "
                              f"must be whole numbers of pixels, crop at most resize); use the model file "
                              f"as train wrote it")
-    needs = getattr(model, "input_size", None)  # SimpleCNN takes one image size only
-    if needs is not None and crop != needs[-1]:
+    needs = MODELS[state["architecture"]].image_size  # SimpleCNN takes one image size only
+    if needs is not None and crop != needs:
         raise ModelFileError(f"{path}: preprocessing crop {crop} gives {crop}x{crop} images, but "
-                             f"{state['architecture']!r} takes {needs[-1]}x{needs[-1]} only; use the "
+                             f"{state['architecture']!r} takes {needs}x{needs} only; use the "
                              f"model file as train wrote it")
 
 
@@ -180,13 +180,7 @@ def _read(path: Path) -> dict[str, Any]:
         raise ModelFileError(f"no model file at {path}")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-short one has no directory
         raise ModelFileError(f"{path} is truncated or not a PyTorch file ({path.stat().st_size:,} bytes)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ModelFileError(f"{path} holds pickled Python objects and is refused (model files are "
-                             f"read with torch.load(weights_only=True), which runs no code)") from None
-    except Exception as err:
-        raise ModelFileError(f"{path} is truncated or corrupt ({type(err).__name__})") from None
+    state = read_weights(path, "model file", ModelFileError)
     if not isinstance(state, dict):
         raise ModelFileError(f"{path} is not a skinlib model file (it holds a {type(state).__name__})")
     return state

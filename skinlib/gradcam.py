@@ -16,16 +16,17 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 from torch import nn
 
-from skinlib.models import SimpleCNN
+from skinlib.models import network_of
 
 
 def default_layer(model: nn.Module) -> nn.Module:
-    """The layer Grad-CAM looks at: the last convolutional stage (ResNet's layer4, SimpleCNN's conv2)."""
-    if isinstance(model, SimpleCNN):
-        return model.conv2
-    if hasattr(model, "layer4"):  # torchvision's ResNets
-        return model.layer4
-    raise ValueError(f"no default Grad-CAM layer for {type(model).__name__}: pass layer=...")
+    """The layer Grad-CAM looks at: its network's `gradcam_layer` in `models.MODELS` (the last
+    convolutional stage: ResNet's layer4, SimpleCNN's conv2)."""
+    network = network_of(model)
+    if network is None:
+        raise ValueError(f"no default Grad-CAM layer for {type(model).__name__}: pass layer=..., or add "
+                         f"the network to models.MODELS")
+    return model.get_submodule(network.gradcam_layer)
 
 
 def grad_cam(model: nn.Module, images: torch.Tensor, target=None, layer: nn.Module | None = None,

@@ -1,4 +1,5 @@
-"""The ISIC 2019 training set's layout: its classes, its file names, and the errors bad data raises.
+"""The ISIC 2019 training set's layout: its classes, its file names, the pixel statistics the networks
+are fed with, and the errors bad data raises.
 
 The folder has the layout of the official download::
 
@@ -25,6 +26,10 @@ CLASS_NAMES = {
 # The ground truth has a ninth column, UNK, for the "none of the others" class that exists only
 # in the challenge's test set. A training row with UNK=1 has no label we can learn from.
 UNKNOWN_CLASS = "UNK"
+# The channel statistics of ImageNet that every network here is fed normalised with (the pretrained
+# ResNet-50 expects them; the SimpleCNN shares them so that one evaluation view serves both).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 IMAGES_DIR = "ISIC_2019_Training_Input"
 GROUND_TRUTH_CSV = "ISIC_2019_Training_GroundTruth.csv"
@@ -56,7 +61,7 @@ class DataWarning(UserWarning):
     """Something was ignored (and counted): images without a CSV row, a missing metadata file."""
 
 
-SYNTHETIC_MARKER = "SYNTHETIC.txt"  # what `skinlib.synth.make_synthetic` leaves in its folders
+SYNTHETIC_MARKER = "SYNTHETIC.txt"  # what `skinlib.acquire.synth.make_synthetic` leaves in its folders
 FIRST_SYNTHETIC_NUMBER = 9_000_000  # synthetic images are ISIC_9xxxxxx: real ISIC 2019 names stop below ISIC_0074000
 
 

@@ -18,23 +18,26 @@
   images (`distributed.train_sampler`, `distributed.eval_sampler`).
 
 Images come either from the JPEGs (`data.ISICDataset`) or, when `config.cache` is set, from
-the prepared-image cache (`cache.CachedDataset`). Either way a training image is the same
-uint8 tensor for the same seed (`augment` says how); the training loop converts and
+the prepared-image cache (`storage.cache.CachedDataset`). Either way a training image is the same
+uint8 tensor for the same seed (`augment` says how), and `train_augment` replaces the augmentation for both; the training loop converts and
 normalises it on the device. Validation and test images are the centre view
 (`augment.CenterCrop`), the same uint8 pixels from either source.
 """
 from __future__ import annotations
 
+from typing import Callable
 
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from skinlib import distributed
 from skinlib.augment import CenterCrop, TrainAugment
+from skinlib.data import ISICDataset
 from skinlib.device import available_cpus
 from skinlib.images import load_resized
-from skinlib import distributed
 from skinlib.sampling import SeededItems, make_generator
+from skinlib.storage.cache import CachedDataset
 
 # More workers than this rarely help an image pipeline and each one holds a copy of the
 # dataset's state; a 96-core server would otherwise start 96 processes per loader.
@@ -60,30 +63,32 @@ def loader_options(num_workers: int | None = None, *, device: torch.device | str
     return options
 
 
-def make_datasets(frame: pd.DataFrame, split: pd.Series, config) -> dict[str, Dataset]:
-    """One dataset per split: augmented for training, deterministic for val and test."""
+def make_datasets(frame: pd.DataFrame, split: pd.Series, config,
+                  train_augment: Callable | None = None) -> dict[str, Dataset]:
+    """One dataset per split: `train_augment` (default `augment.TrainAugment`) for training, the
+    centre view for val and test; from the cache when `config.cache` is set, else the JPEGs."""
     split = _aligned(frame, split)
     parts = {name: frame[split == name].reset_index(drop=True) for name in SPLIT_NAMES}
     size = config.image_size
+    views = {"train": train_augment or TrainAugment(size), "val": CenterCrop(size), "test": CenterCrop(size)}
     if config.cache:
-        from skinlib.cache import CachedDataset  # lazily: the cache module is optional
-
-        return {name: CachedDataset(config.cache, part, train=(name == "train"), size=size)
+        return {name: CachedDataset(config.cache, part, transform=views[name], size=size)
                 for name, part in parts.items()}
-    from skinlib.data import ISICDataset
-
     # the stored form of every JPEG, then the transform the cache's rows get
-    return {name: ISICDataset(part, transform=TrainAugment(size) if name == "train" else CenterCrop(size),
-                              loader=load_resized)
-            for name, part in parts.items()}
+    return {name: ISICDataset(part, transform=views[name], loader=load_resized) for name, part in parts.items()}
 
 
-def make_loaders(frame: pd.DataFrame, split: pd.Series, config, *,
-                 device: torch.device | str | None = None) -> dict[str, DataLoader]:
+def make_loaders(frame: pd.DataFrame, split: pd.Series, config, *, device: torch.device | str | None = None,
+                 train_augment: Callable | None = None) -> dict[str, DataLoader]:
     """{"train", "val", "test"} DataLoaders for `frame` divided by `split` (a Series of split names
     with the frame's index, as `splits.grouped_split` returns). `device` (default: CUDA if
-    available) decides pinned memory."""
-    datasets = make_datasets(frame, split, config)
+    available) decides pinned memory.
+
+    `train_augment` is the training augmentation, the one place to change it: a callable from a
+    stored-form uint8 H x W x 3 array (or a PIL image) to a uint8 3 x size x size tensor, drawing
+    from torch's generator only (so `sampling` replays it), applied to JPEGs and cache rows alike.
+    """
+    datasets = make_datasets(frame, split, config, train_augment)
     options = loader_options(config.num_workers, device=device)
     batch = config.batch_size
     # ShuffleWithSeeds; under torchrun this process's share of it

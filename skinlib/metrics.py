@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from skinlib.data import CLASSES
+from skinlib.layout import CLASSES
 
 
 class ConfusionMatrix:

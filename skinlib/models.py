@@ -1,8 +1,10 @@
 """The two networks of the course: the seed's small CNN and an ImageNet-pretrained ResNet-50.
 
-`build_model("simplecnn")` / `build_model("resnet50")` pick one by name (the CLI's --model).
+`build_model("simplecnn")` / `build_model("resnet50")` pick one by name (the CLI's --model). To add
+a network, add one `Network` entry to `MODELS`: its builder, its Grad-CAM layer, whether ImageNet
+weights exist, its input size, and whether the course trains it for notebooks 04 and 05.
 
-ImageNet weights are fetched with the dataset's own fetching code (`fetch.Fetcher`) rather than
+ImageNet weights are fetched with the dataset's own fetching code (`acquire.fetch.Fetcher`) rather than
 by torchvision, whose download has no timeout: on a machine whose network silently drops
 packets `resnet50(weights=...)` would wait forever. Here every network wait is bounded by
 `DOWNLOAD_TIMEOUT`, a dropped connection is resumed, the file is checked against the hash that
@@ -16,15 +18,17 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
-from torchvision.models import ResNet50_Weights
+from torchvision.models import ResNet, ResNet50_Weights
 from torchvision.models import resnet50 as _torchvision_resnet50
 
 from skinlib.errors import SkinlibError
-from skinlib.fetch import DownloadError, DownloadTimeout, Fetcher
+from skinlib.acquire.fetch import DownloadError, DownloadTimeout, Fetcher
+from skinlib.storage.checkpoint import read_weights
 
 # The seed fine-tuned torchvision's `pretrained=True` ResNet-50, i.e. IMAGENET1K_V1.
 WEIGHT_URLS: dict[str, str] = {
@@ -147,7 +151,7 @@ def download_weights(
     url: str, dest: str | os.PathLike, *, timeout: float | None = None, progress: bool = True,
     retries: int | None = None, backoff: float | None = None,
 ) -> Path:
-    """Download `url` to `dest` with `fetch.Fetcher`; return `dest`.
+    """Download `url` to `dest` with `acquire.fetch.Fetcher`; return `dest`.
 
     Every network wait is bounded by `timeout` seconds (default DOWNLOAD_TIMEOUT), a dropped
     connection is resumed up to `retries` times (DOWNLOAD_RETRIES) after `backoff` seconds
@@ -183,11 +187,7 @@ _WAYS_OUT = (
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsFileError(f"weights file {path} does not exist")
-    try:
-        # weights_only=True: a .pth file is a pickle, and this refuses anything but tensors.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise WeightsFileError(f"{path} is not a readable PyTorch state_dict ({error})") from None
+    state = read_weights(path, "state_dict", WeightsFileError)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsFileError(f"{path} does not hold a state_dict (a dict of tensor names to tensors)")
     return state
@@ -218,23 +218,58 @@ def simplecnn(num_classes: int = 8, pretrained: bool = False, weights_path=None)
     return model
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"simplecnn": simplecnn, "resnet50": resnet50}
+@dataclass(frozen=True)
+class Network:
+    """One entry of MODELS: everything the kit needs to know about a network, in one place.
+
+    `build(num_classes=..., pretrained=..., weights_path=..., **options)` makes it;
+    `gradcam_layer` names the submodule Grad-CAM looks at (`model.get_submodule`), for models of
+    `model_class`; `imagenet_weights` says whether pretrained ImageNet weights exist (the default
+    of `pretrained`, and what the command line's --weights loads); `image_size` is the one input
+    side it takes (None: any). `title` is how the notebooks name it, and `course`, (run folder,
+    notebook), where the course trains and saves it for notebooks 04 and 05 (None: not one of
+    the course's models). Every network is fed ImageNet-normalised images (`engine.to_device_batch`).
+    """
+
+    build: Callable[..., nn.Module]
+    model_class: type
+    gradcam_layer: str
+    imagenet_weights: bool
+    title: str
+    image_size: int | None = None
+    course: tuple[str, str] | None = None
+
+
+# The one list of networks: the command line's --model choices, build_model, Grad-CAM's layer,
+# the model files of export and the course's saved models all read it.
+MODELS: dict[str, Network] = {
+    "simplecnn": Network(simplecnn, SimpleCNN, "conv2", imagenet_weights=False, title="SimpleCNN",
+                         image_size=224, course=("02_simple_cnn", "notebook 02")),
+    "resnet50": Network(resnet50, ResNet, "layer4", imagenet_weights=True, title="ResNet-50",
+                        course=("03_resnet50", "notebook 03")),
+}
 
 
 def build_model(
     name: str, num_classes: int = 8, pretrained: bool | None = None, weights_path=None, **options
 ) -> nn.Module:
-    """The model called `name` (a key of MODELS, the one list of model names).
+    """The model called `name` (a key of MODELS).
 
-    `pretrained=None` is the model's own default: ImageNet weights for resnet50, none for
-    simplecnn. `options` go to its builder (for resnet50: `weights`, `timeout`, `progress`).
+    `pretrained=None` is the network's own default: ImageNet weights where they exist
+    (`Network.imagenet_weights`), none otherwise. `options` go to its builder (for resnet50:
+    `weights`, `timeout`, `progress`).
     """
-    key = name.lower()
-    if key not in MODELS:
+    network = MODELS.get(name.lower())
+    if network is None:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    if pretrained is not None:
-        options["pretrained"] = pretrained
-    return MODELS[key](num_classes=num_classes, weights_path=weights_path, **options)
+    if pretrained is None:
+        pretrained = network.imagenet_weights
+    return network.build(num_classes=num_classes, pretrained=pretrained, weights_path=weights_path, **options)
+
+
+def network_of(model: nn.Module) -> Network | None:
+    """The MODELS entry whose `model_class` `model` is (None for a network of one's own)."""
+    return next((n for n in MODELS.values() if isinstance(model, n.model_class)), None)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

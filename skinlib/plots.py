@@ -8,11 +8,9 @@ returned value), and a long CLI run would pile up open figures.
 """
 from __future__ import annotations
 
-import math
 
 import matplotlib.pyplot as plt
 import numpy as np
-import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -90,18 +88,29 @@ def plot_confusion(cm, classes=CLASSES, normalize="both", title: str | None = No
     chosen = panels[normalize]
     fig, axes = plt.subplots(1, len(chosen), figsize=(7 * len(chosen), 6), squeeze=False)
     for ax, (what, data, labels) in zip(axes[0], chosen):
-        sns.heatmap(
-            data, annot=labels, fmt="", cmap="Blues", square=True, ax=ax,
-            xticklabels=list(classes), yticklabels=list(classes), annot_kws={"fontsize": 8},
-        )
+        bar = _heatmap(ax, data, labels, list(classes))
         if data is counts:  # a count of images is whole: no 0.5 or 2.5 on its colour bar
-            ax.collections[0].colorbar.locator = MaxNLocator(integer=True)
-            ax.collections[0].colorbar.update_ticks()
+            bar.locator = MaxNLocator(integer=True)
+            bar.update_ticks()
         ax.set_title(f"Confusion matrix ({what})")
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.tick_params(axis="y", labelrotation=0)  # class names read across, like the x axis
     return _done(fig, title)
+
+
+def _heatmap(ax, data: np.ndarray, labels: np.ndarray, classes: list[str]):
+    """A matrix as coloured squares with a colour bar (returned), each cell written on it (dark text
+    on light cells, white on dark ones), the classes along both axes."""
+    image = ax.imshow(data, cmap="Blues")
+    bar = ax.figure.colorbar(image, ax=ax)
+    middle = (np.nanmax(data) + np.nanmin(data)) / 2 if data.size else 0
+    for (row, column), label in np.ndenumerate(labels):  # row by row
+        ax.text(column, row, label, ha="center", va="center", fontsize=8,
+                color="white" if data[row, column] > middle else "black")
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
+    return bar
 
 
 def _to_display(images) -> np.ndarray:
@@ -184,7 +193,7 @@ def plot_class_distribution(counts: dict[str, int], title: str | None = None) ->
     if total == 0:
         raise ValueError("class counts are all zero")
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 4))
-    bars = ax.bar(names, values, color=sns.color_palette("deep", len(names)))
+    bars = ax.bar(names, values, color=[plt.get_cmap("tab10")(i % 10) for i in range(len(names))])
     ax.bar_label(bars, labels=[f"{v:,}\n{100 * v / total:.1f}%" for v in values], fontsize=8)
     if title:  # one heading: `title` above the figure, the total under the axis
         ax.set_xlabel(f"class ({total:,} images)")

@@ -8,13 +8,12 @@ found the evidence for the class it chose). A damaged image stops the run with o
 naming the file, like everywhere in the kit.
 
 Images are named as they were given, so two of the same name in different folders stay apart.
-The --cam folder is the kit's like every folder it writes (`files.claim_folder`): new, empty or
+The --cam folder is the kit's like every folder it writes (`storage.folders.claim_folder`): new, empty or
 marked by an earlier predict, its marker recording every overlay; a file of the user's is never
 overwritten. A model trained on the SYNTHETIC set says so on every output: printout, CSV, overlays.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -24,16 +23,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from skinlib.cli_errors import device_name, int_at_least
 from skinlib.data import DataError, open_image
-from skinlib.export import ExportedModel, load_model
-from skinlib.atomic import atomic_write, atomic_write_text, remove_stale_temporaries
-from skinlib.files import IGNORED, FolderError, KitFolder, claim_folder
+from skinlib.export import ExportedModel
+from skinlib.storage.atomic import atomic_write
+from skinlib.storage.folders import IGNORED, FolderError, KitFolder, claim_folder
 from skinlib.gradcam import grad_cam, heatmap
 from skinlib.interpret_plots import plot_gradcam
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")  # what a folder gives
-CAM_KIND = "gradcam"  # the kind of kit folder --cam is (see files.claim_folder)
+CAM_KIND = "gradcam"  # the kind of kit folder --cam is (see storage.folders.claim_folder)
 SYNTHETIC_NOTE = "SYNTHETIC: this model was trained on synthetic images; its answers say nothing about real lesions"
 
 
@@ -163,60 +161,3 @@ def labelled(frame: pd.DataFrame, exported: ExportedModel) -> pd.DataFrame:
 def format_top_k(path: Path, probs: torch.Tensor, classes: list[str], k: int) -> str:
     values, indices = probs.topk(min(k, len(classes)))
     return f"{printable(str(path))}: " + "  ".join(f"{classes[i]} {v:.3f}" for v, i in zip(values.tolist(), indices.tolist()))
-
-
-# ---------------------------------------------------------------- command line
-def register(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="classify images with a saved model (RUN/model.pt)")
-    p.add_argument("images", nargs="+", type=a_path, help="image files or folders of images")
-    p.add_argument("--model", type=a_path, required=True, help="model file written by train (RUN/model.pt)")
-    p.add_argument("--top-k", type=int_at_least(1), default=3, help="classes shown per image (default: %(default)s)")
-    p.add_argument("--cam", type=a_path, default=None, metavar="OUT_DIR", help="write Grad-CAM overlays here")
-    p.add_argument("--csv", type=a_path, default=None, help="write every probability, one row per image")
-    p.add_argument("--batch-size", type=int_at_least(1), default=16)
-    p.add_argument("--device", type=device_name, default=None,
-                   help="cuda, cuda:1, mps or cpu (default: best available)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_command)
-
-
-def a_path(value: str) -> Path:
-    """argparse type: a path; an empty one would mean the current folder, which nobody types on purpose."""
-    if not value.strip():
-        raise argparse.ArgumentTypeError("an empty name is not a file or folder")
-    return Path(value)
-
-
-def run_command(args: argparse.Namespace) -> int:
-    if args.csv is not None and args.csv.exists():
-        raise DataError(f"{args.csv} already exists; choose another --csv file or move it away")
-    paths = image_paths(args.images)
-    exported = load_model(args.model)
-    if is_synthetic(exported):
-        print(SYNTHETIC_NOTE)
-    if args.cam is None:
-        probs = _predict_and_print(args, exported, paths, None)
-    else:
-        cams = open_cam_folder(args.cam, paths)
-        with cams.lock("another predict"):
-            for name in cams.files | set(overlay_names(paths).values()):  # left by a predict that was killed
-                remove_stale_temporaries(cams.path / name)
-            probs = _predict_and_print(args, exported, paths, cams)
-        print(f"Grad-CAM overlays in {cams.path}{os.sep}")
-    if args.csv is not None:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(args.csv, locked=False)
-        frame = labelled(table(paths, probs, exported.classes), exported)
-        atomic_write_text(args.csv, frame.to_csv(index=False, float_format="%.6f"))
-        print(f"wrote {len(paths)} rows to {args.csv}")
-    return 0
-
-
-def _predict_and_print(args, exported: ExportedModel, paths: list[Path], cams: KitFolder | None) -> torch.Tensor:
-    from skinlib.device import select_device
-
-    probs = predict(exported, paths, batch_size=args.batch_size, cam_dir=cams,
-                    device=select_device(args.device, announce=False), progress=not args.quiet)
-    for path, p in zip(paths, probs):
-        print(format_top_k(path, p, exported.classes, args.top_k))
-    return probs

@@ -16,8 +16,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from skinlib.atomic import atomic_write_text
-from skinlib.csvfiles import read_csv, require_columns, row_refs
+from skinlib.storage.atomic import atomic_write_text
+from skinlib.data import read_csv, require_columns, row_refs
 from skinlib.layout import DataError
 
 SPLITS = ("train", "val", "test")
@@ -117,7 +117,7 @@ def save_split(frame: pd.DataFrame, split: pd.Series, path: str | os.PathLike) -
     path.parent.mkdir(parents=True, exist_ok=True)
     out = frame[["image", "label", "group"]].copy()
     out["split"] = split
-    atomic_write_text(path, out.to_csv(index=False))  # whole or absent (skinlib.atomic), even on Drive
+    atomic_write_text(path, out.to_csv(index=False))  # whole or absent (skinlib.storage.atomic), even on Drive
 
 
 def load_split(path: str | os.PathLike) -> pd.DataFrame:

@@ -6,8 +6,8 @@
 2. with `config.limit`, keep N images drawn stratified by class (seeded), *before* the split;
 3. split grouped by lesion and stratified by class (`splits.grouped_split`), saved as
    RUN/split.csv; a resumed run reads that file back instead of splitting again;
-4. build the loaders, the model, Adam and the one-cycle schedule (`optim.make_optimizer`,
-   `optim.make_scheduler`) and train with `engine.fit`, checkpointing to RUN/checkpoint.pt;
+4. build the loaders, the model, Adam and the one-cycle schedule (`config.make_optimizer`,
+   `config.make_scheduler`) and train with `engine.fit`, checkpointing to RUN/checkpoint.pt;
 5. evaluate on the test split and write RUN/metrics.json, RUN/config.json, RUN/curves.png and
    RUN/confusion.png.
 
@@ -27,7 +27,7 @@ import contextlib
 import json
 import platform
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -37,29 +37,28 @@ import torchvision
 
 import skinlib
 from skinlib import distributed, engine
-from skinlib.cache_folder import reading
-from skinlib.checkpoint import CheckpointError
+from skinlib.acquire.synth import is_synthetic
+from skinlib.config import make_optimizer, make_scheduler
 from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
 from skinlib.device import autocast_dtype, describe_device, select_device
 from skinlib.export import MODEL_FILE, data_fingerprint, export_model
-from skinlib.atomic import atomic_write, atomic_write_text
-from skinlib.files import LOCK, MARKER, KitFolder, expand_home
-from skinlib.freshness import check_cache_matches
+from skinlib.storage.atomic import atomic_write, atomic_write_text
+from skinlib.storage.folders import LOCK, MARKER, KitFolder, expand_home
+from skinlib.storage.cache import check_cache_matches
 from skinlib.loaders import make_loaders
 from skinlib.metrics import json_safe, roc_auc_ovr, summarize
 from skinlib.models import build_model
-from skinlib.optim import make_optimizer, make_scheduler
 from skinlib.plots import plot_confusion, plot_curves
-from skinlib.resume import CheckpointPlan
-from skinlib.runfolder import (CHECKPOINT, CONFIG_JSON, CONFUSION_PNG, CURVES_PNG, METRICS_JSON,
-                              SPLIT_CSV, check_checkpoint_data, check_saved_split, check_settings,
-                              open_run_folder, remove_leftovers)
 from skinlib.sampling import seed_everything
 from skinlib.splits import SPLITS, grouped_split, load_split, save_split
-from skinlib.synth import is_synthetic
+from skinlib.storage.cache import reading
+from skinlib.storage.checkpoint import CheckpointError, CheckpointPlan
+from skinlib.storage.runfolder import (CHECKPOINT, CONFIG_JSON, CONFUSION_PNG, CURVES_PNG, METRICS_JSON, SPLIT_CSV,
+                                       check_checkpoint_data, check_saved_split, check_settings, open_run_folder,
+                                       remove_leftovers)
 
 
-def run(config, *, resume: bool = False) -> dict[str, Any]:
+def run(config, *, resume: bool = False, train_augment: Callable | None = None) -> dict[str, Any]:
     """Train, evaluate and write the run folder `config.out`; return the metrics.
 
     The returned dict is what RUN/metrics.json holds (see `metrics_record`), plus the trained
@@ -67,13 +66,16 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
     run continues from RUN/checkpoint.pt with its saved split, and a finished run is only
     evaluated again. Without it, a folder that already holds a checkpoint is refused rather
     than overwritten. The folder must be new, empty or the kit's own run folder, and is locked
-    while the run writes it (see `skinlib.runfolder`). Under torchrun only process 0 claims,
+    while the run writes it (see `skinlib.storage.runfolder`). Under torchrun only process 0 claims,
     locks, cleans and writes the folder; the other processes only read from it.
+    `train_augment` replaces the training augmentation (see `loaders.make_loaders`); like the
+    model, it is code, not a setting: a resumed run must be given the same one.
     """
     if not distributed.is_main_process():  # a view of the folder, never written through
         if distributed.main_refused_to_start(None):
             raise SystemExit(1)  # process 0 has said why, in one line: nothing to add
         return _run(config, KitFolder(Path(config.out), "run"), resume)
+        return _run(config, KitFolder(Path(config.out), "run"), resume, train_augment)
     created = not expand_home(config.out).exists()
     folder = None
     try:
@@ -87,6 +89,8 @@ def run(config, *, resume: bool = False) -> dict[str, Any]:
                 raise
             distributed.main_refused_to_start(None)
             return _run(config, folder, resume)
+        with folder.lock("another run"), reading(config.cache):  # prepare cannot rewrite it meanwhile
+            return _run(config, folder, resume, train_augment)
     except BaseException:
         if created and folder is not None:
             _remove_if_unused(folder)
@@ -104,7 +108,7 @@ def _remove_if_unused(folder: KitFolder) -> None:
         folder.path.rmdir()
 
 
-def _run(config, folder: KitFolder, resume: bool) -> dict[str, Any]:
+def _run(config, folder: KitFolder, resume: bool, train_augment: Callable | None) -> dict[str, Any]:
     """`run` in a claimed and locked folder: check, split, train, test, write the results."""
     out = folder.path
     checkpoint = out / CHECKPOINT
@@ -131,7 +135,7 @@ def _run(config, folder: KitFolder, resume: bool) -> dict[str, Any]:
     data = {"fingerprint": data_fingerprint(frame, split), "pretrained": config.pretrained}
     if resume and checkpoint.exists():
         check_checkpoint_data(checkpoint, data, out / SPLIT_CSV)
-    loaders = make_loaders(frame, split, config, device=device)
+    loaders = make_loaders(frame, split, config, device=device, train_augment=train_augment)
     if not resume and main:  # a resumed run's settings are only known to be valid once fit accepts them
         _write_json(folder.file(CONFIG_JSON), config.to_dict())
     model, history = _train(config, folder, loaders, split, device, data, resume)
@@ -139,10 +143,9 @@ def _run(config, folder: KitFolder, resume: bool) -> dict[str, Any]:
         _write_json(folder.file(CONFIG_JSON), config.to_dict())
 
     amp_dtype = autocast_dtype(device) if config.amp else None
-    test = engine.evaluate(model, loaders["test"], device, amp_dtype=amp_dtype,
-                           channels_last=config.channels_last and device.type == "cuda",
-                           progress=config.progress and main, max_batches=config.max_batches,
-                           return_probs=True)
+    options = engine.LoopOptions(amp_dtype, config.channels_last and device.type == "cuda",
+                                 config.progress and main, config.max_batches)
+    test = engine.evaluate(model, loaders["test"], device, options=options, return_probs=True)
     record = metrics_record(config, history, test, split, device)
     model = distributed.unwrap(model)
     if main:
@@ -166,9 +169,8 @@ def _train(config, folder: KitFolder, loaders: dict, split: pd.Series, device: t
     try:  # every process reads a checkpoint to resume; process 0 alone saves it (engine.fit)
         plan = CheckpointPlan(folder.file(CHECKPOINT) if main else folder.path / CHECKPOINT, resume,
                               {"data": data})
-        history = engine.fit(model, loaders["train"], loaders["val"], optimizer, device,
-                             epochs=config.epochs, scheduler=scheduler, config=config, checkpoint=plan,
-                             max_batches=config.max_batches, progress=config.progress and main)
+        history = engine.fit(model, loaders, optimizer, device, epochs=config.epochs, scheduler=scheduler,
+                             config=config.replace(progress=config.progress and main), checkpoint=plan)
     except engine.NonFiniteLoss as err:  # the checkpoint keeps the last good epoch; say what finished
         if main:
             _write_json(folder.file(METRICS_JSON),
@@ -218,10 +220,10 @@ def stratified_sample(frame: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFram
 def _frame_and_split(config, folder: KitFolder, *, reuse: bool) -> tuple[pd.DataFrame, pd.Series]:
     """The images of the run and their split: read back from RUN/split.csv when `reuse` and it
     exists, else drawn (limit, then grouped split) and saved there. A prepared cache must hold
-    exactly the data folder's images, unchanged (`freshness.check_cache_matches`)."""
+    exactly the data folder's images, unchanged (`storage.cache.check_cache_matches`)."""
     frame = load_index(config.data)
     if config.cache is not None:
-        from skinlib.cache import open_cache  # lazily, as loaders does: the cache is optional
+        from skinlib.storage.cache import open_cache  # lazily, as loaders does: the cache is optional
 
         check_cache_matches(open_cache(config.cache), frame, config.data)
     split_csv = folder.path / SPLIT_CSV

@@ -109,7 +109,7 @@ def real_sample_dir(test_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory) -> Path:
     """A small synthetic dataset in the ISIC 2019 layout, generated once per test session."""
-    from skinlib.synth import make_synthetic
+    from skinlib.acquire.synth import make_synthetic
 
     return make_synthetic(tmp_path_factory.mktemp("synthetic") / "data", n=160, seed=0)
 
@@ -117,7 +117,7 @@ def synthetic_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_cache(synthetic_dir, tmp_path_factory) -> Path:
     """The synthetic set prepared once into an image cache (S=256); tests must not change it."""
-    from skinlib.cache import prepare
+    from skinlib.storage.prepare import prepare
 
     cache_dir = tmp_path_factory.mktemp("cache") / "synthetic"
     prepare(synthetic_dir, cache_dir, size=256, workers=1, progress=False)

@@ -122,7 +122,7 @@ def test_the_evaluation_view_is_torchvisions_centre_square_resize_and_centre_cro
 
 
 def eval_stats():
-    from skinlib.data import IMAGENET_MEAN, IMAGENET_STD
+    from skinlib.layout import IMAGENET_MEAN, IMAGENET_STD
 
     return IMAGENET_MEAN, IMAGENET_STD
 
@@ -237,3 +237,28 @@ def test_stored_form_is_the_centre_square_of_the_short_side_resize():
     assert square.shape == (100, 100, 3) and square.dtype == np.uint8
     # the centre square is columns 100..299 (values 50..149), halved to 100 columns
     assert abs(int(square[0, 0, 0]) - 50) <= 1 and abs(int(square[0, -1, 0]) - 149) <= 1
+
+
+class Negative:
+    """Another training augmentation: the photographic negative of the centre view, drawn from no generator."""
+
+    def __init__(self, size: int = 224):
+        self.centre = CenterCrop(size)
+
+    def __call__(self, image):
+        return 255 - self.centre(image)
+
+
+def test_a_training_augmentation_passed_in_is_what_jpegs_and_the_cache_both_give(synthetic_dir, synthetic_cache):
+    frame = load_index(synthetic_dir)
+    split = grouped_split(frame, seed=0)
+    first = frame[split == "train"].iloc[0]
+    expected = 255 - CenterCrop(224)(load_resized(first["path"]))
+    for cache_dir in (None, str(synthetic_cache)):
+        config = TrainConfig(data=str(synthetic_dir), out="unused", cache=cache_dir, num_workers=0)
+        loaders = make_loaders(frame, split, config, device="cpu", train_augment=Negative(224))
+        image, label = loaders["train"].dataset[(0, 1)]
+        assert torch.equal(image, expected) and label == first["label"], cache_dir
+        centre, _ = loaders["val"].dataset[0]  # evaluation keeps the centre view
+        val_first = frame[split == "val"].iloc[0]
+        assert torch.equal(centre, CenterCrop(224)(load_resized(val_first["path"]))), cache_dir

@@ -96,13 +96,13 @@ def _saved_model(root: Path, data: Path) -> None:
     then loads them instead of training stand-ins, and the test is about the page, not training."""
     from skinlib.data import load_index
     from skinlib.export import MODEL_FILE, data_fingerprint, export_model
-    from skinlib.interpret import COURSE_MODELS
+    from skinlib.course import course_networks
     from skinlib.models import build_model
     from skinlib.splits import grouped_split
 
     frame = load_index(data)
     fingerprint = data_fingerprint(frame, grouped_split(frame, seed=0))
-    for architecture, folder, _ in COURSE_MODELS.values():
+    for architecture, folder, _ in course_networks().values():
         export_model(root / "runs" / folder / MODEL_FILE, build_model(architecture, pretrained=False), architecture,
                      data={"fingerprint": fingerprint})
 

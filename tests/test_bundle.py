@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skinlib.bundle import (MANIFEST, BundleError, check_provenance, make_bundle, provenance_lines,
+from skinlib.acquire.bundle import (MANIFEST, BundleError, check_provenance, make_bundle, provenance_lines,
                             read_manifest, restore_bundle)
-from skinlib.cache import open_cache, prepare
+from skinlib.storage.cache import open_cache
+from skinlib.storage.prepare import prepare
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV, load_index
 
 
@@ -127,7 +128,7 @@ def test_a_folder_not_restored_from_a_bundle_has_no_provenance(synthetic_dir):
 def test_the_bundle_is_written_whole_or_not_at_all(synthetic_dir, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     prepare(synthetic_dir, cache, workers=1, progress=False)
-    import skinlib.bundle as bundle_module
+    import skinlib.acquire.bundle as bundle_module
 
     def fail(*args):
         raise OSError(errno.ENOSPC, "No space left on device")

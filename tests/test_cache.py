@@ -19,10 +19,11 @@ from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-import skinlib.cache_prepare as cache_module
-from skinlib.cache import (MANIFEST, CacheError, CachedDataset, cache_bytes, open_cache, prepare)
+import skinlib.storage.prepare as cache_module
+from skinlib.storage.cache import (MANIFEST, CacheError, CachedDataset, cache_bytes, open_cache)
+from skinlib.storage.prepare import prepare
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, DataError, ImageError, load_index, open_image
-from skinlib.files import LOCK, MARKER
+from skinlib.storage.folders import LOCK, MARKER
 
 
 def index_of(data_dir: Path) -> pd.DataFrame:
@@ -255,7 +256,8 @@ def test_a_crop_larger_than_the_cache_is_refused(synthetic_dir, tmp_path):
 def test_a_cache_a_run_is_reading_is_not_rewritten_and_one_being_written_is_not_read(synthetic_dir, tmp_path,
                                                                                       capsys):
     from skinlib import cli
-    from skinlib.cache_folder import open_cache_folder, reading
+    from skinlib.storage.cache import reading
+    from skinlib.storage.prepare import open_cache_folder
 
     cache = tmp_path / "cache"
     prepare(synthetic_dir, cache, size=64, workers=1, progress=False)

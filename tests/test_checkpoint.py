@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from skinlib.checkpoint import (CheckpointError, capture_rng_state, check_compatible,
+from skinlib.storage.checkpoint import (CheckpointError, capture_rng_state, check_compatible,
                                 load_checkpoint, restore_rng_state, save_checkpoint)
 from skinlib.config import TrainConfig
 

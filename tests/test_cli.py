@@ -14,11 +14,11 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from skinlib import cli, models
-from skinlib.checkpoint import load_checkpoint
+from skinlib.storage.checkpoint import load_checkpoint
 from skinlib.config import TrainConfig
 from skinlib.data import CLASSES, GROUND_TRUTH_CSV, IMAGES_DIR, eval_transform, load_index, open_image
 from skinlib.models import SimpleCNN
-from skinlib.synth import is_synthetic
+from skinlib.acquire.synth import is_synthetic
 
 # Small and short: SimpleCNN has 109 M parameters, an Adam step costs ~0.3 s on a CPU core.
 def quick(max_batches: int = 2, workers: int = 0) -> list[str]:
@@ -286,10 +286,10 @@ def kit_error_classes() -> list[type[Exception]]:
     import skinlib
 
     classes = []
-    for info in pkgutil.iter_modules(skinlib.__path__):
-        if info.name == "__main__":  # importing it would run the command line
+    for info in pkgutil.walk_packages(skinlib.__path__, "skinlib."):
+        if info.name == "skinlib.__main__":  # importing it would run the command line
             continue
-        module = importlib.import_module(f"skinlib.{info.name}")
+        module = importlib.import_module(info.name)
         classes += [value for name, value in vars(module).items()
                     if inspect.isclass(value) and issubclass(value, Exception)
                     and not issubclass(value, Warning) and value.__module__ == module.__name__ and not name.startswith("_")]
@@ -299,7 +299,7 @@ def kit_error_classes() -> list[type[Exception]]:
 def test_every_error_class_of_the_kit_derives_from_skinlib_error():
     from skinlib.distributed import DistributedError, PeerLost
     from skinlib.errors import SkinlibError
-    from skinlib.files import FolderError
+    from skinlib.storage.folders import FolderError
 
     classes = kit_error_classes()
     assert {FolderError, DistributedError, PeerLost, models.PretrainedWeightsUnavailable} <= set(classes)
@@ -356,11 +356,12 @@ def test_demo_runs_end_to_end_and_replaces_its_previous_run(tmp_path, monkeypatc
     monkeypatch.setitem(cli.DEMO_SETTINGS, "max_batches", 1)
     monkeypatch.setitem(cli.DEMO_SETTINGS, "num_workers", 0)
     old_run = tmp_path / "demo" / "run"
-    old_run.mkdir(parents=True)
-    (old_run / "config.json").write_text("{}")
-    (old_run / "checkpoint.pt").write_bytes(b"an older run")
+    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    (old_run / "checkpoint.pt").write_bytes(b"an older run")  # replaced, not resumed
+    capsys.readouterr()
     assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
     out = capsys.readouterr().out
+    assert f"replacing the previous demo run in {old_run}" in out
     record = json.loads((old_run / "metrics.json").read_text())
     assert record["synthetic"] is True and record["config"]["model"] == "simplecnn"
     assert record["config"]["cache"] == str(tmp_path / "demo" / "cache")

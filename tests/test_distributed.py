@@ -8,6 +8,7 @@ images, gradients averaged over the same images, up to float rounding.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from skinlib import distributed  # skinlib.engine imports torchvision: seconds, so imported where needed
-from skinlib.checkpoint import load_checkpoint
+from skinlib.storage.checkpoint import load_checkpoint
 from skinlib.sampling import SeededItems, ShuffleWithSeeds, make_generator, seed_everything
 
 CPU = torch.device("cpu")
@@ -108,9 +109,9 @@ def simplecnn_epoch(batch: int, train_sampler, val_sampler) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=LR, weight_decay=1.5e-4, eps=ADAM_EPS)
     train = engine.train_one_epoch(model, DataLoader(SeededItems(Images(N_TRAIN, 0)), batch_size=batch,
                                                      sampler=train_sampler),
-                                   optimizer, CPU, grad_clip=0.1, progress=False)
+                                   optimizer, CPU, grad_clip=0.1, options=engine.LoopOptions(progress=False))
     val = engine.evaluate(model, DataLoader(Images(N_VAL, 1), batch_size=batch, sampler=val_sampler),
-                          CPU, progress=False, return_probs=True)
+                          CPU, options=engine.LoopOptions(progress=False), return_probs=True)
     return {"weights": distributed.unwrap(model).state_dict(),
             **{f"{part}_{key}": result[key] for part, result in (("train", train), ("val", val))
                for key in ("loss", "images")},
@@ -222,7 +223,7 @@ def test_a_dead_process_ends_the_run_in_one_line_and_the_resumed_run_equals_one_
 
     from skinlib import cli, models
 
-    monkeypatch.setitem(models.MODELS, "resnet50", TinyNet)
+    monkeypatch.setitem(models.MODELS, "resnet50", dataclasses.replace(models.MODELS["resnet50"], build=TinyNet))
     assert cli.main(train_args(synthetic_dir, run, BATCH, "--resume")) == 1  # one process cannot
     assert "written by 2 processes, this run has 1" in capsys.readouterr().err
 
@@ -244,7 +245,7 @@ def test_a_dead_process_ends_the_run_in_one_line_and_the_resumed_run_equals_one_
 def test_a_second_torchrun_into_a_run_folder_in_use_ends_in_one_line(synthetic_dir, tmp_path):
     """Process 0 cannot lock the folder (another run holds it) and says so; the other processes
     stop with it, adding nothing (not a misleading "another process of the run stopped")."""
-    from skinlib.files import claim_folder
+    from skinlib.storage.folders import claim_folder
 
     run = tmp_path / "busy"
     with claim_folder(run, "run").lock("another run"):
@@ -288,7 +289,7 @@ def worker(argv: list[str]) -> int:
         return 0
     from skinlib import cli, engine, models
 
-    models.MODELS["resnet50"] = TinyNet
+    models.MODELS["resnet50"] = dataclasses.replace(models.MODELS["resnet50"], build=TinyNet)
     die_at = os.environ.get("TEST_DIE_AT_EPOCH")
     if die_at:  # this process is killed as it starts that epoch, as by the out-of-memory killer
         real, epochs = engine.train_one_epoch, []

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from skinlib import divergence, engine
-from skinlib.divergence import LossWatch, NonFiniteLoss
+from skinlib import engine
+from skinlib.engine import LossWatch, NonFiniteLoss
 
 CPU = torch.device("cpu")
 
@@ -40,7 +40,8 @@ def test_on_a_cpu_training_stops_at_the_first_bad_batch_before_its_optimizer_ste
     reference = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.3)
     with pytest.raises(NonFiniteLoss, match=r"at batch 3: .*learning rate \(0\.3\)") as caught:
-        engine.train_one_epoch(model, DataLoader(data, batch_size=8), opt, CPU, progress=False)
+        engine.train_one_epoch(model, DataLoader(data, batch_size=8), opt, CPU,
+                               options=engine.LoopOptions(progress=False))
     assert (caught.value.batch, caught.value.epoch) == (3, None)
     assert data.served == 3 * 8  # batches 4 to 6 were never loaded
 
@@ -77,11 +78,11 @@ def test_off_the_cpu_the_note_is_read_only_every_few_batches():
     # A tensor on the "meta" device has no value: reading one (a GPU wait on CUDA) raises.
     meta = torch.device("meta")
     watch = LossWatch(meta)
-    assert LossWatch(CPU).check_every == 1 and watch.check_every == divergence.CHECK_EVERY > 1
-    for batch in range(divergence.CHECK_EVERY - 1):
+    assert LossWatch(CPU).check_every == 1 and watch.check_every == engine.CHECK_EVERY > 1
+    for batch in range(engine.CHECK_EVERY - 1):
         watch.note(torch.tensor(1.0, device=meta), batch, 0.1)  # never read
     with pytest.raises(RuntimeError, match="meta"):
-        watch.note(torch.tensor(1.0, device=meta), divergence.CHECK_EVERY - 1, 0.1)  # read here
+        watch.note(torch.tensor(1.0, device=meta), engine.CHECK_EVERY - 1, 0.1)  # read here
 
 
 def test_finite_losses_raise_nothing():

@@ -1,4 +1,4 @@
-"""`skinlib.download` against a real HTTP server on 127.0.0.1 (no test touches the internet).
+"""`skinlib.acquire.download` against a real HTTP server on 127.0.0.1 (no test touches the internet).
 
 The server serves a small archive in the layout of the official one (tiny JPEGs under
 ISIC_2019_Training_Input/, plus LICENSE.txt and ATTRIBUTION.txt) and CSVs that match it, and
@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skinlib import download as dl
+from skinlib.acquire import download as dl
 from skinlib.cli import main
 from skinlib.data import CLASSES
-from skinlib.download import ARCHIVE, GROUND_TRUTH_CSV, IMAGES_DIR, MANIFEST, METADATA_CSV, DownloadError
+from skinlib.acquire.download import ARCHIVE, GROUND_TRUTH_CSV, IMAGES_DIR, MANIFEST, METADATA_CSV, DownloadError
 
 FAST = dict(progress=False, backoff=0.0, timeout=(2.0, 2.0))
 

@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from skinlib.download import METADATA_CSV, DownloadError
-from skinlib.fetch import Fetcher
+from skinlib.acquire.download import METADATA_CSV, DownloadError
+from skinlib.acquire.fetch import Fetcher
 from test_download import DATA, FakeMirror, _download
 
 BODY = bytes(range(256)) * 4  # 1,024 bytes

@@ -17,14 +17,15 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms import Normalize
 
-from skinlib import device, engine, history, optim, sampling
-from skinlib.checkpoint import load_checkpoint
+from skinlib import device, engine, sampling
+from skinlib.config import make_optimizer, make_scheduler
+from skinlib.storage.checkpoint import CheckpointPlan, load_checkpoint
 from skinlib.config import TrainConfig
-from skinlib.data import IMAGENET_MEAN, IMAGENET_STD
+from skinlib.layout import IMAGENET_MEAN, IMAGENET_STD
 from skinlib.errors import SkinlibError
-from skinlib.resume import CheckpointPlan
 from skinlib.metrics import ConfusionMatrix
 
+QUIET = engine.LoopOptions(progress=False)  # no tqdm bars in the tests
 CPU = torch.device("cpu")
 
 
@@ -187,7 +188,7 @@ def test_one_training_step_is_the_hand_written_step_of_notebook_02():
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     result = engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU, scheduler=sched,
-                                    grad_clip=0.05, progress=False)
+                                    grad_clip=0.05, options=QUIET)
 
     hand_opt = torch.optim.SGD(by_hand.parameters(), lr=0.5)
     hand_opt.zero_grad()
@@ -227,7 +228,7 @@ def test_a_non_finite_loss_stops_training_naming_the_batch_and_the_learning_rate
     model = nn.Linear(4, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.3)
     with pytest.raises(engine.NonFiniteLoss, match=r"batch 2\b.*learning rate \(0\.3\)") as caught:
-        engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU, progress=False)
+        engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU, options=QUIET)
     assert caught.value.batch == 2 and caught.value.epoch is None
 
 
@@ -251,7 +252,7 @@ def test_fit_stops_on_a_non_finite_loss_keeping_the_finished_epochs(tmp_path):
     model = nn.Linear(4, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(engine.NonFiniteLoss) as caught:
-        engine.fit(model, spoiled, loader(x, y), opt, CPU, epochs=3, progress=False,
+        engine.fit(model, {"train": spoiled, "val": loader(x, y)}, opt, CPU, epochs=3,
                    checkpoint=CheckpointPlan(tmp_path / "checkpoint.pt"))
     error = caught.value
     assert isinstance(error, SkinlibError) and "\n" not in str(error)
@@ -267,8 +268,7 @@ def test_gradients_are_clipped_before_the_optimizer_step():
         torch.manual_seed(0)
         model = nn.Linear(4, 3)
         opt = RecordingSGD(model.parameters(), lr=0.1)
-        engine.train_one_epoch(model, loader(x * 100, y), opt, CPU, grad_clip=grad_clip,
-                               progress=False)
+        engine.train_one_epoch(model, loader(x * 100, y), opt, CPU, grad_clip=grad_clip, options=QUIET)
         return max(opt.max_grad_at_step)
 
     assert largest_gradient_at_step(None) > 0.01  # so the clip below has work to do
@@ -282,7 +282,7 @@ def test_train_one_epoch_reports_loss_and_metrics_against_references():
     before = model.state_dict()
     before = {k: v.clone() for k, v in before.items()}
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the model stays as it was
-    result = engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU, progress=False)
+    result = engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU, options=QUIET)
     with torch.no_grad():
         logits = nn.functional.linear(x, before["weight"], before["bias"])
     preds = logits.argmax(1)
@@ -298,18 +298,18 @@ def test_max_batches_stops_the_epoch_early():
     x, y = blobs(n=64)
     model = nn.Linear(4, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    result = engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU, max_batches=2,
-                                    progress=False)
+    result = engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU,
+                                    options=engine.LoopOptions(progress=False, max_batches=2))
     assert result["images"] == 32
-    assert engine.evaluate(model, loader(x, y, batch_size=16), CPU, max_batches=1,
-                           progress=False)["images"] == 16
+    assert engine.evaluate(model, loader(x, y, batch_size=16), CPU,
+                           options=engine.LoopOptions(progress=False, max_batches=1))["images"] == 16
 
 
 def test_empty_loader_is_an_error():
     model = nn.Linear(4, 3)
     empty = loader(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
     with pytest.raises(ValueError, match="no batches"):
-        engine.evaluate(model, empty, CPU, progress=False)
+        engine.evaluate(model, empty, CPU, options=QUIET)
 
 
 # ------------------------------------------------------------------ evaluation
@@ -320,8 +320,7 @@ def test_evaluate_matches_a_direct_computation_and_returns_probs():
     model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3))
     model.train()
     x, y = blobs(n=50)
-    result = engine.evaluate(model, loader(x, y, batch_size=16), CPU, progress=False,
-                             return_probs=True)
+    result = engine.evaluate(model, loader(x, y, batch_size=16), CPU, options=QUIET, return_probs=True)
     model.eval()
     with torch.no_grad():
         logits = model(x)
@@ -336,7 +335,7 @@ def test_evaluate_restores_training_mode_and_keeps_no_graph():
     model = nn.Linear(4, 3)
     model.train()
     x, y = blobs(n=16)
-    result = engine.evaluate(model, loader(x, y), CPU, progress=False, return_probs=True)
+    result = engine.evaluate(model, loader(x, y), CPU, options=QUIET, return_probs=True)
     assert model.training
     assert not result["probs"].requires_grad
 
@@ -350,10 +349,10 @@ def test_fit_reduces_the_loss_on_a_learnable_problem(capsys):
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
     config = TrainConfig(data="synthetic", out="o", epochs=5, lr=0.05, weight_decay=0.0)
     train_loader = loader(x, y, batch_size=16, shuffle=True)
-    opt = optim.make_optimizer(model, config)
-    sched = optim.make_scheduler(opt, config, steps_per_epoch=len(train_loader))
-    history = engine.fit(model, train_loader, loader(x, y, batch_size=32), opt, CPU,
-                         epochs=config.epochs, scheduler=sched, config=config, progress=False)
+    opt = make_optimizer(model, config)
+    sched = make_scheduler(opt, config, steps_per_epoch=len(train_loader))
+    history = engine.fit(model, {"train": train_loader, "val": loader(x, y, batch_size=32)}, opt, CPU,
+                         epochs=config.epochs, scheduler=sched, config=config.replace(progress=False))
     assert history[-1]["train_loss"] < history[0]["train_loss"] / 2
     assert history[-1]["val_accuracy"] > 0.9
     lines = capsys.readouterr().out.strip().splitlines()
@@ -364,7 +363,7 @@ def test_fit_history_has_the_documented_keys_per_epoch():
     x, y = blobs(n=32)
     model = nn.Linear(4, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    history = engine.fit(model, loader(x, y), loader(x, y), opt, CPU, epochs=2, progress=False)
+    history = engine.fit(model, {"train": loader(x, y), "val": loader(x, y)}, opt, CPU, epochs=2)
     assert [row["epoch"] for row in history] == [1, 2]
     for row in history:
         assert tuple(row) == ("epoch", "train_loss", "train_accuracy", "train_balanced_accuracy",
@@ -381,7 +380,7 @@ def test_fit_trains_the_given_model_in_place_without_reinitialising():
         model.weight.fill_(0.25)
     weight = model.weight
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    engine.fit(model, loader(x, y), loader(x, y), opt, CPU, epochs=1, progress=False)
+    engine.fit(model, {"train": loader(x, y), "val": loader(x, y)}, opt, CPU, epochs=1)
     assert model.weight is weight and torch.all(model.weight == 0.25)
 
 
@@ -391,18 +390,18 @@ def test_fit_runs_a_convolutional_model_on_uint8_images():
     y = torch.arange(12) % 3
     model = TinyCNN()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    history = engine.fit(model, loader(x, y, batch_size=4), loader(x, y, batch_size=6), opt, CPU,
-                         epochs=1, progress=False)
+    history = engine.fit(model, {"train": loader(x, y, batch_size=4), "val": loader(x, y, batch_size=6)}, opt, CPU,
+                         epochs=1)
     assert history[0]["train_loss"] > 0
 
 
 def test_make_scheduler_is_one_cycle_peaking_at_the_config_lr():
     model = nn.Linear(4, 3)
     config = TrainConfig(data="d", out="o", epochs=4)
-    opt = optim.make_optimizer(model, config)
+    opt = make_optimizer(model, config)
     assert isinstance(opt, torch.optim.Adam)
     assert opt.param_groups[0]["weight_decay"] == config.weight_decay
-    sched = optim.make_scheduler(opt, config, steps_per_epoch=10)
+    sched = make_scheduler(opt, config, steps_per_epoch=10)
     assert isinstance(sched, torch.optim.lr_scheduler.OneCycleLR) and sched.total_steps == 40
     lrs = []
     for _ in range(40):
@@ -415,7 +414,7 @@ def test_make_scheduler_is_one_cycle_peaking_at_the_config_lr():
 def test_make_optimizer_skips_frozen_parameters():
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 3))
     model[0].requires_grad_(False)
-    opt = optim.make_optimizer(model, TrainConfig(data="d", out="o"))
+    opt = make_optimizer(model, TrainConfig(data="d", out="o"))
     assert len(opt.param_groups[0]["params"]) == 2
 
 
@@ -455,8 +454,8 @@ def test_gradients_are_unscaled_before_clipping_when_a_scaler_is_enabled():
     model = nn.Linear(4, 3)
     opt = RecordingSGD(model.parameters(), lr=0.1)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, enabled=True)
-    result = engine.train_one_epoch(model, loader(x * 100, y), opt, CPU, grad_clip=0.01,
-                                    scaler=scaler, amp_dtype=torch.bfloat16, progress=False)
+    result = engine.train_one_epoch(model, loader(x * 100, y), opt, CPU, grad_clip=0.01, scaler=scaler,
+                                    options=engine.LoopOptions(torch.bfloat16, progress=False))
     # Clipping scaled gradients would leave them 65536 times smaller than the clip value.
     assert max(opt.max_grad_at_step) == pytest.approx(0.01)
     assert math.isfinite(result["loss"])
@@ -487,13 +486,13 @@ def test_the_epoch_line_gives_the_epochs_learning_rates_not_only_the_last():
         used.append(reference.get_last_lr()[0])
         reference.optimizer.step()
         reference.step()
-    train = engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU, scheduler=sched, progress=False)
+    train = engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU, scheduler=sched, options=QUIET)
     assert (train["lr_first"], train["lr_peak"], train["lr"]) == pytest.approx((used[0], max(used), used[-1]))
-    row = history.epoch_row(1, train, dict(train), seconds=3.0)
-    assert f"lr {used[0]:.2e}→{used[-1]:.2e} (peak {max(used):.2e})" in history.format_epoch(row, 1)
+    row = engine.epoch_row(1, train, dict(train), seconds=3.0)
+    assert f"lr {used[0]:.2e}→{used[-1]:.2e} (peak {max(used):.2e})" in engine.format_epoch(row, 1)
 
     constant = engine.train_one_epoch(model, loader(x, y, batch_size=16), torch.optim.SGD(model.parameters(), lr=1e-4),
-                                      CPU, progress=False)
-    assert "|  lr 1.00e-04  3s" in history.format_epoch(history.epoch_row(1, constant, constant, seconds=3.0), 1)
+                                      CPU, options=QUIET)
+    assert "|  lr 1.00e-04  3s" in engine.format_epoch(engine.epoch_row(1, constant, constant, seconds=3.0), 1)
     saved_before = {key: value for key, value in row.items() if key not in ("lr_first", "lr_peak")}
-    assert f"|  lr {used[-1]:.2e}  3s" in history.format_epoch(saved_before, 1)  # a history saved by an older kit
+    assert f"|  lr {used[-1]:.2e}  3s" in engine.format_epoch(saved_before, 1)  # a history saved by an older kit

@@ -57,7 +57,7 @@ def test_a_file_with_a_pickled_object_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "skinlib-model", "payload": pd.Timestamp(0)}, path)
     assert zipfile.is_zipfile(path)
-    with pytest.raises(ModelFileError, match="evil.pt holds pickled Python objects"):
+    with pytest.raises(ModelFileError, match="evil.pt holds a pickled Python object and is refused"):
         load_model(path)
 
 

@@ -11,9 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from skinlib import cache_folder
-from skinlib.cache_files import CacheError
-from skinlib.runfolder import open_run_folder, remove_leftovers
+from skinlib.storage.cache import CacheError
+from skinlib.storage.prepare import reserve
+from skinlib.storage.runfolder import open_run_folder, remove_leftovers
 
 
 def test_a_cache_that_does_not_fit_on_the_disk_is_refused_before_any_row_is_written(tmp_path, monkeypatch):
@@ -26,21 +26,21 @@ def test_a_cache_that_does_not_fit_on_the_disk_is_refused_before_any_row_is_writ
     monkeypatch.setattr(os, "posix_fallocate", disk_full)
     with pytest.raises(CacheError, match=rf"{tmp_path}: the cache needs 0.00 GB on disk, only .* GB can be "
                                          r"allocated; free space, or try a smaller --size"):
-        cache_folder.reserve(images, 4 * 8 * 8 * 3 + 128)
+        reserve(images, 4 * 8 * 8 * 3 + 128)
 
 
 def test_reserving_gives_the_file_its_blocks_on_disk(tmp_path):
     images = tmp_path / "images-0123456789abcdef.npy"
     array = np.lib.format.open_memmap(images, mode="w+", dtype=np.uint8, shape=(64, 64, 64, 3))
     assert images.stat().st_blocks * 512 < array.nbytes  # a sparse file: a SIGBUS waiting to happen
-    cache_folder.reserve(images, array.offset + array.nbytes)
+    reserve(images, array.offset + array.nbytes)
     assert images.stat().st_blocks * 512 >= array.nbytes
 
 
 WORKERS_OF_A_KILLED_PARENT = """
 import os, sys, time
 from concurrent.futures import ProcessPoolExecutor
-from skinlib.cache_folder import die_with_parent
+from skinlib.storage.prepare import die_with_parent
 
 with ProcessPoolExecutor(2, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
     print(*{f.result() for f in [pool.submit(os.getpid) for _ in range(8)]}, flush=True)

@@ -1,4 +1,4 @@
-"""skinlib.files: a file is replaced whole or not at all."""
+"""skinlib.storage.folders: a file is replaced whole or not at all."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from skinlib.atomic import atomic_write, atomic_write_text, remove_stale_temporaries
-from skinlib.files import LOCK, MARKER, FolderError, claim_folder
+from skinlib.storage.atomic import atomic_write, atomic_write_text, remove_stale_temporaries
+from skinlib.storage.folders import LOCK, MARKER, FolderError, claim_folder
 from unprivileged import as_user, give_to_user, user_folder  # noqa: F401 (user_folder: a fixture)
 
 
@@ -162,11 +162,11 @@ def test_a_folder_without_write_permission_is_refused_in_one_line(user_folder):
     locked = user_folder / "ro"
     locked.mkdir(mode=0o555)
     give_to_user(locked)  # its owner, who is not root, may still not write into it
-    claim = "import sys; from skinlib.files import claim_folder; claim_folder(sys.argv[1], 'run')"
+    claim = "import sys; from skinlib.storage.folders import claim_folder; claim_folder(sys.argv[1], 'run')"
     done = as_user(["-c", claim, locked], user_folder)
     assert done.returncode == 1
     assert done.stderr.splitlines()[-1] == (
-        f"skinlib.files.FolderError: {locked}: cannot write to this folder (Permission denied); "
+        f"skinlib.storage.folders.FolderError: {locked}: cannot write to this folder (Permission denied); "
         f"choose a folder you can write to")
 
 
@@ -194,7 +194,7 @@ def test_a_second_process_is_refused_while_the_first_holds_the_lock(tmp_path):
 
 HOLD_LOCK = """
 import sys, time
-from skinlib.files import claim_folder
+from skinlib.storage.folders import claim_folder
 with claim_folder(sys.argv[1], "run").lock():
     print("locked", flush=True)
     time.sleep(60)

@@ -26,7 +26,7 @@ import torch
 
 from skinlib import cli
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV
-from skinlib.files import claim_folder
+from skinlib.storage.folders import claim_folder
 from skinlib.models import build_model
 from unprivileged import as_user, give_to_user, user_folder  # noqa: F401 (user_folder: a fixture)
 
@@ -426,7 +426,7 @@ def subset_fraction_written_as_a_percentage(k):
 @case()
 def subset_fraction_that_keeps_no_image(k):
     data = k.copy_data()
-    k.patch.setattr("skinlib.subset.is_synthetic", lambda _: False)  # it stands for a download here
+    k.patch.setattr("skinlib.acquire.subset.is_synthetic", lambda _: False)  # it stands for a download here
 
     def nothing_written():
         assert not (k.tmp / "mirror").exists()
@@ -765,7 +765,7 @@ def ctrl_c_before_the_first_checkpoint(k):
 def ctrl_c_while_preparing(k):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    k.patch.setattr("skinlib.cache_prepare.load_resized", interrupted)
+    k.patch.setattr("skinlib.storage.prepare.load_resized", interrupted)
     cache = k.tmp / "cache"
     return ["prepare", "--data", k.data, "--cache", cache, "--quiet", "--workers", "0"], \
         f"interrupted; the images prepared so far are kept in {cache}; run the same command again", None

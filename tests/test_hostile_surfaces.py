@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from skinlib import download as dl
+from skinlib.acquire import download as dl
 from skinlib.cli import main
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV, load_index
-from skinlib.fetch import DownloadError, Fetcher
-from skinlib.files import claim_folder
+from skinlib.acquire.fetch import DownloadError, Fetcher
+from skinlib.storage.folders import claim_folder
 from test_download import DATA, FAST, FakeMirror, _dataset, _hashes, _make_zip
 
 ARCHIVE = dl.ARCHIVE
@@ -243,8 +243,8 @@ def test_a_server_that_refuses_connections_says_it_cannot_be_reached(tmp_path):
 
 
 def test_a_trickling_download_from_the_command_line_is_one_error_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("skinlib.download.TIMEOUT", (1.0, 0.3))
-    monkeypatch.setattr("skinlib.fetch.BACKOFF", 0.0)
+    monkeypatch.setattr("skinlib.acquire.download.TIMEOUT", (1.0, 0.3))
+    monkeypatch.setattr("skinlib.acquire.fetch.BACKOFF", 0.0)
     monkeypatch.setattr(dl.download_isic2019, "__kwdefaults__",
                         {**dl.download_isic2019.__kwdefaults__, "timeout": (1.0, 0.3), "retries": 0, "backoff": 0.0})
     with serving({"skinlib-mirror.json": _status(404), GROUND_TRUTH_CSV: _trickle}) as url:
@@ -360,7 +360,7 @@ def test_an_archive_unpacks_only_the_listed_images_and_notices(tmp_path, capsys)
 
 # ---------------------------------------------------------------- course bundles of every wrong shape
 from skinlib import bundle as bundle_module  # noqa: E402
-from skinlib.bundle import BundleError, check_provenance, make_bundle, read_manifest, restore_bundle  # noqa: E402
+from skinlib.acquire.bundle import BundleError, check_provenance, make_bundle, read_manifest, restore_bundle  # noqa: E402
 
 
 def _bundle_manifest() -> dict:
@@ -492,7 +492,7 @@ def test_a_drive_folder_that_is_a_file_is_one_line(synthetic_dir, synthetic_cach
 # ---------------------------------------------------------------- two writers at once
 WRITER = """
 import sys
-from skinlib.atomic import atomic_write
+from skinlib.storage.atomic import atomic_write
 path, fill = sys.argv[1], sys.argv[2].encode()
 for _ in range(40):
     atomic_write(path, lambda f: [f.write(fill * 65536) for _ in range(4)])
@@ -509,14 +509,14 @@ def test_two_processes_writing_one_file_at_once_leave_one_whole_file_and_no_temp
 
 BUNDLER = """
 import sys
-from skinlib.bundle import make_bundle
+from skinlib.acquire.bundle import make_bundle
 make_bundle(sys.argv[1], sys.argv[2], sys.argv[3], dataset="synthetic", progress=False)
 """
 
 
 def test_two_runtimes_saving_the_bundle_to_one_drive_folder_at_once_leave_one_whole_bundle(tmp_path):
-    from skinlib.cache import prepare
-    from skinlib.synth import make_synthetic
+    from skinlib.storage.prepare import prepare
+    from skinlib.acquire.synth import make_synthetic
 
     data = make_synthetic(tmp_path / "data", n=40, seed=0)
     prepare(data, tmp_path / "cache", size=64, workers=1, progress=False)
@@ -532,7 +532,7 @@ def test_two_runtimes_saving_the_bundle_to_one_drive_folder_at_once_leave_one_wh
 
 
 def test_stale_temporaries_are_removed_only_when_their_writer_is_gone(tmp_path, monkeypatch):
-    from skinlib import atomic
+    from skinlib.storage import atomic
 
     target = tmp_path / "b.zip"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -555,7 +555,7 @@ def test_stale_temporaries_are_removed_only_when_their_writer_is_gone(tmp_path, 
 
 KILLED_WRITER = """
 import sys, time
-from skinlib.atomic import atomic_write
+from skinlib.storage.atomic import atomic_write
 def write(f):
     f.write(b"half a model"); f.flush(); print("writing", flush=True); time.sleep(60)
 atomic_write(sys.argv[1], write)
@@ -600,7 +600,7 @@ def colab(tmp_path, monkeypatch):
     """A stand-in Colab runtime (tests/fake_colab): local disk and Drive in tmp_path; a small
     SYNTHETIC set is what it fetches."""
     from skinlib import course
-    from skinlib.synth import make_synthetic
+    from skinlib.acquire.synth import make_synthetic
 
     monkeypatch.syspath_prepend(str(Path(__file__).parent / "fake_colab"))
     monkeypatch.delitem(sys.modules, "google", raising=False)
@@ -639,7 +639,7 @@ def test_a_mirror_other_than_the_bundles_source_is_named_not_ignored(colab, caps
 
 
 # ---------------------------------------------------------------- subset mirrors of data saved by other programs
-from skinlib.subset import make_subset  # noqa: E402
+from skinlib.acquire.subset import make_subset  # noqa: E402
 
 
 @pytest.fixture
@@ -771,7 +771,7 @@ def test_the_processes_of_a_torchrun_killed_outright_end_with_it(tmp_path):
 def test_a_full_disk_at_a_checkpoint_says_the_disk_is_full(tmp_path, monkeypatch):
     import torch
 
-    from skinlib import checkpoint
+    from skinlib.storage import checkpoint
 
     def full(state, f):  # what torch's writer raises when write() fails for want of space
         f.write(b"x" * 1000)
@@ -795,7 +795,7 @@ def test_a_no_space_error_at_a_checkpoint_says_the_disk_is_full(tmp_path, monkey
 
     import torch
 
-    from skinlib import checkpoint
+    from skinlib.storage import checkpoint
 
     def full(state, f):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -959,7 +959,7 @@ def test_a_restore_killed_half_way_is_redone_by_the_next(tmp_path):
 
 def test_a_subset_interrupted_while_writing_its_archive_is_replaced_by_the_next(real_sample_dir, tmp_path,
                                                                                monkeypatch):
-    import skinlib.subset as subset_module
+    import skinlib.acquire.subset as subset_module
 
     real = subset_module.atomic_write
 
@@ -980,7 +980,9 @@ from unprivileged import as_user, user_folder  # noqa: E402,F401  (user_folder i
 
 STUDENT = """
 import sys
-from skinlib import download, bundle, subset
+from skinlib.acquire import download
+from skinlib.acquire import bundle
+from skinlib.acquire import subset
 from skinlib.cli import main
 finished, shared_bundle, mine, empty = sys.argv[1:5]
 download.download_isic2019(finished, base_url="http://127.0.0.1:9/", progress=False,

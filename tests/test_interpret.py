@@ -11,13 +11,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from skinlib.config import TrainConfig
 from skinlib.data import CLASSES
-from skinlib import interpret
 from skinlib.export import ModelFileError, data_fingerprint, export_model
 from skinlib.data import load_index
 from skinlib.splits import grouped_split
-from skinlib.interpret import (MEL, balanced_loader, course_models, find_saved, flips, melanoma_decision,
-                               most_confident, per_class_report, predict_probs)
-from skinlib.models import build_model
+from skinlib.course import course_models, find_saved
+from skinlib.interpret import (MEL, balanced_loader, flips, melanoma_decision, most_confident, per_class_report,
+                               predict_probs)
+from skinlib.models import MODELS, build_model
 
 rng = np.random.default_rng(0)
 TARGETS = rng.integers(0, 8, size=200)
@@ -111,7 +111,7 @@ def test_a_missing_course_model_in_full_mode_names_the_notebook_that_makes_it(tm
 @pytest.mark.slow
 def test_in_smoke_mode_a_missing_model_gets_a_stand_in_that_the_next_notebook_finds(synthetic_dir, tmp_path,
                                                                                        monkeypatch, capsys):
-    monkeypatch.setattr(interpret, "COURSE_MODELS", {"ResNet-50": interpret.COURSE_MODELS["ResNet-50"]})
+    monkeypatch.delitem(MODELS, "simplecnn")  # the course's ResNet-50 alone
     frame = load_index(synthetic_dir)
     split = grouped_split(frame, seed=0)
     config = TrainConfig(data=str(synthetic_dir), out=str(tmp_path / "x"), model="simplecnn", epochs=1,

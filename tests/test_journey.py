@@ -170,7 +170,7 @@ def _play(course: Course) -> dict:
 # ------------------------------------------------------------------ the real data, from a mirror
 @pytest.fixture(scope="module")
 def real_course(real_sample_dir, tmp_path_factory):
-    from skinlib.subset import make_subset
+    from skinlib.acquire.subset import make_subset
 
     root = tmp_path_factory.mktemp("journey-real")
     make_subset(real_sample_dir, root / "mirror", 0.8, seed=0)

@@ -11,9 +11,9 @@ import threading
 
 import pytest
 
-import skinlib.download as dl
+import skinlib.acquire.download as dl
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, load_index
-from skinlib.subset import ARCHIVE, MIRROR_MANIFEST, make_subset
+from skinlib.acquire.subset import ARCHIVE, MIRROR_MANIFEST, make_subset
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_a_mirror_of_the_synthetic_set_is_refused_before_its_images_are_fetched(
                                                                                  monkeypatch):
     # A mirror of synthetic images served by someone (`subset` refuses a synthetic set, so it is
     # told otherwise here): no SYNTHETIC.txt travels with it.
-    monkeypatch.setattr("skinlib.subset.is_synthetic", lambda data_dir: False)
+    monkeypatch.setattr("skinlib.acquire.subset.is_synthetic", lambda data_dir: False)
     make_subset(synthetic_dir, tmp_path / "mirror", 0.5, seed=0)
     with serving(tmp_path / "mirror") as (url, requests):
         with pytest.raises(dl.DownloadError, match=r"lists \d+ of the kit's SYNTHETIC images \(ISIC_9"):

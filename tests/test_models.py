@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from PIL import Image
 from torchvision.models import resnet50 as torchvision_resnet50
 
 from skinlib import models
@@ -337,3 +338,49 @@ def test_the_command_line_offers_exactly_the_models_build_model_knows():
     train = cli.get_args_parser()._subparsers._group_actions[0].choices["train"]
     model_option = next(a for a in train._actions if a.dest == "model")
     assert sorted(model_option.choices) == sorted(MODELS)
+
+
+class TinyNet(torch.nn.Module):
+    """A network of one's own, small enough to train in a second."""
+
+    def __init__(self, num_classes: int = 8):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5, stride=4), torch.nn.ReLU())
+        self.head = torch.nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def tiny(num_classes=8, pretrained=False, weights_path=None):
+    return TinyNet(num_classes)
+
+
+def test_a_network_is_one_registry_entry_that_trains_predicts_and_draws_grad_cam(synthetic_dir, tmp_path,
+                                                                                 monkeypatch, capsys):
+    from skinlib import cli
+    from skinlib.config import TrainConfig
+    from skinlib.export import load_model
+    from skinlib.gradcam import default_layer, grad_cam
+    from skinlib.train import run
+
+    monkeypatch.setitem(MODELS, "tiny", models.Network(tiny, TinyNet, "features", imagenet_weights=False,
+                                                       title="TinyNet"))
+    config = TrainConfig(data=str(synthetic_dir), out=str(tmp_path / "run"), model="tiny", epochs=1, batch_size=8,
+                         max_batches=2, num_workers=0, progress=False, device="cpu")
+    assert run(config)["config"]["model"] == "tiny"
+    exported = load_model(tmp_path / "run" / "model.pt")
+    assert exported.architecture == "tiny" and isinstance(exported.model, TinyNet)
+    assert default_layer(exported.model) is exported.model.features
+    image = sorted((synthetic_dir / "ISIC_2019_Training_Input").glob("*.jpg"))[0]
+    cams, logits = grad_cam(exported.model, exported.transform()(Image.open(image))[None])
+    assert cams.shape[0] == 1 and logits.shape == (1, 8)
+
+    capsys.readouterr()
+    assert cli.main(["predict", str(image), "--model", str(tmp_path / "run" / "model.pt"),
+                     "--cam", str(tmp_path / "cams"), "--quiet"]) == 0  # the command line knows it too
+    assert image.stem in capsys.readouterr().out
+    assert len(list((tmp_path / "cams").glob("*.png"))) == 1
+    # the weights option is for networks with ImageNet weights
+    assert cli.main(["train", "--model", "tiny", "--out", str(tmp_path / "x"), "--weights", str(image)]) == 2
+    assert "tiny has none" in capsys.readouterr().err

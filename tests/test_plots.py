@@ -96,7 +96,7 @@ def test_plot_confusion_shows_counts_and_row_normalised_side_by_side():
         assert ax.get_ylabel() == "true"
         assert tick_texts(ax.get_xticklabels()) == list(CLASSES)
         assert tick_texts(ax.get_yticklabels()) == list(CLASSES)
-    # seaborn writes the annotations row by row
+    # the annotations are written row by row
     assert [int(t.get_text()) for t in counts_ax.texts] == expected.ravel().tolist()
     totals = expected.sum(axis=1, keepdims=True)
     by_row = np.divide(expected, totals, out=np.zeros(expected.shape), where=totals > 0)

@@ -6,6 +6,7 @@ SYNTHETIC label of a model trained on the synthetic set. Also: 16-bit images are
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -19,20 +20,17 @@ from torch import nn
 from skinlib import cli
 from skinlib.data import CLASSES, IMAGES_DIR
 from skinlib.export import export_model, load_model
-from skinlib.files import MARKER
+from skinlib.storage.folders import MARKER
 from skinlib.images import open_image
+from skinlib.models import MODELS
 
 
 class TinyNet(nn.Sequential):
-    """Four 8x8 filters and a linear head; `layer4` is where Grad-CAM looks, as on a ResNet."""
+    """Four 8x8 filters and a linear head; the filters are where Grad-CAM looks."""
 
     def __init__(self, num_classes: int = 8):
         super().__init__(nn.Conv2d(3, 4, 8, stride=8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(4, num_classes))
-
-    @property
-    def layer4(self) -> nn.Module:
-        return self[0]
 
 
 def tiny_model_file(path, synthetic: bool):
@@ -42,7 +40,10 @@ def tiny_model_file(path, synthetic: bool):
 
 @pytest.fixture(autouse=True)
 def tiny_networks(monkeypatch):
-    monkeypatch.setattr("skinlib.export.build_model", lambda name, num_classes, **_: TinyNet(num_classes))
+    # the model files say resnet50; its registry entry builds the tiny network instead
+    monkeypatch.setitem(MODELS, "resnet50", dataclasses.replace(
+        MODELS["resnet50"], build=lambda num_classes, **_: TinyNet(num_classes), model_class=TinyNet,
+        gradcam_layer="0"))
 
 
 @pytest.fixture

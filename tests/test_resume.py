@@ -22,10 +22,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from skinlib import engine, optim, sampling
-from skinlib.checkpoint import CheckpointError, load_checkpoint
+from skinlib import engine, sampling
+from skinlib.config import make_optimizer, make_scheduler
+from skinlib.storage.checkpoint import CheckpointError, CheckpointPlan, load_checkpoint
 from skinlib.config import TrainConfig
-from skinlib.resume import CheckpointPlan
 
 CPU = torch.device("cpu")
 SEED = 7
@@ -67,17 +67,17 @@ def build(checkpoint_path, **config_changes):
     g = torch.Generator().manual_seed(1)
     val_loader = DataLoader(TensorDataset(torch.randn(30, 4, generator=g), torch.arange(30) % 3),
                             batch_size=16)
-    optimizer = optim.make_optimizer(model, config)
-    scheduler = optim.make_scheduler(optimizer, config, steps_per_epoch=len(train_loader))
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch=len(train_loader))
     return dict(config=config, model=model, dataset=dataset, train_loader=train_loader,
                 val_loader=val_loader, optimizer=optimizer, scheduler=scheduler)
 
 
 def run(parts, checkpoint_path, resume=False):
-    return engine.fit(parts["model"], parts["train_loader"], parts["val_loader"],
+    return engine.fit(parts["model"], {"train": parts["train_loader"], "val": parts["val_loader"]},
                       parts["optimizer"], CPU, epochs=parts["config"].epochs,
                       scheduler=parts["scheduler"], checkpoint=CheckpointPlan(checkpoint_path, resume),
-                      config=parts["config"], progress=False)
+                      config=parts["config"].replace(progress=False))
 
 
 def without_timing(history):
@@ -233,9 +233,10 @@ def test_an_interrupted_training_job_resumes_to_the_same_weights_and_metrics(
     """train.run with two worker processes and random augmentation: interrupted in the middle of
     epoch 3 (Ctrl+C), then resumed as `train --resume` does, it ends like an uninterrupted run."""
     from skinlib import models, train
-    from skinlib.cache import prepare
+    from skinlib.storage.prepare import prepare
 
-    monkeypatch.setitem(models.MODELS, "tiny", tiny)
+    monkeypatch.setitem(models.MODELS, "tiny", models.Network(tiny, TinyNet, "features", imagenet_weights=False,
+                                                                      title="TinyNet"))
     cache = None
     if use_cache:
         cache = str(tmp_path / "cache")

@@ -5,7 +5,7 @@ import pandas as pd
 import torch
 
 from skinlib.export import data_fingerprint, export_model, load_model
-from skinlib.interpret import find_saved
+from skinlib.course import find_saved
 from skinlib.models import build_model
 
 FRAME = pd.DataFrame({"image": [f"i{k}" for k in range(8)], "label": list(range(8))})

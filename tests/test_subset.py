@@ -10,7 +10,7 @@ import pytest
 
 from skinlib.cli import main
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV, DataError, load_index
-from skinlib.subset import ARCHIVE, LICENSE, MIRROR_MANIFEST, make_subset
+from skinlib.acquire.subset import ARCHIVE, LICENSE, MIRROR_MANIFEST, make_subset
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from PIL import Image
 from skinlib.data import (
     CLASSES, GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV, DataError, check_dataset, load_index, read_ground_truth,
 )
-from skinlib.files import claim_folder
-from skinlib.synth import default_data_dir, is_synthetic, make_synthetic
+from skinlib.storage.folders import claim_folder
+from skinlib.acquire.synth import default_data_dir, is_synthetic, make_synthetic
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from skinlib.loaders import make_loaders
 from skinlib.sampling import ShuffleWithSeeds
 from skinlib.splits import grouped_split, save_split
 from skinlib.metrics import json_safe
-from skinlib.files import KitFolder
+from skinlib.storage.folders import KitFolder
 from skinlib.train import _frame_and_split, stratified_sample
 
 
@@ -117,7 +117,7 @@ def test_augmented_batches_do_not_depend_on_the_number_of_workers(sample_frame, 
                                                                   tmp_path, use_cache):
     cache = None
     if use_cache:
-        from skinlib.cache import prepare
+        from skinlib.storage.prepare import prepare
 
         cache = str(tmp_path / "cache")
         prepare(real_sample_dir, cache, progress=False)

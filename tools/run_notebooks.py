@@ -30,7 +30,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-from skinlib.files import FolderError, claim_folder
+from skinlib.storage.folders import FolderError, claim_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS, SOLUTIONS = ROOT / "notebooks", ROOT / "solutions"
@@ -144,7 +144,7 @@ def _write_html(notebook, path: Path) -> None:
 
 
 def claim_out(out: Path, sources: list[Path]) -> Path:
-    """`out`, marked as the kit's (skinlib.files): a new or empty folder, or one this script wrote.
+    """`out`, marked as the kit's (skinlib.storage.folders): a new or empty folder, or one this script wrote.
 
     Refused, with a FolderError naming it: a file, a folder holding anything else (the committed
     notebooks/ or solutions/ among them), or an executed copy's name taken by a file the kit did

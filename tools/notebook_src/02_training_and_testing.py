@@ -57,7 +57,7 @@ from skinlib.config import TrainConfig
 from skinlib.course import get_data
 from skinlib.data import CLASSES, GROUND_TRUTH_CSV, IMAGES_DIR, eval_transform, load_index, train_transform
 from skinlib.device import select_device
-from skinlib.engine import evaluate, fit, to_device_batch, train_one_epoch
+from skinlib.engine import LoopOptions, evaluate, fit, to_device_batch, train_one_epoch
 from skinlib.export import data_fingerprint, export_model
 from skinlib.loaders import make_loaders
 from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy, per_class, summarize
@@ -294,7 +294,7 @@ passed = check_train_one_epoch(train_one_epoch_by_hand, device=device)
 
 
 def skinlib_train_one_epoch(model, loader, optimizer, criterion):  # cross-entropy, like `criterion`
-    return train_one_epoch(model, loader, optimizer, device, max_batches=MAX_BATCHES, progress=False)
+    return train_one_epoch(model, loader, optimizer, device, options=LoopOptions(progress=False, max_batches=MAX_BATCHES))
 
 
 train_one_epoch_by_hand = use_yours_or(skinlib_train_one_epoch, train_one_epoch_by_hand, passed, "train_one_epoch")
@@ -335,7 +335,7 @@ passed = check_evaluate(evaluate_by_hand, device=device)
 
 
 def skinlib_evaluate(model, loader, criterion):  # cross-entropy, like `criterion`
-    return evaluate(model, loader, device, max_batches=MAX_BATCHES, progress=False)
+    return evaluate(model, loader, device, options=LoopOptions(progress=False, max_batches=MAX_BATCHES))
 
 
 evaluate_by_hand = use_yours_or(skinlib_evaluate, evaluate_by_hand, passed, "evaluate")
@@ -374,7 +374,8 @@ for epoch in range(1, HAND_EPOCHS + 1):
 torch.manual_seed(0)
 model = SimpleCNN(num_classes=len(CLASSES)).to(device)
 optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-history = fit(model, loaders["train"], loaders["val"], optimizer, device, epochs=EPOCHS, max_batches=MAX_BATCHES)
+history = fit(model, loaders, optimizer, device, epochs=EPOCHS,
+              config=config.replace(grad_clip=None, max_batches=MAX_BATCHES))  # no clipping, like the loop above
 
 # %% [markdown]
 # ## Learning curves
@@ -392,7 +393,7 @@ plot_curves(history, title=f"Learning curves: {RUN_NAME}")
 # Now, and only now, the test part: images of lesions the network has never seen in any form.
 
 # %%
-test = evaluate(model, loaders["test"], device, max_batches=MAX_BATCHES)
+test = evaluate(model, loaders["test"], device, options=LoopOptions(max_batches=MAX_BATCHES))
 print(f"test: accuracy {test['accuracy']:.3f}, balanced accuracy {test['balanced_accuracy']:.3f} "
       f"on {test['images']} images{' of SYNTHETIC data' if SYNTHETIC else ''}{' (SMOKE run)' if SMOKE else ''}")
 

@@ -63,7 +63,7 @@ from skinlib.config import TrainConfig
 from skinlib.course import get_data
 from skinlib.data import CLASSES, load_index
 from skinlib.device import select_device
-from skinlib.engine import CheckpointPlan, evaluate, fit
+from skinlib.engine import LoopOptions, evaluate, fit
 from skinlib.export import data_fingerprint, export_model
 from skinlib.loaders import make_loaders
 from skinlib.lr_range import lr_range_test, plot_lr_range
@@ -73,6 +73,7 @@ from skinlib.models import count_parameters, imagenet_state_dict, new_head
 from skinlib.models import resnet50 as skinlib_resnet50
 from skinlib.plots import plot_confusion, plot_curves, plot_one_cycle
 from skinlib.splits import grouped_split
+from skinlib.storage.checkpoint import CheckpointPlan
 
 print(f"Python {platform.python_version()}, torch {torch.__version__}, "
       f"torchvision {torchvision.__version__}, skinlib {skinlib.__version__}")
@@ -290,8 +291,7 @@ def train_with_recipe(model, config, checkpoint=None, resume=False, head_factor=
     optimizer = torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
                                                     total_steps=config.epochs * STEPS_PER_EPOCH)
-    return fit(model, loaders["train"], loaders["val"], optimizer, device, epochs=config.epochs,
-               scheduler=scheduler, max_batches=MAX_BATCHES,
+    return fit(model, loaders, optimizer, device, epochs=config.epochs, scheduler=scheduler,
                checkpoint=CheckpointPlan(checkpoint, resume) if checkpoint else None, config=config)
 
 # %% [markdown]
@@ -362,7 +362,7 @@ print(f"trainable: {count_parameters(frozen, trainable_only=True):,} of {count_p
 # %%
 frozen_history = train_with_recipe(frozen, config.replace(epochs=FROZEN_EPOCHS, out=str(FROZEN_DIR)),
                                    checkpoint=FROZEN_DIR / "checkpoint.pt", resume=RESUME)
-frozen_test = evaluate(frozen, loaders["test"], device, max_batches=MAX_BATCHES)
+frozen_test = evaluate(frozen, loaders["test"], device, options=LoopOptions(max_batches=MAX_BATCHES))
 
 # %% [markdown]
 # One subtlety: in training mode the batch-normalisation layers still update their running averages on our images,
@@ -377,7 +377,7 @@ frozen_test = evaluate(frozen, loaders["test"], device, max_batches=MAX_BATCHES)
 # %%
 finetuned = skinlib_resnet50(num_classes=len(CLASSES), pretrained=PRETRAINED)
 history = train_with_recipe(finetuned, config, checkpoint=FINETUNED_DIR / "checkpoint.pt", resume=RESUME)
-test = evaluate(finetuned, loaders["test"], device, max_batches=MAX_BATCHES)
+test = evaluate(finetuned, loaders["test"], device, options=LoopOptions(max_batches=MAX_BATCHES))
 model_path = export_model(FINETUNED_DIR / "model.pt", finetuned, "resnet50",
                           data={"fingerprint": data_fingerprint(frame, split)}, smoke=SMOKE)
 print(f"saved for notebooks 04 and 05: {model_path}")

@@ -48,19 +48,19 @@ import torchvision
 from sklearn.metrics import confusion_matrix
 
 import skinlib
-from skinlib.course import get_data
+from skinlib.config import make_optimizer
+from skinlib.course import get_data, load_for_evaluation
 from skinlib.data import CLASSES
 from skinlib.device import select_device
-from skinlib.engine import fit
 from skinlib.checks import check_grad_cam, check_scores_from_confusion, use_yours_or
 from skinlib.checks.evaluation import reference_grad_cam, reference_scores
+from skinlib.engine import fit
 from skinlib.gradcam import default_layer, heatmap
-from skinlib.interpret import (balanced_loader, load_for_evaluation, most_confident, normalised_images,
+from skinlib.interpret import (balanced_loader, most_confident, normalised_images,
                                per_class_report, predict_probs)
 from skinlib.interpret_plots import caveat, plot_examples, plot_gradcam, plot_reliability, plot_roc_ovr
 from skinlib.metrics import ConfusionMatrix, accuracy, balanced_accuracy
 from skinlib.models import resnet50
-from skinlib.optim import make_optimizer
 from skinlib.plots import plot_confusion
 
 print(f"Python {platform.python_version()}, torch {torch.__version__}, "
@@ -304,8 +304,8 @@ def train_head(train_loader):
     for name, parameter in model.named_parameters():
         parameter.requires_grad = name.startswith("fc.")
     optimizer = make_optimizer(model.to(device), config)
-    fit(model, train_loader, loaders["val"], optimizer, device, epochs=IMBALANCE_EPOCHS, config=config,
-        max_batches=MAX_BATCHES, progress=not SMOKE)
+    fit(model, {"train": train_loader, "val": loaders["val"]}, optimizer, device, epochs=IMBALANCE_EPOCHS,
+        config=config.replace(max_batches=MAX_BATCHES, progress=not SMOKE))
     return predict_probs(model, loaders["test"], device, max_batches=MAX_BATCHES)
 
 

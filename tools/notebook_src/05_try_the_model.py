@@ -50,10 +50,10 @@ from PIL import Image
 import skinlib
 from skinlib.checks import check_ppv, check_threshold_for_sensitivity, use_yours_or
 from skinlib.checks.decision import reference_threshold
-from skinlib.course import get_data
+from skinlib.course import get_data, load_for_evaluation
 from skinlib.data import CLASSES
 from skinlib.device import select_device
-from skinlib.interpret import MEL, load_for_evaluation, melanoma_decision, predict_probs
+from skinlib.interpret import MEL, melanoma_decision, predict_probs
 from skinlib.interpret_plots import caveat
 from skinlib.subgroups import SUBGROUPS, archive, class_mix, ppv_at_prevalence, subgroup_recall, with_metadata
 from skinlib.widgets import explain, explanation_figure, threshold_app, try_model_app

@@ -1,4 +1,4 @@
-"""Folders the kit may write to (its files are written whole: `skinlib.atomic`).
+"""Folders the kit may write to (its files are written whole: `skinlib.storage.atomic`).
 
 Folder ownership. A command writes only into a folder that is new, empty, or marked as the
 kit's, and deletes only files it recorded writing. `claim_folder(path, kind)` returns a
@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from skinlib.atomic import atomic_write_text
+import platformdirs
+
+from skinlib.storage.atomic import atomic_write_text
 from skinlib.layout import DataError
 
 KIT = "skinlib"
@@ -125,6 +127,12 @@ class KitFolder:
         except OSError as err:
             raise FolderError(f"{self.path}: cannot write to this folder ({err.strerror or err}); "
                               f"choose a folder you can write to") from None
+
+
+def cache_home() -> Path:
+    """The kit's own cache folder: $SKINLIB_CACHE, else the user's cache folder that platformdirs
+    names (~/.cache/skinlib on Linux, $XDG_CACHE_HOME/skinlib where that is set)."""
+    return expand_home(os.environ.get("SKINLIB_CACHE") or platformdirs.user_cache_path("skinlib"))
 
 
 def expand_home(path: str | os.PathLike) -> Path:

@@ -20,7 +20,6 @@ shares and a split of it is still grouped by lesion.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -28,15 +27,15 @@ import zipfile
 from pathlib import Path
 
 from skinlib.data import GROUND_TRUTH_CSV, IMAGE_SUFFIX, IMAGES_DIR, METADATA_CSV, DataError, load_index
-from skinlib.download import ARCHIVE
-from skinlib.fetch import sha256_of
-from skinlib.atomic import atomic_write, atomic_write_text
-from skinlib.bundle import MANIFEST as BUNDLE_MANIFEST
-from skinlib.csvfiles import lines_by_image
-from skinlib.files import claim_folder
-from skinlib.mirror import FORMAT, MIRROR_MANIFEST
+from skinlib.acquire.download import ARCHIVE
+from skinlib.acquire.fetch import sha256_of
+from skinlib.storage.atomic import atomic_write, atomic_write_text
+from skinlib.acquire.bundle import MANIFEST as BUNDLE_MANIFEST
+from skinlib.data import lines_by_image
+from skinlib.storage.folders import claim_folder
+from skinlib.acquire.mirror import FORMAT, MIRROR_MANIFEST
 from skinlib.splits import grouped_split
-from skinlib.synth import is_synthetic
+from skinlib.acquire.synth import is_synthetic
 
 LICENSE = "LICENSE.txt"
 
@@ -130,35 +129,3 @@ def _warn_if_too_small(chosen, fraction: float) -> None:
 
 def _entry(path: Path) -> dict:
     return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
-
-
-def cmd_subset(args: argparse.Namespace) -> int:
-    manifest = make_subset(args.data, args.out, args.fraction, seed=args.seed)
-    size = sum(entry["bytes"] for entry in manifest["files"].values())
-    print(f"wrote a SUBSET mirror of ISIC 2019 to {args.out}: {manifest['images']:,} of "
-          f"{manifest['source_images']:,} images ({manifest['lesion_groups']:,} lesion groups), "
-          f"{size / 1e6:,.1f} MB, with {MIRROR_MANIFEST} and {LICENSE}.\n"
-          f"Serve the folder over HTTP(S); students run `python -m skinlib download DATA --base-url URL`.")
-    return 0
-
-
-def _fraction(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number (write 0.2 for a fifth)") from None
-    if not 0 < number <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return number
-
-
-def register(subparsers) -> None:
-    """Add `subset` to the `python -m skinlib` command line."""
-    from skinlib.cli_errors import int_at_least
-
-    p = subparsers.add_parser("subset", help="write a smaller, lesion-grouped copy of ISIC 2019 to host as a mirror")
-    p.add_argument("data", type=Path, help="the full download (ISIC 2019 layout)")
-    p.add_argument("out", type=Path, help="new or empty folder for the mirror (or an earlier mirror, replaced)")
-    p.add_argument("--fraction", type=_fraction, required=True, help="share of the images to keep, in (0, 1]")
-    p.add_argument("--seed", type=int_at_least(0), default=0, help="which lesions are drawn (default: %(default)s)")
-    p.set_defaults(func=cmd_subset)

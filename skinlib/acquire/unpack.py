@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from skinlib.fetch import DownloadError, flat_message, move_aside
+from skinlib.acquire.fetch import DownloadError, flat_message, move_aside
 from skinlib.layout import GROUND_TRUTH_CSV, IMAGES_DIR
 
 SCRATCH = ".extracting"  # the scratch folder, inside the data folder

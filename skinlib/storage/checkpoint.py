@@ -1,12 +1,17 @@
-"""Checkpoints that survive a crash and refuse what they should not load.
+"""Checkpoints: a file that survives a crash and refuses what it should not load, and the whole
+state of a training run saved in it, so a resumed run continues exactly.
 
 `save_checkpoint` writes to a temporary file in the same folder, flushes it to disk and only
 then renames it over the old checkpoint (`os.replace` is atomic), so a crash or a full disk
-while writing leaves the previous checkpoint intact.
+while writing leaves the previous checkpoint intact. `read_weights` is the one reader of every
+.pt file the kit opens: `torch.load(weights_only=True)`, so only tensors and plain containers
+are read back, never arbitrary pickled objects (unpickling can run code).
 
-`load_checkpoint` uses `torch.load(weights_only=True)`: only tensors and plain containers are
-read back, never arbitrary pickled objects (unpickling can run code). Everything a checkpoint
-holds is stored in that form, random-number-generator states included.
+`CheckpointPlan` is what `fit` is told about checkpoints: where to save the run after every
+epoch, whether to continue from what is there, and what else to store with it.
+`training_state` gathers what is saved (weights, optimizer, scheduler, scaler, every random
+generator, the history and the config); `resume_training` checks that a checkpoint belongs to
+this run and loads it back.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import pickle
 import random
 import shutil
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from skinlib import distributed
 from skinlib.errors import SkinlibError
-from skinlib.atomic import atomic_write
+from skinlib.storage.atomic import atomic_write
+
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "epoch", "model", "optimizer", "history")
@@ -80,6 +88,27 @@ def _nbytes(state) -> int:
     return 0
 
 
+def read_weights(path: str | os.PathLike, what: str, error: type[Exception], *, map_location: Any = "cpu",
+                 mmap: bool = False) -> Any:
+    """The one way the kit reads a .pt or .pth file: `torch.load(weights_only=True)`, which reads
+    tensors and plain containers only. A file that holds a pickled object, or is cut short or
+    corrupt, raises `error` naming it (`what` says what the file should have been)."""
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive whose directory comes last
+        raise error(f"{path} is not a readable PyTorch {what}: cut short, or not a file torch.save wrote "
+                    f"({Path(path).stat().st_size:,} bytes, no complete archive)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise error(
+            f"{path} holds a pickled Python object and is refused: a {what} is loaded with "
+            f"torch.load(weights_only=True), which only reads tensors and plain containers because "
+            f"unpickling an arbitrary object can run arbitrary code ({detail})") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        raise error(f"{path} is not a readable PyTorch {what}: cut short or corrupt "
+                    f"({' '.join(str(exc).split()) or type(exc).__name__})") from None
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint` (tensors and plain containers only)."""
     path = Path(path)
@@ -97,17 +126,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             f"checkpoint {path} is truncated or corrupt ({size:,} bytes, no complete archive): "
             f"it was probably cut short while being written or copied; use another copy or "
             f"train without resuming")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"checkpoint {path} holds a pickled Python object and is refused: it is loaded "
-            f"with torch.load(weights_only=True), which only reads tensors and plain "
-            f"containers because unpickling an arbitrary object can run arbitrary code "
-            f"({detail})") from exc
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {exc}") from exc
+    state = read_weights(path, "checkpoint", CheckpointError, map_location=map_location)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a training checkpoint (it holds a {type(state).__name__})")
     missing = [k for k in REQUIRED_KEYS if k not in state]
@@ -214,3 +233,100 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         else:  # resumed on a machine with another number of GPUs: seed what we can
             for index, s in enumerate(cuda_states[:torch.cuda.device_count()]):
                 torch.cuda.set_rng_state(s, index)
+
+
+# Config fields that change the course of training: a checkpoint is only resumed under the
+# same values. Paths, device, worker count and display options may differ between sessions.
+RESUME_MUST_MATCH = ("model", "epochs", "batch_size", "lr", "weight_decay", "grad_clip", "seed",
+                     "limit", "image_size", "fractions", "max_batches")
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    """`fit(..., checkpoint=CheckpointPlan(path, resume=True))`: save the run to `path` after
+    every epoch and, with `resume`, continue from the checkpoint there (if there is one yet).
+    `extra` (say, a record of the data) is stored in the checkpoint beside the run's state."""
+
+    path: str | os.PathLike
+    resume: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def start(self, model, optimizer, scheduler, scaler, config) -> list[dict[str, Any]]:
+        """The history to continue from: the checkpoint's when resuming one, else none."""
+        if not self.resume:
+            return []
+        if not os.path.exists(self.path):
+            print(f"No checkpoint at {self.path} yet: starting at epoch 1")
+            return []
+        history = resume_training(self.path, model, optimizer, scheduler, scaler, config)
+        print(f"Resuming from {self.path}: {len(history)} epoch(s) done")
+        return history
+
+    def save(self, model, optimizer, scheduler, scaler, history, config, num_classes) -> None:
+        """Write the run after `len(history)` epochs (process 0 alone, under torchrun)."""
+        if distributed.is_main_process():
+            state = training_state(model, optimizer, scheduler, scaler, history, config, num_classes)
+            save_checkpoint(self.path, {**state, **self.extra})
+
+
+def training_state(model, optimizer, scheduler, scaler, history, config, num_classes) -> dict[str, Any]:
+    """Everything `resume_training` needs to continue a run after `len(history)` epochs."""
+    model = distributed.unwrap(model)  # under torchrun: the network inside DistributedDataParallel
+    return {
+        "format_version": FORMAT_VERSION,
+        "epoch": len(history),
+        "model_class": type(model).__name__,
+        "num_classes": num_classes,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": _plain_state(scheduler.state_dict()) if scheduler is not None else None,
+        "scaler": scaler.state_dict(),
+        "rng": capture_rng_state(),
+        "history": history,
+        "config": config.to_dict() if config is not None else None,
+        "processes": distributed.world_size(),  # each process reads its share of every epoch
+    }
+
+
+def _plain_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A scheduler's state without functions, which weights_only loading refuses.
+
+    OneCycleLR of torch < 2.4 keeps its annealing function in its state; the constructor sets it
+    again, so nothing is lost by leaving it out.
+    """
+    return {k: v for k, v in state.items() if not callable(v)}
+
+
+def resume_training(path, model, optimizer, scheduler, scaler, config) -> list[dict[str, Any]]:
+    """Load a checkpoint into the given objects; return its history.
+
+    Refuses (CheckpointError) a checkpoint of another architecture or number of classes, of a
+    run with other `RESUME_MUST_MATCH` settings, or saved with(out) a scheduler this run lacks (has).
+    """
+    model = distributed.unwrap(model)
+    state = load_checkpoint(path, map_location="cpu")
+    check_compatible(state, model, path=path, config=config)
+    if state.get("processes", 1) != distributed.world_size():
+        raise CheckpointError(f"checkpoint {path} was written by {state.get('processes', 1)} processes, "
+                              f"this run has {distributed.world_size()}: resume with as many")
+    saved_config = state.get("config")
+    if config is not None and saved_config is not None:
+        current = config.to_dict()
+        differ = [f"{k}: {saved_config.get(k)!r} in the checkpoint, {current.get(k)!r} now"
+                  for k in RESUME_MUST_MATCH if saved_config.get(k) != current.get(k)]
+        if differ:
+            raise CheckpointError(
+                f"checkpoint {path} belongs to a run with other settings, so resuming would not "
+                f"continue it ({'; '.join(differ)}); start a new run or restore the settings")
+    if (scheduler is None) != (state.get("scheduler") is None):
+        raise CheckpointError(
+            f"checkpoint {path} was saved {'with' if state.get('scheduler') is not None else 'without'} "
+            f"a learning-rate scheduler, this run has {'one' if scheduler is not None else 'none'}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if scaler.is_enabled() and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])  # a disabled scaler saved {}: nothing to restore
+    restore_rng_state(state["rng"])
+    return list(state["history"])

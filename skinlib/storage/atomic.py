@@ -11,10 +11,12 @@ writing one CSV): every writer writes its own temporary file, named after the ta
 machine and the process (`.NAME.HOST.PID.RANDOM.tmp`, unique even across machines), and publishes
 it with one rename. Two writers never share a half-written file, and the target always holds one
 writer's whole file (the last to finish). A temporary left by a process killed outright is removed
-by the next writer (`remove_stale_temporaries`) once its writer is known to be gone.
+by the next writer (`remove_stale_temporaries`) once its writer is known to be gone. `sha256_file` is the one hash
+of a file's bytes that the kit records and checks.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
@@ -130,3 +132,9 @@ def _fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in blocks (a 9 GB archive never sits in memory)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -17,8 +17,8 @@ from pathlib import Path
 import requests
 import urllib3
 
-from skinlib.fetch import DownloadError, Fetcher, flat_message, move_aside, sha256_of
-from skinlib.atomic import atomic_write_text
+from skinlib.acquire.fetch import DownloadError, Fetcher, flat_message, move_aside, sha256_of
+from skinlib.storage.atomic import atomic_write_text
 from skinlib.layout import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV
 
 MIRROR_MANIFEST = "skinlib-mirror.json"

@@ -33,9 +33,9 @@ from skinlib.data import (
     CLASSES, GROUND_TRUTH_CSV, IMAGE_SUFFIX, IMAGES_DIR, METADATA_COLUMNS, METADATA_CSV, UNKNOWN_CLASS,
     DataError,
 )
-from skinlib.files import claim_folder, expand_home
+from skinlib.storage.folders import cache_home, claim_folder, expand_home
 from skinlib.layout import FIRST_SYNTHETIC_NUMBER, SYNTHETIC_MARKER, synthetic_image_ids
-from skinlib.synth_draw import Lesion, draw_view, make_lesion
+from skinlib.acquire.synth_draw import Lesion, draw_view, make_lesion
 # Images per class in the real ISIC 2019 training set (shared/README.md), scaled to n.
 REAL_CLASS_COUNTS = dict(MEL=4522, NV=12875, BCC=3323, AK=867, BKL=2624, DF=239, VASC=253, SCC=628)
 MIN_IMAGES_PER_CLASS = 3
@@ -46,7 +46,7 @@ SITES = ("anterior torso", "posterior torso", "lower extremity", "upper extremit
 
 MARKER_TEXT = """SYNTHETIC DATA - NOT MEDICAL IMAGES
 
-Every image in this folder was drawn by skinlib.synth.make_synthetic (n={n}, seed={seed}).
+Every image in this folder was drawn by skinlib.acquire.synth.make_synthetic (n={n}, seed={seed}).
 The "lesions" are coloured shapes, and the labels, lesion ids, ages, sites and sexes are made up.
 The folder has the layout of the ISIC 2019 download only so that the course's code runs end to
 end without it. Scores measured on it say nothing about skin lesions or about a model's use
@@ -177,7 +177,7 @@ def default_data_dir(*, n: int = 800, seed: int = 0) -> Path:
                 "(the one holding ISIC_2019_Training_GroundTruth.csv), or unset it to use synthetic data"
             )
         return path
-    cache = expand_home(os.environ.get("SKINLIB_CACHE") or Path.home() / ".cache" / "skinlib")
+    cache = cache_home()
     path = cache / f"synthetic-{n}-{seed}"
     if not is_synthetic(path):
         try:

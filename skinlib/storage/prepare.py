@@ -1,10 +1,28 @@
-"""Writing a prepared-image cache: decode every image once, resumably, in parallel processes."""
+"""Writing a prepared-image cache: decode every image once, resumably, in parallel processes.
+
+Rows are written into images-<key>.npy and a progress bitmap (progress-<key>.npy) is saved every
+few seconds *after* the rows are flushed, so an interrupted run resumes where it stopped. The key
+is a hash of the image list, each file's size and S, so a changed dataset gets a new file and
+never mixes with an old one. Images already in a valid older cache (same name, same file size,
+same S) are copied, not decoded.
+
+- `open_cache_folder`: the folder must be new, empty, or marked as the kit's cache; only files
+  the kit recorded are deleted.
+- `reserve`: the images file gets its whole size on disk before any row is written. A memory
+  map of a sparse file that meets a full disk kills the process with SIGBUS, printing nothing;
+  reserving first turns that into one line saying how much space is needed.
+- `die_with_parent`: decoding processes exit when `prepare` dies, even by SIGKILL (Linux).
+"""
 from __future__ import annotations
 
+import ctypes
+import errno
 import itertools
 import json
 import os
+import re
 import shutil
+import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -14,16 +32,71 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from skinlib.cache_files import (DEFAULT_SIZE, FORMAT, MANIFEST, VERSION, Cache, CacheError,
-                                 cache_bytes, cache_key, open_valid)
-from skinlib.cache_folder import die_with_parent, open_cache_folder, remove_stale, reserve
 from skinlib.data import load_index
 from skinlib.device import available_cpus
-from skinlib.atomic import atomic_write, atomic_write_text
-from skinlib.files import KitFolder
-from skinlib.freshness import file_stats, sha256_file
 from skinlib.images import load_resized
 from skinlib.layout import GROUND_TRUTH_CSV
+from skinlib.storage.atomic import atomic_write, atomic_write_text, sha256_file
+from skinlib.storage.cache import (DEFAULT_SIZE, FORMAT, MANIFEST, VERSION, Cache, CacheError, cache_bytes,
+                                   cache_key, file_stats, open_valid)
+from skinlib.storage.folders import KitFolder, claim_folder
+
+
+# The names of the files `prepare` writes (the key is 16 hex digits), and their temporaries.
+KIT_FILE = re.compile(r"(images-[0-9a-f]{16}\.npy|index-[0-9a-f]{16}\.csv|progress-[0-9a-f]{16}\.npy"
+                      rf"|{re.escape(MANIFEST)})")
+TEMPORARY = re.compile(rf"\.({KIT_FILE.pattern})\..+\.tmp")
+
+
+def open_cache_folder(cache_dir: str | os.PathLike) -> KitFolder:
+    """`cache_dir` as the kit's cache folder (FolderError if it holds anything else)."""
+    return claim_folder(cache_dir, "cache", option="--cache")
+
+
+def remove_stale(folder: KitFolder, keep: set[str]) -> None:
+    """Delete the cache files the kit recorded writing, other than `keep` (older keys,
+    abandoned partial runs) and temporaries of writes that were cut off."""
+    for name in sorted(folder.files):
+        if name not in keep and (KIT_FILE.fullmatch(name) or TEMPORARY.fullmatch(name)):
+            folder.remove(name)
+    for leftover in folder.path.iterdir():
+        match = TEMPORARY.fullmatch(leftover.name)
+        if match and folder.owns(match.group(1)):
+            leftover.unlink(missing_ok=True)
+
+
+def reserve(path: Path, nbytes: int) -> None:
+    """Allocate the file's first `nbytes` on disk now (a CacheError if the disk is too small).
+
+    File systems without fallocate (some network mounts) are left as they are.
+    """
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return
+        free = shutil.disk_usage(path.parent).free
+        raise CacheError(f"{path.parent}: the cache needs {nbytes / 1e9:.2f} GB on disk, only "
+                         f"{free / 1e9:.2f} GB can be allocated; free space, or try a smaller "
+                         f"--size") from None
+    finally:
+        os.close(fd)
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: end this process when `parent` ends (Linux's PR_SET_PDEATHSIG).
+
+    Without it, the workers of a `prepare` killed outright wait on their queue forever.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: nothing to set
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
 
 CHUNK = 16                # images per task sent to a worker process (~3 MB back at S=256)
 CHECKPOINT_SECONDS = 5.0  # how often progress is made durable while preparing

@@ -24,25 +24,24 @@ re-checks the files and makes no request at all.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
 from typing import Mapping
 
-from skinlib.csvfiles import lines_by_image
+from skinlib.data import lines_by_image
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV, DataError
-from skinlib.fetch import BACKOFF, RETRIES, TIMEOUT, DownloadError, Fetcher, move_aside, sha256_of
-from skinlib.atomic import atomic_write_text
-from skinlib.files import claim_folder, expand_home
+from skinlib.acquire.fetch import BACKOFF, RETRIES, TIMEOUT, DownloadError, Fetcher, move_aside, sha256_of
+from skinlib.storage.atomic import atomic_write_text
+from skinlib.storage.folders import claim_folder, expand_home
 from skinlib.layout import synthetic_image_ids
-from skinlib.mirror import (MIRROR_MANIFEST, check_archive, fetch_mirror_manifest, mirror_hashes,
+from skinlib.acquire.mirror import (MIRROR_MANIFEST, check_archive, fetch_mirror_manifest, mirror_hashes,
                             saved_mirror_manifest)
-from skinlib.unpack import SCRATCH, extract
+from skinlib.acquire.unpack import SCRATCH, extract
 
 __all__ = ["BASE_URL", "ARCHIVE", "MANIFEST", "SHA256", "DownloadError", "sha256_of",
-           "download_isic2019", "register"]
+           "download_isic2019"]
 
 BASE_URL = "https://isic-challenge-data.s3.amazonaws.com/2019/"
 ARCHIVE = IMAGES_DIR + ".zip"
@@ -55,7 +54,7 @@ SHA256 = {
 }
 
 ARCHIVE_ROOT_FILES = ("LICENSE.txt", "ATTRIBUTION.txt")  # what an archive may hold beside its folder
-LICENSE = "LICENSE.txt"  # also what a subset mirror serves beside its files (skinlib.subset)
+LICENSE = "LICENSE.txt"  # also what a subset mirror serves beside its files (skinlib.acquire.subset)
 STAGED = ".new"  # a verified copy waiting to replace the file in the folder
 # Every name a download writes in its folder (the archive's root may add LICENSE/ATTRIBUTION files).
 KIT_NAMES = (GROUND_TRUTH_CSV, METADATA_CSV, IMAGES_DIR, ARCHIVE, MANIFEST, SCRATCH, MIRROR_MANIFEST,
@@ -101,7 +100,7 @@ def download_isic2019(
     """
     data_dir = expand_home(data_dir)
     hashes = dict(SHA256 if expected_sha256 is None else expected_sha256)
-    # A subset mirror's own manifest (skinlib.mirror); never at the official address.
+    # A subset mirror's own manifest (skinlib.acquire.mirror); never at the official address.
     use_mirror_manifest = expected_sha256 is None and base_url.rstrip("/") != BASE_URL.rstrip("/")
     mirror = saved_mirror_manifest(data_dir, MANIFEST, base_url) if use_mirror_manifest else None
     if mirror is not None:
@@ -261,29 +260,3 @@ def _already_done(data_dir: Path, hashes: Mapping[str, str]) -> bool:
         return n == manifest["images"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def register(subparsers) -> None:
-    """Add `download` to the `python -m skinlib` command line."""
-    parser = subparsers.add_parser(
-        "download",
-        help="download, verify and unpack the ISIC 2019 training data (about 9 GB)",
-        description="Download ISIC 2019 (images, ground truth, metadata) into DATA, check every "
-        "file and unpack the images. Re-running resumes an interrupted download; a finished "
-        "one is only re-checked.",
-    )
-    parser.add_argument("data", type=Path, help="folder to fill (use local disk, e.g. /content/isic2019 in Colab)")
-    parser.add_argument("--base-url", default=BASE_URL, help=f"where the three files live (default {BASE_URL})")
-    parser.add_argument("--keep-archive", action="store_true", help="keep the 9 GB zip after unpacking it")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    download_isic2019(
-        args.data, base_url=args.base_url, progress=not args.no_progress, keep_archive=args.keep_archive
-    )
-    return 0

@@ -1,8 +1,7 @@
 """The run folder of `train`: the kit's own, locked while a run writes it, checked before use.
 
-`open_run_folder` claims `--out` as a run folder (see `files.claim_folder`): new, empty, marked
-as a run, or a run folder written before markers existed (it holds a checkpoint and only the
-files of a run). `check_settings` refuses, before any training, settings that cannot work on
+`open_run_folder` claims `--out` as a run folder (see `storage.folders.claim_folder`): new, empty or
+marked as a run. `check_settings` refuses, before any training, settings that cannot work on
 the images of the run. `check_saved_split` refuses to resume on a split.csv that was drawn for
 other settings (one left by a run that failed before its first checkpoint).
 """
@@ -14,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 
 from skinlib.data import DataError
-from skinlib.atomic import remove_stale_temporaries, temporary_name_pattern
-from skinlib.files import KitFolder, claim_folder
+from skinlib.storage.atomic import remove_stale_temporaries
+from skinlib.storage.checkpoint import CheckpointError, read_weights
+from skinlib.storage.folders import KitFolder, claim_folder
 
 CONFIG_JSON, SPLIT_CSV, CHECKPOINT = "config.json", "split.csv", "checkpoint.pt"
 METRICS_JSON, CURVES_PNG, CONFUSION_PNG = "metrics.json", "curves.png", "confusion.png"
@@ -26,17 +26,7 @@ SPLIT_SETTINGS = ("seed", "limit", "fractions")
 
 def open_run_folder(out: str | Path) -> KitFolder:
     """`out` as the kit's run folder (FolderError if it holds anything else)."""
-    return claim_folder(out, "run", option="--out", adopt=_run_before_markers)
-
-
-def _run_before_markers(path: Path) -> list[str] | None:
-    """The run files of an unmarked folder that holds a checkpoint (an older run), else None."""
-    if not (path / CHECKPOINT).is_file():
-        return None
-    names = [name for name in RUN_FILES if (path / name).exists()]
-    for name in RUN_FILES:  # temporary files of a write that was cut off
-        names += [p.name for p in path.glob(temporary_name_pattern(name))]
-    return names
+    return claim_folder(out, "run", option="--out")
 
 
 def remove_leftovers(folder: KitFolder) -> list[Path]:
@@ -84,11 +74,9 @@ def check_checkpoint_data(checkpoint: Path, data: dict, split_csv: Path) -> None
     Read through a memory map: only the small record is loaded, not the weights. Checkpoints
     written before the record existed have none and are not checked.
     """
-    import torch
-
     try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True).get("data")
-    except Exception:  # noqa: BLE001 - a damaged file is reported by load_checkpoint, with its name
+        saved = read_weights(checkpoint, "checkpoint", CheckpointError, mmap=True).get("data")
+    except (CheckpointError, AttributeError):  # a damaged file is reported by load_checkpoint, with its name
         return
     if not isinstance(saved, dict):
         return

@@ -100,8 +100,8 @@ def _low_frequency_noise(rng: np.random.Generator, shape: tuple[int, int], cells
 def draw_view(lesion: Lesion, rng: np.random.Generator) -> Image.Image:
     """One photo of a lesion: new position, rotation, scale, lighting, hairs, maybe a dark vignette.
 
-    Long because it is one picture drawn layer by layer (skin, lesion, blotches, vessels, scale,
-    hairs, vignette), in the order they overlap; each layer is a few lines.
+    One picture drawn layer by layer (skin, lesion, blotches, vessels, scale, then the hairs and
+    vignette of `_hairs_and_field`), in the order they overlap; each layer is a few lines.
     """
     style = STYLES[CLASSES[lesion.label]]
     # The smooth layers are computed at half resolution and upsampled: 4x fewer pixels, and
@@ -154,6 +154,11 @@ def draw_view(lesion: Lesion, rng: np.random.Generator) -> Image.Image:
         else:
             draw.line(to_pixels(vessel), fill=(175, 25, 35), width=2)
 
+    return _hairs_and_field(image, draw, rng)
+
+
+def _hairs_and_field(image: Image.Image, draw: ImageDraw.ImageDraw, rng: np.random.Generator) -> Image.Image:
+    """The top layers of a photo: a few hairs across it, sometimes the dermatoscope's dark edge, and noise."""
     for _ in range(rng.choice(6, p=(0.4, 0.2, 0.15, 0.1, 0.1, 0.05))):
         # A hair: a gentle curve across the field, dark and thin.
         start, end = rng.uniform((0, 0), (WIDTH, HEIGHT)), rng.uniform((0, 0), (WIDTH, HEIGHT))

@@ -36,9 +36,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from skinlib.atomic import atomic_write, remove_stale_temporaries
-from skinlib.cache import open_cache
-from skinlib.csvfiles import lines_by_image
+from skinlib.storage.atomic import atomic_write, remove_stale_temporaries
+from skinlib.storage.cache import open_cache
+from skinlib.data import lines_by_image
 from skinlib.data import GROUND_TRUTH_CSV, IMAGE_SUFFIX, IMAGES_DIR, METADATA_CSV, DataError
 from skinlib.layout import SYNTHETIC_MARKER
 
@@ -122,7 +122,7 @@ def make_bundle(data_dir: str | os.PathLike, cache_dir: str | os.PathLike, bundl
     try:
         bundle.parent.mkdir(parents=True, exist_ok=True)
         # Two runtimes may save to one Drive folder at once: each writes its own temporary file and
-        # renames it (skinlib.atomic), so the bundle on Drive is always one whole bundle.
+        # renames it (skinlib.storage.atomic), so the bundle on Drive is always one whole bundle.
         remove_stale_temporaries(bundle, locked=False)
         atomic_write(bundle, write)
     except OSError as err:
