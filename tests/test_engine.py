@@ -211,7 +211,7 @@ def test_every_step_starts_from_fresh_gradients_as_the_hand_written_loop_does():
     model = nn.Linear(4, 3)
     by_hand = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
-    engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU, progress=False)
+    engine.train_one_epoch(model, loader(x, y, batch_size=16), opt, CPU, options=QUIET)
 
     hand_opt = torch.optim.SGD(by_hand.parameters(), lr=0.5, momentum=0.9)
     for images, labels in loader(x, y, batch_size=16):
