@@ -359,7 +359,7 @@ def test_an_archive_unpacks_only_the_listed_images_and_notices(tmp_path, capsys)
 
 
 # ---------------------------------------------------------------- course bundles of every wrong shape
-from skinlib import bundle as bundle_module  # noqa: E402
+from skinlib.acquire import bundle as bundle_module  # noqa: E402
 from skinlib.acquire.bundle import BundleError, check_provenance, make_bundle, read_manifest, restore_bundle  # noqa: E402
 
 
