@@ -939,6 +939,7 @@ def test_a_staged_copy_left_beside_a_good_csv_is_removed(finished):
 def test_a_download_killed_while_unpacking_is_finished_by_the_next_run(tmp_path):
     server = FakeMirror(DATA)
     target = tmp_path / "d"
+    claim_folder(target, "download").record(*dl.KIT_NAMES)  # as the killed run had, before writing
     (target / ".extracting" / IMAGES_DIR).mkdir(parents=True)  # what a kill during extraction leaves
     (target / ".extracting" / IMAGES_DIR / "ISIC_0000000.jpg").write_bytes(b"half")
     try:

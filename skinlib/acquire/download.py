@@ -74,12 +74,6 @@ def _check_base_url(base_url: str) -> None:
                             f"check its spelling (default {BASE_URL})")
 
 
-def _download_before_markers(path: Path) -> list[str] | None:
-    """The download's files in an unmarked folder (an earlier run, or the files fetched by
-    hand as data/README.md describes); anything else there makes `claim_folder` refuse."""
-    return [p.name for p in path.iterdir() if p.name in KIT_NAMES or p.name in ARCHIVE_ROOT_FILES]
-
-
 def download_isic2019(
     data_dir: str | os.PathLike,
     base_url: str = BASE_URL,
@@ -111,7 +105,7 @@ def download_isic2019(
         print(f"{data_dir} already holds the verified {what} ({n:,} images); nothing to do.")
         return data_dir
     _check_base_url(base_url)
-    folder = claim_folder(data_dir, "download", option="folder", adopt=_download_before_markers)
+    folder = claim_folder(data_dir, "download", option="folder")
     folder.record(*KIT_NAMES)  # before anything is written: every name this download may use
 
     fetch = Fetcher(base_url, progress=progress, retries=retries, backoff=backoff, timeout=timeout)

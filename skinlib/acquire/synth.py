@@ -123,7 +123,7 @@ def make_synthetic(out_dir: str | os.PathLike, n: int = 800, seed: int = 0) -> P
     if n < 8 * MIN_IMAGES_PER_CLASS + 16:
         raise ValueError(f"n must be at least {8 * MIN_IMAGES_PER_CLASS + 16} (every class needs a few lesions)")
     out = Path(out_dir)
-    folder = claim_folder(out, "synthetic", option="output folder", adopt=_synthetic_before_markers)
+    folder = claim_folder(out, "synthetic", option="output folder")
     with folder.lock("another synth"):  # two synth runs into one folder would mix their images
         folder.remove_all()  # an earlier synthetic set: its files only, never the user's
         table, lesions, rng = _plan(n, seed)
@@ -144,17 +144,6 @@ def make_synthetic(out_dir: str | os.PathLike, n: int = 800, seed: int = 0) -> P
         truth.to_csv(out / GROUND_TRUTH_CSV, index=False, float_format="%.1f")
         table[list(METADATA_COLUMNS)].to_csv(out / METADATA_CSV, index=False)
     return out
-
-
-def _synthetic_before_markers(path: Path) -> list[str] | None:
-    """The kit's files in an unmarked synthetic set (written before markers existed), else None."""
-    if not is_synthetic(path):
-        return None
-    names = [name for name in (SYNTHETIC_MARKER, GROUND_TRUTH_CSV, METADATA_CSV) if (path / name).exists()]
-    if (path / IMAGES_DIR).is_dir():
-        names.append(IMAGES_DIR)
-        names += [f"{IMAGES_DIR}/{p.name}" for p in (path / IMAGES_DIR).glob("ISIC_*" + IMAGE_SUFFIX)]
-    return names
 
 
 def default_data_dir(*, n: int = 800, seed: int = 0) -> Path:

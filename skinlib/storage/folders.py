@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterator
 
 import filelock
 import platformdirs
@@ -155,14 +155,11 @@ def expand_home(path: str | os.PathLike) -> Path:
                           f"~/{first[1:]} for a folder in your home, or ./{first} for one named {first}") from None
 
 
-def claim_folder(path: str | os.PathLike, kind: str, *, option: str = "the folder",
-                 adopt: Callable[[Path], Iterable[str] | None] | None = None) -> KitFolder:
+def claim_folder(path: str | os.PathLike, kind: str, *, option: str = "the folder") -> KitFolder:
     """Make `path` a kit folder of `kind` and return it; refuse what is not the kit's.
 
     New or empty (ignoring IGNORED): created and marked. Marked `kind`: its record is read
-    back. Unmarked but recognised by `adopt(path)` (which returns the kit's files there, for
-    folders written before markers existed, or None): marked with those files, provided nothing
-    else is there. Anything else raises FolderError naming the folder and `option` to change.
+    back. Anything else raises FolderError naming the folder and `option` to change.
     """
     path = expand_home(path)
     if path.exists() and not path.is_dir():
@@ -178,13 +175,7 @@ def claim_folder(path: str | os.PathLike, kind: str, *, option: str = "the folde
     folder = KitFolder(path, kind)
     others = [name for name in entries if name != LOCK]
     if others:
-        adopted = adopt(path) if adopt is not None else None
-        if adopted is None:
-            raise FolderError(_not_ours(path, others, option))
-        folder.files = {_relative(name) for name in adopted}
-        strangers = folder.unrecorded()
-        if strangers:
-            raise FolderError(_not_ours(path, strangers, option))
+        raise FolderError(_not_ours(path, others, option))
     folder._save()
     return folder
 
