@@ -26,6 +26,7 @@ from PIL import Image
 from skinlib.acquire import download as dl
 from skinlib.cli import main
 from skinlib.data import CLASSES
+from skinlib.storage.atomic import sha256_file
 from skinlib.storage.folders import claim_folder
 from skinlib.acquire.download import ARCHIVE, GROUND_TRUTH_CSV, IMAGES_DIR, MANIFEST, METADATA_CSV, DownloadError
 
@@ -339,7 +340,7 @@ def test_default_checksums_are_the_published_ones():
 @pytest.mark.real_data
 def test_default_checksums_match_the_real_csvs(real_csv_dir):
     for name, expected in dl.SHA256.items():
-        assert dl.sha256_of(real_csv_dir / name) == expected
+        assert sha256_file(real_csv_dir / name) == expected
 
 
 def test_http_404_names_the_url(mirror, tmp_path):
