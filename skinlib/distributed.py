@@ -40,6 +40,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Sampler
 
+from skinlib.device import die_with_parent
 from skinlib.errors import SkinlibError
 from skinlib.sampling import ShuffleWithSeeds
 
@@ -120,8 +121,6 @@ def torchrun_session(device: str | None = None, run_dir: str | os.PathLike | Non
         return
     # torchrun killed outright (kill -9, a Colab runtime that stops) must take its processes with
     # it: left running, they write checkpoints and hold the run's lock against `--resume`.
-    from skinlib.storage.prepare import die_with_parent
-
     die_with_parent(os.getppid())
     cuda = torch.device(device).type == "cuda" if device else torch.cuda.is_available()
     if cuda:

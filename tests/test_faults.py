@@ -40,7 +40,7 @@ def test_reserving_gives_the_file_its_blocks_on_disk(tmp_path):
 WORKERS_OF_A_KILLED_PARENT = """
 import os, sys, time
 from concurrent.futures import ProcessPoolExecutor
-from skinlib.storage.prepare import die_with_parent
+from skinlib.device import die_with_parent
 
 with ProcessPoolExecutor(2, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
     print(*{f.result() for f in [pool.submit(os.getpid) for _ in range(8)]}, flush=True)

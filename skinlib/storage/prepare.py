@@ -11,18 +11,16 @@ same S) are copied, not decoded.
 - `reserve`: the images file gets its whole size on disk before any row is written. A memory
   map of a sparse file that meets a full disk kills the process with SIGBUS, printing nothing;
   reserving first turns that into one line saying how much space is needed.
-- `die_with_parent`: decoding processes exit when `prepare` dies, even by SIGKILL (Linux).
+- decoding processes exit when `prepare` dies, even by SIGKILL (Linux: `device.die_with_parent`).
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import itertools
 import json
 import os
 import re
 import shutil
-import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -33,7 +31,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from skinlib.data import load_index
-from skinlib.device import available_cpus
+from skinlib.device import available_cpus, die_with_parent
 from skinlib.images import load_resized
 from skinlib.layout import GROUND_TRUTH_CSV
 from skinlib.storage.atomic import atomic_write, atomic_write_text, sha256_file
@@ -82,20 +80,6 @@ def reserve(path: Path, nbytes: int) -> None:
                          f"--size") from None
     finally:
         os.close(fd)
-
-
-def die_with_parent(parent: int) -> None:
-    """Worker initializer: end this process when `parent` ends (Linux's PR_SET_PDEATHSIG).
-
-    Without it, the workers of a `prepare` killed outright wait on their queue forever.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: nothing to set
-        return
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 CHUNK = 16                # images per task sent to a worker process (~3 MB back at S=256)
