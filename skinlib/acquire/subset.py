@@ -35,7 +35,7 @@ from skinlib.data import lines_by_image
 from skinlib.storage.folders import claim_folder
 from skinlib.acquire.mirror import FORMAT, MIRROR_MANIFEST
 from skinlib.splits import grouped_split
-from skinlib.acquire.synth import is_synthetic
+from skinlib.layout import is_synthetic
 
 LICENSE = "LICENSE.txt"
 

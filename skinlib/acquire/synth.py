@@ -34,7 +34,7 @@ from skinlib.data import (
     DataError,
 )
 from skinlib.storage.folders import cache_home, claim_folder, expand_home
-from skinlib.layout import FIRST_SYNTHETIC_NUMBER, SYNTHETIC_MARKER, synthetic_image_ids
+from skinlib.layout import FIRST_SYNTHETIC_NUMBER, SYNTHETIC_MARKER, is_synthetic
 from skinlib.acquire.synth_draw import Lesion, draw_view, make_lesion
 # Images per class in the real ISIC 2019 training set (shared/README.md), scaled to n.
 REAL_CLASS_COUNTS = dict(MEL=4522, NV=12875, BCC=3323, AK=867, BKL=2624, DF=239, VASC=253, SCC=628)
@@ -98,19 +98,6 @@ def _plan(n: int, seed: int) -> tuple[pd.DataFrame, list[Lesion], np.random.Gene
     table = pd.DataFrame(rows).sample(frac=1, random_state=seed).reset_index(drop=True)
     table.insert(0, "image", [f"ISIC_{FIRST_SYNTHETIC_NUMBER + i:07d}" for i in range(len(table))])
     return table, lesions, rng
-
-
-def is_synthetic(data_dir: str | os.PathLike) -> bool:
-    """True if the folder carries the SYNTHETIC.txt marker written by `make_synthetic`, or its
-    ground truth lists synthetic images (a copy made without the marker is still synthetic)."""
-    data_dir = Path(data_dir)
-    if (data_dir / SYNTHETIC_MARKER).is_file():
-        return True
-    try:
-        with open(data_dir / GROUND_TRUTH_CSV, encoding="utf-8-sig") as csv:
-            return bool(synthetic_image_ids(line.split(",", 1)[0].strip() for line in csv))
-    except (OSError, UnicodeDecodeError, ValueError):  # no readable CSV: the checks that read it say why
-        return False
 
 
 def make_synthetic(out_dir: str | os.PathLike, n: int = 800, seed: int = 0) -> Path:
