@@ -25,7 +25,7 @@ import torch
 
 from skinlib import predict
 from skinlib.acquire import download, subset
-from skinlib.acquire.synth import is_synthetic
+from skinlib.layout import is_synthetic
 from skinlib.config import TrainConfig
 from skinlib.data import DataError
 from skinlib.device import available_cpus, select_device

@@ -33,7 +33,8 @@ from skinlib.acquire.bundle import (MANIFEST, check_provenance, make_bundle, pro
                             sha256_bytes)
 from skinlib.storage.prepare import prepare
 from skinlib.data import GROUND_TRUTH_CSV, DataError
-from skinlib.acquire.synth import default_data_dir, is_synthetic, make_synthetic
+from skinlib.acquire.synth import default_data_dir, make_synthetic
+from skinlib.layout import is_synthetic
 import pandas as pd
 
 from skinlib.config import TrainConfig

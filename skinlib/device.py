@@ -22,6 +22,21 @@ def available_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: end this process when `parent` ends (Linux's PR_SET_PDEATHSIG).
+
+    Without it, the workers of a `prepare` killed outright wait on their queue forever, and the
+    processes of a torchrun killed outright go on training.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: nothing to set
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 class DeviceUnavailable(SkinlibError, RuntimeError):
     """The device asked for does not exist on this machine."""
 

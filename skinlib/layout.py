@@ -9,6 +9,9 @@ The folder has the layout of the official download::
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from skinlib.errors import SkinlibError
 
 CLASSES = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC")
@@ -70,3 +73,16 @@ def synthetic_image_ids(images) -> list[str]:
     copy of the synthetic set as synthetic even when its SYNTHETIC.txt was left behind."""
     return [image for image in images
             if image.startswith("ISIC_") and image[5:].isdigit() and int(image[5:]) >= FIRST_SYNTHETIC_NUMBER]
+
+
+def is_synthetic(data_dir: str | os.PathLike) -> bool:
+    """True if the folder carries the SYNTHETIC.txt marker written by `make_synthetic`, or its
+    ground truth lists synthetic images (a copy made without the marker is still synthetic)."""
+    data_dir = Path(data_dir)
+    if (data_dir / SYNTHETIC_MARKER).is_file():
+        return True
+    try:
+        with open(data_dir / GROUND_TRUTH_CSV, encoding="utf-8-sig") as csv:
+            return bool(synthetic_image_ids(line.split(",", 1)[0].strip() for line in csv))
+    except (OSError, UnicodeDecodeError, ValueError):  # no readable CSV: the checks that read it say why
+        return False

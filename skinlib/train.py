@@ -37,7 +37,7 @@ import torchvision
 
 import skinlib
 from skinlib import distributed, engine
-from skinlib.acquire.synth import is_synthetic
+from skinlib.layout import is_synthetic
 from skinlib.config import make_optimizer, make_scheduler
 from skinlib.data import CLASSES, NUM_CLASSES, DataError, load_index
 from skinlib.device import autocast_dtype, describe_device, select_device

@@ -272,3 +272,47 @@ def test_a_cache_a_run_is_reading_is_not_rewritten_and_one_being_written_is_not_
                          "--epochs", "1", "--max-batches", "1", "--device", "cpu", "--quiet"]) == 1
     assert f"{cache} is in use by prepare, which is writing it" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+from unprivileged import as_user, start_as_user, user_folder  # noqa: E402,F401  (user_folder is a fixture)
+
+STUDENT_READING = """
+import sys, time
+from skinlib.storage.cache import reading
+with reading(sys.argv[1]):
+    print("reading", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_student_trains_from_a_cache_an_instructor_shares_read_only(synthetic_dir, user_folder):
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="skinlib-instructor-"))
+    try:
+        shutil.copytree(synthetic_dir, shared / "data")
+        prepare(shared / "data", shared / "cache", workers=1, progress=False)
+        assert (shared / "cache" / LOCK).is_file()  # prepare locked it: the file a reader's lock opens
+        for path in [shared, *shared.rglob("*")]:  # the instructor's, readable by all, writable by none
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        before = {p: p.stat().st_mtime_ns for p in (shared / "cache").iterdir()}
+        result = as_user(["-m", "skinlib", "train", "--data", shared / "data", "--cache", shared / "cache",
+                          "--out", user_folder / "run", "--model", "simplecnn", "--epochs", "1", "--max-batches", "1",
+                          "--device", "cpu", "--quiet"], user_folder, timeout=300)
+        after = {p: p.stat().st_mtime_ns for p in (shared / "cache").iterdir()}
+        student = start_as_user(["-c", STUDENT_READING, shared / "cache"], user_folder)
+        try:  # the student's read lock holds: the instructor's prepare is refused meanwhile
+            assert student.stdout.readline().strip() == "reading", student.stderr.read()
+            with pytest.raises(DataError, match=rf"{shared / 'cache'} is in use by a test"):
+                with cache_module.open_cache_folder(shared / "cache").lock("a test"):
+                    pass
+        finally:
+            student.kill()
+            student.wait()
+    finally:
+        for path in [shared, *shared.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        shutil.rmtree(shared)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert (user_folder / "run" / "metrics.json").is_file()
+    assert after == before  # the shared cache is read, never written

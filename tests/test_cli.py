@@ -18,7 +18,7 @@ from skinlib.storage.checkpoint import load_checkpoint
 from skinlib.config import TrainConfig
 from skinlib.data import CLASSES, GROUND_TRUTH_CSV, IMAGES_DIR, eval_transform, load_index, open_image
 from skinlib.models import SimpleCNN
-from skinlib.acquire.synth import is_synthetic
+from skinlib.layout import is_synthetic
 
 # Small and short: SimpleCNN has 109 M parameters, an Adam step costs ~0.3 s on a CPU core.
 def quick(max_batches: int = 2, workers: int = 0) -> list[str]:

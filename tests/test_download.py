@@ -26,6 +26,8 @@ from PIL import Image
 from skinlib.acquire import download as dl
 from skinlib.cli import main
 from skinlib.data import CLASSES
+from skinlib.storage.atomic import sha256_file
+from skinlib.storage.folders import claim_folder
 from skinlib.acquire.download import ARCHIVE, GROUND_TRUTH_CSV, IMAGES_DIR, MANIFEST, METADATA_CSV, DownloadError
 
 FAST = dict(progress=False, backoff=0.0, timeout=(2.0, 2.0))
@@ -177,6 +179,13 @@ def mirror():
     server.close()
 
 
+def _started(target: Path) -> Path:
+    """`target` as a download leaves it once started: marked, every name it may write recorded
+    (files planted there after stand for what an interrupted or earlier download left)."""
+    claim_folder(target, "download").record(*dl.KIT_NAMES)
+    return target
+
+
 def _download(mirror: FakeMirror, target: Path, **kwargs) -> Path:
     options = {**FAST, "expected_sha256": _hashes(DATA), **kwargs}
     return dl.download_isic2019(target, base_url=mirror.url, **options)
@@ -240,6 +249,7 @@ def test_run_that_gives_up_says_rerunning_resumes_and_the_rerun_does(mirror, tmp
 
 
 def test_server_ignoring_range_restarts_from_zero(mirror, tmp_path):
+    _started(tmp_path)
     (tmp_path / (ARCHIVE + ".part")).write_bytes(b"x" * 1000)  # junk a 200 must overwrite
     mirror.ignore_range = True
 
@@ -250,6 +260,7 @@ def test_server_ignoring_range_restarts_from_zero(mirror, tmp_path):
 
 
 def test_complete_part_file_answered_416_is_used_as_is(mirror, tmp_path):
+    _started(tmp_path)
     (tmp_path / (ARCHIVE + ".part")).write_bytes(DATA[ARCHIVE])
 
     _download(mirror, tmp_path)
@@ -260,6 +271,7 @@ def test_complete_part_file_answered_416_is_used_as_is(mirror, tmp_path):
 
 
 def test_416_without_a_size_asks_for_it_with_head(mirror, tmp_path):
+    _started(tmp_path)
     (tmp_path / (ARCHIVE + ".part")).write_bytes(DATA[ARCHIVE])
     mirror.size_in_416 = False
 
@@ -271,6 +283,7 @@ def test_416_without_a_size_asks_for_it_with_head(mirror, tmp_path):
 
 
 def test_part_file_longer_than_the_file_is_restarted_after_416(mirror, tmp_path):
+    _started(tmp_path)
     (tmp_path / (ARCHIVE + ".part")).write_bytes(DATA[ARCHIVE] + b"trailing junk")
 
     _download(mirror, tmp_path, keep_archive=True)
@@ -293,6 +306,7 @@ def test_wrong_checksum_moves_the_file_aside_and_extracts_nothing(mirror, tmp_pa
 
 
 def test_stale_csv_on_disk_is_replaced_by_a_verified_copy(mirror, tmp_path):
+    _started(tmp_path)
     (tmp_path / METADATA_CSV).write_bytes(b"image,age_approx\nedited,1\n")
 
     _download(mirror, tmp_path)
@@ -326,7 +340,7 @@ def test_default_checksums_are_the_published_ones():
 @pytest.mark.real_data
 def test_default_checksums_match_the_real_csvs(real_csv_dir):
     for name, expected in dl.SHA256.items():
-        assert dl.sha256_of(real_csv_dir / name) == expected
+        assert sha256_file(real_csv_dir / name) == expected
 
 
 def test_http_404_names_the_url(mirror, tmp_path):

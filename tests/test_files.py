@@ -142,22 +142,6 @@ def test_names_outside_the_folder_cannot_be_recorded(tmp_path):
             folder.record(name)
 
 
-def test_an_old_unmarked_folder_is_adopted_only_when_everything_in_it_is_the_kits(tmp_path):
-    (tmp_path / "manifest.json").write_text("{}")
-    (tmp_path / "images-0.npy").write_bytes(b"")
-    adopt = lambda path: ["manifest.json", "images-0.npy"]  # noqa: E731
-    folder = claim_folder(tmp_path, "cache", adopt=adopt)
-    assert folder.files == {"manifest.json", "images-0.npy"}
-    other = tmp_path.parent / "other"
-    other.mkdir()
-    (other / "manifest.json").write_text("{}")
-    (other / "notes.txt").write_text("mine")
-    with pytest.raises(FolderError, match=r"\(notes.txt\)"):
-        claim_folder(other, "cache", adopt=lambda path: ["manifest.json"])
-    with pytest.raises(FolderError, match=r"\(manifest.json, notes.txt\)"):
-        claim_folder(other, "cache", adopt=lambda path: None)
-
-
 def test_a_folder_without_write_permission_is_refused_in_one_line(user_folder):
     locked = user_folder / "ro"
     locked.mkdir(mode=0o555)

@@ -581,9 +581,15 @@ def test_a_model_file_half_written_by_a_killed_process_is_removed_by_the_next_ex
 
 
 def test_an_overlay_half_written_by_a_killed_predict_is_removed_by_the_next(tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    from skinlib.models import MODELS
     from test_predict_outputs import TinyNet, picture, tiny_model_file
 
-    monkeypatch.setattr("skinlib.export.build_model", lambda name, num_classes, **_: TinyNet(num_classes))
+    # the model file says resnet50; its registry entry builds the tiny network, Grad-CAM at its layer "0"
+    monkeypatch.setitem(MODELS, "resnet50", dataclasses.replace(
+        MODELS["resnet50"], build=lambda num_classes, **_: TinyNet(num_classes), model_class=TinyNet,
+        gradcam_layer="0"))
     model = tiny_model_file(tmp_path / "model.pt", synthetic=False)
     image = picture(tmp_path / "in" / "a.jpg")
     cams = tmp_path / "cams"
@@ -939,6 +945,7 @@ def test_a_staged_copy_left_beside_a_good_csv_is_removed(finished):
 def test_a_download_killed_while_unpacking_is_finished_by_the_next_run(tmp_path):
     server = FakeMirror(DATA)
     target = tmp_path / "d"
+    claim_folder(target, "download").record(*dl.KIT_NAMES)  # as the killed run had, before writing
     (target / ".extracting" / IMAGES_DIR).mkdir(parents=True)  # what a kill during extraction leaves
     (target / ".extracting" / IMAGES_DIR / "ISIC_0000000.jpg").write_bytes(b"half")
     try:

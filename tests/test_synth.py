@@ -13,7 +13,8 @@ from skinlib.data import (
     CLASSES, GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV, DataError, check_dataset, load_index, read_ground_truth,
 )
 from skinlib.storage.folders import claim_folder
-from skinlib.acquire.synth import default_data_dir, is_synthetic, make_synthetic
+from skinlib.acquire.synth import default_data_dir, make_synthetic
+from skinlib.layout import is_synthetic
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,13 @@ def as_user(args: list, folder: Path, **kwargs) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, **kwargs)
 
 
+def start_as_user(args: list, folder: Path) -> subprocess.Popen:
+    """`as_user`, left running: its output is piped, line by line."""
+    env = {**os.environ, "HOME": str(folder), "MPLCONFIGDIR": str(folder / ".matplotlib")}
+    return subprocess.Popen([*_prefix(), sys.executable, *map(str, args)], cwd=folder, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def give_to_user(path: Path) -> None:
     """Make `path` (a file or a whole folder) the unprivileged user's, as a file they made would be."""
     if os.geteuid() != 0:

@@ -75,7 +75,7 @@ MUTANTS = [
            '    restore_rng_state(state["rng"])\n', "", ("tests/test_resume.py", "-k", "not training_job")),
     # data on disk
     Mutant("download: a CSV already on disk not re-hashed", "skinlib/acquire/download.py",
-           "            if sha256_of(path) != expected:", "            if False:",
+           "            if sha256_file(path) != expected:", "            if False:",
            ("tests/test_download_integrity.py",)),
     Mutant("fetch: a download longer than announced kept", "skinlib/acquire/fetch.py",
            "        if total is not None and size > total:", "        if False:",

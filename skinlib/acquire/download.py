@@ -32,16 +32,15 @@ from typing import Mapping
 
 from skinlib.data import lines_by_image
 from skinlib.data import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV, DataError
-from skinlib.acquire.fetch import BACKOFF, RETRIES, TIMEOUT, DownloadError, Fetcher, move_aside, sha256_of
-from skinlib.storage.atomic import atomic_write_text
+from skinlib.acquire.fetch import BACKOFF, RETRIES, TIMEOUT, DownloadError, Fetcher, move_aside
+from skinlib.storage.atomic import atomic_write_text, sha256_file
 from skinlib.storage.folders import claim_folder, expand_home
 from skinlib.layout import synthetic_image_ids
 from skinlib.acquire.mirror import (MIRROR_MANIFEST, check_archive, fetch_mirror_manifest, mirror_hashes,
                             saved_mirror_manifest)
 from skinlib.acquire.unpack import SCRATCH, extract
 
-__all__ = ["BASE_URL", "ARCHIVE", "MANIFEST", "SHA256", "DownloadError", "sha256_of",
-           "download_isic2019"]
+__all__ = ["BASE_URL", "ARCHIVE", "MANIFEST", "SHA256", "DownloadError", "download_isic2019"]
 
 BASE_URL = "https://isic-challenge-data.s3.amazonaws.com/2019/"
 ARCHIVE = IMAGES_DIR + ".zip"
@@ -72,12 +71,6 @@ def _check_base_url(base_url: str) -> None:
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         raise DownloadError(f"--base-url {base_url!r} is not an http:// or https:// address; "
                             f"check its spelling (default {BASE_URL})")
-
-
-def _download_before_markers(path: Path) -> list[str] | None:
-    """The download's files in an unmarked folder (an earlier run, or the files fetched by
-    hand as data/README.md describes); anything else there makes `claim_folder` refuse."""
-    return [p.name for p in path.iterdir() if p.name in KIT_NAMES or p.name in ARCHIVE_ROOT_FILES]
 
 
 def download_isic2019(
@@ -111,7 +104,7 @@ def download_isic2019(
         print(f"{data_dir} already holds the verified {what} ({n:,} images); nothing to do.")
         return data_dir
     _check_base_url(base_url)
-    folder = claim_folder(data_dir, "download", option="folder", adopt=_download_before_markers)
+    folder = claim_folder(data_dir, "download", option="folder")
     folder.record(*KIT_NAMES)  # before anything is written: every name this download may use
 
     fetch = Fetcher(base_url, progress=progress, retries=retries, backoff=backoff, timeout=timeout)
@@ -191,14 +184,14 @@ def _get_checked(fetch: Fetcher, path: Path, expected: str | None, against: str)
     it as NAME.new (the caller puts it in place); `against` says where the expected checksum
     comes from ("{expected}" stands for it). A copy that fails the check becomes NAME.bad."""
     staged = path.with_name(path.name + STAGED)
-    if path.exists() and (expected is None or sha256_of(path) == expected):
+    if path.exists() and (expected is None or sha256_file(path) == expected):
         staged.unlink(missing_ok=True)  # staged by a run killed before it put the copy in place
         return path
-    if staged.exists() and expected is not None and sha256_of(staged) == expected:
+    if staged.exists() and expected is not None and sha256_file(staged) == expected:
         return staged  # verified by a run killed before it put it in place: no need to fetch it again
     fetch.download(fetch.base_url + path.name, staged)
     if expected is not None:
-        actual = sha256_of(staged)
+        actual = sha256_file(staged)
         if actual != expected:
             bad = path.with_name(path.name + ".bad")
             os.replace(staged, bad)
@@ -238,7 +231,7 @@ def _write_manifest(data_dir: Path, hashes: Mapping[str, str], n_images: int, ba
     files = {}
     for name in (GROUND_TRUTH_CSV, METADATA_CSV):
         path = data_dir / name
-        files[name] = {"bytes": path.stat().st_size, "sha256": hashes.get(name) or sha256_of(path)}
+        files[name] = {"bytes": path.stat().st_size, "sha256": hashes.get(name) or sha256_file(path)}
     manifest = {"source": base_url, "files": files, "images_dir": IMAGES_DIR, "images": n_images,
                 "subset": subset}
     atomic_write_text(data_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
@@ -253,7 +246,7 @@ def _already_done(data_dir: Path, hashes: Mapping[str, str]) -> bool:
             expected = hashes.get(name, entry["sha256"])
             if entry["sha256"] != expected or path.stat().st_size != entry["bytes"]:
                 return False
-            if sha256_of(path) != expected:  # 2.5 MB in all: cheap enough to re-check every run
+            if sha256_file(path) != expected:  # 2.5 MB in all: cheap enough to re-check every run
                 return False
         folder = data_dir / manifest["images_dir"]
         n = sum(1 for p in os.scandir(folder) if p.name.lower().endswith(".jpg"))

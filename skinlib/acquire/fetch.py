@@ -7,11 +7,11 @@ error is retried with backoff, resuming with an HTTP Range request from the last
 a later run resumes the same `.part` file. A try that receives less than 64 KiB in a read-timeout
 window (a server trickling a byte at a time) ends as a stall and is retried. Every failure ends as a `DownloadError` with a
 one-line message naming the URL. The dataset (`download`) and the ImageNet weights (`models`)
-both come through here. `sha256_of` checks a file against a published hash.
+both come through here, and a file is checked against a published hash
+(`storage.atomic.sha256_file`).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -23,6 +23,7 @@ import urllib3
 from tqdm.auto import tqdm
 
 from skinlib.layout import DataError
+from skinlib.storage.atomic import sha256_file
 
 # (connect, read) seconds: a stalled server fails fast instead of hanging a notebook cell.
 TIMEOUT = (15.0, 60.0)
@@ -103,7 +104,7 @@ class Fetcher:
                     if attempt == self.retries:
                         raise self._give_up(url, part, attempt + 1, exc) from None
                     time.sleep(self.backoff * 2**attempt)
-            if sha256_prefix and not sha256_of(part).startswith(sha256_prefix):
+            if sha256_prefix and not sha256_file(part).startswith(sha256_prefix):
                 part.unlink()
                 raise DownloadError(f"{url}: the file received is corrupt (its SHA-256 does not start with "
                                     f"{sha256_prefix}, the published hash); re-running the command downloads it again")
@@ -250,15 +251,6 @@ def _check_space(folder: Path, needed: float, url: str) -> None:
 
 def flat_message(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def sha256_of(path: Path) -> str:
-    """SHA-256 of a file, read in blocks (a 9 GB file never sits in memory)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def move_aside(path: Path) -> Path:

@@ -17,8 +17,8 @@ from pathlib import Path
 import requests
 import urllib3
 
-from skinlib.acquire.fetch import DownloadError, Fetcher, flat_message, move_aside, sha256_of
-from skinlib.storage.atomic import atomic_write_text
+from skinlib.acquire.fetch import DownloadError, Fetcher, flat_message, move_aside
+from skinlib.storage.atomic import atomic_write_text, sha256_file
 from skinlib.layout import GROUND_TRUTH_CSV, IMAGES_DIR, METADATA_CSV
 
 MIRROR_MANIFEST = "skinlib-mirror.json"
@@ -108,7 +108,7 @@ def saved_mirror_manifest(data_dir: Path, download_manifest: str, base_url: str)
 
 def check_archive(archive: Path, expected: str, base_url: str) -> None:
     """The archive must have the SHA-256 the mirror's manifest lists; else it is moved aside."""
-    actual = sha256_of(archive)
+    actual = sha256_file(archive)
     if actual != expected:
         bad = move_aside(archive)
         raise DownloadError(f"{base_url}{archive.name}: SHA-256 {actual} does not match the mirror's "

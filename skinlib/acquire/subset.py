@@ -28,14 +28,14 @@ from pathlib import Path
 
 from skinlib.data import GROUND_TRUTH_CSV, IMAGE_SUFFIX, IMAGES_DIR, METADATA_CSV, DataError, load_index
 from skinlib.acquire.download import ARCHIVE
-from skinlib.acquire.fetch import sha256_of
+from skinlib.storage.atomic import sha256_file
 from skinlib.storage.atomic import atomic_write, atomic_write_text
 from skinlib.acquire.bundle import MANIFEST as BUNDLE_MANIFEST
 from skinlib.data import lines_by_image
 from skinlib.storage.folders import claim_folder
 from skinlib.acquire.mirror import FORMAT, MIRROR_MANIFEST
 from skinlib.splits import grouped_split
-from skinlib.acquire.synth import is_synthetic
+from skinlib.layout import is_synthetic
 
 LICENSE = "LICENSE.txt"
 
@@ -128,4 +128,4 @@ def _warn_if_too_small(chosen, fraction: float) -> None:
 
 
 def _entry(path: Path) -> dict:
-    return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}

@@ -34,7 +34,7 @@ from skinlib.data import (
     DataError,
 )
 from skinlib.storage.folders import cache_home, claim_folder, expand_home
-from skinlib.layout import FIRST_SYNTHETIC_NUMBER, SYNTHETIC_MARKER, synthetic_image_ids
+from skinlib.layout import FIRST_SYNTHETIC_NUMBER, SYNTHETIC_MARKER, is_synthetic
 from skinlib.acquire.synth_draw import Lesion, draw_view, make_lesion
 # Images per class in the real ISIC 2019 training set (shared/README.md), scaled to n.
 REAL_CLASS_COUNTS = dict(MEL=4522, NV=12875, BCC=3323, AK=867, BKL=2624, DF=239, VASC=253, SCC=628)
@@ -100,19 +100,6 @@ def _plan(n: int, seed: int) -> tuple[pd.DataFrame, list[Lesion], np.random.Gene
     return table, lesions, rng
 
 
-def is_synthetic(data_dir: str | os.PathLike) -> bool:
-    """True if the folder carries the SYNTHETIC.txt marker written by `make_synthetic`, or its
-    ground truth lists synthetic images (a copy made without the marker is still synthetic)."""
-    data_dir = Path(data_dir)
-    if (data_dir / SYNTHETIC_MARKER).is_file():
-        return True
-    try:
-        with open(data_dir / GROUND_TRUTH_CSV, encoding="utf-8-sig") as csv:
-            return bool(synthetic_image_ids(line.split(",", 1)[0].strip() for line in csv))
-    except (OSError, UnicodeDecodeError, ValueError):  # no readable CSV: the checks that read it say why
-        return False
-
-
 def make_synthetic(out_dir: str | os.PathLike, n: int = 800, seed: int = 0) -> Path:
     """Write n synthetic images in the ISIC 2019 layout (both CSVs, JPEGs, SYNTHETIC.txt).
 
@@ -123,7 +110,7 @@ def make_synthetic(out_dir: str | os.PathLike, n: int = 800, seed: int = 0) -> P
     if n < 8 * MIN_IMAGES_PER_CLASS + 16:
         raise ValueError(f"n must be at least {8 * MIN_IMAGES_PER_CLASS + 16} (every class needs a few lesions)")
     out = Path(out_dir)
-    folder = claim_folder(out, "synthetic", option="output folder", adopt=_synthetic_before_markers)
+    folder = claim_folder(out, "synthetic", option="output folder")
     with folder.lock("another synth"):  # two synth runs into one folder would mix their images
         folder.remove_all()  # an earlier synthetic set: its files only, never the user's
         table, lesions, rng = _plan(n, seed)
@@ -144,17 +131,6 @@ def make_synthetic(out_dir: str | os.PathLike, n: int = 800, seed: int = 0) -> P
         truth.to_csv(out / GROUND_TRUTH_CSV, index=False, float_format="%.1f")
         table[list(METADATA_COLUMNS)].to_csv(out / METADATA_CSV, index=False)
     return out
-
-
-def _synthetic_before_markers(path: Path) -> list[str] | None:
-    """The kit's files in an unmarked synthetic set (written before markers existed), else None."""
-    if not is_synthetic(path):
-        return None
-    names = [name for name in (SYNTHETIC_MARKER, GROUND_TRUTH_CSV, METADATA_CSV) if (path / name).exists()]
-    if (path / IMAGES_DIR).is_dir():
-        names.append(IMAGES_DIR)
-        names += [f"{IMAGES_DIR}/{p.name}" for p in (path / IMAGES_DIR).glob("ISIC_*" + IMAGE_SUFFIX)]
-    return names
 
 
 def default_data_dir(*, n: int = 800, seed: int = 0) -> Path:

@@ -47,7 +47,7 @@ import torch
 from skinlib.augment import CenterCrop, TrainAugment
 from skinlib.images import STORED_SIZE
 from skinlib.layout import DataError
-from skinlib.storage.folders import LOCK, MARKER, hold_lock
+from skinlib.storage.folders import MARKER, shared_lock
 
 
 MANIFEST = "manifest.json"
@@ -151,7 +151,7 @@ def reading(cache_dir: str | os.PathLike | None):
     (none for no cache, or a folder the kit has not marked: no lock file is made there)."""
     if cache_dir is None or not (Path(cache_dir) / MARKER).is_file():
         return contextlib.nullcontext()
-    return hold_lock(Path(cache_dir) / LOCK, Path(cache_dir), "prepare, which is writing it", shared=True)
+    return shared_lock(Path(cache_dir), "prepare, which is writing it")
 
 
 def open_valid(cache_dir: Path) -> Cache | None:

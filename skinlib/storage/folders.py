@@ -6,11 +6,12 @@ kit's, and deletes only files it recorded writing. `claim_folder(path, kind)` re
 folder ("cache", "run", "synthetic", ...) and every file the kit wrote there. A folder that holds
 anything else is refused with a `FolderError` that names it and says what to do.
 
-Locks. `KitFolder.lock()` holds an exclusive `fcntl.flock` on `.skinlib-lock` while a command
-writes the folder; a second command is refused. Readers (a run reading a cache) share it
-(`shared=True`), so a writer is refused while any reads, and a reader while one writes. The kernel drops the lock when its process
-dies, however it dies, so a lock can never be stale (no pid to check, nothing to clean up). The
-lock file is never written, so a command that finds nothing to do changes nothing on disk.
+Locks. `KitFolder.lock()` holds `filelock`'s exclusive lock on `.skinlib-lock` while a command
+writes the folder; a second command is refused. A run reading a cache shares it (`shared_lock`), so
+a writer is refused while any reads, and a reader while one writes. Both are flocks: the kernel
+drops them when their process dies, however it dies, so a lock is never stale (no pid to check,
+nothing to clean up). The lock file is never written, so a command that finds nothing to do
+changes nothing on disk.
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterator
 
+import filelock
 import platformdirs
 
 from skinlib.storage.atomic import atomic_write_text
@@ -112,11 +114,18 @@ class KitFolder:
                       if p.name not in tops and p.name not in IGNORED | {MARKER, LOCK})
 
     @contextlib.contextmanager
-    def lock(self, what: str = "another command", *, shared: bool = False) -> Iterator[None]:
-        """Hold the folder's lock for the block; FolderError if another process holds it (with
-        `shared`, only if one holds it alone: readers share it, a writer takes it alone)."""
-        with hold_lock(self.path / LOCK, self.path, what, shared=shared):
+    def lock(self, what: str = "another command") -> Iterator[None]:
+        """Hold the folder's lock alone for the block; FolderError naming `what` if another
+        process holds it (alone, or shared by readers)."""
+        lock = filelock.FileLock(self.path / LOCK, timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise FolderError(_in_use(self.path, what)) from None
+        try:
             yield
+        finally:
+            lock.release()
 
     def _save(self) -> None:
         record = {"kit": KIT, "kind": self.kind, "version": MARKER_VERSION,
@@ -146,14 +155,11 @@ def expand_home(path: str | os.PathLike) -> Path:
                           f"~/{first[1:]} for a folder in your home, or ./{first} for one named {first}") from None
 
 
-def claim_folder(path: str | os.PathLike, kind: str, *, option: str = "the folder",
-                 adopt: Callable[[Path], Iterable[str] | None] | None = None) -> KitFolder:
+def claim_folder(path: str | os.PathLike, kind: str, *, option: str = "the folder") -> KitFolder:
     """Make `path` a kit folder of `kind` and return it; refuse what is not the kit's.
 
     New or empty (ignoring IGNORED): created and marked. Marked `kind`: its record is read
-    back. Unmarked but recognised by `adopt(path)` (which returns the kit's files there, for
-    folders written before markers existed, or None): marked with those files, provided nothing
-    else is there. Anything else raises FolderError naming the folder and `option` to change.
+    back. Anything else raises FolderError naming the folder and `option` to change.
     """
     path = expand_home(path)
     if path.exists() and not path.is_dir():
@@ -169,13 +175,7 @@ def claim_folder(path: str | os.PathLike, kind: str, *, option: str = "the folde
     folder = KitFolder(path, kind)
     others = [name for name in entries if name != LOCK]
     if others:
-        adopted = adopt(path) if adopt is not None else None
-        if adopted is None:
-            raise FolderError(_not_ours(path, others, option))
-        folder.files = {_relative(name) for name in adopted}
-        strangers = folder.unrecorded()
-        if strangers:
-            raise FolderError(_not_ours(path, strangers, option))
+        raise FolderError(_not_ours(path, others, option))
     folder._save()
     return folder
 
@@ -223,22 +223,34 @@ def _relative(name: str) -> str:
 
 
 # ---------------------------------------------------------------- locks
-@contextlib.contextmanager
-def hold_lock(lock_path: Path, folder: Path, what: str, *, shared: bool = False) -> Iterator[None]:
-    """An exclusive (or `shared`), non-blocking flock on `lock_path` for the block (see the module
-    docstring).
+def _in_use(folder: Path, what: str) -> str:
+    return f"{folder} is in use by {what} (it holds {LOCK}); wait for it to finish, or choose another folder"
 
-    On a file system without flock (some network mounts) the block runs unlocked.
+
+@contextlib.contextmanager
+def shared_lock(folder: Path, what: str) -> Iterator[None]:
+    """A shared, non-blocking flock on the folder's lock file for the block: any number of readers
+    hold it at once, and `KitFolder.lock` (filelock's exclusive flock on the same file) is refused
+    while they do; FolderError naming `what` if a writer holds it.
+
+    filelock has no shared flock (its ReadWriteLock keeps an SQLite file beside, which a reader
+    must be able to write), so this one lock is fcntl's. The file is opened read-only: a cache an
+    instructor shares read-only (no write permission on the folder or its files) stays readable.
+    Where the lock file cannot be opened (such a folder the writer never locked) or the file
+    system has no flock (some network mounts), the block runs unlocked.
     """
     import fcntl  # POSIX only; imported here so the rest of the module loads anywhere
 
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(folder / LOCK, os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError:
+        yield
+        return
     try:
         try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise FolderError(f"{folder} is in use by {what} (it holds {lock_path.name}); wait for "
-                              f"it to finish, or choose another folder") from None
+            raise FolderError(_in_use(folder, what)) from None
         except OSError:  # ENOLCK, EOPNOTSUPP: no locks on this file system
             yield
             return

@@ -11,7 +11,7 @@ same S) are copied, not decoded.
 - `reserve`: the images file gets its whole size on disk before any row is written. A memory
   map of a sparse file that meets a full disk kills the process with SIGBUS, printing nothing;
   reserving first turns that into one line saying how much space is needed.
-- decoding processes exit when `prepare` dies, even by SIGKILL (`device.die_with_parent`, Linux).
+- decoding processes exit when `prepare` dies, even by SIGKILL (Linux: `device.die_with_parent`).
 """
 from __future__ import annotations
 
