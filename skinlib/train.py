@@ -74,7 +74,6 @@ def run(config, *, resume: bool = False, train_augment: Callable | None = None) 
     if not distributed.is_main_process():  # a view of the folder, never written through
         if distributed.main_refused_to_start(None):
             raise SystemExit(1)  # process 0 has said why, in one line: nothing to add
-        return _run(config, KitFolder(Path(config.out), "run"), resume)
         return _run(config, KitFolder(Path(config.out), "run"), resume, train_augment)
     created = not expand_home(config.out).exists()
     folder = None
@@ -88,8 +87,6 @@ def run(config, *, resume: bool = False, train_augment: Callable | None = None) 
                 distributed.main_refused_to_start(err)
                 raise
             distributed.main_refused_to_start(None)
-            return _run(config, folder, resume)
-        with folder.lock("another run"), reading(config.cache):  # prepare cannot rewrite it meanwhile
             return _run(config, folder, resume, train_augment)
     except BaseException:
         if created and folder is not None:
