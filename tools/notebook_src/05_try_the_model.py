@@ -49,7 +49,7 @@ from PIL import Image
 
 import skinlib
 from skinlib.checks import check_ppv, check_threshold_for_sensitivity, use_yours_or
-from skinlib.checks.decision import reference_threshold
+from skinlib.checks.decision import as_share, reference_threshold
 from skinlib.course import get_data, load_for_evaluation
 from skinlib.data import CLASSES
 from skinlib.device import select_device
@@ -143,7 +143,8 @@ threshold_for_sensitivity = use_yours_or(reference_threshold, threshold_for_sens
 # watching the test split would fit it to those very images and flatter the result.
 
 # %%
-TARGET_SENSITIVITY = 0.95  # your choice: the share of melanomas the triage must find
+TARGET_SENSITIVITY = 0.95  # your choice: the share of melanomas the triage must find (0.95, not 95)
+TARGET_SENSITIVITY = as_share(TARGET_SENSITIVITY, "TARGET_SENSITIVITY", 0.95)
 if (val_targets == MEL).any():
     THRESHOLD = threshold_for_sensitivity(val_targets, val_probs[:, MEL], TARGET_SENSITIVITY)
     on_test = melanoma_decision(targets, probs[:, MEL], THRESHOLD)
@@ -201,7 +202,8 @@ ppv = use_yours_or(ppv_at_prevalence, ppv, passed, "PPV")
 # examines depends on the country, the clinic and who is referred to it.
 
 # %%
-PREVALENCE = 0.01  # your choice: the share of melanomas where the model would be used
+PREVALENCE = 0.01  # your choice: the share of melanomas where the model would be used (0.01, not 1)
+PREVALENCE = as_share(PREVALENCE, "PREVALENCE", 0.01)
 at = melanoma_decision(targets, probs[:, MEL], THRESHOLD)
 if math.isnan(at["sensitivity"]) or math.isnan(at["specificity"]):
     print(f"these test images lack melanomas or other lesions: no PPV to compute{TAG}")
