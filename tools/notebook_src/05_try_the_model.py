@@ -213,6 +213,12 @@ else:
         value = ppv(at["sensitivity"], at["specificity"], prevalence)
         print(f"PPV at {name}: {value:.3f}, about 1 referral in {1 / value:.0f} is a melanoma{TAG}"
               if value > 0 else f"PPV at {name}: 0 (no melanoma referred){TAG}")
+    others = at["tn"] + at["fp"]
+    if at["fp"] == 0 and at["sensitivity"] > 0:  # specificity 1.000 from a few lesions is not a measured 100 %
+        bound = max(0.0, 1 - 3 / others)  # the rule of three: 0 false alarms in n fits a rate up to 3/n (95 %)
+        print(f"no false alarm among the {others} test lesions without melanoma: a false-alarm rate up to "
+              f"3/{others} fits them too (the rule of three, 95 %), and with it the PPV at {PREVALENCE:.1%} "
+              f"would be {ppv(at['sensitivity'], bound, PREVALENCE):.3f}{TAG}")
 
 # %% [markdown]
 # Same model, same threshold: where melanoma is rare, most referrals are false alarms. A PPV measured on a test set
