@@ -581,3 +581,10 @@ def test_a_share_typed_as_a_percentage_is_read_with_a_note(value, used, note, ca
     from skinlib.checks.decision import as_share
     assert as_share(value, "TARGET_SENSITIVITY", 0.9) == pytest.approx(used)
     assert note in capsys.readouterr().out
+
+
+def test_a_prevalence_of_1_reads_as_one_percent(capsys):
+    from skinlib.checks.decision import as_share
+    assert as_share(1, "PREVALENCE", 0.01, whole=False) == pytest.approx(0.01)
+    assert "PREVALENCE = 1 reads as a percentage: using 0.01" in capsys.readouterr().out
+    assert as_share(0.18, "PREVALENCE", 0.01, whole=False) == pytest.approx(0.18)

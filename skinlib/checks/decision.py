@@ -95,15 +95,16 @@ def _number(answer) -> None:
                      "(format it only when printing).")
 
 
-def as_share(value: Any, name: str, default: float) -> float:
+def as_share(value: Any, name: str, default: float, whole: bool = True) -> float:
     """A setting that is a share (TARGET_SENSITIVITY, PREVALENCE): 0.95 as it is, 95 read as a
-    percentage with a note, anything else replaced by `default` with a note; never raises."""
+    percentage with a note, anything else replaced by `default` with a note; never raises. With
+    `whole` False a share of 1 makes no sense (every lesion a melanoma), so 1 reads as 1 %."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         print(f"{name} = {value!r} is not a number: using {default} (write a share such as {default}).")
         return default
-    if 0 < value <= 1:
+    if 0 < value < 1 or (whole and value == 1):
         return float(value)
-    if 1 < value <= 100:
+    if 1 <= value <= 100:
         print(f"{name} = {value!r} reads as a percentage: using {value / 100:g} (write shares between 0 and 1).")
         return value / 100
     print(f"{name} = {value!r} is not a share between 0 and 1: using {default}.")

@@ -203,7 +203,7 @@ ppv = use_yours_or(ppv_at_prevalence, ppv, passed, "PPV")
 
 # %%
 PREVALENCE = 0.01  # your choice: the share of melanomas where the model would be used (0.01, not 1)
-PREVALENCE = as_share(PREVALENCE, "PREVALENCE", 0.01)
+PREVALENCE = as_share(PREVALENCE, "PREVALENCE", 0.01, whole=False)
 at = melanoma_decision(targets, probs[:, MEL], THRESHOLD)
 if math.isnan(at["sensitivity"]) or math.isnan(at["specificity"]):
     print(f"these test images lack melanomas or other lesions: no PPV to compute{TAG}")
