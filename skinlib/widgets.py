@@ -121,8 +121,9 @@ def threshold_report(targets, mel_probs, threshold: float, synthetic: bool = Fal
     weights when the model did not start from ImageNet's (`pretrained` False)."""
     d = melanoma_decision(targets, mel_probs, threshold)
     melanomas = d["tp"] + d["fn"]
-    said = "".join(f"<b>{word}</b>: " for word, true in (("SYNTHETIC data", synthetic), ("SMOKE run", smoke),
-                                                         ("RANDOM initial weights", not pretrained)) if true)
+    marks = [word for word, true in (("SYNTHETIC data", synthetic), ("SMOKE run", smoke),
+                                     ("RANDOM initial weights", not pretrained)) if true]
+    said = f"<b>{', '.join(marks)}</b>: " if marks else ""  # one list, not "A: B: C: refer when"
     html = (f"<div>{said}refer when P(MEL) &ge; <b>{threshold:.2f}</b>: "
             f"sensitivity <b class='sensitivity'>{d['sensitivity']:.3f}</b> "
             f"({d['tp']} of {melanomas} melanoma{'s' if melanomas != 1 else ''} referred), "
