@@ -588,3 +588,8 @@ def test_a_prevalence_of_1_reads_as_one_percent(capsys):
     assert as_share(1, "PREVALENCE", 0.01, whole=False) == pytest.approx(0.01)
     assert "PREVALENCE = 1 reads as a percentage: using 0.01" in capsys.readouterr().out
     assert as_share(0.18, "PREVALENCE", 0.01, whole=False) == pytest.approx(0.18)
+
+
+def test_grad_cam_on_a_layer_named_inside_the_function_is_named(capsys):
+    assert checks.check_grad_cam(lambda model, images, target, layer: CAM(model, images, target, model.layer4)) is False
+    assert "hook the `layer` your function is given, not one named in it" in said(capsys)

@@ -167,6 +167,9 @@ def check_grad_cam(my_grad_cam: Callable[..., Any]) -> bool:
         try:
             answer = _call(lambda: my_grad_cam(model, images, target, model.block), "your function")
         except _Wrong as wrong:
+            if "_ProbeNet' object has no attribute" in str(wrong):
+                raise _Wrong(f"{wrong}: hook the `layer` your function is given, not one named in it (the check "
+                             "passes a small network of its own, without ResNet's layers).") from None
             if "Dimension out of range" in str(wrong):
                 raise _Wrong(f"{wrong}: what your hooks caught is not a layer's feature maps (N, C, h, w): put "
                              "both hooks on `layer`, the function's argument, not on the model.") from None
