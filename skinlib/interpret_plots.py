@@ -15,6 +15,7 @@ from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import auc, roc_curve
 
@@ -80,10 +81,11 @@ def plot_reliability(targets, probs, n_bins: int = 10, title: str = "Reliability
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6.5), height_ratios=(3, 1), sharex=True)
     top.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
     top.plot(said, right, "o-", label="this model")
-    top.set(ylabel="share correct", title=title, ylim=(0, 1.02))
+    top.set(ylabel="share correct", title=_wrapped(title, fig), ylim=(0, 1.02))  # as wide as the axes
     top.legend(fontsize=8)
     bottom.hist(confidence, bins=n_bins, range=(0, 1), color="tab:blue", alpha=0.7)
     bottom.set(xlabel="confidence (top probability)", ylabel="images", xlim=(0, 1))
+    bottom.yaxis.set_major_locator(MaxNLocator(integer=True))  # a count of images: no 7.5
     return _done(fig)
 
 

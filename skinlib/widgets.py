@@ -17,6 +17,9 @@ import ipywidgets as w
 import matplotlib.pyplot as plt
 import numpy as np
 from IPython.display import Image
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
@@ -99,6 +102,9 @@ def explanation_figure(result: Explanation, classes, title: str = "", heading: s
     plot_top_k(result.probs, [name.replace(" (", "\n(") for name in names], k=3, ax=axes[1])
     axes[2].imshow(overlay(result.crop, result.heat))
     axes[2].set_title(f"Grad-CAM for\n{names[int(result.probs.argmax())]}", fontsize=9)
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps["jet"]), ax=axes[2], shrink=0.8,
+                       ticks=[0, 0.5, 1])  # the overlay's colours, as in notebook 04's Grad-CAM figure
+    bar.set_label("evidence (1: strongest)", fontsize=8)
     for ax in (axes[0], axes[2]):
         ax.axis("off")
     if heading:
@@ -115,8 +121,9 @@ def threshold_report(targets, mel_probs, threshold: float, synthetic: bool = Fal
     weights when the model did not start from ImageNet's (`pretrained` False)."""
     d = melanoma_decision(targets, mel_probs, threshold)
     melanomas = d["tp"] + d["fn"]
-    said = "".join(f"<b>{word}</b>: " for word, true in (("SYNTHETIC data", synthetic), ("SMOKE run", smoke),
-                                                         ("RANDOM initial weights", not pretrained)) if true)
+    marks = [word for word, true in (("SYNTHETIC data", synthetic), ("SMOKE run", smoke),
+                                     ("RANDOM initial weights", not pretrained)) if true]
+    said = f"<b>{', '.join(marks)}</b>: " if marks else ""  # one list, not "A: B: C: refer when"
     html = (f"<div>{said}refer when P(MEL) &ge; <b>{threshold:.2f}</b>: "
             f"sensitivity <b class='sensitivity'>{d['sensitivity']:.3f}</b> "
             f"({d['tp']} of {melanomas} melanoma{'s' if melanomas != 1 else ''} referred), "

@@ -168,7 +168,7 @@ def test_best_epoch_passes(right, capsys):
     (lambda h: [r for r in h if r["val_balanced_accuracy"] >= max(x["val_balanced_accuracy"] for x in h)][-1]["epoch"],
      "on a tie keep the earlier epoch (compare with >, not >=)"),
     (lambda h: max(h, key=lambda r: r["val_balanced_accuracy"]), "your function returned a whole row"),
-    (lambda h: len(h) + 1, "it returned 5, not 2."),
+    (lambda h: len(h) + 1, "it returned 6, not 2."),
     (lambda h: [r for r in h if r["val_balanced_accuracy"] == max(x["val_balanced_accuracy"] for x in h)],
      "your function returned a list; return one epoch number, the best row's 'epoch'"),
 ], ids=["position", "lowest loss", "plain accuracy", "last of a tie", "row", "beyond the end", "a list"])
@@ -352,7 +352,7 @@ def test_threshold_for_sensitivity_passes(right, capsys):
 
 @pytest.mark.parametrize("wrong, message", [
     (threshold_rounded_down, "which refers 3 of them (43%): too high"),
-    (lambda t, p, s: 0.0, "reaches it too with fewer false alarms"),
+    (lambda t, p, s: 0.0, "is higher and reaches the target too (18 false alarms against your 40)"),
     (lambda t, p, s: float(np.quantile(p, 1 - s)), "your threshold is"),
     (lambda t, p, s: s, "for a target of 95% on 20 melanomas your threshold is 0.950, which refers"),
     (lambda t, p, s: None, "your function returned None: return the threshold (a number)"),
@@ -433,3 +433,163 @@ def test_the_notebooks_lr_suggestion_passes(capsys):
 def test_lr_suggestion_check_names_the_mistake(wrong, message, capsys):
     assert checks.check_lr_suggestion(wrong) is False
     assert message in said(capsys)
+
+
+# ============================================================================== more students' mistakes
+def head_ending_in_softmax(model):
+    model.requires_grad_(False)
+    model.fc = nn.Sequential(nn.Linear(2048, 8), nn.Softmax(dim=1))
+    return model
+
+
+def test_a_head_ending_in_softmax_is_named(capsys):
+    assert checks.check_resnet_head(head_ending_in_softmax) is False
+    assert "your head ends in a Softmax: it must give the raw class scores (logits)" in said(capsys)
+
+
+def groups_without_lr(model, lr, head_factor):
+    return [{"params": g["params"], "learning_rate": g["lr"]} for g in GROUPS(model, lr, head_factor)]
+
+
+def groups_of_names(model, lr, head_factor):
+    return [{"params": [n for n, p in model.named_parameters() if not n.startswith("fc.") and p.requires_grad],
+             "lr": lr}, {"params": [n for n, _ in model.fc.named_parameters()], "lr": lr * head_factor}]
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (groups_without_lr, "a group has no 'lr' key"),
+    (groups_of_names, "a group's 'params' holds something else than parameter tensors (their names?)"),
+], ids=["no lr key", "names"])
+def test_parameter_groups_check_names_more_mistakes(wrong, message, capsys):
+    assert checks.check_parameter_groups(wrong) is False
+    assert message in said(capsys)
+
+
+def steepest_slope(result):
+    losses = result["loss"]
+    return result["lr"][int(np.argmin(np.diff(losses))) + 1]
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (steepest_slope, "you return the rate where the loss falls fastest (fastai's other suggestion"),
+    (lambda r: f"{r['lr'][int(np.argmin(r['loss']))] / 10:.1e}", "your function returned a str ('1.5e-03')"),
+    (lambda r: (r["lr"][int(np.argmin(r["loss"]))] / 10, min(r["loss"])), "your function returned a tuple"),
+], ids=["steepest slope", "text", "tuple"])
+def test_lr_suggestion_check_names_more_mistakes(wrong, message, capsys):
+    assert checks.check_lr_suggestion(wrong) is False
+    assert message in said(capsys)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda h: h[-1]["epoch"], "that is the last epoch, where the training score is highest"),
+    (lambda h: max(h, key=lambda r: r["train_balanced_accuracy"])["epoch"], "that is the last epoch"),
+    (lambda h: max(r["val_balanced_accuracy"] for r in h), "it returned 0.55, not 2: that is the best score itself"),
+], ids=["last epoch", "training score", "the score"])
+def test_best_epoch_check_names_more_mistakes(wrong, message, capsys):
+    assert checks.check_best_epoch(wrong) is False
+    assert message in said(capsys)
+
+
+def scores_by_python_division(cm):
+    precision = np.array([cm[i, i] / int(cm[:, i].sum()) for i in range(len(cm))])  # int / 0: ZeroDivisionError
+    recall = np.array([int(cm[i, i]) / int(cm[i].sum()) for i in range(len(cm))])
+    return {"precision": precision, "recall": recall, "f1": 2 * precision * recall / (precision + recall),
+            "balanced_accuracy": np.nanmean(recall)}
+
+
+def scores_key_misspelt(cm):
+    scores = SCORES(cm)
+    scores["F1"] = scores.pop("f1")
+    return scores
+
+
+def scores_mean_precision(cm):
+    scores = SCORES(cm)
+    return {**scores, "balanced_accuracy": np.nanmean(scores["precision"])}
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (scores_by_python_division, "your function divided by zero: a class never predicted has no precision"),
+    (scores_key_misspelt, "your dict has no key 'f1' (it has 'precision', 'recall', 'balanced_accuracy', 'F1')"),
+    (scores_mean_precision, "your balanced accuracy is the mean precision"),
+], ids=["0/0 as an error", "key spelt F1", "mean precision"])
+def test_scores_check_names_more_mistakes(wrong, message, capsys):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        assert checks.check_scores_from_confusion(wrong) is False
+    assert message in said(capsys)
+
+
+def cam_hooked(where, gradient_at="output", scale=False, upsample=False, detach=True):
+    def answer(model, images, target, layer):
+        hooked = {"layer": layer, "model": model}[where]
+        saved = {}
+        handles = [hooked.register_forward_hook(lambda m, i, o: saved.update(a=o)),
+                   hooked.register_full_backward_hook(
+                       lambda m, gi, go: saved.update(g=(go if gradient_at == "output" else gi)[0]))]
+        try:
+            model(images).gather(1, target[:, None]).sum().backward()
+        finally:
+            for handle in handles:
+                handle.remove()
+        cam = torch.relu((saved["g"].mean(dim=(2, 3), keepdim=True) * saved["a"]).sum(1))
+        if scale:
+            cam = cam / cam.amax(dim=(1, 2), keepdim=True)
+        if upsample:
+            cam = nn.functional.interpolate(cam[:, None], size=images.shape[-2:], mode="bilinear")[:, 0]
+        return cam.detach() if detach else cam
+    return answer
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (cam_hooked("layer", gradient_at="input"), "in the backward hook take grad_outputs[0]"),
+    (cam_hooked("model"), "put both hooks on `layer`, the function's argument, not on the model"),
+    (cam_hooked("layer", upsample=True), "your maps have the image's size (12, 12): return the layer's maps"),
+    (cam_hooked("layer", scale=True), "your maps are scaled to a maximum of 1: return them unscaled"),
+], ids=["grad_inputs", "hooks on the model", "upsampled", "scaled"])
+def test_grad_cam_check_names_more_mistakes(wrong, message, capsys):
+    assert checks.check_grad_cam(wrong) is False
+    assert message in said(capsys)
+
+
+def test_grad_cam_maps_not_detached_pass_with_a_tip(capsys):
+    assert checks.check_grad_cam(cam_hooked("layer", detach=False)) is True
+    assert "(Tip: return maps.detach(): yours still hold the graph" in said(capsys)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda t, p, s: math.ceil(s * (np.asarray(t) == MEL).sum()),
+     "your threshold is 19.000: a threshold on a probability lies between 0 and 1"),
+    (lambda t, p, s: float(np.min(np.asarray(p)[np.asarray(t) == MEL])),
+     "0.466 is higher and reaches the target too (the same 18 false alarms on this probe"),
+    (lambda t, p, s: f"{THRESHOLD(t, p, s):.2f}", "your function returned a str"),
+], ids=["a count", "the lowest melanoma", "text"])
+def test_threshold_check_names_more_mistakes(wrong, message, capsys):
+    assert checks.check_threshold_for_sensitivity(wrong) is False
+    assert message in said(capsys)
+
+
+def test_ppv_as_text_is_named(capsys):
+    assert checks.check_ppv(lambda se, sp, pr: f"{PPV(se, sp, pr):.1%}") is False
+    assert "your function returned a str ('4.3%'): return one number" in said(capsys)
+
+
+@pytest.mark.parametrize("value, used, note", [
+    (0.95, 0.95, ""), (1, 1.0, ""), (95, 0.95, "TARGET_SENSITIVITY = 95 reads as a percentage: using 0.95"),
+    ("95%", 0.9, "is not a number: using 0.9"), (0, 0.9, "is not a share between 0 and 1: using 0.9"),
+])
+def test_a_share_typed_as_a_percentage_is_read_with_a_note(value, used, note, capsys):
+    from skinlib.checks.decision import as_share
+    assert as_share(value, "TARGET_SENSITIVITY", 0.9) == pytest.approx(used)
+    assert note in capsys.readouterr().out
+
+
+def test_a_prevalence_of_1_reads_as_one_percent(capsys):
+    from skinlib.checks.decision import as_share
+    assert as_share(1, "PREVALENCE", 0.01, whole=False) == pytest.approx(0.01)
+    assert "PREVALENCE = 1 reads as a percentage: using 0.01" in capsys.readouterr().out
+    assert as_share(0.18, "PREVALENCE", 0.01, whole=False) == pytest.approx(0.18)
+
+
+def test_grad_cam_on_a_layer_named_inside_the_function_is_named(capsys):
+    assert checks.check_grad_cam(lambda model, images, target, layer: CAM(model, images, target, model.layer4)) is False
+    assert "hook the `layer` your function is given, not one named in it" in said(capsys)

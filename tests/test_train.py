@@ -211,3 +211,13 @@ def test_json_safe_writes_undefined_numbers_as_null():
     record = json_safe({"auc": [0.5, math.nan], "n": np.int64(3), "t": torch.tensor(0.25), "x": (1, math.inf)})
     assert record == {"auc": [0.5, None], "n": 3, "t": 0.25, "x": [1, None]}
     json.dumps(record, allow_nan=False)
+
+
+def test_run_hands_the_given_train_augment_to_the_run(real_sample_dir, tmp_path, monkeypatch):
+    # `_run(config, folder, resume)` without the augmentation once made every run fail (a missing argument)
+    from skinlib import train
+    seen = {}
+    monkeypatch.setattr(train, "_run", lambda config, folder, resume, augment: seen.update(augment=augment) or {})
+    marker = object()
+    train.run(config_for(real_sample_dir, tmp_path / "run"), train_augment=marker)
+    assert seen["augment"] is marker

@@ -117,7 +117,9 @@ _HINTS = {
 def _explained(error: Exception, where: str) -> _Wrong:
     """`where raised <error>`, with what it means in the exercises when its one line does not say."""
     hint = next((hint for key, hint in _HINTS.items() if key in str(error)), None)
-    return _Wrong(f"{where} raised {_one_line(error)}" + (f": {hint}." if hint else ""))
+    if hint is None:
+        return _Wrong(f"{where} raised {_one_line(error)}")
+    return _Wrong(f"{where} raised {_one_line(error)}: {hint}{'' if hint.endswith('?') else '.'}")  # no "?."
 
 
 def _call(action: Callable[[], Any], where: str) -> Any:

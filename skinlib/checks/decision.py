@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from skinlib.checks.core import _call, _report, _Wrong
+from skinlib.checks.core import _a, _call, _report, _Wrong
 from skinlib.layout import CLASSES
 from skinlib.subgroups import ppv_at_prevalence
 
@@ -41,22 +41,27 @@ def check_threshold_for_sensitivity(threshold_for_sensitivity: Callable[..., Any
             answer = _call(lambda: threshold_for_sensitivity(targets.copy(), probs.copy(), wanted), "your function")
             if answer is None:
                 raise _Wrong("your function returned None: return the threshold (a number).")
+            _number(answer)
             value = _call(lambda: float(answer), "float(your threshold)")
             right = reference_threshold(targets, probs, wanted)
             mel = targets == MEL
             found = int((probs[mel] >= value).sum())
             reached = found / mel.sum()
             said = f"for a target of {wanted:.0%} on {mel.sum()} melanomas your threshold is {value:.3f}"
+            if not 0 <= value <= 1:
+                raise _Wrong(f"{said}: a threshold on a probability lies between 0 and 1 (a count of melanomas "
+                             "or a position in the list is not one: read the probability there).")
             if reached + 1e-9 < wanted:
                 raise _Wrong(f"{said}, which refers {found} of them ({reached:.0%}): too high (refer when "
                              "P(MEL) >= threshold; count how many melanomas you need, and round up).")
             if np.array_equal(probs >= value, probs >= right):
                 continue
-            if not 0 <= value <= 1:
-                raise _Wrong(f"{said}: a threshold on a probability lies between 0 and 1.")
-            raise _Wrong(f"{said}; {right:.3f} reaches it too with fewer false alarms "
-                         f"({int((probs[~mel] >= value).sum())} against {int((probs[~mel] >= right).sum())}): "
-                         "choose the highest threshold that reaches the target, among the melanomas' P(MEL).")
+            alarms, fewer = int((probs[~mel] >= value).sum()), int((probs[~mel] >= right).sum())
+            cost = (f"{fewer} false alarms against your {alarms}" if alarms > fewer else
+                    f"the same {alarms} false alarms on this probe, but on other data each step down costs more")
+            raise _Wrong(f"{said}, which refers {int((probs >= value).sum())} lesions; {right:.3f} is higher and "
+                         f"reaches the target too ({cost}): choose the highest threshold that reaches it, among "
+                         "the melanomas' P(MEL).")
         return "the highest threshold that reaches the target sensitivity, on every probe (ties included)."
     return _report("threshold for a sensitivity", run)
 
@@ -71,6 +76,7 @@ def check_ppv(ppv: Callable[[float, float, float], Any]) -> bool:
             answer = _call(lambda: ppv(sens, spec, prev), "your function")
             if answer is None:
                 raise _Wrong("your function returned None: return the positive predictive value (a number).")
+            _number(answer)
             value = _call(lambda: float(answer), "float(your answer)")
             right = ppv_at_prevalence(sens, spec, prev)
             if math.isclose(value, right, rel_tol=1e-6):
@@ -80,6 +86,29 @@ def check_ppv(ppv: Callable[[float, float, float], Any]) -> bool:
             _explain_ppv(value, right, sens, spec, prev, said)
         return "Bayes' rule: true positives over all positives, at the prevalence you choose."
     return _report("positive predictive value", run)
+
+
+def _number(answer) -> None:
+    """Text or several values where one number is due: say so rather than fail to convert."""
+    if isinstance(answer, (str, tuple, list, dict)):
+        raise _Wrong(f"your function returned {_a(type(answer).__name__)} ({answer!r:.40}): return one number "
+                     "(format it only when printing).")
+
+
+def as_share(value: Any, name: str, default: float, whole: bool = True) -> float:
+    """A setting that is a share (TARGET_SENSITIVITY, PREVALENCE): 0.95 as it is, 95 read as a
+    percentage with a note, anything else replaced by `default` with a note; never raises. With
+    `whole` False a share of 1 makes no sense (every lesion a melanoma), so 1 reads as 1 %."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        print(f"{name} = {value!r} is not a number: using {default} (write a share such as {default}).")
+        return default
+    if 0 < value < 1 or (whole and value == 1):
+        return float(value)
+    if 1 <= value <= 100:
+        print(f"{name} = {value!r} reads as a percentage: using {value / 100:g} (write shares between 0 and 1).")
+        return value / 100
+    print(f"{name} = {value!r} is not a share between 0 and 1: using {default}.")
+    return default
 
 
 def _explain_ppv(value, right, sens, spec, prev, said) -> None:

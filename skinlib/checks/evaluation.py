@@ -59,11 +59,22 @@ def check_scores_from_confusion(scores_from_confusion: Callable[[np.ndarray], di
     def run() -> str:
         truth, guess = _probe_labels()
         cm = confusion_matrix(truth, guess, labels=range(len(CLASSES)))
-        with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 for an undefined score is expected
-            answer = _call(lambda: scores_from_confusion(cm.copy()), "your function")
-        if not isinstance(answer, dict) or any(key not in answer for key in KEYS):
+        try:
+            with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 for an undefined score is expected
+                answer = _call(lambda: scores_from_confusion(cm.copy()), "your function")
+        except _Wrong as wrong:
+            if "ZeroDivisionError" not in str(wrong):
+                raise
+            raise _Wrong("your function divided by zero: a class never predicted has no precision, one without "
+                         "images no recall (0/0); give NaN there: divide numpy arrays (cm.sum(axis=0) ...), "
+                         "which give nan, or write `x / n if n else float('nan')`.") from None
+        if not isinstance(answer, dict):
             raise _Wrong(f"your function returned {type(answer).__name__}; return a dict with the keys "
                          f"{', '.join(KEYS)}.")
+        missing = [key for key in KEYS if key not in answer]
+        if missing:
+            raise _Wrong(f"your dict has no key {', '.join(map(repr, missing))} (it has "
+                         f"{', '.join(map(repr, answer))}): the keys are {', '.join(KEYS)}, spelled so.")
         ref = _reference(truth, guess)
         mine = {key: _as_array(answer[key], key) for key in KEYS[:3]}
         support, said = cm.sum(1) > 0, cm.sum(0) > 0
@@ -108,6 +119,9 @@ def _compare_balanced(balanced, ref, recall, cm, support) -> None:
     if np.isclose(balanced, np.nan_to_num(recall).mean()):
         raise _Wrong("your balanced accuracy counts a class without test images as recall 0: average over "
                      "the classes that have images only.")
+    if np.isclose(balanced, np.nanmean(np.where(cm.sum(0) > 0, np.diag(cm) / np.maximum(cm.sum(0), 1), np.nan))):
+        raise _Wrong("your balanced accuracy is the mean precision; balanced accuracy is the mean of the "
+                     "per-class recalls (over the classes with images).")
     raise _Wrong(f"balanced accuracy {balanced:.4f}, scikit-learn's {ref['balanced_accuracy']:.4f}: the mean "
                  "recall over the classes with images.")
 
@@ -150,7 +164,20 @@ def check_grad_cam(my_grad_cam: Callable[..., Any]) -> bool:
         with torch.no_grad():
             predicted = model(images).argmax(1)
         target = (predicted + 1) % len(CLASSES)  # not the predicted class: a CAM of the argmax is caught
-        answer = _call(lambda: my_grad_cam(model, images, target, model.block), "your function")
+        try:
+            answer = _call(lambda: my_grad_cam(model, images, target, model.block), "your function")
+        except _Wrong as wrong:
+            if "_ProbeNet' object has no attribute" in str(wrong):
+                raise _Wrong(f"{wrong}: hook the `layer` your function is given, not one named in it (the check "
+                             "passes a small network of its own, without ResNet's layers).") from None
+            if "Dimension out of range" in str(wrong):
+                raise _Wrong(f"{wrong}: what your hooks caught is not a layer's feature maps (N, C, h, w): put "
+                             "both hooks on `layer`, the function's argument, not on the model.") from None
+            if "must match the size of tensor" not in str(wrong):
+                raise
+            raise _Wrong(f"{wrong}: the gradient does not have the layer output's shape: in the backward hook "
+                         "take grad_outputs[0], the gradient at the layer's output (grad_inputs[0] is at its "
+                         "input).") from None
         if model.block._forward_hooks or model.block._backward_hooks or model.block._backward_pre_hooks:
             raise _Wrong("your hooks are still on the layer after the function returned: keep the handles "
                          "and call handle.remove() (in a finally: block), or every later pass runs them.")
@@ -159,12 +186,18 @@ def check_grad_cam(my_grad_cam: Callable[..., Any]) -> bool:
         if not isinstance(answer, torch.Tensor):
             raise _Wrong(f"your function returned {type(answer).__name__}, not a tensor of maps.")
         cams = answer.detach().float()
+        if cams.dim() == 3 and tuple(cams.shape[1:]) == tuple(images.shape[-2:]):
+            raise _Wrong(f"your maps have the image's size {tuple(cams.shape[1:])}: return the layer's maps "
+                         "(here 6x6), taken with hooks on the `layer` you are given; stretching them to the "
+                         "image is done afterwards (skinlib.gradcam.heatmap).")
         if tuple(cams.shape) != (3, 6, 6):
             raise _Wrong(f"your maps have shape {tuple(cams.shape)}; for 3 images and a layer of 6x6 maps "
                          "they should be (3, 6, 6): sum the weighted maps over the channels (dim=1).")
         reference = torch.relu(LayerGradCam(model, model.block).attribute(images, target=target))[:, 0].detach()
         if torch.allclose(cams, reference, rtol=1e-4, atol=1e-6):
-            return "your hooks give captum's LayerGradCam maps, and are removed afterwards."
+            tip = (" (Tip: return maps.detach(): yours still hold the graph of the backward pass, and its "
+                   "memory)") if answer.requires_grad else ""
+            return f"your hooks give captum's LayerGradCam maps, and are removed afterwards.{tip}"
         _explain_cam(model, images, target, predicted, cams, reference)
     return _report("Grad-CAM", run)
 
@@ -173,6 +206,10 @@ def _explain_cam(model, images, target, predicted, cams, reference) -> None:
     if (cams < 0).any():
         raise _Wrong("your maps have negative values: apply ReLU to the weighted sum, keeping only what "
                      "raised the class score.")
+    peak = reference.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+    if torch.allclose(cams, reference / peak, rtol=1e-4, atol=1e-5):
+        raise _Wrong("your maps are scaled to a maximum of 1: return them unscaled (heatmap() scales them for "
+                     "the figure).")
     area = reference.shape[-1] * reference.shape[-2]
     if torch.allclose(cams, reference * area, rtol=1e-4, atol=1e-6):
         raise _Wrong(f"your maps are {area} times captum's: average the gradients over the positions "

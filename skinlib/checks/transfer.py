@@ -64,6 +64,9 @@ def _check_head(fc) -> None:
     if not linears:
         raise _Wrong(f"model.fc is {_a(type(fc).__name__)}, not an nn.Linear: assign model.fc = nn.Linear(...) "
                      "and return the model.")
+    if isinstance(fc, nn.Sequential) and not isinstance(list(fc.modules())[-1], nn.Linear):
+        raise _Wrong(f"your head ends in {_a(type(list(fc.modules())[-1]).__name__)}: it must give the raw class "
+                     "scores (logits), since the cross-entropy loss applies softmax itself: end it with the Linear.")
     first, last = tuple(linears[0].weight.shape), tuple(linears[-1].weight.shape)
     if first[1] != 2048 or last[0] != len(CLASSES):
         raise _Wrong(f"the head's weights map {first[1]} features to {last[0]} outputs; it needs 2048 -> 8, "
@@ -110,7 +113,13 @@ def check_parameter_groups(parameter_groups: Callable[..., Any], lr: float = 1e-
         if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) and "params" in g for g in groups):
             raise _Wrong(f"your function returned {type(groups).__name__}; return a list of dicts, each with "
                          "'params' and 'lr'.")
+        if any("lr" not in group for group in groups):
+            raise _Wrong("a group has no 'lr' key, so it would learn at the optimizer's default rate: give each "
+                         "dict its own 'lr' ({'params': ..., 'lr': ...}).")
         groups = [{**group, "params": list(group["params"])} for group in groups]  # a generator is read once
+        if any(not isinstance(p, torch.Tensor) for group in groups for p in group["params"]):
+            raise _Wrong("a group's 'params' holds something else than parameter tensors (their names?): "
+                         "for name, p in model.named_parameters(), keep p.")
         counts: dict[int, int] = {}
         for group in groups:
             for p in group["params"]:
@@ -141,11 +150,18 @@ def check_parameter_groups(parameter_groups: Callable[..., Any], lr: float = 1e-
 
 # ------------------------------------------------------------------------------ exercise 3
 def _history(values: list[float]) -> list[dict]:
+    """Rows where the lowest loss, the highest plain accuracy and the last epoch (the highest training
+    score) each fall on another epoch than the best validation balanced accuracy, where there are
+    enough epochs: each mistake gets its own answer."""
+    n = len(values)
     losses = [1.0 - v / 2 for v in values]
-    losses[-1] = min(losses) - 0.05  # the lowest loss is on another epoch than the best balanced accuracy
-    accuracy = list(reversed(values))  # and so is the highest plain accuracy
+    accuracy = [0.5] * n
+    if n >= 5:
+        losses[2] = min(losses) - 0.05
+        accuracy[3] = 0.9
     return [{"epoch": i + 1, "val_balanced_accuracy": v, "val_loss": loss, "val_accuracy": acc,
-             "train_balanced_accuracy": 0.99} for i, (v, loss, acc) in enumerate(zip(values, losses, accuracy))]
+             "train_balanced_accuracy": 0.5 + 0.4 * (i + 1) / n}
+            for i, (v, loss, acc) in enumerate(zip(values, losses, accuracy))]
 
 
 def reference_best_epoch(history: list[dict]) -> int:
@@ -156,7 +172,7 @@ def reference_best_epoch(history: list[dict]) -> int:
 def check_best_epoch(best_epoch: Callable[[list[dict]], Any]) -> bool:
     """`best_epoch(history)` is the epoch number (history's 'epoch', from 1) with the highest
     validation balanced accuracy; on a tie, the earlier one."""
-    cases = [[0.30, 0.55, 0.48, 0.41], [0.2, 0.4, 0.6, 0.6, 0.5], [0.7]]
+    cases = [[0.30, 0.55, 0.48, 0.41, 0.35], [0.2, 0.4, 0.6, 0.6, 0.5], [0.7]]
     expected = [2, 3, 1]
 
     def run() -> str:
@@ -174,16 +190,22 @@ def check_best_epoch(best_epoch: Callable[[list[dict]], Any]) -> bool:
                 continue
             got = [row for row in history if row["epoch"] == answer]
             said = f"for validation balanced accuracies {values} it returned {answer!r}, not {right}"
+            if answer in values and answer not in range(1, len(values) + 1):
+                raise _Wrong(f"{said}: that is the best score itself; return the epoch it was reached at, "
+                             "the row's 'epoch'.")
             if answer == right - 1:
                 raise _Wrong(f"{said}: that is the row's position in the list; history's epochs count from 1 "
                              "(return row['epoch']).")
+            if got and values.count(max(values)) > 1 and got[0]["val_balanced_accuracy"] == max(values):
+                raise _Wrong(f"{said}: on a tie keep the earlier epoch (compare with >, not >=).")
             if got and got[0]["val_loss"] == min(r["val_loss"] for r in history):
                 raise _Wrong(f"{said}: the epoch of the lowest validation loss; the course keeps the one of "
                              "the highest validation balanced accuracy.")
             if got and got[0]["val_accuracy"] == max(r["val_accuracy"] for r in history):
                 raise _Wrong(f"{said}: the epoch of the highest plain accuracy; compare 'val_balanced_accuracy'.")
-            if got and values.count(max(values)) > 1 and got[0]["val_balanced_accuracy"] == max(values):
-                raise _Wrong(f"{said}: on a tie keep the earlier epoch (compare with >, not >=).")
+            if answer == history[-1]["epoch"]:
+                raise _Wrong(f"{said}: that is the last epoch, where the training score is highest; the course "
+                             "keeps the epoch of the highest validation balanced accuracy, 'val_balanced_accuracy'.")
             raise _Wrong(f"{said}.")
         return "the epoch of the highest validation balanced accuracy, the earlier one on a tie."
     return _report("best epoch", run)
@@ -193,7 +215,9 @@ def check_best_epoch(best_epoch: Callable[[list[dict]], Any]) -> bool:
 # ------------------------------------------------------------------------------ the range test
 def _range_result(lowest_at: int, n: int = 40) -> dict[str, list[float]]:
     rates = [1e-6 * 10 ** (k / 6) for k in range(n)]
-    losses = [2.0 - 1.5 * math.exp(-((k - lowest_at) / 8) ** 2) + (0.08 * (k - lowest_at) if k > lowest_at else 0)
+    # width 11: the steepest fall lies 8 steps (a factor 21.5) before the minimum, so fastai's other
+    # suggestion, the steepest slope, is not by chance equal to the minimum / 10 (a factor 10 is 6 steps)
+    losses = [2.0 - 1.5 * math.exp(-((k - lowest_at) / 11) ** 2) + (0.08 * (k - lowest_at) if k > lowest_at else 0)
               for k in range(n)]
     return {"lr": rates, "loss": losses}
 
@@ -206,6 +230,9 @@ def check_lr_suggestion(suggest: Callable[[dict], Any]) -> bool:
             answer = _call(lambda: suggest({key: list(values) for key, values in result.items()}), "your function")
             if answer is None:
                 raise _Wrong("your function returned None: return a learning rate.")
+            if isinstance(answer, (str, tuple, list, dict)):
+                raise _Wrong(f"your function returned {_a(type(answer).__name__)} ({answer!r:.40}): return one "
+                             "number, the learning rate itself (format it only when printing).")
             value = _call(lambda: float(answer), "float(your answer)")
             right, at_min = result["lr"][lowest_at] / 10, result["lr"][lowest_at]
             if math.isclose(value, right, rel_tol=1e-6):
@@ -216,6 +243,13 @@ def check_lr_suggestion(suggest: Callable[[dict], Any]) -> bool:
             if math.isclose(value, min(result["loss"]), rel_tol=1e-6):
                 raise _Wrong("you return the lowest loss, not a learning rate: find where the loss is lowest, "
                              "then read result['lr'] there.")
+            losses = result["loss"]
+            steepest = min(range(1, len(losses)), key=lambda k: losses[k] - losses[k - 1])
+            near = result["lr"][steepest - 1:steepest + 2]
+            if any(math.isclose(value, rate, rel_tol=1e-6) or math.isclose(value, rate / 10, rel_tol=1e-6)
+                   for rate in near):
+                raise _Wrong("you return the rate where the loss falls fastest (fastai's other suggestion, the "
+                             "steepest slope); this exercise asks for a tenth of the rate of the lowest loss.")
             if value in (lowest_at, lowest_at / 10):
                 raise _Wrong("you return a position in the list, not a learning rate: read result['lr'] at it.")
             if math.isclose(value, result["lr"][-1] / 10, rel_tol=1e-6) or math.isclose(value, result["lr"][-1]):

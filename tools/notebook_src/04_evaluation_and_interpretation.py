@@ -316,7 +316,7 @@ for sampler, train_loader in [("plain", loaders["train"]), ("balanced", balanced
     results[sampler] = per_class_report(t, p)["recall"]
     score = scores(p, t)
     print(f"{sampler:>8} sampler: balanced accuracy {score['balanced accuracy']:.3f}, "
-          f"accuracy {score['accuracy']:.3f}  ({time.perf_counter() - start:.0f} s)")
+          f"accuracy {score['accuracy']:.3f}  ({time.perf_counter() - start:.0f} s){TAG}")
 pd.DataFrame(results).rename_axis("recall per class").style.format(precision=3, na_rep="–")
 
 # %% [markdown]
@@ -333,7 +333,8 @@ pd.DataFrame(results).rename_axis("recall per class").style.format(precision=3, 
 start = time.perf_counter()
 tta_probs, tta_targets = predict_probs(models[LOOK_AT].model.to(device), loaders["test"], device, tta=True,
                                        max_batches=EVAL_BATCHES)
-print(f"test-time augmentation: {time.perf_counter() - start:.1f} s for {len(tta_targets)} images (4 views each)")
+print(f"test-time augmentation: {time.perf_counter() - start:.1f} s for {len(tta_targets)} images (4 views each)"
+      f"{TAG}")
 pd.DataFrame([scores(probs, targets), scores(tta_probs, tta_targets)], index=["one view", "mean of 4 flips"]).round(3)
 
 # %% [markdown]

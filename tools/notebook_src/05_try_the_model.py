@@ -49,7 +49,7 @@ from PIL import Image
 
 import skinlib
 from skinlib.checks import check_ppv, check_threshold_for_sensitivity, use_yours_or
-from skinlib.checks.decision import reference_threshold
+from skinlib.checks.decision import as_share, reference_threshold
 from skinlib.course import get_data, load_for_evaluation
 from skinlib.data import CLASSES
 from skinlib.device import select_device
@@ -143,7 +143,8 @@ threshold_for_sensitivity = use_yours_or(reference_threshold, threshold_for_sens
 # watching the test split would fit it to those very images and flatter the result.
 
 # %%
-TARGET_SENSITIVITY = 0.95  # your choice: the share of melanomas the triage must find
+TARGET_SENSITIVITY = 0.95  # your choice: the share of melanomas the triage must find (0.95, not 95)
+TARGET_SENSITIVITY = as_share(TARGET_SENSITIVITY, "TARGET_SENSITIVITY", 0.95)
 if (val_targets == MEL).any():
     THRESHOLD = threshold_for_sensitivity(val_targets, val_probs[:, MEL], TARGET_SENSITIVITY)
     on_test = melanoma_decision(targets, probs[:, MEL], THRESHOLD)
@@ -201,7 +202,8 @@ ppv = use_yours_or(ppv_at_prevalence, ppv, passed, "PPV")
 # examines depends on the country, the clinic and who is referred to it.
 
 # %%
-PREVALENCE = 0.01  # your choice: the share of melanomas where the model would be used
+PREVALENCE = 0.01  # your choice: the share of melanomas where the model would be used (0.01, not 1)
+PREVALENCE = as_share(PREVALENCE, "PREVALENCE", 0.01, whole=False)
 at = melanoma_decision(targets, probs[:, MEL], THRESHOLD)
 if math.isnan(at["sensitivity"]) or math.isnan(at["specificity"]):
     print(f"these test images lack melanomas or other lesions: no PPV to compute{TAG}")
@@ -211,6 +213,12 @@ else:
         value = ppv(at["sensitivity"], at["specificity"], prevalence)
         print(f"PPV at {name}: {value:.3f}, about 1 referral in {1 / value:.0f} is a melanoma{TAG}"
               if value > 0 else f"PPV at {name}: 0 (no melanoma referred){TAG}")
+    others = at["tn"] + at["fp"]
+    if at["fp"] == 0 and at["sensitivity"] > 0:  # specificity 1.000 from a few lesions is not a measured 100 %
+        bound = max(0.0, 1 - 3 / others)  # the rule of three: 0 false alarms in n fits a rate up to 3/n (95 %)
+        print(f"no false alarm among the {others} test lesions without melanoma: a false-alarm rate up to "
+              f"3/{others} fits them too (the rule of three, 95 %), and with it the PPV at {PREVALENCE:.1%} "
+              f"would be {ppv(at['sensitivity'], bound, PREVALENCE):.3f}{TAG}")
 
 # %% [markdown]
 # Same model, same threshold: where melanoma is rare, most referrals are false alarms. A PPV measured on a test set
