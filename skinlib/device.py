@@ -111,15 +111,3 @@ def _grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
     if hasattr(torch.amp, "GradScaler"):  # torch >= 2.3
         return torch.amp.GradScaler(device.type, enabled=enabled)
     return torch.cuda.amp.GradScaler(enabled=enabled)
-
-
-def die_with_parent(parent: int) -> None:
-    """End this process when `parent` ends (Linux's PR_SET_PDEATHSIG): `prepare`'s decoding workers
-    and torchrun's processes, which would otherwise wait forever or keep writing after a kill -9."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: nothing to set
-        return
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
