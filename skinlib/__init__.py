@@ -3,4 +3,4 @@
 The notebooks write out what the lesson is (the network, the training loop) and call
 skinlib for everything else: data, splits, GPU-aware loops, metrics and plots.
 """
-__version__ = "0.2.2"
+__version__ = "0.3.0"

@@ -176,7 +176,11 @@ def test_notebook_05_runs_in_jupyterlab_and_the_threshold_slider_changes_the_sen
                 By.CSS_SELECTOR, ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")]
             pytest.fail(f"the threshold widget did not render within {WIDGETS_TIMEOUT_S} s; errors: {errors[-3:]}")
         assert browser.find_elements(By.XPATH, "//*[contains(text(), 'not a medical device')]")
-        assert browser.find_elements(By.CSS_SELECTOR, ".widget-upload"), "the upload button is shown"
+        try:  # the upload comes after the responsible-use section, cells later than the threshold widget
+            wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, ".widget-upload")))
+        except Exception:
+            _screenshot(browser)
+            pytest.fail(f"the upload button is not shown within {WIDGETS_TIMEOUT_S} s")
         before = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, report).text)
 
         # Type a new threshold into the slider's readout (ipywidgets 8: an editable field), as a user can.
