@@ -54,10 +54,13 @@ $(COLAB_STAMP): requirements-colab.txt pyproject.toml $(STAMP)
 	touch $(COLAB_STAMP)
 
 # The fast suite, then the student notebooks and the solutions (the SYNTHETIC course as a chain of runtimes) under nbval.
+# -p no:platformdirs: .venv's newer platformdirs (seen through the .pth) announces a pytest plugin that
+# Colab's platformdirs, the one imported here, does not have.
+COLAB_PYTEST := $(COLAB_PY) -m pytest -p no:platformdirs $(XDIST)
 test-colab: $(COLAB_STAMP)
 	$(COLAB_PY) tools/colab_versions.py requirements-colab.txt
-	$(COLAB_PY) -m pytest $(XDIST) -m "not slow"
-	$(COLAB_PY) -m pytest $(XDIST) tests/test_notebooks_meta.py::test_notebook_runs_on_the_synthetic_data \
+	$(COLAB_PYTEST) -m "not slow"
+	$(COLAB_PYTEST) tests/test_notebooks_meta.py::test_notebook_runs_on_the_synthetic_data \
 		tests/test_journey.py::test_the_synthetic_course_runs_as_a_chain_of_fresh_runtimes
 
 mutate: $(STAMP)
