@@ -55,8 +55,9 @@ $(COLAB_STAMP): requirements-colab.txt pyproject.toml $(STAMP)
 
 # The fast suite, then the student notebooks and the solutions (the SYNTHETIC course as a chain of runtimes) under nbval.
 # -p no:platformdirs: .venv's newer platformdirs (seen through the .pth) announces a pytest plugin that
-# Colab's platformdirs, the one imported here, does not have.
-COLAB_PYTEST := $(COLAB_PY) -m pytest -p no:platformdirs $(XDIST)
+# Colab's platformdirs, the one imported here, does not have; exported, so the nbval runs the tests start get it too.
+COLAB_PYTEST := $(COLAB_PY) -m pytest $(XDIST)
+test-colab: export PYTEST_ADDOPTS = -p no:platformdirs
 test-colab: $(COLAB_STAMP)
 	$(COLAB_PY) tools/colab_versions.py requirements-colab.txt
 	$(COLAB_PYTEST) -m "not slow"
